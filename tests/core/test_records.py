@@ -1,0 +1,95 @@
+"""Contract 6, without torch: non-tensor values, containers, the bound, import weight."""
+
+import collections
+import subprocess
+import sys
+
+import pytest
+
+from visualizer._records import convert
+
+
+def test_non_tensor_values_are_stored_without_crashing(gl):
+    marker = object()
+
+    @gl("v")
+    def f(v):
+        return None
+
+    gl.activate()
+    values = [None, 3, 2.5, 1j, "s", b"b", True, marker, {"a": [1, (2, {3})]}, [], ()]
+    for value in values:
+        f(value)
+    records = gl.cache[gl.key_of(f)]
+    assert records == values
+    assert records[7] is marker
+
+
+def test_containers_are_snapshots_taken_at_return(gl):
+    @gl("state")
+    def f(state):
+        state["seen"].append(1)
+        return state
+
+    gl.activate()
+    live = {"seen": []}
+    f(live)
+    live["seen"].append("later")  # the caller changes it after the return
+    assert gl.cache[gl.key_of(f)] == [{"seen": [1]}]
+
+
+def test_container_types_are_kept():
+    Point = collections.namedtuple("Point", "x y")
+    factory = collections.defaultdict(list, a=[1])
+    converted = convert({"p": Point(1, 2), "d": factory, "o": collections.OrderedDict(b=2), "f": frozenset({1})}, "numpy")
+    assert type(converted["p"]) is Point and converted["p"] == (1, 2)
+    assert type(converted["d"]) is collections.defaultdict and converted["d"]["new"] == []
+    assert type(converted["o"]) is collections.OrderedDict
+    assert converted["f"] == frozenset({1})
+
+
+def test_self_referencing_containers_do_not_recurse_forever():
+    loop = [1]
+    loop.append(loop)
+    converted = convert(loop, "numpy")
+    assert converted[0] == 1 and converted[1] is loop
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+def test_bounded_records_drop_the_oldest(gl, bound):
+    @gl("v")
+    def f(v):
+        return v
+
+    gl.configure(max_records=bound)
+    gl.activate()
+    for i in range(10):
+        f(i)
+    assert gl.cache[gl.key_of(f)] == list(range(10 - bound, 10))
+    gl.configure(max_records=None)
+    f(10)
+    f(11)
+    assert gl.cache[gl.key_of(f)] == list(range(10 - bound, 12))
+
+
+def test_configure_returns_the_previous_options(gl):
+    assert gl.configure(store="tensor", max_records=5) == {"store": "numpy", "max_records": None}
+    assert gl.configure(store="graph") == {"store": "tensor", "max_records": 5}
+    assert gl.configure(max_records=None) == {"store": "graph", "max_records": 5}
+
+
+def test_import_visualizer_imports_no_heavy_framework():
+    code = (
+        "import sys, visualizer\n"
+        "heavy = [m for m in ('torch', 'timm', 'transformers', 'matplotlib', 'numpy') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_surface_is_small():
+    import visualizer
+
+    assert visualizer.__all__ == ["CaptureWarning", "__version__", "get_local"]
+    assert isinstance(visualizer.__version__, str)

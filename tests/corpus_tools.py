@@ -1,0 +1,183 @@
+"""Apply the rewrite to every function of a large body of real code and check each result.
+
+Used by the corpus tests; also runnable by hand, which prints the counts::
+
+    python tests/corpus_tools.py stdlib torch timm transformers
+
+A code object is checked, for one variable and for all of its variables, by:
+- the template binds, and keeps every attribute a function relies on (names, argument
+  counts, flags, file, first line, variables);
+- the original instructions appear in order in the new code, with the same source
+  positions (so tracebacks are unchanged), and one report precedes every return.
+"""
+
+from __future__ import annotations
+
+import collections
+import dis
+import importlib.util
+import inspect
+import multiprocessing
+import os
+import sys
+import sysconfig
+import time
+import types
+import warnings
+
+from visualizer._rewrite import NEVER, RewriteError, bind, instrument, refusal, variables
+
+_KEPT = (
+    "co_argcount",
+    "co_posonlyargcount",
+    "co_kwonlyargcount",
+    "co_flags",
+    "co_name",
+    "co_qualname",
+    "co_filename",
+    "co_firstlineno",
+    "co_varnames",
+    "co_cellvars",
+    "co_freevars",
+    "co_nlocals",
+)
+_IGNORED_OPS = {"CACHE", "EXTENDED_ARG", "NOP"}
+_RETURNS = {"RETURN_VALUE", "RETURN_CONST"}
+_JUMPS = set(dis.hasjrel) | set(dis.hasjabs)
+
+
+def roots(names: list[str]) -> dict[str, str]:
+    """Folder of each corpus: ``stdlib`` or an installed package's name."""
+    found = {}
+    for name in names:
+        if name == "stdlib":
+            found[name] = sysconfig.get_paths()["stdlib"]
+        else:
+            spec = importlib.util.find_spec(name)  # finds the folder; imports nothing
+            if spec is None or spec.origin is None:
+                raise LookupError(f"{name} is not installed")
+            found[name] = os.path.dirname(spec.origin)
+    return found
+
+
+def source_files(root: str) -> list[str]:
+    paths = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d not in ("site-packages", "__pycache__"))
+        paths += [os.path.join(folder, f) for f in sorted(files) if f.endswith(".py")]
+    return paths
+
+
+def functions(code: types.CodeType):
+    """Every function-like code object (CO_OPTIMIZED) inside ``code`` with a variable."""
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        stack += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+        if current.co_flags & inspect.CO_OPTIMIZED and variables(current):
+            yield current
+
+
+def check_file(path: str) -> collections.Counter:
+    """Outcome counts for one source file; failures are keyed by their first message line."""
+    counts = collections.Counter()
+    try:
+        with open(path, "rb") as file:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                top = compile(file.read(), path, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError):
+        counts["files that do not compile on this Python"] += 1
+        return counts
+    for code in functions(top):
+        counts["code objects"] += 1
+        reason = refusal(code)
+        if reason is not None:
+            counts["refused: " + reason.split(";")[0]] += 1
+            continue
+        names = tuple(variables(code))
+        for chosen in {names[:1], names}:
+            try:
+                problem = check(code, chosen)
+            except RewriteError as exc:
+                problem = "RewriteError " + str(exc).splitlines()[0].split(": ", 1)[-1]
+            if problem:
+                counts[f"FAILED {problem} [{code.co_qualname} {path}:{code.co_firstlineno}]"] += 1
+            else:
+                counts["rewrites checked"] += 1
+    return counts
+
+
+def check(code: types.CodeType, names: tuple[str, ...]) -> str | None:
+    """None if rewriting ``code`` for ``names`` gives a sound code object, else what is wrong."""
+    new = bind(instrument(code, names), recorder=print, on_missing=print, records=None, guard=NEVER)
+    if not isinstance(new, types.CodeType):
+        return "not a code object"
+    for attribute in _KEPT:
+        if getattr(new, attribute) != getattr(code, attribute):
+            return f"{attribute} changed"
+    if new.co_stacksize < code.co_stacksize:
+        return "stack size shrank"
+    before = _instructions(code)
+    after = _instructions(new)
+    position = 0
+    for instr in before:  # the original instructions, in order, as a subsequence
+        while position < len(after) and after[position][:2] != instr[:2]:
+            position += 1
+        if position == len(after):
+            return f"original instruction {instr[0]} lost or reordered"
+        if after[position][2] != instr[2]:
+            return f"source position of {instr[0]} changed"
+        position += 1
+    returns = sum(op in _RETURNS for op, _, _ in before)
+    reports = sum(op in _RETURNS for op, _, _ in after)
+    expected_tail = 2 if len(names) == 1 else 1  # out-of-line blocks per return, each ending in a return
+    if reports != returns * (1 + expected_tail):
+        return f"{returns} returns became {reports}, expected {returns * (1 + expected_tail)}"
+    return None
+
+
+def _instructions(code: types.CodeType) -> list[tuple]:
+    """(opname, comparable argument, positions) for each real instruction."""
+    out = []
+    for instr in dis.get_instructions(code):
+        if instr.opname in _IGNORED_OPS:
+            continue
+        argument = None if instr.opcode in _JUMPS else instr.argrepr
+        if instr.opname == "LOAD_CONST" and isinstance(instr.argval, types.CodeType):
+            argument = instr.argval.co_qualname
+        out.append((instr.opname, argument, instr.positions))
+    return out
+
+
+def run(names: list[str], processes: int | None = None) -> dict[str, collections.Counter]:
+    """Counts per corpus, checking files in parallel."""
+    results = {}
+    with multiprocessing.get_context("spawn").Pool(processes or os.cpu_count()) as pool:
+        for name, root in roots(names).items():
+            counts = collections.Counter()
+            for file_counts in pool.imap_unordered(check_file, source_files(root), chunksize=8):
+                counts.update(file_counts)
+            counts["source files"] = len(source_files(root))
+            results[name] = counts
+    return results
+
+
+def report(results: dict[str, collections.Counter]) -> str:
+    lines = [f"Python {sys.version.split()[0]}"]
+    for name, counts in results.items():
+        lines.append(f"{name}:")
+        for key, value in sorted(counts.items(), key=lambda kv: (kv[0].startswith("FAILED"), kv[0])):
+            lines.append(f"  {value:>7}  {key}")
+    return "\n".join(lines)
+
+
+def failures(results: dict[str, collections.Counter]) -> list[str]:
+    return [f"{name}: {key} x{n}" for name, c in results.items() for key, n in c.items() if key.startswith("FAILED")]
+
+
+if __name__ == "__main__":
+    started = time.time()
+    outcome = run(sys.argv[1:] or ["stdlib"])
+    print(report(outcome))
+    print(f"{time.time() - started:.0f} s")

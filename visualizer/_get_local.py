@@ -1,0 +1,410 @@
+"""``get_local``: record a function's local variables every time it returns.
+
+The decorator rewrites nothing while inactive: it returns the very function it was
+given and remembers it. :meth:`GetLocal.activate` swaps each remembered function's
+``__code__`` for an instrumented copy, in place, so functions that classes and modules
+already hold start recording, whatever the import order; :meth:`GetLocal.deactivate`
+swaps the original back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import types
+import warnings
+import weakref
+
+from visualizer._records import PASSTHROUGH, STORES, RecordCache, RecordStore, _UNSET, convert
+from visualizer._rewrite import NEVER, bind, cached_instrument
+from visualizer._targets import describe, resolve, unwrap
+
+__all__ = ["CaptureWarning", "GetLocal", "get_local"]
+
+# Names in a function's code that suggest a fused attention kernel, which never
+# materialises the attention map the user asked for.
+_FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
+
+
+class CaptureWarning(UserWarning):
+    """Something was not recorded, or not recorded as asked; the message says why and what to do."""
+
+
+class _Captured:
+    """One function captured in place: its code, its names, and where its records go."""
+
+    __slots__ = (
+        "__weakref__",
+        "channel",
+        "func_ref",
+        "guard",
+        "installed",
+        "key",
+        "misses",
+        "names",
+        "original",
+        "owner",
+        "warned",
+    )
+
+    def __init__(self, owner: GetLocal, func: types.FunctionType, names: tuple, key: str) -> None:
+        self.owner = owner
+        self.func_ref = weakref.ref(func)
+        self.names = names
+        self.key = key
+        self.channel = None  # opened on first install: no cache key before capture is on
+        self.original: types.CodeType | None = None
+        self.installed: types.CodeType | None = None
+        self.guard: type = NEVER  # the one exact type the fast path accepts, set on first use
+        self.warned = False
+        self.misses = 0
+
+    # -- code swapping (callers hold the owner's lock) ---------------------------------
+
+    def install(self) -> None:
+        func = self.func_ref()
+        if func is None or (self.installed is not None and func.__code__ is self.installed):
+            return
+        if self.channel is None:
+            self.channel = self.owner._store.channel(self.key)
+            self.channel.listeners.add(self)
+        self.original = func.__code__
+        self.installed = self._bound(cached_instrument(self.original, self.names))
+        func.__code__ = self.installed
+
+    def uninstall(self) -> None:
+        func, installed = self.func_ref(), self.installed
+        self.installed = None
+        if func is None or installed is None:
+            return
+        if func.__code__ is installed:
+            func.__code__ = self.original
+        else:
+            warnings.warn(
+                f"get_local: the code of {describe(func)} was replaced by someone else while "
+                "it was being captured; leaving their version in place.",
+                CaptureWarning,
+                stacklevel=3,
+            )
+
+    def rebind(self) -> None:
+        """Re-point the installed code at the channel's current list and options."""
+        with self.owner._lock:
+            func = self.func_ref()
+            if func is None or self.installed is None or func.__code__ is not self.installed:
+                return
+            self.installed = self._bound(cached_instrument(self.original, self.names))
+            func.__code__ = self.installed
+
+    def _bound(self, template: types.CodeType) -> types.CodeType:
+        fast = self.channel.fast
+        return bind(
+            template,
+            recorder=self.record if len(self.names) == 1 else self.record_many,
+            on_missing=self.missing,
+            records=self.channel.records if fast else None,
+            guard=self.guard if fast else NEVER,
+        )
+
+    # -- called from the instrumented code ----------------------------------------------
+
+    def record(self, value) -> None:
+        """The slow path for one variable: convert, store, maybe enable the fast path."""
+        self.channel.add(self._convert(value))
+        if self.guard is NEVER and type(value) in PASSTHROUGH:
+            self.guard = type(value)
+            if self.channel.fast:
+                self.rebind()
+
+    def record_many(self, *values) -> None:
+        self.channel.add(tuple(self._convert(value) for value in values))
+
+    def _convert(self, value):
+        store = self.owner._store.store
+        try:
+            return convert(value, store)
+        except Exception as exc:  # never break the user's function over a record
+            self._warn_once(
+                f"get_local: could not keep a {type(value).__name__} from {self.key} as "
+                f"{store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
+            )
+            return value
+
+    def missing(self, exc: BaseException) -> None:
+        """The probe found a variable unassigned: record nothing for this call, warn once."""
+        self.misses += 1
+        if self.warned:
+            return
+        frame = exc.__traceback__.tb_frame if exc.__traceback__ is not None else None
+        unbound = [name for name in self.names if frame is None or name not in frame.f_locals]
+        del frame, exc
+        self._warn_once(self._missing_message(unbound or list(self.names)), stacklevel=3)
+
+    def _missing_message(self, unbound: list[str]) -> str:
+        func = self.func_ref()
+        where = describe(func) if func is not None else self.key
+        names = " and ".join(repr(name) for name in unbound)
+        code = self.original
+        fused = code is not None and any(
+            hint in name for name in code.co_names for hint in _FUSED_HINTS
+        )
+        if fused:
+            cause = (
+                "Likely cause: this function takes a fused attention path (it refers to "
+                "fused_attn / scaled_dot_product_attention), and a fused kernel never "
+                f"computes {names}. Fix: make it take the unfused path while capturing, e.g. "
+                "`module.fused_attn = False` on each timm attention module, or "
+                '`model.set_attn_implementation("eager")` for a transformers model.'
+            )
+        else:
+            cause = (
+                f"Likely cause: the branch that assigns {names} did not run (an early return, "
+                "or an if/else that skips it), or it was deleted. Fix: capture a variable "
+                "that is assigned on every path, or make the function take that branch."
+            )
+        return (
+            f"get_local: {where} returned without a value for {names}, so nothing was "
+            f"recorded for that call. {cause} (Warned once per function; "
+            f"get_local.misses({func.__name__ if func is not None else '...'}) counts them.)"
+        )
+
+    def _warn_once(self, message: str, stacklevel: int = 4) -> None:
+        if not self.warned:
+            self.warned = True
+            warnings.warn(message, CaptureWarning, stacklevel=stacklevel)
+
+
+class _Decorator:
+    """What ``get_local(*names)`` returns: applies the capture to one function."""
+
+    __slots__ = ("names", "owner")
+
+    def __init__(self, owner: GetLocal, names: tuple) -> None:
+        self.owner = owner
+        self.names = names
+
+    def __call__(self, obj):
+        return self.owner._capture(obj, self.names)
+
+    def __repr__(self) -> str:
+        return f"get_local({', '.join(map(repr, self.names))})"
+
+
+class GetLocal:
+    """Record local variables of functions each time they return.
+
+    >>> @get_local("attn")
+    ... def attention(q, k):
+    ...     attn = (q * k) / 2
+    ...     return attn + 1
+    >>> get_local.activate()
+    >>> attention(3, 4)
+    7.0
+    >>> get_local.cache["attention"]
+    [6.0]
+
+    Decorating changes nothing until activation, and works in place on third-party
+    code too: ``get_local("attn")(SomeLibrary.Attention.forward)``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._store = RecordStore()
+        self._captured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._owners: dict[str, str] = {}  # qualname -> module of the first function using it
+        self._active = False
+
+    def __call__(self, *names: str) -> _Decorator:
+        """A decorator recording ``names`` (one value per call, or a tuple for several)."""
+        return _Decorator(self, _check_names(names))
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "inactive"
+        return f"<get_local: {state}, {len(self._captured)} functions, store={self._store.store!r}>"
+
+    # -- the state ------------------------------------------------------------------------
+
+    @property
+    def cache(self) -> RecordCache:
+        """``{key: [record per completed call, ...]}``, keyed by ``__qualname__``.
+
+        If a captured function's qualname is already used by a function from another
+        module, its key is ``"module.qualname"`` instead (a CaptureWarning says so, and
+        :meth:`key_of` tells you).
+        """
+        return self._store.cache
+
+    @cache.setter
+    def cache(self, value) -> None:
+        if value is self._store.cache:  # `get_local.cache |= {...}` assigns it back
+            return
+        raise AttributeError(
+            "get_local.cache cannot be replaced; empty it with get_local.clear() "
+            "(lists you took from it before keep their records), or change it in place."
+        )
+
+    @property
+    def is_activate(self) -> bool:
+        """Whether capture is on (the original tool's name); assigning it (de)activates."""
+        return self._active
+
+    @is_activate.setter
+    def is_activate(self, value: bool) -> None:
+        self.activate() if value else self.deactivate()
+
+    def activate(self) -> None:
+        """Start capturing every decorated function, whenever it was defined or imported."""
+        with self._lock:
+            self._active = True
+            failures = []
+            for entry in list(self._captured.values()):
+                try:
+                    entry.install()
+                except Exception as exc:
+                    failures.append(str(exc))
+            if failures:
+                raise RuntimeError("get_local.activate(): " + "\n\n".join(failures))
+
+    def deactivate(self) -> None:
+        """Stop capturing: every function gets its original code back. Records stay."""
+        with self._lock:
+            self._active = False
+            for entry in list(self._captured.values()):
+                entry.uninstall()
+
+    @contextlib.contextmanager
+    def activated(self, *, store: str | None = None, max_records=_UNSET):
+        """Capture inside a ``with`` block, then restore the previous state and options.
+
+        >>> with get_local.activated(store="tensor") as cache:
+        ...     model(x)
+        """
+        with self._lock:
+            was_active = self._active
+            previous = self.configure(store=store, max_records=max_records)
+            self.activate()
+        try:
+            yield self.cache
+        finally:
+            with self._lock:
+                self.configure(**previous)
+                if not was_active:
+                    self.deactivate()
+
+    def configure(self, *, store: str | None = None, max_records=_UNSET) -> dict:
+        """Set how records are kept; returns the previous settings.
+
+        store: ``"numpy"`` (default: tensors become detached CPU numpy copies, bf16/fp16
+            as float32), ``"tensor"`` (detached copies on their device) or ``"graph"``
+            (the tensors themselves, autograd graph included, for gradient methods).
+        max_records: at most this many records per key, the oldest dropped as new ones
+            arrive; ``None`` for no bound.
+        """
+        if store is not None and store not in STORES:
+            raise ValueError(f"store must be one of {', '.join(map(repr, STORES))}, not {store!r}")
+        if max_records is not _UNSET and max_records is not None:
+            if isinstance(max_records, bool) or not isinstance(max_records, int):
+                raise TypeError(f"max_records must be a positive int or None, not {max_records!r}")
+            if max_records < 1:
+                raise ValueError(f"max_records must be at least 1 (or None for no bound), not {max_records}")
+        with self._lock:
+            previous = {"store": self._store.store, "max_records": self._store.max_records}
+            self._store.configure(store, max_records)
+        return previous
+
+    def clear(self) -> None:
+        """Empty the cache. Lists taken from it before keep their records."""
+        self._store.clear()
+
+    # -- per function ---------------------------------------------------------------------
+
+    def undo(self, obj):
+        """Stop capturing ``obj`` for good: its original code comes back. Returns ``obj``."""
+        func = self._find(obj, "get_local.undo")
+        with self._lock:
+            entry = self._captured.pop(func)
+            entry.uninstall()
+            if entry.channel is not None:
+                entry.channel.listeners.discard(entry)
+        return obj
+
+    def key_of(self, obj) -> str:
+        """The cache key of a captured function."""
+        return self._captured[self._find(obj, "get_local.key_of")].key
+
+    def misses(self, obj) -> int:
+        """How many calls of ``obj`` returned with a captured variable unassigned."""
+        return self._captured[self._find(obj, "get_local.misses")].misses
+
+    def _find(self, obj, what: str) -> types.FunctionType:
+        func = unwrap(obj, what)
+        seen = []
+        while func not in self._captured:
+            seen.append(func)
+            inner = getattr(func, "__wrapped__", None)
+            try:
+                func = unwrap(inner, what) if inner is not None else None
+            except TypeError:
+                func = None
+            if func is None or any(func is f for f in seen):
+                raise ValueError(f"{what}: {describe(seen[0])} is not captured by get_local")
+        return func
+
+    def _capture(self, obj, names: tuple):
+        what = f"get_local({', '.join(map(repr, names))})"
+        func = resolve(obj, names, what)
+        with self._lock:
+            entry = self._captured.get(func)
+            if entry is not None:
+                if entry.names != names:
+                    raise ValueError(
+                        f"{what}: {describe(func)} is already captured with "
+                        f"get_local({', '.join(map(repr, entry.names))}); "
+                        "call get_local.undo() on it first to capture other names."
+                    )
+                return obj
+            entry = self._captured[func] = _Captured(self, func, names, self._key(func))
+            if self._active:
+                try:
+                    entry.install()
+                except Exception:
+                    del self._captured[func]
+                    raise
+        return obj
+
+    def _key(self, func: types.FunctionType) -> str:
+        qualname, module = func.__qualname__, func.__module__ or "<unknown>"
+        owner = self._owners.setdefault(qualname, module)
+        if owner == module:
+            return qualname
+        key = f"{module}.{qualname}"
+        warnings.warn(
+            f"get_local: {qualname!r} from module {module!r} shares its qualname with a "
+            f"captured function from {owner!r}; its records go under {key!r} "
+            f"(get_local.key_of(func) tells you the key of any captured function).",
+            CaptureWarning,
+            stacklevel=4,
+        )
+        return key
+
+
+def _check_names(names: tuple) -> tuple[str, ...]:
+    if not names:
+        raise TypeError("get_local() needs the name of at least one variable, e.g. get_local('attn')")
+    if len(names) == 1 and callable(names[0]) and not isinstance(names[0], str):
+        raise TypeError(
+            "get_local needs the variable names first: write @get_local('attn_map'), not @get_local"
+        )
+    for name in names:
+        if not isinstance(name, str):
+            hint = " (pass several names as separate arguments)" if isinstance(name, (list, tuple)) else ""
+            raise TypeError(f"get_local() takes variable names as str, not {type(name).__name__}{hint}")
+        if not name.isidentifier():
+            raise ValueError(f"get_local(): {name!r} is not a valid Python variable name")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"get_local(): {', '.join(map(repr, duplicates))} given more than once")
+    return tuple(names)
+
+
+get_local = GetLocal()

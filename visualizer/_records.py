@@ -1,0 +1,333 @@
+"""The records store: what a captured call leaves behind, and where it is kept.
+
+``get_local.cache`` is a :class:`RecordCache`, a dict ``{key: [record, ...]}``. Each
+captured function appends to the list under its key through a :class:`Channel`. The
+fast path in the function's own bytecode appends to that exact list object, so the dict
+keeps the two in step when someone mutates it directly.
+
+Conversion (:func:`convert`) is lazy about frameworks: a value can only be a tensor if
+torch is already in ``sys.modules``, so this module never imports torch or numpy.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+import weakref
+
+__all__ = ["PASSTHROUGH", "STORES", "Channel", "RecordCache", "RecordStore", "Records", "convert"]
+
+#: How tensors are kept: "numpy" (detached CPU copy, bf16/fp16 widened to float32),
+#: "tensor" (detached copy on its device), "graph" (the tensor itself, autograd graph included).
+STORES = ("numpy", "tensor", "graph")
+
+#: Exact types whose values are immutable and kept as they are under every store.
+PASSTHROUGH = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+class Records(list):
+    """One key's records, oldest first: a list.
+
+    It hashes by identity so that a code object, which hashes its constants, may hold
+    it. Copies and pickles are plain lists.
+    """
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+
+    def __reduce_ex__(self, protocol):
+        return (list, (list(self),))
+
+    def __copy__(self):
+        return list(self)
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(list(self), memo)
+
+
+class RecordCache(dict):
+    """``get_local.cache``: ``{key: list of records}``, a dict.
+
+    Captured functions keep appending to the lists held here even when the dict is
+    changed directly: assigning a list makes that list the one appended to, and a
+    deleted key comes back with the next record. Copies and pickles are plain dicts.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: RecordStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def __setitem__(self, key, value) -> None:
+        self._store.check_assignment(key, value)
+        super().__setitem__(key, value)
+        self._store.sync((key,))
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self._store.sync((key,))
+
+    def pop(self, key, *default):
+        value = super().pop(key, *default)
+        self._store.sync((key,))
+        return value
+
+    def popitem(self):
+        key, value = super().popitem()
+        self._store.sync((key,))
+        return key, value
+
+    def clear(self) -> None:
+        keys = list(self)
+        super().clear()
+        self._store.sync(keys)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def copy(self) -> dict:
+        return dict(self)
+
+    __copy__ = copy
+
+    def __deepcopy__(self, memo):
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce_ex__(self, protocol):
+        return (dict, (dict(self),))
+
+    @classmethod
+    def fromkeys(cls, keys, value=None) -> dict:
+        return dict.fromkeys(keys, value)
+
+
+class Channel:
+    """Where one key's records go.
+
+    ``records`` is the list in the cache under ``key``; ``attached`` is False after the
+    key was deleted from the cache, until the next record puts it back. Listeners (the
+    captured functions of this key) are told when ``records`` changes, so that their
+    fast paths append to the right list.
+    """
+
+    __slots__ = ("attached", "key", "listeners", "records", "store")
+
+    def __init__(self, store: RecordStore, key: str, records: list) -> None:
+        self.store = store
+        self.key = key
+        self.records = records
+        self.attached = True
+        self.listeners: weakref.WeakSet = weakref.WeakSet()
+
+    @property
+    def fast(self) -> bool:
+        """Whether bytecode may LIST_APPEND to ``records`` directly."""
+        return self.attached and type(self.records) is Records and self.store.max_records is None
+
+    def add(self, record) -> None:
+        """Append one record, dropping the oldest beyond the bound; thread-safe."""
+        records = self.records
+        records.append(record)
+        bound = self.store.max_records
+        if bound is not None and len(records) > bound:
+            del records[:-bound]
+        if not self.attached:
+            self.store.reattach(self)
+
+    def notify(self) -> None:
+        for listener in list(self.listeners):
+            listener.rebind()
+
+
+class RecordStore:
+    """The cache, its channels, and the options that say how values are kept."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.cache = RecordCache(self)
+        self._channels: dict[str, Channel] = {}
+        self.store = "numpy"
+        self.max_records: int | None = None
+
+    def channel(self, key: str) -> Channel:
+        """The channel for ``key``, created (with an empty list in the cache) if new."""
+        with self.lock:
+            channel = self._channels.get(key)
+            if channel is None:
+                records = dict.get(self.cache, key)
+                if not isinstance(records, list):
+                    records = Records()
+                    dict.__setitem__(self.cache, key, records)
+                channel = self._channels[key] = Channel(self, key, records)
+            elif not channel.attached:
+                self.reattach(channel)
+            return channel
+
+    def check_assignment(self, key, value) -> None:
+        if key in self._channels and not isinstance(value, list):
+            raise TypeError(
+                f"get_local.cache[{key!r}] holds the records of a captured function and must "
+                f"be a list, not {type(value).__name__}"
+            )
+
+    def sync(self, keys) -> None:
+        """Bring the channels of ``keys`` in line with what the cache now holds."""
+        with self.lock:
+            for key in keys:
+                channel = self._channels.get(key)
+                if channel is None:
+                    continue
+                current = dict.get(self.cache, key)
+                if current is channel.records and channel.attached:
+                    continue
+                if current is None:  # deleted: collect anew; the key returns with a record
+                    channel.records, channel.attached = Records(), False
+                else:
+                    channel.records, channel.attached = current, True
+                channel.notify()
+
+    def reattach(self, channel: Channel) -> None:
+        with self.lock:
+            if channel.attached:
+                return
+            if dict.get(self.cache, channel.key) is None:
+                dict.__setitem__(self.cache, channel.key, channel.records)
+            else:  # someone put a list there meanwhile: that one wins, ours joins it
+                existing = dict.__getitem__(self.cache, channel.key)
+                existing.extend(channel.records)
+                channel.records = existing
+            channel.attached = True
+            channel.notify()
+
+    def clear(self) -> None:
+        """Empty the cache. Lists handed out before keep their records."""
+        with self.lock:
+            dict.clear(self.cache)
+            for channel in self._channels.values():
+                channel.records, channel.attached = Records(), True
+                dict.__setitem__(self.cache, channel.key, channel.records)
+                channel.notify()
+
+    def configure(self, store: str | None, max_records) -> None:
+        with self.lock:
+            if store is not None:
+                self.store = store
+            if max_records is not _UNSET:
+                self.max_records = max_records
+            for channel in self._channels.values():
+                channel.notify()
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
+def convert(value, store: str):
+    """What is kept of ``value`` under ``store`` (one of :data:`STORES`).
+
+    Tensors, including those nested in lists, tuples, dicts and sets, are kept as the
+    store says; numpy arrays are copied; containers are rebuilt around converted items;
+    anything else is kept as it is.
+    """
+    return _convert(value, store, set())
+
+
+def _convert(value, store: str, open_containers: set):
+    if type(value) in PASSTHROUGH:
+        return value
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return _convert_tensor(value, store, torch)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return value.copy()
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        if id(value) in open_containers:  # a cycle: keep the reference
+            return value
+        open_containers.add(id(value))
+        try:
+            return _rebuild(value, lambda item: _convert(item, store, open_containers))
+        finally:
+            open_containers.discard(id(value))
+    return value
+
+
+def _rebuild(container, convert_item):
+    """A copy of ``container`` around converted items, of the same type where possible."""
+    kind = type(container)
+    if isinstance(container, dict):
+        items = {key: convert_item(item) for key, item in container.items()}
+        if kind is dict:
+            return items
+        try:  # keeps a defaultdict's factory, an OrderedDict's order, a ModelOutput's fields
+            rebuilt = copy.copy(container)
+            for key, item in items.items():
+                rebuilt[key] = item
+            return rebuilt
+        except Exception:
+            return items
+    items = [convert_item(item) for item in container]
+    if kind in (list, tuple, set, frozenset):
+        return kind(items)
+    try:
+        if isinstance(container, tuple) and hasattr(container, "_fields"):
+            return kind(*items)  # a namedtuple
+        return kind(items)
+    except Exception:
+        for base in (list, tuple, set, frozenset):
+            if isinstance(container, base):
+                return base(items)
+        raise  # unreachable: containers are one of the bases above
+
+
+def _convert_tensor(tensor, store: str, torch):
+    if store == "graph":
+        return tensor
+    tensor = tensor.detach()
+    if store == "tensor":
+        return tensor.clone()
+    return _to_numpy(tensor, torch)
+
+
+def _to_numpy(tensor, torch):
+    """A numpy array that owns its memory: a snapshot, not a view of the tensor."""
+    if tensor.is_nested:
+        return [_to_numpy(part, torch) for part in tensor.unbind()]
+    fresh = False  # whether `tensor` is already a private copy
+    if tensor.layout is not torch.strided:
+        tensor, fresh = tensor.to_dense(), True
+    if tensor.is_quantized:
+        tensor, fresh = tensor.dequantize(), True
+    if tensor.device.type != "cpu":
+        tensor, fresh = tensor.cpu(), True  # before widening: moves half the bytes for bf16
+    wider = _wider_dtype(tensor.dtype, torch)
+    if wider is not None:
+        tensor, fresh = tensor.to(wider), True
+    tensor = tensor.resolve_conj().resolve_neg()
+    array = tensor.numpy()
+    return array if fresh else array.copy()
+
+
+def _wider_dtype(dtype, torch):
+    """The dtype numpy can hold for ``dtype``, or None when numpy has it already."""
+    if dtype in (torch.bfloat16, torch.float16) or "float8" in str(dtype):
+        return torch.float32
+    if dtype == torch.complex32:
+        return torch.complex64
+    return None
