@@ -44,6 +44,13 @@ _KEPT = (
 _IGNORED_OPS = {"CACHE", "EXTENDED_ARG", "NOP"}
 _RETURNS = {"RETURN_VALUE", "RETURN_CONST"}
 _JUMPS = set(dis.hasjrel) | set(dis.hasjabs)
+_NO_FALLTHROUGH = _RETURNS | {
+    "RAISE_VARARGS",
+    "RERAISE",
+    "JUMP_FORWARD",
+    "JUMP_BACKWARD",
+    "JUMP_BACKWARD_NO_INTERRUPT",
+}
 
 
 def roots(names: list[str]) -> dict[str, str]:
@@ -116,29 +123,87 @@ def check(code: types.CodeType, names: tuple[str, ...]) -> str | None:
     for attribute in _KEPT:
         if getattr(new, attribute) != getattr(code, attribute):
             return f"{attribute} changed"
-    if new.co_stacksize < code.co_stacksize:
-        return "stack size shrank"
-    before = _instructions(code)
-    after = _instructions(new)
+    before, after = _instructions(code), _instructions(new)
+    old_handlers, new_handlers = _handlers(code), _handlers(new)
+    moved = {}  # original offset -> new offset
     position = 0
-    for instr in before:  # the original instructions, in order, as a subsequence
-        while position < len(after) and after[position][:2] != instr[:2]:
+    for offset, op, argument, positions in before:  # the original instructions, in order
+        while position < len(after) and after[position][1:3] != (op, argument):
             position += 1
         if position == len(after):
-            return f"original instruction {instr[0]} lost or reordered"
-        if after[position][2] != instr[2]:
-            return f"source position of {instr[0]} changed"
+            return f"original instruction {op} lost or reordered"
+        if after[position][3] != positions:
+            return f"source position of {op} changed"
+        moved[offset] = after[position][0]
         position += 1
-    returns = sum(op in _RETURNS for op, _, _ in before)
-    reports = sum(op in _RETURNS for op, _, _ in after)
-    expected_tail = 2 if len(names) == 1 else 1  # out-of-line blocks per return, each ending in a return
+    for offset, *_ in before:  # each original instruction keeps its exception handler
+        old = old_handlers.get(offset)
+        new_handler = new_handlers.get(moved[offset])
+        if old is None and new_handler is None:
+            continue
+        if old is None or new_handler is None or (moved.get(old[0]), *old[1:]) != new_handler:
+            return f"exception handler of the instruction at {offset} changed: {old} -> {new_handler}"
+    returns = sum(op in _RETURNS for _, op, _, _ in before)
+    reports = sum(op in _RETURNS for _, op, _, _ in after)
+    # Out-of-line blocks per return that end in one: slow path (one name only), missing
+    # variable, and a failed call.
+    expected_tail = 3 if len(names) == 1 else 2
     if reports != returns * (1 + expected_tail):
         return f"{returns} returns became {reports}, expected {returns * (1 + expected_tail)}"
+    injected = {offset for offset, *_ in after} - set(moved.values())
+    probes = [new_handlers[offset][1] for offset in injected if offset in new_handlers]
+    if any(depth > 1 for depth in probes):
+        return f"a probe region unwinds to depth {max(probes)}"
+    return _stack_problem(new)
+
+
+def _stack_problem(code: types.CodeType) -> str | None:
+    """Simulate the value stack with CPython's own stack effects and exception table.
+
+    Checks what the probe relies on, that every return runs with only its return value
+    on the stack, and that the declared stack size suffices.
+    """
+    instrs = list(dis.get_instructions(code))
+    index = {instr.offset: position for position, instr in enumerate(instrs)}
+    handlers = _handlers(code)
+    generator = code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR)
+    start = 1 if generator and sys.version_info < (3, 13) else 0  # 3.13 pushes it explicitly
+    depth = {0: start}
+    pending = [0]
+
+    def reach(position: int, value: int) -> str | None:
+        if depth.setdefault(position, value) != value:
+            return f"inconsistent stack depth at offset {instrs[position].offset}"
+        if value == depth[position] and position not in seen:
+            seen.add(position)
+            pending.append(position)
+        return None
+
+    seen = {0}
+    problem = None
+    while pending and problem is None:
+        position = pending.pop()
+        instr, current = instrs[position], depth[position]
+        handler = handlers.get(instr.offset)
+        if handler is not None:
+            problem = reach(index[handler[0]], handler[1] + handler[2] + 1)
+        if instr.opname in _RETURNS and current != (1 if instr.opname == "RETURN_VALUE" else 0):
+            return f"{instr.opname} at offset {instr.offset} runs with stack depth {current}"
+        if instr.opcode in _JUMPS:
+            problem = problem or reach(index[instr.argval], current + dis.stack_effect(instr.opcode, instr.arg, jump=True))
+        if instr.opname not in _NO_FALLTHROUGH and position + 1 < len(instrs):
+            effect = dis.stack_effect(instr.opcode, instr.arg, **({"jump": False} if instr.opcode in _JUMPS else {}))
+            problem = problem or reach(position + 1, current + effect)
+    if problem:
+        return problem
+    deepest = max(depth.values())
+    if deepest > code.co_stacksize:
+        return f"needs a stack of {deepest}, declares {code.co_stacksize}"
     return None
 
 
 def _instructions(code: types.CodeType) -> list[tuple]:
-    """(opname, comparable argument, positions) for each real instruction."""
+    """(offset, opname, comparable argument, positions) for each real instruction."""
     out = []
     for instr in dis.get_instructions(code):
         if instr.opname in _IGNORED_OPS:
@@ -146,8 +211,19 @@ def _instructions(code: types.CodeType) -> list[tuple]:
         argument = None if instr.opcode in _JUMPS else instr.argrepr
         if instr.opname == "LOAD_CONST" and isinstance(instr.argval, types.CodeType):
             argument = instr.argval.co_qualname
-        out.append((instr.opname, argument, instr.positions))
+        out.append((instr.offset, instr.opname, argument, instr.positions))
     return out
+
+
+def _handlers(code: types.CodeType) -> dict[int, tuple]:
+    """Instruction offset -> (handler offset, stack depth, push lasti), from the exception table."""
+    covered = {}
+    offsets = [instr.offset for instr in dis.get_instructions(code)]
+    for entry in dis._parse_exception_table(code):
+        for offset in offsets:
+            if entry.start <= offset < entry.end:
+                covered[offset] = (entry.target, entry.depth, entry.lasti)
+    return covered
 
 
 def run(names: list[str], processes: int | None = None) -> dict[str, collections.Counter]:

@@ -123,10 +123,12 @@ class _Captured:
         store = self.owner._store.store
         try:
             return convert(value, store)
+        except RecursionError:  # returning at the recursion limit: not even a warning fits
+            return value
         except Exception as exc:  # never break the user's function over a record
             self._warn_once(
-                f"get_local: could not keep a {type(value).__name__} from {self.key} as "
-                f"{store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
+                f"get_local: could not keep a value of type {type(value).__name__} from "
+                f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
             )
             return value
 

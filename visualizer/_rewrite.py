@@ -15,6 +15,12 @@ the template runs, with the return value left untouched on the stack::
     fast    (one variable only) if type(value) is GUARD: LIST_APPEND value to RECORDS.
     slow    otherwise RECORDER(value, ...) is called and its result discarded.
 
+Calls into Python (RECORDER, ON_MISSING) sit in a region of their own whose handler is
+pure bytecode: a RecursionError, which a function returning right at the recursion limit
+would get from the extra frame, drops that record and the function returns normally;
+any other exception (KeyboardInterrupt, a warning turned into an error) is re-raised, as
+if raised by the return itself.
+
 Nothing is stored into the frame (no sentinels), so ``locals()``, debuggers and
 ``UnboundLocalError`` behave exactly as without capture, and every injected instruction
 carries the location of the return it precedes, so tracebacks are unchanged.
@@ -132,13 +138,21 @@ def instrument(code: types.CodeType, names: tuple[str, ...]) -> types.CodeType:
     if reason is not None:
         raise RewriteError(f"{code.co_qualname} cannot be captured: {reason}")
     try:
-        bytecode = Bytecode.from_code(code)
+        # Keep CPython's own exception-handler depths rather than recomputing them.
+        bytecode = Bytecode.from_code(code, conserve_exception_block_stackdepth=True)
+        bytecode.argnames = list(code.co_varnames)  # keeps the order of the locals table
         bytecode[:] = _Rewriter(names, kinds).rewrite(bytecode)
-        return bytecode.to_code()
+        # At a return CPython's stack holds at most the return value; the report pushes
+        # at most a callable, a NULL and the loaded variables on top of it.
+        stacksize = max(code.co_stacksize, 1 + 2 + max(1, len(names)))
+        new = bytecode.to_code(stacksize=stacksize, compute_exception_stack_depths=False)
     except RewriteError:
         raise
     except Exception as exc:
         raise RewriteError(_failure(code, exc)) from exc
+    if new.co_varnames != code.co_varnames:
+        raise RewriteError(_failure(code, AssertionError("the table of local variables changed")))
+    return new
 
 
 def bind(
@@ -233,8 +247,17 @@ class _Rewriter:
     def _report(self, ret: Instr, tail: list) -> list:
         """The inline part of the report before ``ret``; appends its blocks to ``tail``."""
         at = _At(ret.location)
-        handler = Label()
-        probe = TryBegin(handler, False)
+        # Regions unwind to what the return needs: its value (RETURN_VALUE) or nothing.
+        depth = 1 if ret.name == "RETURN_VALUE" else 0
+        missing, failed = Label(), Label()
+        probe = TryBegin(missing, False, depth)
+
+        def guarded(*instructions) -> list:
+            """Calls into Python: a RecursionError there (a function returning right at the
+            recursion limit) drops the record; anything else is re-raised at the return."""
+            region = TryBegin(failed, False, depth)
+            return [region, *instructions, TryEnd(region)]
+
         if len(self.names) == 1:
             (name,) = self.names
             slow = Label()
@@ -243,7 +266,7 @@ class _Rewriter:
                 *at.callee(type),
                 self._load(name, at),
                 TryEnd(probe),
-                *at.call(1),
+                *guarded(*at.call(1)),
                 at("LOAD_CONST", GUARD),
                 at("IS_OP", 0),
                 at("POP_JUMP_IF_FALSE" if PY312 else "POP_JUMP_FORWARD_IF_FALSE", slow),
@@ -254,9 +277,7 @@ class _Rewriter:
             ]
             tail += [
                 slow,
-                *at.callee(RECORDER),
-                self._load(name, at),
-                *at.call(1),
+                *guarded(*at.callee(RECORDER), self._load(name, at), *at.call(1)),
                 at("POP_TOP"),
                 ret.copy(),
             ]
@@ -266,11 +287,26 @@ class _Rewriter:
                 *at.callee(RECORDER),
                 *(self._load(name, at) for name in self.names),
                 TryEnd(probe),
-                *at.call(len(self.names)),
+                *guarded(*at.call(len(self.names))),
                 at("POP_TOP"),
             ]
-        # The handler receives the exception on top of the return value (if any).
-        tail += [handler, *at.call_with_top(ON_MISSING), at("POP_TOP"), ret.copy()]
+        reraise = Label()
+        tail += [
+            # The probe found a variable unassigned: the exception is on top of the stack.
+            missing,
+            *guarded(*at.call_with_top(ON_MISSING)),
+            at("POP_TOP"),
+            ret.copy(),
+            # A call into Python failed: return normally on RecursionError, else re-raise.
+            failed,
+            at("LOAD_CONST", RecursionError),
+            at("CHECK_EXC_MATCH"),
+            at("POP_JUMP_IF_FALSE" if PY312 else "POP_JUMP_FORWARD_IF_FALSE", reraise),
+            at("POP_TOP"),
+            ret.copy(),
+            reraise,
+            at("RERAISE", 0),
+        ]
         return inline
 
     def _load(self, name: str, at: _At) -> Instr:

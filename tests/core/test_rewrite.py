@@ -67,7 +67,7 @@ def test_one_report_before_every_return():
     template = instrument(f.__code__, ("x",))
     originals = sum(i.opname.startswith("RETURN") for i in dis.get_instructions(f.__code__))
     rewritten = sum(i.opname.startswith("RETURN") for i in dis.get_instructions(template))
-    assert rewritten == 3 * originals  # inline, slow path, and missing-variable handler
+    assert rewritten == 4 * originals  # inline, slow path, missing variable, failed call
     assert template.co_firstlineno == f.__code__.co_firstlineno
     assert template.co_varnames == f.__code__.co_varnames
 

@@ -186,3 +186,38 @@ def test_locals_and_unbound_local_error_behave_as_without_capture(gl):
         message, seen = f(False)
     assert "y" in message and seen == {"flag": False}  # no sentinel stored in the frame
     assert f(True) == (1, {"flag": True, "y": 1})
+
+
+def test_a_function_returning_at_the_recursion_limit_behaves_as_without_capture(gl):
+    """The recorder is one more frame: at the limit it may cost a record, never the call."""
+    import sys
+
+    @gl("marker")
+    def nest(depth):
+        marker = [depth]  # a list: recorded through the Python-level recorder, not the fast path
+        if depth == 0:
+            return marker
+        return nest(depth - 1)
+
+    def deepest_that_works():
+        low, high = 1, 5000
+        while low < high:
+            middle = (low + high + 1) // 2
+            try:
+                nest(middle)
+                low = middle
+            except RecursionError:
+                high = middle - 1
+        return low
+
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        limit = deepest_that_works()
+        gl.activate()
+        assert nest(limit) == [0]  # raised RecursionError before the fix
+    finally:
+        sys.setrecursionlimit(previous)
+    records = gl.cache[gl.key_of(nest)]
+    assert limit - 3 <= len(records) <= limit + 1  # only calls at the very edge may go unrecorded
+    assert records == [[depth] for depth in range(limit + 1 - len(records), limit + 1)]
