@@ -5,9 +5,10 @@
 
 Every variant runs the same trivial function, ``attn = x + 1; return attn``, and records
 ``attn`` on each call where it records at all. Rounds are interleaved, with the order
-shuffled in each round, and each variant's time is divided by the plain call's time from
-the same round; the table gives the minimum and the median of those ratios, and the
-median time per call. The machine is shared and noisy: compare ratios from one run only.
+shuffled in each round. The table divides each variant's fastest round by the plain call's
+fastest round (the cost without noise) and its median round by the plain call's median,
+and gives the median time per call. The machine is shared and noisy: compare ratios from
+one run only.
 """
 
 from __future__ import annotations
@@ -174,19 +175,20 @@ def measure(rounds: int, number: int, seed: int = 0) -> dict:
 
 
 def table(result: dict) -> str:
+    """Ratios to the plain call: of the fastest rounds (the cost without noise) and of the medians."""
     times, errors = result["times"], result["errors"]
     base = times["plain call"]
     lines = [
-        "| variant | ratio, min | ratio, median | ns per call, median |",
+        "| variant | ratio of minimums | ratio of medians | ns per call, median |",
         "| --- | ---: | ---: | ---: |",
     ]
     for name in VARIANTS:
         if name in errors:
             lines.append(f"| {name} | n/a | n/a | {errors[name]} |")
             continue
-        ratios = [t / b for t, b in zip(times[name], base)]
         lines.append(
-            f"| {name} | {min(ratios):.2f}x | {statistics.median(ratios):.2f}x "
+            f"| {name} | {min(times[name]) / min(base):.2f}x "
+            f"| {statistics.median(times[name]) / statistics.median(base):.2f}x "
             f"| {statistics.median(times[name]) * 1e9:.0f} |"
         )
     return "\n".join(lines)

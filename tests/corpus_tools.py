@@ -8,11 +8,16 @@ A code object is checked, for one variable and for all of its variables, by:
 - the template binds, and keeps every attribute a function relies on (names, argument
   counts, flags, file, first line, variables);
 - the original instructions appear in order in the new code, with the same source
-  positions (so tracebacks are unchanged), and one report precedes every return.
+  positions (so tracebacks are unchanged) and the same exception handlers;
+- every return is reported, and the report's regions unwind to the return value alone;
+- a stack simulation with CPython's own ``dis.stack_effect`` finds every return running
+  with only its value on the stack and the declared stack size sufficient. The same
+  simulation must agree with CPython's compiler on the original code first.
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dis
 import importlib.util
@@ -103,9 +108,14 @@ def check_file(path: str) -> collections.Counter:
             counts["refused: " + reason.split(";")[0]] += 1
             continue
         names = tuple(variables(code))
+        original = _Analysis(code)
+        disagreement = _stack_problem(original)
+        if disagreement:  # the simulator must agree with CPython's compiler on unmodified code
+            counts[f"FAILED stack simulator on the original: {disagreement} [{code.co_qualname} {path}]"] += 1
+            continue
         for chosen in {names[:1], names}:
             try:
-                problem = check(code, chosen)
+                problem = check(code, chosen, original)
             except RewriteError as exc:
                 problem = "RewriteError " + str(exc).splitlines()[0].split(": ", 1)[-1]
             if problem:
@@ -115,7 +125,21 @@ def check_file(path: str) -> collections.Counter:
     return counts
 
 
-def check(code: types.CodeType, names: tuple[str, ...]) -> str | None:
+class _Analysis:
+    """What the checks need of one code object, disassembled once."""
+
+    def __init__(self, code: types.CodeType) -> None:
+        self.code = code
+        self.all = list(dis.get_instructions(code))
+        self.handlers = _handlers(code, [instr.offset for instr in self.all])
+        self.real = [
+            (instr.offset, instr.opname, _comparable(instr), instr.positions)
+            for instr in self.all
+            if instr.opname not in _IGNORED_OPS
+        ]
+
+
+def check(code: types.CodeType, names: tuple[str, ...], original: _Analysis | None = None) -> str | None:
     """None if rewriting ``code`` for ``names`` gives a sound code object, else what is wrong."""
     new = bind(instrument(code, names), recorder=print, on_missing=print, records=None, guard=NEVER)
     if not isinstance(new, types.CodeType):
@@ -123,49 +147,48 @@ def check(code: types.CodeType, names: tuple[str, ...]) -> str | None:
     for attribute in _KEPT:
         if getattr(new, attribute) != getattr(code, attribute):
             return f"{attribute} changed"
-    before, after = _instructions(code), _instructions(new)
-    old_handlers, new_handlers = _handlers(code), _handlers(new)
+    before = original or _Analysis(code)
+    after = _Analysis(new)
     moved = {}  # original offset -> new offset
     position = 0
-    for offset, op, argument, positions in before:  # the original instructions, in order
-        while position < len(after) and after[position][1:3] != (op, argument):
+    for offset, op, argument, positions in before.real:  # the original instructions, in order
+        while position < len(after.real) and after.real[position][1:3] != (op, argument):
             position += 1
-        if position == len(after):
+        if position == len(after.real):
             return f"original instruction {op} lost or reordered"
-        if after[position][3] != positions:
+        if after.real[position][3] != positions:
             return f"source position of {op} changed"
-        moved[offset] = after[position][0]
+        moved[offset] = after.real[position][0]
         position += 1
-    for offset, *_ in before:  # each original instruction keeps its exception handler
-        old = old_handlers.get(offset)
-        new_handler = new_handlers.get(moved[offset])
+    for offset, *_ in before.real:  # each original instruction keeps its exception handler
+        old = before.handlers.get(offset)
+        new_handler = after.handlers.get(moved[offset])
         if old is None and new_handler is None:
             continue
         if old is None or new_handler is None or (moved.get(old[0]), *old[1:]) != new_handler:
             return f"exception handler of the instruction at {offset} changed: {old} -> {new_handler}"
-    returns = sum(op in _RETURNS for _, op, _, _ in before)
-    reports = sum(op in _RETURNS for _, op, _, _ in after)
+    returns = sum(op in _RETURNS for _, op, _, _ in before.real)
+    reports = sum(op in _RETURNS for _, op, _, _ in after.real)
     # Out-of-line blocks per return that end in one: slow path (one name only), missing
     # variable, and a failed call.
     expected_tail = 3 if len(names) == 1 else 2
     if reports != returns * (1 + expected_tail):
         return f"{returns} returns became {reports}, expected {returns * (1 + expected_tail)}"
-    injected = {offset for offset, *_ in after} - set(moved.values())
-    probes = [new_handlers[offset][1] for offset in injected if offset in new_handlers]
+    injected = {offset for offset, *_ in after.real} - set(moved.values())
+    probes = [after.handlers[offset][1] for offset in injected if offset in after.handlers]
     if any(depth > 1 for depth in probes):
         return f"a probe region unwinds to depth {max(probes)}"
-    return _stack_problem(new)
+    return _stack_problem(after)
 
 
-def _stack_problem(code: types.CodeType) -> str | None:
+def _stack_problem(analysis: _Analysis) -> str | None:
     """Simulate the value stack with CPython's own stack effects and exception table.
 
     Checks what the probe relies on, that every return runs with only its return value
     on the stack, and that the declared stack size suffices.
     """
-    instrs = list(dis.get_instructions(code))
+    code, instrs, handlers = analysis.code, analysis.all, analysis.handlers
     index = {instr.offset: position for position, instr in enumerate(instrs)}
-    handlers = _handlers(code)
     generator = code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR)
     start = 1 if generator and sys.version_info < (3, 13) else 0  # 3.13 pushes it explicitly
     depth = {0: start}
@@ -174,7 +197,7 @@ def _stack_problem(code: types.CodeType) -> str | None:
     def reach(position: int, value: int) -> str | None:
         if depth.setdefault(position, value) != value:
             return f"inconsistent stack depth at offset {instrs[position].offset}"
-        if value == depth[position] and position not in seen:
+        if position not in seen:
             seen.add(position)
             pending.append(position)
         return None
@@ -202,27 +225,20 @@ def _stack_problem(code: types.CodeType) -> str | None:
     return None
 
 
-def _instructions(code: types.CodeType) -> list[tuple]:
-    """(offset, opname, comparable argument, positions) for each real instruction."""
-    out = []
-    for instr in dis.get_instructions(code):
-        if instr.opname in _IGNORED_OPS:
-            continue
-        argument = None if instr.opcode in _JUMPS else instr.argrepr
-        if instr.opname == "LOAD_CONST" and isinstance(instr.argval, types.CodeType):
-            argument = instr.argval.co_qualname
-        out.append((instr.offset, instr.opname, argument, instr.positions))
-    return out
+def _comparable(instr: dis.Instruction):
+    if instr.opcode in _JUMPS:
+        return None  # jump offsets move with the insertions
+    if instr.opname == "LOAD_CONST" and isinstance(instr.argval, types.CodeType):
+        return instr.argval.co_qualname
+    return instr.argrepr
 
 
-def _handlers(code: types.CodeType) -> dict[int, tuple]:
+def _handlers(code: types.CodeType, offsets: list[int]) -> dict[int, tuple]:
     """Instruction offset -> (handler offset, stack depth, push lasti), from the exception table."""
     covered = {}
-    offsets = [instr.offset for instr in dis.get_instructions(code)]
     for entry in dis._parse_exception_table(code):
-        for offset in offsets:
-            if entry.start <= offset < entry.end:
-                covered[offset] = (entry.target, entry.depth, entry.lasti)
+        for position in range(bisect.bisect_left(offsets, entry.start), bisect.bisect_left(offsets, entry.end)):
+            covered[offsets[position]] = (entry.target, entry.depth, entry.lasti)
     return covered
 
 

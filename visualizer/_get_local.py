@@ -10,7 +10,6 @@ swaps the original back.
 from __future__ import annotations
 
 import contextlib
-import threading
 import types
 import warnings
 import weakref
@@ -210,8 +209,10 @@ class GetLocal:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
         self._store = RecordStore()
+        # One lock for the functions and the store: clear() rebinds functions while holding
+        # the store, and activate() opens store channels while holding the functions.
+        self._lock = self._store.lock
         self._captured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._owners: dict[str, str] = {}  # qualname -> module of the first function using it
         self._active = False

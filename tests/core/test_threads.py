@@ -89,3 +89,37 @@ def test_clear_while_threads_record_loses_nothing_after_it(gl):
     gl.clear()
     f(0, 0)
     assert gl.cache[gl.key_of(f)] == [0]
+
+
+def test_activate_deactivate_and_clear_from_several_threads_do_not_deadlock(gl):
+    funcs = []
+    for index in range(20):
+
+        def f(x, index=index):
+            v = x + index
+            return v
+
+        funcs.append(gl("v")(f))
+    originals = [func.__code__ for func in funcs]
+
+    def toggler():
+        for _ in range(200):
+            gl.activate()
+            gl.deactivate()
+
+    def clearer():
+        for _ in range(200):
+            gl.clear()
+
+    def caller():
+        for call in range(2000):
+            funcs[call % 20](call)
+
+    threads = [threading.Thread(target=t) for t in (toggler, clearer, caller, toggler, clearer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "deadlocked"
+    gl.deactivate()
+    assert all(func.__code__ is original for func, original in zip(funcs, originals))

@@ -1,5 +1,7 @@
 """Contract 6 with torch: how tensors are kept under each store option."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -44,8 +46,16 @@ def test_other_dtypes_and_layouts(capture):
     np.testing.assert_array_equal(sparse, np.eye(3))
     strided = capture(torch.arange(12.0).reshape(3, 4).t()[::2])
     np.testing.assert_array_equal(strided, np.arange(12.0).reshape(3, 4).T[::2])
-    nested = capture(torch.nested.nested_tensor([torch.ones(2), torch.zeros(3)]))
-    assert [part.tolist() for part in nested] == [[1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("layout", ["jagged", "strided"])
+def test_nested_tensors_become_a_list_of_arrays(capture, layout):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype")
+        nested = torch.nested.nested_tensor([torch.ones(2), torch.zeros(3)], layout=getattr(torch, layout))
+    record = capture(nested)
+    assert [part.tolist() for part in record] == [[1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert all(isinstance(part, np.ndarray) for part in record)
 
 
 def test_record_is_a_snapshot_of_the_value_at_return(capture):

@@ -1,0 +1,36 @@
+"""The README's two commands are what CI runs, so a green CI means a newcomer's set-up works."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def readme_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Two commands", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_has_exactly_two_commands():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert "pip install -c constraints.txt" in commands[0] and "python -m visualizer" in commands[0]
+    assert commands[1].endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_commands_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in readme_commands():
+        assert command in ci, f"{command!r} is not a line of .ci/run"
+
+
+def test_constraints_pin_what_the_issue_requires():
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    assert pins["bytecode"] == "0.19.1"
