@@ -11,7 +11,8 @@ it returns::
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
-from visualizer._get_local import CaptureWarning, get_local
+from visualizer._captured import CaptureWarning
+from visualizer._get_local import get_local
 
 __version__ = "0.1.0"
 

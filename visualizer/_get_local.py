@@ -14,166 +14,12 @@ import types
 import warnings
 import weakref
 
-from visualizer._records import PASSTHROUGH, STORES, RecordCache, RecordStore, _UNSET, convert
-from visualizer._rewrite import NEVER, bind, cached_instrument
-from visualizer._targets import describe, resolve, unwrap
+from visualizer._captured import Captured, CaptureWarning
+from visualizer._records import STORES, RecordCache, RecordStore, _UNSET
+from visualizer._rewrite import RewriteError
+from visualizer._targets import describe, resolve, wrapped_chain
 
-__all__ = ["CaptureWarning", "GetLocal", "get_local"]
-
-# Names in a function's code that suggest a fused attention kernel, which never
-# materialises the attention map the user asked for.
-_FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
-
-
-class CaptureWarning(UserWarning):
-    """Something was not recorded, or not recorded as asked; the message says why and what to do."""
-
-
-class _Captured:
-    """One function captured in place: its code, its names, and where its records go."""
-
-    __slots__ = (
-        "__weakref__",
-        "channel",
-        "func_ref",
-        "guard",
-        "installed",
-        "key",
-        "misses",
-        "names",
-        "original",
-        "owner",
-        "warned",
-    )
-
-    def __init__(self, owner: GetLocal, func: types.FunctionType, names: tuple, key: str) -> None:
-        self.owner = owner
-        self.func_ref = weakref.ref(func)
-        self.names = names
-        self.key = key
-        self.channel = None  # opened on first install: no cache key before capture is on
-        self.original: types.CodeType | None = None
-        self.installed: types.CodeType | None = None
-        self.guard: type = NEVER  # the one exact type the fast path accepts, set on first use
-        self.warned = False
-        self.misses = 0
-
-    # -- code swapping (callers hold the owner's lock) ---------------------------------
-
-    def install(self) -> None:
-        func = self.func_ref()
-        if func is None or (self.installed is not None and func.__code__ is self.installed):
-            return
-        if self.channel is None:
-            self.channel = self.owner._store.channel(self.key)
-            self.channel.listeners.add(self)
-        self.original = func.__code__
-        self.installed = self._bound(cached_instrument(self.original, self.names))
-        func.__code__ = self.installed
-
-    def uninstall(self) -> None:
-        func, installed = self.func_ref(), self.installed
-        self.installed = None
-        if func is None or installed is None:
-            return
-        if func.__code__ is installed:
-            func.__code__ = self.original
-        else:
-            warnings.warn(
-                f"get_local: the code of {describe(func)} was replaced by someone else while "
-                "it was being captured; leaving their version in place.",
-                CaptureWarning,
-                stacklevel=3,
-            )
-
-    def rebind(self) -> None:
-        """Re-point the installed code at the channel's current list and options."""
-        with self.owner._lock:
-            func = self.func_ref()
-            if func is None or self.installed is None or func.__code__ is not self.installed:
-                return
-            self.installed = self._bound(cached_instrument(self.original, self.names))
-            func.__code__ = self.installed
-
-    def _bound(self, template: types.CodeType) -> types.CodeType:
-        fast = self.channel.fast
-        return bind(
-            template,
-            recorder=self.record if len(self.names) == 1 else self.record_many,
-            on_missing=self.missing,
-            records=self.channel.records if fast else None,
-            guard=self.guard if fast else NEVER,
-        )
-
-    # -- called from the instrumented code ----------------------------------------------
-
-    def record(self, value) -> None:
-        """The slow path for one variable: convert, store, maybe enable the fast path."""
-        self.channel.add(self._convert(value))
-        if self.guard is NEVER and type(value) in PASSTHROUGH:
-            self.guard = type(value)
-            if self.channel.fast:
-                self.rebind()
-
-    def record_many(self, *values) -> None:
-        self.channel.add(tuple(self._convert(value) for value in values))
-
-    def _convert(self, value):
-        store = self.owner._store.store
-        try:
-            return convert(value, store)
-        except RecursionError:  # returning at the recursion limit: not even a warning fits
-            return value
-        except Exception as exc:  # never break the user's function over a record
-            self._warn_once(
-                f"get_local: could not keep a value of type {type(value).__name__} from "
-                f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
-            )
-            return value
-
-    def missing(self, exc: BaseException) -> None:
-        """The probe found a variable unassigned: record nothing for this call, warn once."""
-        self.misses += 1
-        if self.warned:
-            return
-        frame = exc.__traceback__.tb_frame if exc.__traceback__ is not None else None
-        unbound = [name for name in self.names if frame is None or name not in frame.f_locals]
-        del frame, exc
-        self._warn_once(self._missing_message(unbound or list(self.names)), stacklevel=3)
-
-    def _missing_message(self, unbound: list[str]) -> str:
-        func = self.func_ref()
-        where = describe(func) if func is not None else self.key
-        names = " and ".join(repr(name) for name in unbound)
-        code = self.original
-        fused = code is not None and any(
-            hint in name for name in code.co_names for hint in _FUSED_HINTS
-        )
-        if fused:
-            cause = (
-                "Likely cause: this function takes a fused attention path (it refers to "
-                "fused_attn / scaled_dot_product_attention), and a fused kernel never "
-                f"computes {names}. Fix: make it take the unfused path while capturing, e.g. "
-                "`module.fused_attn = False` on each timm attention module, or "
-                '`model.set_attn_implementation("eager")` for a transformers model.'
-            )
-        else:
-            cause = (
-                f"Likely cause: the branch that assigns {names} did not run (an early return, "
-                "or an if/else that skips it), or it was deleted. Fix: capture a variable "
-                "that is assigned on every path, or make the function take that branch."
-            )
-        return (
-            f"get_local: {where} returned without a value for {names}, so nothing was "
-            f"recorded for that call. {cause} (Warned once per function; "
-            f"get_local.misses({func.__name__ if func is not None else '...'}) counts them.)"
-        )
-
-    def _warn_once(self, message: str, stacklevel: int = 4) -> None:
-        if not self.warned:
-            self.warned = True
-            warnings.warn(message, CaptureWarning, stacklevel=stacklevel)
-
+__all__ = ["GetLocal", "get_local"]
 
 class _Decorator:
     """What ``get_local(*names)`` returns: applies the capture to one function."""
@@ -253,7 +99,10 @@ class GetLocal:
 
     @is_activate.setter
     def is_activate(self, value: bool) -> None:
-        self.activate() if value else self.deactivate()
+        if value:
+            self.activate()
+        else:
+            self.deactivate()
 
     def activate(self) -> None:
         """Start capturing every decorated function, whenever it was defined or imported."""
@@ -266,7 +115,7 @@ class GetLocal:
                 except Exception as exc:
                     failures.append(str(exc))
             if failures:
-                raise RuntimeError("get_local.activate(): " + "\n\n".join(failures))
+                raise RewriteError("get_local.activate(): " + "\n\n".join(failures))
 
     def deactivate(self) -> None:
         """Stop capturing: every function gets its original code back. Records stay."""
@@ -340,18 +189,11 @@ class GetLocal:
         return self._captured[self._find(obj, "get_local.misses")].misses
 
     def _find(self, obj, what: str) -> types.FunctionType:
-        func = unwrap(obj, what)
-        seen = []
-        while func not in self._captured:
-            seen.append(func)
-            inner = getattr(func, "__wrapped__", None)
-            try:
-                func = unwrap(inner, what) if inner is not None else None
-            except TypeError:
-                func = None
-            if func is None or any(func is f for f in seen):
-                raise ValueError(f"{what}: {describe(seen[0])} is not captured by get_local")
-        return func
+        chain = wrapped_chain(obj, what)
+        for func in chain:
+            if func in self._captured:
+                return func
+        raise ValueError(f"{what}: {describe(chain[0])} is not captured by get_local")
 
     def _capture(self, obj, names: tuple):
         what = f"get_local({', '.join(map(repr, names))})"
@@ -366,7 +208,7 @@ class GetLocal:
                         "call get_local.undo() on it first to capture other names."
                     )
                 return obj
-            entry = self._captured[func] = _Captured(self, func, names, self._key(func))
+            entry = self._captured[func] = Captured(self, func, names, self._key(func))
             if self._active:
                 try:
                     entry.install()

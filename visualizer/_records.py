@@ -289,11 +289,9 @@ def _rebuild(container, convert_item):
         if isinstance(container, tuple) and hasattr(container, "_fields"):
             return kind(*items)  # a namedtuple
         return kind(items)
-    except Exception:
-        for base in (list, tuple, set, frozenset):
-            if isinstance(container, base):
-                return base(items)
-        raise  # unreachable: containers are one of the bases above
+    except Exception:  # a subclass with a constructor of its own: keep its base type
+        base = next(base for base in (list, tuple, set, frozenset) if isinstance(container, base))
+        return base(items)
 
 
 def _convert_tensor(tensor, store: str, torch):

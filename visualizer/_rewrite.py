@@ -208,7 +208,7 @@ class _Rewriter:
 
     def rewrite(self, bytecode: Bytecode) -> list:
         out: list = []
-        tail: list = []  # out-of-line blocks: the slow path and the probe handlers
+        tail: list = []  # out-of-line blocks: the slow path and the handlers
         region: TryBegin | None = None  # the exception-table region open at this point
         region_has_code = False
         for item in bytecode:

@@ -14,7 +14,7 @@ import types
 
 from visualizer._rewrite import refusal, variables
 
-__all__ = ["describe", "resolve", "unwrap"]
+__all__ = ["describe", "resolve", "unwrap", "wrapped_chain"]
 
 _BUILTINS = (
     types.BuiltinFunctionType,
@@ -73,6 +73,22 @@ def unwrap(obj, what: str) -> types.FunctionType:
     return obj
 
 
+def wrapped_chain(obj, what: str) -> list[types.FunctionType]:
+    """The function inside ``obj`` and those it wraps through ``__wrapped__``, outermost first."""
+    chain = [unwrap(obj, what)]
+    while True:
+        inner = getattr(chain[-1], "__wrapped__", None)
+        if inner is None:
+            return chain
+        try:
+            inner = unwrap(inner, what)
+        except TypeError:
+            return chain  # wraps something that is not Python code: stop at what we have
+        if any(inner is func for func in chain):
+            return chain
+        chain.append(inner)
+
+
 def resolve(obj, names: tuple[str, ...], what: str) -> types.FunctionType:
     """The function to rewrite for ``obj`` and ``names``.
 
@@ -80,18 +96,7 @@ def resolve(obj, names: tuple[str, ...], what: str) -> types.FunctionType:
     that has every name as a variable: the one the user wrote. Raises ValueError, naming
     the function and listing its variables, when none has them all.
     """
-    chain = [unwrap(obj, what)]
-    while True:
-        inner = getattr(chain[-1], "__wrapped__", None)
-        if inner is None:
-            break
-        try:
-            inner = unwrap(inner, what)
-        except TypeError:
-            break  # wraps something that is not Python code: stop at what we have
-        if any(inner is func for func in chain):
-            break
-        chain.append(inner)
+    chain = wrapped_chain(obj, what)
     for func in reversed(chain):
         kinds = variables(func.__code__)
         if all(name in kinds for name in names):

@@ -93,3 +93,12 @@ def test_public_surface_is_small():
 
     assert visualizer.__all__ == ["CaptureWarning", "__version__", "get_local"]
     assert isinstance(visualizer.__version__, str)
+
+
+def test_a_container_subclass_with_its_own_constructor_keeps_its_base_type():
+    class Pair(tuple):
+        def __new__(cls, first, second):  # not callable with one iterable
+            return super().__new__(cls, (first, second))
+
+    converted = convert(Pair(1, [2]), "numpy")
+    assert type(converted) is tuple and converted == (1, [2])

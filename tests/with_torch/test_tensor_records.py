@@ -124,3 +124,19 @@ def test_conversion_failure_keeps_the_value_and_warns(gl, capture):
     with pytest.warns(CaptureWarning, match="could not keep a value of type Tensor"):
         record = capture(meta)
     assert record is meta
+
+
+def test_a_conversion_warning_does_not_silence_the_missing_variable_warning(gl):
+    from visualizer import CaptureWarning
+
+    @gl("value")
+    def keep(value, assign=True):
+        if not assign:
+            del value
+        return None
+
+    gl.activate()
+    with pytest.warns(CaptureWarning, match="could not keep"):
+        keep(torch.empty(1, device="meta"))
+    with pytest.warns(CaptureWarning, match="returned without a value for 'value'"):
+        keep(1, assign=False)

@@ -1,0 +1,175 @@
+"""One function captured in place: its instrumented code, its recorder and its warnings.
+
+The instrumented code calls back into a :class:`Captured` entry: :meth:`Captured.record`
+on the slow path (values that need converting), and :meth:`Captured.missing` when a
+captured variable was unassigned at the return.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+import weakref
+
+from visualizer._records import PASSTHROUGH, convert
+from visualizer._rewrite import NEVER, bind, cached_instrument
+from visualizer._targets import describe
+
+__all__ = ["CaptureWarning", "Captured"]
+
+
+# Names in a function's code that suggest a fused attention kernel, which never
+# materialises the attention map the user asked for.
+_FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
+
+
+class CaptureWarning(UserWarning):
+    """Something was not recorded, or not recorded as asked; the message says why and what to do."""
+
+
+class Captured:
+    """One function captured in place: its code, its names, and where its records go."""
+
+    __slots__ = (
+        "__weakref__",
+        "channel",
+        "func_ref",
+        "guard",
+        "installed",
+        "key",
+        "misses",
+        "names",
+        "original",
+        "owner",
+        "warned",
+    )
+
+    def __init__(self, owner, func: types.FunctionType, names: tuple, key: str) -> None:
+        """``owner`` is the GetLocal whose lock and store this entry uses."""
+        self.owner = owner
+        self.func_ref = weakref.ref(func)
+        self.names = names
+        self.key = key
+        self.channel = None  # opened on first install: no cache key before capture is on
+        self.original: types.CodeType | None = None
+        self.installed: types.CodeType | None = None
+        self.guard: type = NEVER  # the one exact type the fast path accepts, set on first use
+        self.warned: set[str] = set()  # the kinds of warning already given
+        self.misses = 0
+
+    # -- code swapping (callers hold the owner's lock) ---------------------------------
+
+    def install(self) -> None:
+        func = self.func_ref()
+        if func is None or (self.installed is not None and func.__code__ is self.installed):
+            return
+        if self.channel is None:
+            self.channel = self.owner._store.channel(self.key)
+            self.channel.listeners.add(self)
+        self.original = func.__code__
+        self._swap_in(func)
+
+    def uninstall(self) -> None:
+        func, installed = self.func_ref(), self.installed
+        self.installed = None
+        if func is None or installed is None:
+            return
+        if func.__code__ is installed:
+            func.__code__ = self.original
+        else:
+            warnings.warn(
+                f"get_local: the code of {describe(func)} was replaced by someone else while "
+                "it was being captured; leaving their version in place.",
+                CaptureWarning,
+                stacklevel=3,
+            )
+
+    def rebind(self) -> None:
+        """Re-point the installed code at the channel's current list and options."""
+        with self.owner._lock:
+            func = self.func_ref()
+            if func is None or self.installed is None or func.__code__ is not self.installed:
+                return
+            self._swap_in(func)
+
+    def _swap_in(self, func: types.FunctionType) -> None:
+        """Give ``func`` the instrumented code, bound to the current list, guard and options."""
+        fast = self.channel.fast
+        self.installed = bind(
+            cached_instrument(self.original, self.names),
+            recorder=self.record if len(self.names) == 1 else self.record_many,
+            on_missing=self.missing,
+            records=self.channel.records if fast else None,
+            guard=self.guard if fast else NEVER,
+        )
+        func.__code__ = self.installed
+
+    # -- called from the instrumented code ----------------------------------------------
+
+    def record(self, value) -> None:
+        """The slow path for one variable: convert, store, maybe enable the fast path."""
+        self.channel.add(self._convert(value))
+        if self.guard is NEVER and type(value) in PASSTHROUGH:
+            self.guard = type(value)
+            if self.channel.fast:
+                self.rebind()
+
+    def record_many(self, *values) -> None:
+        self.channel.add(tuple(self._convert(value) for value in values))
+
+    def _convert(self, value):
+        store = self.owner._store.store
+        try:
+            return convert(value, store)
+        except RecursionError:  # returning at the recursion limit: not even a warning fits
+            return value
+        except Exception as exc:  # never break the user's function over a record
+            self._warn_once(
+                "conversion",
+                f"get_local: could not keep a value of type {type(value).__name__} from "
+                f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
+            )
+            return value
+
+    def missing(self, exc: BaseException) -> None:
+        """The probe found a variable unassigned: record nothing for this call, warn once."""
+        self.misses += 1
+        if "missing" in self.warned:
+            return
+        frame = exc.__traceback__.tb_frame if exc.__traceback__ is not None else None
+        unbound = [name for name in self.names if frame is None or name not in frame.f_locals]
+        del frame, exc
+        self._warn_once("missing", self._missing_message(unbound or list(self.names)), stacklevel=3)
+
+    def _missing_message(self, unbound: list[str]) -> str:
+        func = self.func_ref()
+        where = describe(func) if func is not None else self.key
+        names = " and ".join(repr(name) for name in unbound)
+        code = self.original
+        fused = code is not None and any(
+            hint in name for name in code.co_names for hint in _FUSED_HINTS
+        )
+        if fused:
+            cause = (
+                "Likely cause: this function takes a fused attention path (it refers to "
+                "fused_attn / scaled_dot_product_attention), and a fused kernel never "
+                f"computes {names}. Fix: make it take the unfused path while capturing, e.g. "
+                "`module.fused_attn = False` on each timm attention module, or "
+                '`model.set_attn_implementation("eager")` for a transformers model.'
+            )
+        else:
+            cause = (
+                f"Likely cause: the branch that assigns {names} did not run (an early return, "
+                "or an if/else that skips it), or it was deleted. Fix: capture a variable "
+                "that is assigned on every path, or make the function take that branch."
+            )
+        return (
+            f"get_local: {where} returned without a value for {names}, so nothing was "
+            f"recorded for that call. {cause} (Warned once per function; "
+            f"get_local.misses({func.__name__ if func is not None else '...'}) counts them.)"
+        )
+
+    def _warn_once(self, kind: str, message: str, stacklevel: int = 4) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            warnings.warn(message, CaptureWarning, stacklevel=stacklevel)
