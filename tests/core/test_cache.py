@@ -9,6 +9,19 @@ import pytest
 from visualizer import CaptureWarning
 
 
+@pytest.fixture
+def echo(gl):
+    """An active capture of a function that records its argument as ``y``."""
+
+    @gl("y")
+    def echo(x):
+        y = x
+        return y
+
+    gl.activate()
+    return echo
+
+
 def test_one_record_per_completed_call_in_call_order(gl):
     @gl("y")
     def f(x):
@@ -34,18 +47,12 @@ def test_keys_are_qualnames_of_methods(gl):
     assert list(gl.cache) == ["test_keys_are_qualnames_of_methods.<locals>.Attention.forward"]
 
 
-def test_clear_empties_the_cache_but_lists_taken_before_keep_their_records(gl):
-    @gl("y")
-    def f(x):
-        y = x
-        return y
-
-    gl.activate()
-    f(1)
-    f(2)
-    taken = gl.cache["test_clear_empties_the_cache_but_lists_taken_before_keep_their_records.<locals>.f"]
+def test_clear_empties_the_cache_but_lists_taken_before_keep_their_records(gl, echo):
+    echo(1)
+    echo(2)
+    taken = gl.cache[gl.key_of(echo)]
     gl.clear()
-    f(3)
+    echo(3)
     assert taken == [1, 2]
     assert list(gl.cache.values()) == [[3]]
 
@@ -108,34 +115,22 @@ def test_redefinition_in_the_same_module_shares_the_key(gl):
     assert gl.cache == {"f": [1, 2]}
 
 
-def test_assigning_a_list_makes_it_the_list_appended_to(gl):
-    @gl("y")
-    def f(x):
-        y = x
-        return y
-
-    gl.activate()
-    f(1)
-    key = gl.key_of(f)
+def test_assigning_a_list_makes_it_the_list_appended_to(gl, echo):
+    echo(1)
+    key = gl.key_of(echo)
     mine = []
     gl.cache[key] = mine
-    f(2)
-    f(3)
+    echo(2)
+    echo(3)
     assert gl.cache[key] is mine and mine == [2, 3]
     with pytest.raises(TypeError, match="must be a list"):
         gl.cache[key] = "not a list"
 
 
 @pytest.mark.parametrize("remove", ["del", "pop", "popitem", "clear"])
-def test_a_deleted_key_comes_back_with_the_next_record(gl, remove):
-    @gl("y")
-    def f(x):
-        y = x
-        return y
-
-    gl.activate()
-    f(1)
-    key = gl.key_of(f)
+def test_a_deleted_key_comes_back_with_the_next_record(gl, echo, remove):
+    echo(1)
+    key = gl.key_of(echo)
     if remove == "del":
         del gl.cache[key]
     elif remove == "pop":
@@ -145,22 +140,16 @@ def test_a_deleted_key_comes_back_with_the_next_record(gl, remove):
     else:
         gl.cache.clear()
     assert key not in gl.cache
-    f(2)
-    f(3)
+    echo(2)
+    echo(3)
     assert gl.cache == {key: [2, 3]}
 
 
-def test_update_and_setdefault_keep_capture_in_step(gl):
-    @gl("y")
-    def f(x):
-        y = x
-        return y
-
-    gl.activate()
-    key = gl.key_of(f)
+def test_update_and_setdefault_keep_capture_in_step(gl, echo):
+    key = gl.key_of(echo)
     replacement = [0]
     gl.cache.update({key: replacement})
-    f(1)
+    echo(1)
     assert replacement == [0, 1]
     assert gl.cache.setdefault(key, []) is replacement
     gl.cache |= {"unrelated": 5}
