@@ -4,7 +4,9 @@
     python benchmarks/bench_call.py --quick    # a few seconds: the CI smoke test
 
 Every variant runs the same trivial function, ``attn = x + 1; return attn``, and records
-``attn`` on each call where it records at all. Rounds are interleaved, with the order
+``attn`` on each call where it records at all. Two more rows show get_local's slower
+paths: a value that needs converting (a 3-item list, copied by the Python-level
+recorder) and two names recorded as a tuple. Rounds are interleaved, with the order
 shuffled in each round. The table divides each variant's fastest round by the plain call's
 fastest round (the cost without noise) and its median round by the plain call's median,
 and gives the median time per call. The machine is shared and noisy: compare ratios from
@@ -26,11 +28,14 @@ from bytecode import Bytecode, Instr
 from visualizer._get_local import GetLocal
 
 SOURCE = "def trivial(x):\n    attn = x + 1\n    return attn\n"
+# The same, recording a small list (converted by the Python-level recorder) or two names.
+SOURCE_LIST = "def trivial(x):\n    attn = [x, x, x]\n    return x + 1\n"
+SOURCE_TWO = "def trivial(x):\n    attn = x + 1\n    other = x\n    return attn\n"
 
 
-def fresh_trivial():
+def fresh_trivial(source: str = SOURCE):
     namespace = {}
-    exec(compile(SOURCE, "<trivial>", "exec"), namespace)
+    exec(compile(source, "<trivial>", "exec"), namespace)
     return namespace["trivial"]
 
 
@@ -46,6 +51,20 @@ def get_local_inactive():
 def get_local_active():
     gl = GetLocal()
     func = gl("attn")(fresh_trivial())
+    gl.activate()
+    return func, gl.clear
+
+
+def get_local_active_list():
+    gl = GetLocal()
+    func = gl("attn")(fresh_trivial(SOURCE_LIST))
+    gl.activate()
+    return func, gl.clear
+
+
+def get_local_active_two_names():
+    gl = GetLocal()
+    func = gl("attn", "other")(fresh_trivial(SOURCE_TWO))
     gl.activate()
     return func, gl.clear
 
@@ -132,6 +151,8 @@ VARIANTS = {
     "plain call": plain,
     "get_local, inactive": get_local_inactive,
     "get_local, active": get_local_active,
+    "get_local, active, a list value (converted)": get_local_active_list,
+    "get_local, active, two names (a tuple)": get_local_active_two_names,
     "original approach (tuple + wrapper)": original_approach,
     "anycapture 0.1.4": anycapture,
     "sys.monitoring PY_RETURN": monitoring,

@@ -108,14 +108,21 @@ class Captured:
 
     def record(self, value) -> None:
         """The slow path for one variable: convert, store, maybe enable the fast path."""
-        self.channel.add(self._convert(value))
-        if self.guard is NEVER and type(value) in PASSTHROUGH:
-            self.guard = type(value)
-            if self.channel.fast:
-                self.rebind()
+        if type(value) in PASSTHROUGH:
+            self.channel.add(value)
+            if self.guard is NEVER:
+                self.guard = type(value)
+                if self.channel.fast:
+                    self.rebind()
+        else:
+            self.channel.add(self._convert(value))
 
     def record_many(self, *values) -> None:
-        self.channel.add(tuple(self._convert(value) for value in values))
+        for value in values:
+            if type(value) not in PASSTHROUGH:
+                values = tuple([self._convert(value) for value in values])
+                break
+        self.channel.add(values)
 
     def _convert(self, value):
         store = self.owner._store.store

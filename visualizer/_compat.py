@@ -2,7 +2,7 @@
 
 import sys
 
-__all__ = ["PY312", "PY313", "PY314"]
+__all__ = ["PY312", "PY313"]
 
 if sys.version_info < (3, 11):  # pragma: no cover - setup.py refuses these too
     raise ImportError(
@@ -14,5 +14,5 @@ if sys.version_info < (3, 11):  # pragma: no cover - setup.py refuses these too
 PY312 = sys.version_info >= (3, 12)
 #: 3.13 pushes NULL *after* the callable: LOAD_CONST f; PUSH_NULL; args; CALL.
 PY313 = sys.version_info >= (3, 13)
-#: 3.14 removed RETURN_CONST; supported by `bytecode`, untested here.
-PY314 = sys.version_info >= (3, 14)
+# 3.14 (supported by `bytecode`, untested here) removed RETURN_CONST and keeps 3.13's call
+# order, so it needs no flag of its own.

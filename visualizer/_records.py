@@ -245,10 +245,10 @@ def convert(value, store: str):
     store says; numpy arrays are copied; containers are rebuilt around converted items;
     anything else is kept as it is.
     """
-    return _convert(value, store, set())
+    return _convert(value, store, None)
 
 
-def _convert(value, store: str, open_containers: set):
+def _convert(value, store: str, open_containers: set | None):
     if type(value) in PASSTHROUGH:
         return value
     torch = sys.modules.get("torch")
@@ -258,21 +258,26 @@ def _convert(value, store: str, open_containers: set):
     if numpy is not None and isinstance(value, numpy.ndarray):
         return value.copy()
     if isinstance(value, (list, tuple, dict, set, frozenset)):
-        if id(value) in open_containers:  # a cycle: keep the reference
+        if open_containers is None:
+            open_containers = set()
+        elif id(value) in open_containers:  # a cycle: keep the reference
             return value
         open_containers.add(id(value))
         try:
-            return _rebuild(value, lambda item: _convert(item, store, open_containers))
+            return _rebuild(value, store, open_containers)
         finally:
             open_containers.discard(id(value))
     return value
 
 
-def _rebuild(container, convert_item):
+def _rebuild(container, store: str, open_containers: set):
     """A copy of ``container`` around converted items, of the same type where possible."""
     kind = type(container)
     if isinstance(container, dict):
-        items = {key: convert_item(item) for key, item in container.items()}
+        items = {
+            key: item if type(item) in PASSTHROUGH else _convert(item, store, open_containers)
+            for key, item in container.items()
+        }
         if kind is dict:
             return items
         try:  # keeps a defaultdict's factory, an OrderedDict's order, a ModelOutput's fields
@@ -282,7 +287,7 @@ def _rebuild(container, convert_item):
             return rebuilt
         except Exception:
             return items
-    items = [convert_item(item) for item in container]
+    items = [item if type(item) in PASSTHROUGH else _convert(item, store, open_containers) for item in container]
     if kind in (list, tuple, set, frozenset):
         return kind(items)
     try:

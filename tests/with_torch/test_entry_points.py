@@ -29,6 +29,8 @@ def test_call_benchmark_quick_mode_measures_every_variant():
         "plain call",
         "get_local, inactive",
         "get_local, active",
+        "get_local, active, a list value (converted)",
+        "get_local, active, two names (a tuple)",
         "original approach (tuple + wrapper)",
         "anycapture 0.1.4",
         "sys.monitoring PY_RETURN",
