@@ -245,37 +245,35 @@ def convert(value, store: str):
     store says; numpy arrays are copied; containers are rebuilt around converted items;
     anything else is kept as it is.
     """
-    return _convert(value, store, None)
+    return _convert(value, store, ())
 
 
-def _convert(value, store: str, open_containers: set | None):
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def _convert(value, store: str, ancestors: tuple):
+    """``ancestors``: ids of the containers being rebuilt around ``value``, to stop at cycles."""
     if type(value) in PASSTHROUGH:
         return value
+    if isinstance(value, _CONTAINERS):
+        if id(value) in ancestors:  # a cycle: keep the reference
+            return value
+        return _rebuild(value, store, (*ancestors, id(value)))
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         return _convert_tensor(value, store, torch)
     numpy = sys.modules.get("numpy")
     if numpy is not None and isinstance(value, numpy.ndarray):
         return value.copy()
-    if isinstance(value, (list, tuple, dict, set, frozenset)):
-        if open_containers is None:
-            open_containers = set()
-        elif id(value) in open_containers:  # a cycle: keep the reference
-            return value
-        open_containers.add(id(value))
-        try:
-            return _rebuild(value, store, open_containers)
-        finally:
-            open_containers.discard(id(value))
     return value
 
 
-def _rebuild(container, store: str, open_containers: set):
+def _rebuild(container, store: str, ancestors: tuple):
     """A copy of ``container`` around converted items, of the same type where possible."""
     kind = type(container)
     if isinstance(container, dict):
         items = {
-            key: item if type(item) in PASSTHROUGH else _convert(item, store, open_containers)
+            key: item if type(item) in PASSTHROUGH else _convert(item, store, ancestors)
             for key, item in container.items()
         }
         if kind is dict:
@@ -287,7 +285,12 @@ def _rebuild(container, store: str, open_containers: set):
             return rebuilt
         except Exception:
             return items
-    items = [item if type(item) in PASSTHROUGH else _convert(item, store, open_containers) for item in container]
+    for item in container:
+        if type(item) not in PASSTHROUGH:
+            items = [_convert(item, store, ancestors) for item in container]
+            break
+    else:  # nothing to convert (the common case): a shallow copy will do
+        items = container
     if kind in (list, tuple, set, frozenset):
         return kind(items)
     try:
