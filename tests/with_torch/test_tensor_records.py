@@ -140,3 +140,13 @@ def test_a_conversion_warning_does_not_silence_the_missing_variable_warning(gl):
         keep(torch.empty(1, device="meta"))
     with pytest.warns(CaptureWarning, match="returned without a value for 'value'"):
         keep(1, assign=False)
+
+
+def test_a_transformers_model_output_keeps_its_type_with_converted_fields(capture):
+    from transformers.modeling_outputs import BaseModelOutput
+
+    output = BaseModelOutput(last_hidden_state=torch.ones(1, 2), attentions=(torch.zeros(1, 1, 2, 2),))
+    record = capture(output)
+    assert type(record) is BaseModelOutput
+    assert isinstance(record.last_hidden_state, np.ndarray) and isinstance(record["attentions"][0], np.ndarray)
+    assert isinstance(output.last_hidden_state, torch.Tensor)  # the model's own output is untouched
