@@ -153,12 +153,16 @@ class GetLocal:
             arrive; ``None`` for no bound.
         """
         if store is not None and store not in STORES:
-            raise ValueError(f"store must be one of {', '.join(map(repr, STORES))}, not {store!r}")
+            raise ValueError(
+                f"get_local.configure(): store must be one of {', '.join(map(repr, STORES))}, not {store!r}"
+            )
         if max_records is not _UNSET and max_records is not None:
             if isinstance(max_records, bool) or not isinstance(max_records, int):
-                raise TypeError(f"max_records must be a positive int or None, not {max_records!r}")
+                raise TypeError(f"get_local.configure(): max_records must be a positive int or None, not {max_records!r}")
             if max_records < 1:
-                raise ValueError(f"max_records must be at least 1 (or None for no bound), not {max_records}")
+                raise ValueError(
+                    f"get_local.configure(): max_records must be at least 1 (or None for no bound), not {max_records}"
+                )
         with self._lock:
             previous = {"store": self._store.store, "max_records": self._store.max_records}
             self._store.configure(store, max_records)
@@ -205,7 +209,7 @@ class GetLocal:
                     raise ValueError(
                         f"{what}: {describe(func)} is already captured with "
                         f"get_local({', '.join(map(repr, entry.names))}); "
-                        "call get_local.undo() on it first to capture other names."
+                        f"call get_local.undo({func.__name__}) first to capture other names."
                     )
                 return obj
             entry = self._captured[func] = Captured(self, func, names, self._key(func))
