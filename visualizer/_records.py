@@ -223,11 +223,11 @@ class RecordStore:
     def configure(self, store: str | None, max_records) -> None:
         with self.lock:
             if store is not None:
-                self.store = store
-            if max_records is not _UNSET:
-                self.max_records = max_records
-            for channel in self._channels.values():
-                channel.notify()
+                self.store = store  # read by the recorders on each call: nothing to rebind
+            if max_records is not _UNSET and max_records != self.max_records:
+                self.max_records = max_records  # turns the bytecode fast path on or off
+                for channel in self._channels.values():
+                    channel.notify()
 
 
 class _Unset:

@@ -102,3 +102,22 @@ def test_a_container_subclass_with_its_own_constructor_keeps_its_base_type():
 
     converted = convert(Pair(1, [2]), "numpy")
     assert type(converted) is tuple and converted == (1, [2])
+
+
+def test_options_take_effect_at_once_and_only_a_bound_change_rebinds(gl):
+    @gl("v")
+    def f(v):
+        return v
+
+    gl.activate()
+    f(1)
+    f(2)  # ints now take the bytecode fast path
+    code = f.__code__
+    gl.configure(store="tensor")
+    with gl.activated():
+        pass
+    assert f.__code__ is code  # nothing that changes the binding: no rebind
+    gl.configure(max_records=2)  # the bound must hold for the fast path too
+    for i in range(3, 8):
+        f(i)
+    assert gl.cache[gl.key_of(f)] == [6, 7]
