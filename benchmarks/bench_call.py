@@ -16,6 +16,7 @@ one run only.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import random
 import statistics
@@ -48,23 +49,9 @@ def get_local_inactive():
     return gl("attn")(fresh_trivial()), lambda: None
 
 
-def get_local_active():
+def get_local_active(source: str = SOURCE, names: tuple = ("attn",)):
     gl = GetLocal()
-    func = gl("attn")(fresh_trivial())
-    gl.activate()
-    return func, gl.clear
-
-
-def get_local_active_list():
-    gl = GetLocal()
-    func = gl("attn")(fresh_trivial(SOURCE_LIST))
-    gl.activate()
-    return func, gl.clear
-
-
-def get_local_active_two_names():
-    gl = GetLocal()
-    func = gl("attn", "other")(fresh_trivial(SOURCE_TWO))
+    func = gl(*names)(fresh_trivial(source))
     gl.activate()
     return func, gl.clear
 
@@ -151,8 +138,8 @@ VARIANTS = {
     "plain call": plain,
     "get_local, inactive": get_local_inactive,
     "get_local, active": get_local_active,
-    "get_local, active, a list value (converted)": get_local_active_list,
-    "get_local, active, two names (a tuple)": get_local_active_two_names,
+    "get_local, active, a list value (converted)": functools.partial(get_local_active, SOURCE_LIST),
+    "get_local, active, two names (a tuple)": functools.partial(get_local_active, SOURCE_TWO, ("attn", "other")),
     "original approach (tuple + wrapper)": original_approach,
     "anycapture 0.1.4": anycapture,
     "sys.monitoring PY_RETURN": monitoring,
