@@ -3,6 +3,12 @@
 The instrumented code calls back into a :class:`Captured` entry: :meth:`Captured.record`
 on the slow path (values that need converting), and :meth:`Captured.missing` when a
 captured variable was unassigned at the return.
+
+An entry serves two kinds of consumer. The *user*, through ``get_local(...)``, gets records
+in ``get_local.cache`` while capture is active. *Taps* (:class:`Tap`, opened by
+``capture_attention``) get every raw value, unconverted, for as long as they are open,
+whether or not get_local is active, and without touching the user's cache. One
+instrumented code object serves both, so the two never fight over ``__code__``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from visualizer._records import PASSTHROUGH, convert
 from visualizer._rewrite import NEVER, bind, cached_instrument
 from visualizer._targets import describe
 
-__all__ = ["CaptureWarning", "Captured"]
+__all__ = ["CaptureWarning", "Captured", "Tap"]
 
 
 # Names in a function's code that suggest a fused attention kernel, which never
@@ -25,6 +31,32 @@ _FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
 
 class CaptureWarning(UserWarning):
     """Something was not recorded, or not recorded as asked; the message says why and what to do."""
+
+
+class Tap:
+    """A consumer of one captured function's raw values, open until :meth:`close`.
+
+    ``on_record(value)`` gets each call's value (a tuple for several names) before any
+    conversion; ``on_missing(unbound_names)`` is told when a call returned with a captured
+    variable unassigned. Both run inside the captured function's return, so they must be
+    quick and must not raise.
+    """
+
+    __slots__ = ("entry", "on_missing", "on_record")
+
+    def __init__(self, entry: Captured, on_record, on_missing) -> None:
+        self.entry = entry
+        self.on_record = on_record
+        self.on_missing = on_missing
+
+    @property
+    def function(self) -> types.FunctionType | None:
+        """The function whose code is instrumented for this tap."""
+        return self.entry.func_ref()
+
+    def close(self) -> None:
+        """Stop receiving values; the function gets its original code back if nobody else needs it."""
+        self.entry.owner._untap(self)
 
 
 class Captured:
@@ -41,15 +73,20 @@ class Captured:
         "names",
         "original",
         "owner",
+        "taps",
+        "user",
         "warned",
     )
 
-    def __init__(self, owner, func: types.FunctionType, names: tuple, key: str) -> None:
-        """``owner`` is the GetLocal whose lock and store this entry uses."""
+    def __init__(self, owner, func: types.FunctionType, names: tuple, key: str | None) -> None:
+        """``owner`` is the GetLocal whose lock and store this entry uses; ``key`` is None
+        for an entry that only taps use (it never appears in the user's cache)."""
         self.owner = owner
         self.func_ref = weakref.ref(func)
         self.names = names
         self.key = key
+        self.user = key is not None  # captured through get_local(...), not only tapped
+        self.taps: tuple[Tap, ...] = ()
         self.channel = None  # opened on first install: no cache key before capture is on
         self.original: types.CodeType | None = None
         self.installed: types.CodeType | None = None
@@ -57,15 +94,48 @@ class Captured:
         self.warned: set[str] = set()  # the kinds of warning already given
         self.misses = 0
 
+    @property
+    def recording(self) -> bool:
+        """Whether records go to the user's cache now."""
+        return self.user and self.owner._active
+
     # -- code swapping (callers hold the owner's lock) ---------------------------------
+
+    def adopt(self, key: str) -> None:
+        """The user now captures this function too (it was only tapped): records get ``key``."""
+        self.key = key
+        if self.owner._active:  # the channel must exist before `recording` turns true
+            self.channel = self.owner._store.channel(key)
+            self.channel.listeners.add(self)
+        self.user = True
+        self.sync()
+        self.rebind()
+
+    def disown(self) -> None:
+        """The user stops capturing this function (get_local.undo); taps may still use it."""
+        self.user = False
+        if self.channel is not None:
+            self.channel.listeners.discard(self)
+            self.channel = None
+        self.sync()
+        self.rebind()
+
+    def sync(self) -> None:
+        """Install or remove the instrumented code, as the user's state and the taps need."""
+        if self.recording or self.taps:
+            self.install()
+        else:
+            self.uninstall()
 
     def install(self) -> None:
         func = self.func_ref()
-        if func is None or (self.installed is not None and func.__code__ is self.installed):
+        if func is None:
             return
-        if self.channel is None:
+        if self.recording and self.channel is None:
             self.channel = self.owner._store.channel(self.key)
             self.channel.listeners.add(self)
+        if self.installed is not None and func.__code__ is self.installed:
+            return
         self.original = func.__code__
         self._swap_in(func)
 
@@ -94,7 +164,8 @@ class Captured:
 
     def _swap_in(self, func: types.FunctionType) -> None:
         """Give ``func`` the instrumented code, bound to the current list, guard and options."""
-        fast = self.channel.fast
+        # Taps see every value, so the bytecode fast path (which bypasses Python) is off then.
+        fast = self.channel is not None and self.channel.fast and self.recording and not self.taps
         self.installed = bind(
             cached_instrument(self.original, self.names),
             recorder=self.record if len(self.names) == 1 else self.record_many,
@@ -108,16 +179,24 @@ class Captured:
 
     def record(self, value) -> None:
         """The slow path for one variable: convert, store, maybe enable the fast path."""
+        for tap in self.taps:
+            tap.on_record(value)
+        if not self.recording:
+            return
         if type(value) in PASSTHROUGH:
             self.channel.add(value)
             if self.guard is NEVER:
                 self.guard = type(value)
-                if self.channel.fast:
+                if self.channel.fast and not self.taps:
                     self.rebind()
         else:
             self.channel.add(self._convert(value))
 
     def record_many(self, *values) -> None:
+        for tap in self.taps:
+            tap.on_record(values)
+        if not self.recording:
+            return
         for value in values:
             if type(value) not in PASSTHROUGH:
                 values = tuple([self._convert(value) for value in values])
@@ -140,13 +219,19 @@ class Captured:
 
     def missing(self, exc: BaseException) -> None:
         """The probe found a variable unassigned: record nothing for this call, warn once."""
-        self.misses += 1
-        if "missing" in self.warned:
+        taps, recording = self.taps, self.recording
+        if recording:
+            self.misses += 1
+        if not taps and (not recording or "missing" in self.warned):
             return
         frame = exc.__traceback__.tb_frame if exc.__traceback__ is not None else None
         unbound = [name for name in self.names if frame is None or name not in frame.f_locals]
         del frame, exc
-        self._warn_once("missing", self._missing_message(unbound or list(self.names)), stacklevel=3)
+        unbound = unbound or list(self.names)
+        for tap in taps:
+            tap.on_missing(unbound)
+        if recording:
+            self._warn_once("missing", self._missing_message(unbound), stacklevel=3)
 
     def _missing_message(self, unbound: list[str]) -> str:
         func = self.func_ref()

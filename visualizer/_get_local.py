@@ -14,7 +14,7 @@ import types
 import warnings
 import weakref
 
-from visualizer._captured import Captured, CaptureWarning
+from visualizer._captured import Captured, CaptureWarning, Tap
 from visualizer._records import STORES, RecordCache, RecordStore, _UNSET
 from visualizer._rewrite import RewriteError
 from visualizer._targets import describe, resolve, wrapped_chain
@@ -69,7 +69,8 @@ class GetLocal:
 
     def __repr__(self) -> str:
         state = "active" if self._active else "inactive"
-        return f"<get_local: {state}, {len(self._captured)} functions, store={self._store.store!r}>"
+        functions = sum(entry.user for entry in self._captured.values())
+        return f"<get_local: {state}, {functions} functions, store={self._store.store!r}>"
 
     # -- the state ------------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class GetLocal:
             failures = []
             for entry in list(self._captured.values()):
                 try:
-                    entry.install()
+                    entry.sync()
                 except Exception as exc:
                     failures.append(str(exc))
             if failures:
@@ -122,7 +123,7 @@ class GetLocal:
         with self._lock:
             self._active = False
             for entry in list(self._captured.values()):
-                entry.uninstall()
+                entry.sync()  # an entry that capture_attention taps stays instrumented
 
     @contextlib.contextmanager
     def activated(self, *, store: str | None = None, max_records=_UNSET):
@@ -178,10 +179,10 @@ class GetLocal:
         """Stop capturing ``obj`` for good: its original code comes back. Returns ``obj``."""
         func = self._find(obj, "get_local.undo")
         with self._lock:
-            entry = self._captured.pop(func)
-            entry.uninstall()
-            if entry.channel is not None:
-                entry.channel.listeners.discard(entry)
+            entry = self._captured[func]
+            entry.disown()
+            if not entry.taps:
+                del self._captured[func]
         return obj
 
     def key_of(self, obj) -> str:
@@ -195,7 +196,8 @@ class GetLocal:
     def _find(self, obj, what: str) -> types.FunctionType:
         chain = wrapped_chain(obj, what)
         for func in chain:
-            if func in self._captured:
+            entry = self._captured.get(func)
+            if entry is not None and entry.user:
                 return func
         raise ValueError(f"{what}: {describe(chain[0])} is not captured by get_local")
 
@@ -206,11 +208,19 @@ class GetLocal:
             entry = self._captured.get(func)
             if entry is not None:
                 if entry.names != names:
+                    if not entry.user:
+                        raise ValueError(
+                            f"{what}: {describe(func)} is being captured by capture_attention with "
+                            f"the name(s) {', '.join(map(repr, entry.names))}; decorate it after "
+                            "the capture_attention block ends, or with those names."
+                        )
                     raise ValueError(
                         f"{what}: {describe(func)} is already captured with "
                         f"get_local({', '.join(map(repr, entry.names))}); "
                         f"call get_local.undo({func.__name__}) first to capture other names."
                     )
+                if not entry.user:
+                    entry.adopt(self._key(func))
                 return obj
             entry = self._captured[func] = Captured(self, func, names, self._key(func))
             if self._active:
@@ -220,6 +230,48 @@ class GetLocal:
                     del self._captured[func]
                     raise
         return obj
+
+    # -- taps: raw values for capture_attention, apart from the user's cache ----------
+
+    def _tap(self, obj, names: tuple, on_record, on_missing) -> Tap:
+        """Instrument ``obj`` (if it is not already) and send each call's raw value to ``on_record``.
+
+        Works whether or not capture is active, and leaves ``cache`` alone. Close the
+        returned :class:`Tap` to stop; the original code comes back once nobody needs it.
+        """
+        what = f"capture of {', '.join(map(repr, names))}"
+        func = resolve(obj, names, what)
+        with self._lock:
+            entry = self._captured.get(func)
+            if entry is None:
+                entry = self._captured[func] = Captured(self, func, names, None)
+            elif entry.names != names:
+                raise ValueError(
+                    f"{describe(func)} is captured with get_local({', '.join(map(repr, entry.names))}), "
+                    f"so it cannot also be captured for {', '.join(map(repr, names))}; call "
+                    f"get_local.undo({func.__name__}) first."
+                )
+            tap = Tap(entry, on_record, on_missing)
+            entry.taps = (*entry.taps, tap)
+            try:
+                entry.sync()
+            except Exception:
+                self._untap(tap)
+                raise
+            entry.rebind()  # the bytecode fast path skips taps: turn it off
+        return tap
+
+    def _untap(self, tap: Tap) -> None:
+        entry = tap.entry
+        with self._lock:
+            if tap not in entry.taps:
+                return
+            entry.taps = tuple(other for other in entry.taps if other is not tap)
+            entry.sync()
+            entry.rebind()
+            func = entry.func_ref()
+            if not entry.user and not entry.taps and func is not None:
+                self._captured.pop(func, None)
 
     def _key(self, func: types.FunctionType) -> str:
         qualname, module = func.__qualname__, func.__module__ or "<unknown>"
