@@ -8,12 +8,29 @@ it returns::
     model(x)                                   # Attention.forward has @get_local("attn")
     get_local.cache["Attention.forward"]       # one map per call
 
+``capture_attention`` does it for a whole model, whatever its attention kernel::
+
+    from visualizer import capture_attention
+    with capture_attention(model) as maps:
+        model(x)
+    maps[0].shape                              # (batch, heads, queries, keys)
+
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
+from visualizer._capture import AttentionCapture, CaptureError, capture_attention
 from visualizer._captured import CaptureWarning
 from visualizer._get_local import get_local
+from visualizer._maps import AttentionMaps
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
-__all__ = ["CaptureWarning", "__version__", "get_local"]
+__all__ = [
+    "AttentionCapture",
+    "AttentionMaps",
+    "CaptureError",
+    "CaptureWarning",
+    "__version__",
+    "capture_attention",
+    "get_local",
+]

@@ -91,7 +91,15 @@ def test_import_visualizer_imports_no_heavy_framework():
 def test_public_surface_is_small():
     import visualizer
 
-    assert visualizer.__all__ == ["CaptureWarning", "__version__", "get_local"]
+    assert visualizer.__all__ == [
+        "AttentionCapture",
+        "AttentionMaps",
+        "CaptureError",
+        "CaptureWarning",
+        "__version__",
+        "capture_attention",
+        "get_local",
+    ]
     assert isinstance(visualizer.__version__, str)
 
 

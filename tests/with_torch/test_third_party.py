@@ -10,6 +10,7 @@ import timm
 import torch
 from timm.layers import Attention
 
+import references
 from visualizer import CaptureWarning
 
 
@@ -20,15 +21,6 @@ def tiny_vit():
         "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=2
     ).eval()
     return model
-
-
-def reference_attention(module: Attention, x: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) from the module's own weights, written out by hand."""
-    batch, tokens, dim = x.shape
-    heads = module.num_heads
-    qkv = torch.einsum("btc,oc->bto", x, module.qkv.weight) + module.qkv.bias
-    q, k, _ = qkv.reshape(batch, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
-    return torch.softmax(torch.einsum("bhqd,bhkd->bhqk", q, k) / (dim // heads) ** 0.5, dim=-1)
 
 
 def test_timm_attention_captured_in_place_matches_a_hand_computation(gl, tiny_vit):
@@ -47,7 +39,7 @@ def test_timm_attention_captured_in_place_matches_a_hand_computation(gl, tiny_vi
         assert len(maps) == 2 and maps[0].shape == (2, 3, 5, 5)
         for block, recorded, x in zip(tiny_vit.blocks, maps, blocks_input):
             with torch.no_grad():
-                expected = reference_attention(block.attn, x).numpy()
+                expected = references.timm_attention(block.attn, x).numpy()
             np.testing.assert_allclose(recorded, expected, atol=1e-6)
             np.testing.assert_allclose(recorded.sum(-1), 1.0, atol=1e-6)
     finally:

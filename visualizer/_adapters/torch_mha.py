@@ -1,0 +1,112 @@
+"""``torch.nn.MultiheadAttention``, alone or inside ``nn.Transformer*`` layers.
+
+``nn.TransformerEncoderLayer`` and ``nn.TransformerDecoderLayer`` call their attention
+with ``need_weights=False``, and under ``eval()`` + ``no_grad()`` the encoder layer may
+skip the Python code entirely (PyTorch's fast path). During capture each selected
+module gets a forward pre-hook that asks for per-head weights
+(``need_weights=True, average_attn_weights=False``) and a forward hook that records them
+and hands the caller exactly what it asked for (``None``, or the head average).
+
+A layer whose modules have forward hooks never takes the fused layer fast path (torch
+checks for hooks), so its attention runs as a module call. ``nn.TransformerEncoder``
+still packs a padded batch into a nested tensor under eval + no_grad; the attention's
+own fast path then returns padded per-head weights (zero rows for padding queries), and
+the model's outputs stay bit-identical to a run without capture.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from visualizer._adapters import Target
+
+__all__ = ["attach", "find"]
+
+ADAPTER = __name__.rsplit(".", 1)[-1]
+
+
+def find(model, modules, claimed) -> list[Target]:
+    from torch import nn
+
+    parents = {}
+    for name, module in modules:
+        for child_name, child in module.named_children():
+            parents[id(child)] = (module, child_name)
+    targets = []
+    for name, module in modules:
+        if id(module) in claimed or not isinstance(module, nn.MultiheadAttention):
+            continue
+        parent, attribute = parents.get(id(module), (None, ""))
+        kind, role = "self", None
+        if isinstance(parent, nn.TransformerDecoderLayer):
+            role = "decoder"
+            kind = "cross" if attribute == "multihead_attn" else "self"
+        elif isinstance(parent, nn.TransformerEncoderLayer):
+            role = "encoder"
+        targets.append(Target(name, module, kind, ADAPTER, role=role))
+    return targets
+
+
+def attach(targets, recorder):
+    handles = []
+    try:
+        for target in targets:
+            handles.extend(_hook(target, recorder))
+    except BaseException:
+        _detach(handles)
+        raise
+    return lambda: _detach(handles)
+
+
+def _detach(handles) -> None:
+    for handle in handles:
+        handle.remove()
+
+
+# MultiheadAttention.forward(query, key, value, key_padding_mask, need_weights, attn_mask,
+# average_attn_weights, is_causal): callers usually pass the flags by keyword.
+_POSITIONAL = (
+    "query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal"
+)
+
+
+def _hook(target, recorder):
+    asked = threading.local()  # what each (possibly nested) caller asked for, per thread
+
+    def before(module, args, kwargs):
+        recorder.ran(target)
+        if 4 < len(args) <= len(_POSITIONAL):  # flags passed by position: move them to keywords
+            kwargs = {**dict(zip(_POSITIONAL, args)), **kwargs}
+            args = ()
+        else:  # (more than all of them makes torch raise its own TypeError)
+            kwargs = dict(kwargs)
+        stack = getattr(asked, "stack", None)
+        if stack is None:
+            stack = asked.stack = []
+        stack.append((kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True)))
+        kwargs["need_weights"] = True
+        kwargs["average_attn_weights"] = False
+        return args, kwargs
+
+    def after(module, args, kwargs, output):
+        stack = getattr(asked, "stack", None)
+        if not stack:
+            return None
+        need_weights, average = stack.pop()
+        if output is None:  # forward raised
+            return None
+        out, weights = output
+        if weights is None:
+            recorder.missing(target, f"{target.name} returned no weights although need_weights=True was passed")
+            return None
+        recorder.record(target, weights)
+        if not need_weights:
+            return out, None
+        if average:
+            return out, weights.mean(dim=-3)
+        return out, weights
+
+    return (
+        target.module.register_forward_pre_hook(before, with_kwargs=True),
+        target.module.register_forward_hook(after, with_kwargs=True, always_call=True),
+    )

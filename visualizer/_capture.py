@@ -1,0 +1,320 @@
+"""``capture_attention(model)``: attention maps from any supported model, in one step.
+
+>>> with capture_attention(model) as maps:
+...     model(x)
+>>> maps[0].shape                         # (batch, heads, queries, keys)
+
+It finds the attention modules (see ``visualizer._adapters``), makes each produce its
+weights for the duration of the block whatever kernel it normally uses, records them,
+and puts every module back as it was, exceptions included. When something could not be
+captured it says so, with the cause and the fix, instead of handing back an empty result.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import warnings
+
+from visualizer._adapters import attach, find_targets
+from visualizer._captured import CaptureWarning
+from visualizer._maps import AttentionMaps, Entry
+
+__all__ = ["AttentionCapture", "CaptureError", "capture_attention"]
+
+SUPPORTED = (
+    "nn.MultiheadAttention (also inside nn.Transformer* layers), transformers models "
+    "(BERT, ViT, DINOv2 and others that declare their attentions), timm attention modules "
+    "(those with a `fused_attn` switch), and functions or methods decorated with get_local"
+)
+
+
+class CaptureError(RuntimeError):
+    """Attention modules ran during capture, but none produced weights; the message says why."""
+
+
+def capture_attention(
+    model,
+    *,
+    layers=None,
+    device=None,
+    dtype=None,
+    keep_grad: bool = False,
+    max_calls: int | None = None,
+) -> AttentionCapture:
+    """Record every attention map ``model`` computes inside a ``with`` block.
+
+    >>> with capture_attention(vit) as maps:
+    ...     vit(images)
+    >>> maps["blocks.3.attn"].shape      # (batch, heads, queries, keys)
+    >>> maps.stack().shape               # (layers, batch, heads, queries, keys)
+
+    layers: which attention modules, in model order: None (all); an int index or a list
+        of them (negative counts from the end); a module path or a regular expression
+        that must match the whole path (``r"blocks\\.(0|11)\\.attn"``); a list mixing those;
+        or a callable ``(path, module) -> bool``.
+    device, dtype: where and how to keep the maps (``device="cpu"`` to spare GPU memory,
+        ``dtype=torch.float16`` to halve it); None keeps them as computed.
+    keep_grad: keep each map's autograd graph (for gradient-weighted methods); the maps
+        are detached otherwise.
+    max_calls: keep at most this many calls per module, the oldest dropped first
+        (generation loops); None keeps all.
+
+    It also works as ``capture = capture_attention(model); maps = capture.start(); ...;
+    capture.stop()``.
+    """
+    return AttentionCapture(model, layers=layers, device=device, dtype=dtype, keep_grad=keep_grad, max_calls=max_calls)
+
+
+class AttentionCapture:
+    """A capture of one model's attention maps; see :func:`capture_attention`."""
+
+    def __init__(self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None) -> None:
+        torch = _torch()
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"capture_attention() needs a torch.nn.Module, not {type(model).__name__}")
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise TypeError(f"capture_attention(): dtype must be a torch.dtype such as torch.float16, not {dtype!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"capture_attention(): dtype must be a floating-point dtype, not {dtype}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"capture_attention(): {device!r} is not a device ({exc})") from None
+        if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1):
+            raise ValueError(f"capture_attention(): max_calls must be a positive int or None, not {max_calls!r}")
+        if not isinstance(keep_grad, bool):
+            raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
+        self.model = model
+        self.layers = layers
+        self.device, self.dtype, self.keep_grad, self.max_calls = device, dtype, keep_grad, max_calls
+        self.maps: AttentionMaps | None = None
+        self._detachers: list = []
+        self._entries: dict = {}  # id(target) -> Entry
+        self._lock = threading.Lock()
+        self._grad_lost = False
+        self._model_runs = 0
+        self._selected: list = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> AttentionMaps:
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop(check=exc_type is None)
+
+    def start(self) -> AttentionMaps:
+        """Begin recording; returns the (live) :class:`AttentionMaps`."""
+        if self._detachers:
+            raise RuntimeError("this capture has already started; use a new capture_attention(...) for another block")
+        found = find_targets(self.model)
+        model_name = type(self.model).__name__
+        if not found:  # (get_local functions no module runs still count: the model may call them)
+            raise ValueError(
+                f"capture_attention found no attention module in {model_name}. It records {SUPPORTED}. "
+                "Fix: decorate the function that computes your attention map, e.g. "
+                "@get_local('attn') on its forward, and keep the map in that local variable."
+            )
+        selected = self._selected = _select(found, self.layers, model_name)
+        index = {id(target): i for i, target in enumerate(found)}
+        self._entries = {
+            id(t): Entry(t.name, index[id(t)], t.kind, t.role, t.layer, t.adapter) for t in selected
+        }
+        self.maps = AttentionMaps(list(self._entries.values()), model_name)
+        self._model_runs = 0
+        detachers = attach(selected, self)
+        self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
+        return self.maps
+
+    def _model_ran(self, module, args) -> None:
+        self._model_runs += 1
+
+    def stop(self, check: bool = True) -> AttentionMaps | None:
+        """Put every module back as it was; with ``check``, say loudly what could not be captured."""
+        return self._stop(check)
+
+    def _stop(self, check: bool) -> AttentionMaps | None:
+        detachers, self._detachers = self._detachers, []
+        for detach in reversed(detachers):
+            detach()
+        if check and self.maps is not None:
+            self._diagnose()  # warnings point at the caller of stop() or at the `with` statement
+        return self.maps
+
+    # -- the Recorder protocol (called from hooks and taps) ------------------------------
+
+    def ran(self, target) -> None:
+        self._entries[id(target)].runs += 1
+
+    def record(self, target, weights) -> None:
+        entry = self._entries[id(target)]
+        weights = _as_map(weights)
+        if isinstance(weights, str):
+            self.missing(target, weights)
+            return
+        if not self.keep_grad:
+            weights = weights.detach()
+        elif weights.grad_fn is None and not weights.requires_grad:
+            self._grad_lost = True
+        if self.device is not None or self.dtype is not None:
+            weights = weights.to(device=self.device, dtype=self.dtype)
+        with self._lock:
+            entry.calls.append(weights)
+            if self.max_calls is not None and len(entry.calls) > self.max_calls:
+                del entry.calls[0]
+                entry.dropped += 1
+
+    def missing(self, target, cause: str) -> None:
+        entry = self._entries[id(target)]
+        with self._lock:
+            if len(entry.misses) < 8:  # the causes repeat; a few are enough to explain
+                entry.misses.append(cause)
+
+    # -- diagnosis ------------------------------------------------------------------------------
+
+    def _diagnose(self) -> None:
+        entries = self.maps.entries()
+        model_name = type(self.model).__name__
+        ran = [entry for entry in entries if entry.runs]
+        empty = [entry for entry in ran if not entry.calls]
+        if not ran:
+            if self._model_runs:
+                functions = [target.name for target in self._selected if target.module is None]
+                self.maps.diagnosis = (
+                    f"{model_name} ran {self._model_runs} time(s), but none of the {len(entries)} attention "
+                    "layers selected did (a branch that skips them?)."
+                    + (f" The get_local functions {', '.join(functions)} are not called by it." if functions else "")
+                )
+            else:
+                self.maps.diagnosis = (
+                    f"None of the {len(entries)} selected attention layers of {model_name} ran while capture "
+                    "was on: call the model inside the `with capture_attention(model) as maps:` block."
+                )
+            warnings.warn(f"capture_attention: {self.maps.diagnosis}", CaptureWarning, stacklevel=4)
+            return
+        if empty:
+            causes = _causes(empty)
+            message = (
+                f"{len(empty)} of the {len(ran)} attention modules of {model_name} that ran produced no "
+                f"attention weights ({_names(empty)}). {causes}"
+            )
+            self.maps.diagnosis = message
+            if len(empty) == len(ran):
+                raise CaptureError(f"capture_attention: nothing was captured. {message}")
+            warnings.warn(f"capture_attention: {message}", CaptureWarning, stacklevel=4)
+        partial = [entry for entry in ran if entry.calls and entry.misses]
+        if partial:
+            warnings.warn(
+                f"capture_attention: some calls of {_names(partial)} produced no weights. {_causes(partial)}",
+                CaptureWarning,
+                stacklevel=4,
+            )
+        if self.keep_grad and self._grad_lost:
+            warnings.warn(
+                "capture_attention(keep_grad=True): the maps have no autograd graph because the model ran "
+                "under torch.no_grad() (or inference_mode); run it with gradients enabled to keep them.",
+                CaptureWarning,
+                stacklevel=4,
+            )
+
+
+def _as_map(weights):
+    """``weights`` as (batch, heads, queries, keys), or a str saying why it is not a map."""
+    torch = _torch()
+    if not isinstance(weights, torch.Tensor):
+        return (
+            f"the recorded value is a {type(weights).__name__}, not a tensor; capture the variable that holds "
+            "the attention probabilities, shaped (batch, heads, queries, keys)"
+        )
+    if weights.dim() == 4:
+        return weights
+    if weights.dim() in (2, 3):  # (queries, keys) or (heads, queries, keys): one sequence
+        return weights.reshape((1,) * (4 - weights.dim()) + tuple(weights.shape))
+    return (
+        f"the recorded tensor has shape {tuple(weights.shape)}; an attention map is (batch, heads, queries, keys) "
+        "(or (heads, queries, keys) for one sequence)"
+    )
+
+
+def _select(found: list, layers, model_name: str) -> list:
+    """The targets ``layers`` selects, in model order; clear errors for selections that miss."""
+    if layers is None:
+        return found
+    names = [target.name for target in found]
+    if callable(layers) and not isinstance(layers, (str, re.Pattern)):
+        chosen = [target for target in found if layers(target.name, target.module)]
+        if not chosen:
+            raise ValueError(f"capture_attention(layers=...): the function selected none of {_listing(names)}")
+        return chosen
+    items = [layers] if isinstance(layers, (int, str, re.Pattern)) else layers
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(
+            "capture_attention(layers=...) takes None, an int, a module path or regex, a list of those, "
+            f"or a callable, not {type(layers).__name__}"
+        ) from None
+    wanted: set[int] = set()
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str, re.Pattern)):
+            raise TypeError(
+                f"capture_attention(layers=...): {item!r} is neither a layer index, a module path nor a regex"
+            )
+        if isinstance(item, int):
+            if not -len(found) <= item < len(found):
+                raise IndexError(
+                    f"capture_attention(layers=...): layer {item} is out of range; {model_name} has "
+                    f"{len(found)} attention modules, so valid indices are 0..{len(found) - 1} "
+                    f"(or -{len(found)}..-1)"
+                )
+            wanted.add(item % len(found))
+            continue
+        if isinstance(item, str) and item in names:
+            wanted.add(names.index(item))
+            continue
+        try:
+            pattern = re.compile(item)
+        except re.error as exc:
+            raise ValueError(
+                f"capture_attention(layers=...): {item!r} is neither a module path nor a valid regex ({exc}); "
+                f"module paths: {_listing(names)}"
+            ) from None
+        matched = [i for i, name in enumerate(names) if pattern.fullmatch(name)]
+        if not matched:
+            raise ValueError(
+                f"capture_attention(layers=...): {item if isinstance(item, str) else item.pattern!r} matches no "
+                f"attention module (a regex must match the whole path); module paths: {_listing(names)}"
+            )
+        wanted.update(matched)
+    return [target for i, target in enumerate(found) if i in wanted]
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:12])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+
+
+def _names(entries: list) -> str:
+    listed = ", ".join(entry.name for entry in entries[:4])
+    return listed + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+
+
+def _causes(entries: list) -> str:
+    causes = []
+    for entry in entries:
+        for cause in entry.misses or [f"{entry.name} ran without handing over weights."]:
+            if cause not in causes:
+                causes.append(cause)
+    return " ".join(causes[:3])
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the models extra brings torch
+        raise ImportError(
+            'capture_attention needs torch: pip install -c constraints.txt -e ".[models]"'
+        ) from None
+    return torch
