@@ -62,7 +62,8 @@ def find_targets(model) -> list[Target]:
     targets: list[Target] = []
     for name in ORDER:
         adapter = importlib.import_module(f"{__name__}.{name}")
-        available = [(path, module) for path, module in modules if not _inside(path, claimed)]
+        claimed_paths = {path for path in claimed.values() if path}
+        available = [(path, module) for path, module in modules if not _inside(path, claimed_paths)]
         for target in adapter.find(model, available, claimed):
             if target.module is not None:
                 claimed[id(target.module)] = target.name
@@ -88,8 +89,10 @@ def attach(targets: list[Target], recorder: Recorder) -> list:
     return detachers
 
 
-def _inside(path: str, claimed: dict[int, str]) -> bool:
-    return any(path == other or path.startswith(other + ".") for other in claimed.values() if other)
+def _inside(path: str, claimed_paths: set[str]) -> bool:
+    """Whether ``path`` is a claimed module or inside one (the root, path "", never counts)."""
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in claimed_paths for i in range(1, len(parts) + 1)) if path else False
 
 
 _ROLES = (("decoder", re.compile(r"(^|[._])dec(oder)?($|[._]|_?\d)")), ("encoder", re.compile(r"(^|[._])enc(oder)?($|[._]|_?\d)")))
