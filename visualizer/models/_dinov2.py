@@ -270,7 +270,8 @@ def timm_state_dict(grid_size: tuple[int, int]) -> dict:
     import numpy as np
 
     # Freshly converted arrays can be read-only views of the ONNX buffers; torch wants to own them.
-    state = {name: torch.from_numpy(np.require(array, requirements="W")) for name, array in dinov2_arrays().items()}
+    arrays = dinov2_arrays()
+    state = {name: torch.from_numpy(np.require(array, requirements="W")) for name, array in arrays.items()}
     state["pos_embed"] = resample_abs_pos_embed(
         state["pos_embed"], new_size=list(grid_size), old_size=[NATIVE_GRID, NATIVE_GRID], num_prefix_tokens=1
     )
