@@ -1,0 +1,164 @@
+"""plot_head, plot_heads, plot_head_grid, plot_layers, plot_token_heatmap: structure and orientation."""
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from plot_checks import check_figure, colorbars, panels, softmax_maps, titles
+
+from visualizer.plots import plot_head, plot_head_grid, plot_heads, plot_layers, plot_token_heatmap
+
+
+@pytest.fixture(autouse=True)
+def no_show(monkeypatch):
+    """No plot may call plt.show() or register figures with pyplot."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("plt.show() was called")
+
+    monkeypatch.setattr(plt, "show", refuse)
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def spike(queries=5, keys=5, at=(1, 3)):
+    """A map that is 0 everywhere but 1 at (query, key) ``at``."""
+    m = np.zeros((queries, keys))
+    m[at] = 1.0
+    return m
+
+
+def test_plot_head_puts_queries_on_rows_from_the_top_in_image_axes():
+    fig = plot_head(spike())
+    check_figure(fig, 1, n_colorbars=1)
+    ax = panels(fig)[0]
+    image = ax.images[0]
+    assert image.origin == "upper"
+    assert np.unravel_index(np.argmax(image.get_array()), (5, 5)) == (1, 3)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("key", "query")
+    assert ax.get_title() == "attention"
+
+
+def test_plot_head_cartesian_puts_the_origin_bottom_left_with_x_query_and_y_key():
+    fig = plot_head(spike(4, 6, at=(1, 3)), axes="cartesian", tokens=list("abcd"), key_tokens=list("uvwxyz"))
+    ax = panels(fig)[0]
+    image = ax.images[0]
+    assert image.origin == "lower"
+    assert image.get_array().shape == (6, 4)                   # rows are keys (y), columns queries (x)
+    assert np.unravel_index(np.argmax(image.get_array()), (6, 4)) == (3, 1)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("query", "key")
+    assert [t.get_text() for t in ax.get_xticklabels()] == list("abcd")
+    assert [t.get_text() for t in ax.get_yticklabels()] == list("uvwxyz")
+    check_figure(fig, 1)
+
+
+def test_plot_head_picks_batch_and_head_from_torch_and_averages_with_head_none(rng):
+    a = softmax_maps(rng, 2, 3, 4, 4)
+    fig = plot_head(torch.from_numpy(a).to(torch.bfloat16), head=2, batch=1)
+    np.testing.assert_allclose(panels(fig)[0].images[0].get_array(), a[1, 2], atol=1e-2)
+    assert titles(fig) == ["head 2"]
+    fig = plot_head(a[0], head=None, title="mine", vmin=0, vmax=1, cmap="magma")
+    image = panels(fig)[0].images[0]
+    np.testing.assert_allclose(image.get_array(), a[0].mean(0))
+    assert image.get_clim() == (0, 1) and image.get_cmap().name == "magma"
+    assert titles(fig) == ["mine"]
+
+
+def test_plot_head_draws_into_a_given_axes_without_a_new_figure(rng):
+    fig = matplotlib.figure.Figure(layout="compressed")
+    axes = fig.subplots(1, 2)
+    assert plot_head(softmax_maps(rng, 2, 5, 5), ax=axes[1]) is fig
+    assert len(axes[1].images) == 1 and len(axes[0].images) == 0
+    check_figure(fig, 2, images_per_panel=0)
+
+
+@pytest.mark.parametrize("scale", ["linear", "sqrt", "log"])
+def test_color_scales(rng, scale):
+    a = softmax_maps(rng, 3, 6, 6)
+    a[0, 0, 0] = 0.0
+    fig = plot_heads(a, scale=scale)
+    norm = panels(fig)[0].images[0].norm
+    assert type(norm).__name__ == {"linear": "Normalize", "sqrt": "PowerNorm", "log": "LogNorm"}[scale]
+    assert norm.vmin > 0 if scale == "log" else norm.vmin == pytest.approx(0.0)
+
+
+def test_plot_heads_draws_every_head_and_their_mean_on_one_scale(rng):
+    a = softmax_maps(rng, 1, 6, 5, 5)
+    fig = plot_heads(a)
+    check_figure(fig, 7, n_colorbars=1)
+    assert titles(fig) == [f"head {h}" for h in range(6)] + ["mean of 6"]
+    np.testing.assert_allclose(panels(fig)[-1].images[0].get_array(), a[0].mean(0))
+    assert len({ax.images[0].get_clim() for ax in panels(fig)}) == 1
+    separate = plot_heads(a, shared_scale=False)
+    assert len(colorbars(separate)) == 7
+
+
+def test_one_head_one_layer_one_column_do_not_crash(rng):
+    check_figure(plot_heads(softmax_maps(rng, 1, 4, 4)), 2)                 # 1 head + mean, one row
+    check_figure(plot_heads(softmax_maps(rng, 3, 4, 4), ncols=1), 4)        # one column
+    check_figure(plot_head_grid(softmax_maps(rng, 1, 4, 4), list("abcd")), 1)
+    check_figure(plot_layers([softmax_maps(rng, 2, 4, 4)]), 1)
+    check_figure(plot_layers(softmax_maps(rng, 3, 1, 2, 4, 4), layers=[-1], ncols=1), 1)
+
+
+def test_plot_head_grid_labels_outer_panels_with_tokens(rng):
+    tokens = ["[CLS]", "the", "cat", "sat", "[SEP]"]
+    fig = plot_head_grid(softmax_maps(rng, 2, 4, 5, 5), tokens, heads=[0, 2, 3], ncols=2)
+    check_figure(fig, 3)
+    top_left, top_right, bottom_left = panels(fig)
+    assert [t.get_text() for t in top_left.get_yticklabels()] == tokens
+    assert all(t.get_text() == "" for t in top_right.get_yticklabels())
+    assert [t.get_text() for t in bottom_left.get_xticklabels()] == tokens
+    assert titles(fig) == ["head 0", "head 2", "head 3"]
+
+
+def test_plot_layers_takes_lists_stacks_and_head_choice(rng):
+    maps = softmax_maps(rng, 4, 1, 3, 6, 6)
+    fig = plot_layers(list(torch.from_numpy(maps)), head=1, layers=[0, 3])
+    check_figure(fig, 2, n_colorbars=1)
+    assert titles(fig) == ["layer 0", "layer 3"]
+    np.testing.assert_allclose(panels(fig)[1].images[0].get_array(), maps[3, 0, 1])
+    assert "head 1" in fig.get_suptitle()
+    np.testing.assert_allclose(panels(plot_layers(maps[:, 0]))[2].images[0].get_array(), maps[2, 0].mean(0))
+
+
+def test_plot_token_heatmap_labels_both_axes_and_writes_small_maps_weights(rng):
+    tokens = ["[CLS]", "a", "cat", "[SEP]"]
+    fig = plot_token_heatmap(softmax_maps(rng, 1, 2, 4, 4), tokens)
+    check_figure(fig, 1, n_colorbars=1)
+    ax = panels(fig)[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == tokens
+    assert [t.get_text() for t in ax.get_yticklabels()] == tokens
+    assert len(ax.texts) == 16
+    long = plot_token_heatmap(softmax_maps(rng, 20, 20), [f"t{i}" for i in range(20)])
+    assert len(panels(long)[0].texts) == 0
+    cross = plot_token_heatmap(softmax_maps(rng, 3, 5), list("abc"), key_tokens=list("vwxyz"),
+                               axes="cartesian")
+    assert [t.get_text() for t in panels(cross)[0].get_xticklabels()] == list("abc")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda a: plot_head(a, head=7), ValueError, "valid: -3..2"),
+    (lambda a: plot_head(a, batch=0, axes="polar"), ValueError, "cartesian"),
+    (lambda a: plot_head(a[0, 0, 0]), ValueError, "queries, keys"),
+    (lambda a: plot_head(a, tokens=["x"]), ValueError, "1 labels but the map has 4"),
+    (lambda a: plot_head(a, tokens="abcd"), TypeError, "list of strings"),
+    (lambda a: plot_head(a, ax="left"), TypeError, "Axes"),
+    (lambda a: plot_head(a, scale="cubic"), ValueError, "scale"),
+    (lambda a: plot_heads(a, batch=2), ValueError, "batch"),
+    (lambda a: plot_heads(a, ncols=0), ValueError, "ncols"),
+    (lambda a: plot_head_grid(a, heads=[]), ValueError, "empty"),
+    (lambda a: plot_layers(a[0]), ValueError, r"\[attn\]"),
+    (lambda a: plot_layers([a], layers=[1]), ValueError, "valid: -1..0"),
+    (lambda a: plot_token_heatmap(a, None), TypeError, "tokens is required"),
+    (lambda a: plot_token_heatmap(a[..., :3], list("abcd")), ValueError, "key_tokens"),
+])
+def test_bad_input_is_refused_with_a_clear_message(rng, call, error, match):
+    with pytest.raises(error, match=match):
+        call(softmax_maps(rng, 1, 3, 4, 4))

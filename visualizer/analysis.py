@@ -1,0 +1,514 @@
+"""Numbers from attention maps: rollout, entropy, strongest pairs, mean distance, statistics.
+
+    >>> from visualizer.analysis import rollout, entropy
+    >>> maps = get_local.cache["Attention.forward"]       # 12 layers of (batch, heads, 197, 197)
+    >>> rollout(maps).shape                               # (batch, 197, 197), rows sum to 1
+    >>> rollout(maps)[0, 0, 1:].reshape(14, 14)           # CLS over the 14 x 14 patches
+    >>> entropy(maps[5]).shape                            # (batch, heads), in nats
+
+Every function takes numpy arrays or torch tensors (detached and moved to the CPU; bf16 and
+fp16 widened to float32) and returns numpy arrays or plain Python values. Shapes are written
+(batch, heads, queries, keys); the batch axis is optional everywhere and comes back only
+when it went in. Only numpy is needed: torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["attention_stats", "entropy", "mean_attention_distance", "rollout", "top_k_pairs"]
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, start_layer: int = 0):
+    """Attention rollout (Abnar & Zuidema 2020): how much each token draws on each input token.
+
+    >>> r = rollout(cache["Attention.forward"])           # 12 x (1, 6, 197, 197) -> (1, 197, 197)
+    >>> r[0, 0, 1:].reshape(14, 14)                       # the CLS token's sources over the patches
+
+    ``attentions`` is one map per layer, first layer first: a sequence (list, tuple, a
+    get_local cache entry, an ``AttentionMaps``) of arrays or tensors shaped
+    (heads, T, T) or (batch, heads, T, T), or one stacked array (layers, heads, T, T) or
+    (layers, batch, heads, T, T). The result is (T, T), or (batch, T, T) when the maps
+    have a batch axis; every row sums to 1.
+
+    For each layer from ``start_layer`` on:
+
+    1. fuse the heads: their ``mean`` (the paper), ``max`` or ``min``;
+    2. if ``discard_ratio`` > 0, zero the weakest weights of each row (below);
+    3. renormalise the rows to sum to 1, so the next step gives the residual exactly half
+       whatever the fusion (a max-fused row sums to more than 1, a min-fused one to less);
+    4. add the residual connection, ``A = 0.5 * A + 0.5 * I``, and renormalise the rows;
+    5. multiply: ``R = A_l @ R``, so that ``R = A_L ... A_1`` with later layers on the left.
+
+    With mean fusion and no discarding, steps 2 and 3 change nothing, and this is the
+    paper's method exactly.
+
+    Discarding works row by row: each query's weights are a distribution, so a query's
+    weakest links are judged against its own row, not against the whole matrix. In row
+    ``q``, the key ``q`` itself (the self connection) and key 0 (CLS in ViT and BERT) are
+    never discarded. Of the other keys, the ``floor(discard_ratio * n)`` weakest are set to
+    0, where ``n`` is how many other keys the row has (``T - 2``, or ``T - 1`` in row 0);
+    ties go to the lower key index. Since ``discard_ratio < 1`` at least one of them
+    survives, and the kept weights are renormalised in step 3, so no row ever sums to 0.
+    (The popular vit-explain code instead ranks the whole flattened matrix, keeps only the
+    (0, 0) entry, edits only the first batch item, and normalises without ``keepdim``, which
+    divides by column sums.)
+    """
+    if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"rollout(): head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}")
+    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, numbers.Real):
+        raise TypeError(f"rollout(): discard_ratio must be a number in [0, 1), not {discard_ratio!r}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(
+            f"rollout(): discard_ratio must be in [0, 1), not {discard_ratio!r}: it is the fraction "
+            "of each row's weights set to 0, and at least one must stay"
+        )
+    layers, batched = _layer_maps(attentions, "rollout(): attentions")
+    start = _index(start_layer, len(layers), "rollout(): start_layer", "layers")
+    for i, attn in enumerate(layers):
+        if np.isnan(attn).any() or (attn < 0).any():
+            raise ValueError(
+                f"rollout(): layer {i} holds negative or NaN weights; pass attention probabilities "
+                "(after the softmax), not scores"
+            )
+        if attn.shape[-1] != attn.shape[-2]:
+            raise ValueError(
+                f"rollout(): layer {i} has {attn.shape[-2]} queries and {attn.shape[-1]} keys; rollout needs "
+                "square self-attention maps (cross-attention cannot be chained through layers)"
+            )
+    batch, tokens = layers[0].shape[0], layers[0].shape[-1]
+    eye = np.eye(tokens)
+    result = np.broadcast_to(eye, (batch, tokens, tokens)).copy()
+    for i in range(start, len(layers)):
+        fused = _fuse(layers[i], head_fusion)
+        if discard_ratio > 0:
+            fused = _discard_weakest(fused, discard_ratio)
+        mixed = 0.5 * _normalise_rows(fused) + 0.5 * eye
+        result = _normalise_rows(mixed) @ result
+    return result if batched else result[0]
+
+
+def entropy(attn):
+    """Each head's attention entropy: the mean over queries of each row's entropy, in nats.
+
+    >>> entropy(maps[3])            # (batch, heads, T, T) -> (batch, heads)
+    >>> entropy(maps[3][0])         # (heads, T, T) -> (heads,)
+
+    Row ``q`` contributes ``-sum_k p[q, k] * log(p[q, k])`` with ``0 * log 0 = 0``; rows are
+    taken as given (softmax rows sum to 1). A head attending to a single key scores 0; one
+    spreading evenly over K keys scores ``log(K)``. Queries and keys may differ in number
+    (cross-attention).
+    """
+    a = _as_array(attn, "entropy(): attn")
+    if a.ndim not in (3, 4):
+        raise ValueError(
+            "entropy(): attn must be (heads, queries, keys) or (batch, heads, queries, keys), "
+            f"not shape {a.shape}"
+        )
+    _check_probabilities(a, "entropy(): attn")
+    plogp = a * np.log(np.where(a > 0, a, 1))
+    return -plogp.sum(axis=-1, dtype=np.float64).mean(axis=-1)
+
+
+def top_k_pairs(attn, k: int):
+    """The ``k`` strongest (query, key, weight) links, strongest first.
+
+    >>> top_k_pairs(maps[3][0, 2], 3)       # head 2 of item 0: (T, T)
+    [(5, 0, 0.91), (6, 0, 0.88), (1, 1, 0.6)]
+    >>> top_k_pairs(maps[3][0], 3)          # (heads, T, T): the mean over the heads
+
+    ``attn`` is (queries, keys), or (heads, queries, keys), which is averaged over the heads
+    first. Pick one batch item yourself (``attn[0]``). Ties keep row-major order (lower query,
+    then lower key); ``k`` larger than the number of pairs returns all of them. Indices are
+    ``int`` and weights ``float``.
+    """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"top_k_pairs(): k must be an int >= 1, not {k!r}")
+    if k < 1:
+        raise ValueError(f"top_k_pairs(): k must be >= 1, not {k}")
+    a = _as_array(attn, "top_k_pairs(): attn")
+    if a.ndim == 3:
+        a = a.mean(axis=0, dtype=np.float64)
+    elif a.ndim != 2:
+        hint = "; select one batch item first, e.g. attn[0]" if a.ndim == 4 else ""
+        raise ValueError(
+            "top_k_pairs(): attn must be (queries, keys) or (heads, queries, keys), "
+            f"not shape {a.shape}{hint}"
+        )
+    if np.isnan(a).any():
+        raise ValueError("top_k_pairs(): attn holds NaN weights")
+    flat = a.ravel()
+    order = np.argsort(-flat, kind="stable")[: int(k)]
+    keys = a.shape[1]
+    return [(int(i // keys), int(i % keys), float(flat[i])) for i in order]
+
+
+def mean_attention_distance(attn, grid, cls_token: bool | int = True, patch_size: float = 1, *,
+                            renormalize: bool = True):
+    """Each head's mean attention distance over the patch grid (ViT paper, Fig. 7).
+
+    >>> mean_attention_distance(maps[0], (14, 14))                  # (batch, heads), in patches
+    >>> mean_attention_distance(maps[0][0], 14, patch_size=16)      # (heads,), in pixels
+
+    ``attn`` is (heads, T, T) or (batch, heads, T, T) with ``T = prefix + rows * cols``.
+    ``grid`` is (rows, cols), an int for a square grid, or None to infer a square one from T.
+    ``cls_token`` says how many prefix tokens (CLS, distillation, registers) lead the
+    sequence: True is 1, False is 0, an int is that many. Their rows and columns are left
+    out, since they have no place on the grid.
+
+    For each query patch this is the attention-weighted mean Euclidean distance to the key
+    patches, between patch centres ``(row, col)``, times ``patch_size`` (1: in patches; the
+    patch size in pixels: in pixels, as in the paper). The result is the mean over query
+    patches.
+
+    ``renormalize=True`` (the default) divides each query's patch weights by their sum
+    first, so the result is a true mean distance to where the head looks on the image; a
+    head that puts most of its weight on CLS is then not mistaken for a local one. With
+    ``renormalize=False`` the weights on prefix tokens count as distance 0, as in some
+    public re-implementations. A query with no weight on any patch is left out of the mean
+    (all such queries: NaN).
+    """
+    a = _as_array(attn, "mean_attention_distance(): attn")
+    if a.ndim not in (3, 4):
+        raise ValueError(
+            "mean_attention_distance(): attn must be (heads, T, T) or (batch, heads, T, T), "
+            f"not shape {a.shape}"
+        )
+    if a.shape[-1] != a.shape[-2]:
+        raise ValueError(
+            f"mean_attention_distance(): attn must be square self-attention over the image tokens, "
+            f"not {a.shape[-2]} queries x {a.shape[-1]} keys"
+        )
+    _check_probabilities(a, "mean_attention_distance(): attn")
+    prefix = _prefix_count(cls_token, "mean_attention_distance(): cls_token")
+    rows, cols = _patch_grid(a.shape[-1], grid, prefix, "mean_attention_distance()")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Real) or not patch_size > 0:
+        raise ValueError(
+            f"mean_attention_distance(): patch_size must be a positive number, not {patch_size!r}"
+        )
+    idx = np.arange(rows * cols)
+    r, c = idx // cols, idx % cols
+    distance = np.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :]) * float(patch_size)
+    weights = a[..., prefix:, prefix:].astype(np.float64)
+    mass = weights.sum(axis=-1)
+    if renormalize:
+        weights = weights / np.where(mass > 0, mass, 1)[..., None]
+    per_query = (weights * distance).sum(axis=-1)
+    valid = mass > 0
+    counted = valid.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counted > 0, np.where(valid, per_query, 0).sum(axis=-1) / counted, np.nan)
+
+
+def attention_stats(maps) -> dict:
+    """Summary statistics per attention map, ready for ``json.dumps``.
+
+    >>> stats = attention_stats(attention_maps)     # AttentionMaps, {name: map} or [map, ...]
+    >>> stats["layers"][0]
+    {'name': 'blocks.0.attn', 'stack': None, 'layer': 0, 'type': 'self', 'shape': [1, 6, 197, 197],
+     'mean': 0.0051, 'std': 0.021, 'min': 1.2e-09, 'max': 0.98, 'entropy': 3.9}
+
+    ``maps`` is one of:
+
+    - an ``AttentionMaps``: with ``structured()``, its encoder/decoder layout gives each map's
+      stack and type, and ``names`` its module path;
+    - a dict ``{name: map}``; a value that is a list of maps (a ``get_local.cache``) becomes
+      ``name[0]``, ``name[1]``, ...;
+    - a sequence of maps, named ``layer.0``, ``layer.1``, ...
+
+    Each map is (batch, heads, queries, keys), any shape really. Entries come in model order
+    with: ``name``; ``stack`` ("encoder", "decoder", or None when the name does not say);
+    ``layer``, counted from 0 within its stack and type; ``type``, "cross" when the structure
+    or the name says so (cross, encoder_attn, EncDecAttention, multihead_attn) or the map is
+    not square, else "self"; ``shape``; ``mean``, ``std``, ``min``, ``max`` over all values;
+    and ``entropy``, the mean row entropy in nats over batch, heads and queries (None if the
+    map has negative values). All values are plain Python; a non-finite number becomes None.
+    """
+    entries = []
+    counters: dict = {}
+    for name, stack, kind, value in _named_maps(maps):
+        a = _as_array(value, f"attention_stats(): map {name!r}")
+        if a.ndim < 2 or a.size == 0:
+            raise ValueError(
+                f"attention_stats(): map {name!r} has shape {a.shape}; a map needs at least (queries, keys)"
+            )
+        if kind is None:
+            kind = _kind_from_name(name, a.shape)
+        layer = counters.get((stack, kind), 0)
+        counters[(stack, kind)] = layer + 1
+        with np.errstate(all="ignore"):           # inf or NaN maps give None below, not warnings
+            entries.append(_summary(name, stack, layer, kind, a))
+    return {"layers": entries}
+
+
+def _summary(name, stack, layer: int, kind: str, a: np.ndarray) -> dict:
+    plogp = None if (a < 0).any() else a * np.log(np.where(a > 0, a, 1))
+    return {
+        "name": str(name),
+        "stack": stack,
+        "layer": layer,
+        "type": kind,
+        "shape": [int(n) for n in a.shape],
+        "mean": _plain(a.mean(dtype=np.float64)),
+        "std": _plain(a.std(dtype=np.float64)),
+        "min": _plain(a.min()),
+        "max": _plain(a.max()),
+        "entropy": None if plogp is None else _plain(-plogp.sum(axis=-1, dtype=np.float64).mean()),
+    }
+
+
+# -- shared input handling (also used by visualizer.plots) ------------------------------------
+
+
+def _as_array(value, what: str) -> np.ndarray:
+    """A numpy float array from an array, a tensor or nested lists; bf16/fp16 become float32."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        value = value.numpy()
+    if isinstance(value, (str, bytes, Mapping)) or value is None:
+        raise TypeError(f"{what} must be a numpy array or a torch tensor, not {type(value).__name__}")
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"{what} must be a numpy array or a torch tensor, not {type(value).__name__}: {exc}"
+        ) from None
+    if a.dtype == np.float16:
+        return a.astype(np.float32)
+    if a.dtype.kind in "biu":
+        return a.astype(np.float64)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{what} must hold real numbers, not dtype {a.dtype}")
+    return a
+
+
+def _layer_maps(attentions, what: str) -> tuple[list, bool]:
+    """Per-layer maps as a list of (batch, heads, Q, K) arrays, and whether a batch axis came in."""
+    torch = sys.modules.get("torch")
+    is_tensor = torch is not None and isinstance(attentions, torch.Tensor)
+    single = is_tensor or isinstance(attentions, np.ndarray)
+    if single:
+        stacked = _as_array(attentions, what)
+        if stacked.ndim == 4:
+            return [layer[None] for layer in stacked], False
+        if stacked.ndim == 5:
+            return list(stacked), True
+        raise ValueError(
+            f"{what}: one array must stack the layers, (layers, heads, T, T) or "
+            "(layers, batch, heads, T, T), "
+            f"not shape {stacked.shape}; for a single layer pass a list: [attn]"
+        )
+    if isinstance(attentions, (str, bytes)) or attentions is None:
+        raise TypeError(
+            f"{what} must be a sequence of per-layer maps or a stacked array, not {type(attentions).__name__}"
+        )
+    if isinstance(attentions, Mapping):
+        raise TypeError(
+            f"{what} must be a sequence of per-layer maps, not a {type(attentions).__name__}; "
+            "pick one entry, e.g. cache['Attention.forward'], or pass list(maps.values())"
+        )
+    try:
+        items = list(attentions)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be a sequence of per-layer maps or a stacked array, not {type(attentions).__name__}"
+        ) from None
+    if not items:
+        raise ValueError(f"{what} is empty: pass at least one layer's map")
+    layers = [_as_array(item, f"{what}[{i}]") for i, item in enumerate(items)]
+    ndims = {a.ndim for a in layers}
+    if not ndims <= {3, 4}:
+        bad = next(i for i, a in enumerate(layers) if a.ndim not in (3, 4))
+        raise ValueError(
+            f"{what}[{bad}] has shape {layers[bad].shape}; each layer must be (heads, queries, keys) "
+            "or (batch, heads, queries, keys)"
+        )
+    if len(ndims) > 1:
+        shapes = [a.shape for a in layers]
+        raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
+    batched = ndims == {4}
+    if not batched:
+        layers = [a[None] for a in layers]
+    first = layers[0].shape
+    for i, a in enumerate(layers):
+        if (a.shape[0], a.shape[-2], a.shape[-1]) != (first[0], first[-2], first[-1]):
+            raise ValueError(
+                f"{what}: layer {i} has shape {a.shape} but layer 0 has {first}; batch size, queries and "
+                "keys must agree across layers"
+            )
+    return layers, batched
+
+
+def _prefix_count(value, what: str) -> int:
+    """How many prefix tokens: True is 1, False is 0, an int >= 0 is itself."""
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{what} must be True, False or a count >= 0 of prefix tokens, not {value!r}")
+    return int(value)
+
+
+def _patch_grid(tokens: int, grid, prefix: int, what: str) -> tuple[int, int]:
+    """(rows, cols) of the patch grid, checked against the token count; None infers a square."""
+    patches = tokens - prefix
+    if grid is None:
+        side = math.isqrt(max(patches, 0))
+        if patches <= 0 or side * side != patches:
+            raise ValueError(
+                f"{what}: {tokens} tokens minus {prefix} prefix token(s) leave {patches} patches, not a "
+                "square number; pass grid=(rows, cols) or the right number of prefix tokens"
+            )
+        return side, side
+    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
+        grid = (grid, grid)
+    try:
+        rows, cols = grid
+        ok = all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in (rows, cols))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{what}: grid must be (rows, cols) of positive ints, an int, or None, not {grid!r}")
+    if rows * cols != patches:
+        raise ValueError(
+            f"{what}: grid {rows} x {cols} has {rows * cols} patches but the maps have {tokens} tokens "
+            f"= {prefix} prefix + {patches}; fix grid or the number of prefix tokens"
+        )
+    return int(rows), int(cols)
+
+
+def _index(value, size: int, what: str, things: str) -> int:
+    """A checked index into ``size`` things; negative counts from the end."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an int, not {value!r}")
+    if not -size <= value < size:
+        raise ValueError(
+            f"{what} is {value}, out of range: there are {size} {things} (valid: {-size}..{size - 1})"
+        )
+    return int(value) % size
+
+
+def _fuse(attn: np.ndarray, head_fusion: str) -> np.ndarray:
+    """(batch, heads, T, T) -> (batch, T, T) in float64."""
+    if head_fusion == "mean":
+        return attn.mean(axis=1, dtype=np.float64)
+    reduce = np.max if head_fusion == "max" else np.min
+    return reduce(attn, axis=1).astype(np.float64)
+
+
+def _discard_weakest(fused: np.ndarray, ratio: float) -> np.ndarray:
+    """Zero each row's weakest keys, never the self connection nor key 0 (see rollout)."""
+    tokens = fused.shape[-1]
+    diagonal = np.arange(tokens)
+    ranked = fused.copy()
+    ranked[:, diagonal, diagonal] = np.inf
+    ranked[:, :, 0] = np.inf
+    order = np.argsort(ranked, axis=-1, kind="stable")
+    candidates = np.full(tokens, max(tokens - 2, 0))
+    candidates[0] = tokens - 1
+    # The epsilon keeps e.g. 0.3 * 10 == 3.0000000000000004 from a float artefact in floor().
+    drop_count = np.floor(ratio * candidates + 1e-9).astype(int)
+    drop_by_rank = np.broadcast_to(diagonal[None, None, :] < drop_count[None, :, None], fused.shape)
+    drop = np.zeros(fused.shape, dtype=bool)
+    np.put_along_axis(drop, order, drop_by_rank, axis=-1)
+    return np.where(drop, 0.0, fused)
+
+
+def _normalise_rows(a: np.ndarray) -> np.ndarray:
+    sums = a.sum(axis=-1, keepdims=True)
+    return a / np.where(sums > 0, sums, 1)
+
+
+def _check_probabilities(a: np.ndarray, what: str) -> None:
+    if np.isnan(a).any() or (a < 0).any():
+        raise ValueError(
+            f"{what} holds negative or NaN weights; pass attention probabilities (after the softmax)"
+        )
+
+
+def _plain(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+_CROSS_MARKERS = ("cross", "encoder_attn", "encdecattention", "enc_dec", "multihead_attn", "src_attn")
+
+
+def _kind_from_name(name, shape) -> str:
+    lowered = str(name).lower()
+    if any(marker in lowered for marker in _CROSS_MARKERS):
+        return "cross"
+    if len(shape) >= 2 and shape[-1] != shape[-2]:
+        return "cross"
+    return "self"
+
+
+def _stack_from_name(name) -> str | None:
+    for part in str(name).lower().split("."):
+        if "decoder" in part:
+            return "decoder"
+        if "encoder" in part:
+            return "encoder"
+    return None
+
+
+def _named_maps(maps):
+    """(name, stack, kind or None, map) for each map, in model order."""
+    structured = getattr(maps, "structured", None)
+    if callable(structured) and not isinstance(maps, Mapping):
+        try:
+            layout = structured()
+        except (TypeError, ValueError, NotImplementedError):
+            layout = None
+        if isinstance(layout, Mapping):
+            flat = list(maps)
+            names = list(getattr(maps, "names", []) or [])
+            for stack, layer_list in layout.items():
+                for i, layer in enumerate(layer_list):
+                    for key, tensor in layer.items():
+                        kind = "cross" if "cross" in str(key).lower() else "self"
+                        # The same tensor objects come back from iteration: that gives the module path.
+                        position = next((j for j, t in enumerate(flat) if t is tensor), None)
+                        known = position is not None and position < len(names)
+                        name = names[position] if known else f"{stack}.{i}.{key}"
+                        yield name, str(stack), kind, tensor
+            return
+    names = getattr(maps, "names", None)
+    if isinstance(maps, Mapping):
+        pairs = list(maps.items())
+    elif isinstance(maps, (str, bytes)) or maps is None:
+        raise TypeError(
+            f"attention_stats(): maps must be AttentionMaps, a dict or a sequence, not {type(maps).__name__}"
+        )
+    elif isinstance(maps, np.ndarray) or hasattr(maps, "detach"):
+        raise TypeError(
+            "attention_stats(): maps must be AttentionMaps, a dict {name: map} or a list of maps, not one "
+            "array; for a stacked (layers, ...) array pass list(array)"
+        )
+    else:
+        try:
+            items = list(maps)
+        except TypeError:
+            raise TypeError(
+                "attention_stats(): maps must be AttentionMaps, a dict or a sequence, "
+                f"not {type(maps).__name__}"
+            ) from None
+        if names is not None and len(list(names)) == len(items):
+            pairs = list(zip(names, items))
+        else:
+            pairs = [(f"layer.{i}", item) for i, item in enumerate(items)]
+    for name, value in pairs:
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield f"{name}[{i}]", _stack_from_name(name), None, item
+        else:
+            yield name, _stack_from_name(name), None, value

@@ -1,0 +1,32 @@
+"""Matplotlib figures of attention: heads, layers, tokens, image overlays, rollout, flow, distance.
+
+>>> from visualizer.plots import plot_heads, plot_cls_attention
+>>> fig = plot_heads(maps[3])                          # (batch, heads, T, T): every head + mean
+>>> fig = plot_cls_attention(image, maps)              # CLS attention over the image, per layer
+>>> fig.savefig("heads.png")
+
+Every function returns a ``matplotlib.figure.Figure`` made without pyplot (nothing is
+shown by itself, nothing piles up in pyplot, any backend works) and never calls
+``plt.show()``. Single-panel plots take ``ax=`` to draw into your own figure. Maps may be
+numpy arrays or torch tensors, with or without the batch axis (``batch=0`` picks the
+item), and every plot takes ``cmap``, ``vmin``/``vmax`` and ``title``. matplotlib is
+imported on the first call, not with this package.
+"""
+
+from visualizer.plots._flow import plot_attention_distance, plot_attention_flow
+from visualizer.plots._images import plot_cls_attention, plot_grid_to_grid, plot_rollout
+from visualizer.plots._matrix import plot_head, plot_head_grid, plot_heads, plot_layers
+from visualizer.plots._text import plot_token_heatmap
+
+__all__ = [
+    "plot_attention_distance",
+    "plot_attention_flow",
+    "plot_cls_attention",
+    "plot_grid_to_grid",
+    "plot_head",
+    "plot_head_grid",
+    "plot_heads",
+    "plot_layers",
+    "plot_rollout",
+    "plot_token_heatmap",
+]

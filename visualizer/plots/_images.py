@@ -1,0 +1,302 @@
+"""Attention over the image: one patch's row (grid-to-grid), CLS attention per layer, rollout.
+
+>>> tensor, shown = prepare_image(image)                     # shown: (224, 224, 3) uint8
+>>> plot_grid_to_grid(shown, maps[6], query=(7, 9))          # patch (row 7, col 9) and where it looks
+>>> plot_cls_attention(shown, maps, layers=[3, 7, 11])       # the CLS row over the image, per layer
+>>> plot_rollout(shown, maps)                                # rollout of all layers, CLS row
+
+Maps are (batch, heads, T, T) with ``T = prefix_tokens + rows * cols``: ``prefix_tokens``
+(CLS, registers) lead, then the patches row by row. ``grid`` is (rows, cols), inferred as a
+square from T when not given. The image is (H, W, 3) uint8 or float in [0, 1], the picture
+the model saw (not normalised); patch (r, c) covers the r-th of ``rows`` equal bands from
+the top and the c-th of ``cols`` from the left, so overlays line up for any image size.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from visualizer.analysis import _index, _patch_grid, _prefix_count, rollout
+from visualizer.plots._inputs import figure_for, head_maps, image_rgb, layer_selection, mpl, panel_grid
+
+__all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
+
+OUTLINE = {"fill": False, "edgecolor": "red", "linewidth": 2.0}
+
+
+def plot_grid_to_grid(image, attn, query=None, *, grid=None, prefix_tokens: int = 1, head: int | None = None,
+                      batch: int = 0, alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None,
+                      title: str | None = None, interpolation: str = "nearest", ax=None, figsize=None):
+    """One query's attention over the image, the query outlined (the original tool's "grids").
+
+    >>> fig = plot_grid_to_grid(shown, maps[6], query=(7, 9))   # patch at row 7, column 9
+    >>> fig = plot_grid_to_grid(shown, maps[6], query=0)        # token 0: the CLS token's row
+
+    ``query`` is a patch as (row, col), a token index (0 is CLS), or None for the centre
+    patch. The prefix tokens get a column of cells left of the image, top down (CLS first),
+    so the whole attention row is shown, the weight on each written in its cell. The left
+    panel shows the image with the query outlined in red, the right one the row over it.
+    With ``ax=`` only the right panel is drawn, there. ``attn`` is (heads, T, T) or
+    (batch, heads, T, T); ``head=None`` averages the heads. The color scale spans the
+    patches' weights unless ``vmin``/``vmax`` are given; a prefix weight above it shows the
+    top color, and its number tells the rest.
+    """
+    what = "plot_grid_to_grid()"
+    rgb = image_rgb(image, f"{what}: image")
+    heads = _square_heads(attn, batch, what)
+    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = _patch_grid(heads.shape[-1], grid, prefix, what)
+    m = _fuse_heads(heads, head, what)
+    q = _query_index(query, rows, cols, prefix, what)
+    row = m[q]
+    patches = row[prefix:].reshape(rows, cols)
+    norm = _norm(patches, vmin, vmax)
+    if ax is None:
+        panel = _panel_size(rgb, cols, prefix, 4.6)
+        fig, (left, right), _ = panel_grid(2, 2, panel, extra_width=0.9, figsize=figsize, what=what)
+        geometry = _draw_image(left, rgb, rows, cols, prefix)
+        _outline(left, q, geometry)
+        left.set_title(f"query: {_token_name(q, prefix, cols)}")
+    else:
+        fig, right = figure_for(ax, figsize, what)
+    geometry = _draw_image(right, rgb, rows, cols, prefix)
+    heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
+    _prefix_cells(right, row[:prefix], geometry, heat)
+    _outline(right, q, geometry)
+    right.set_title(title or f"attention of {_token_name(q, prefix, cols)}")
+    _solid_colorbar(fig.colorbar(heat, ax=right, shrink=0.8, label="attention"))
+    return fig
+
+
+def plot_cls_attention(image, maps, *, layers=None, head: int | None = None, query: int = 0, grid=None,
+                       prefix_tokens: int = 1, batch: int = 0, ncols: int | None = None,
+                       show_image: bool = True, alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None,
+                       title: str | None = None, interpolation: str = "nearest", ax=None, figsize=None):
+    """The CLS token's attention over the image, one panel per layer.
+
+    >>> fig = plot_cls_attention(shown, maps, layers=[3, 7, 11])
+
+    ``maps`` is a sequence of per-layer (heads, T, T) or (batch, heads, T, T) maps, or one
+    stacked array, as for :func:`visualizer.analysis.rollout`. ``query`` is the token whose
+    row is drawn (0: CLS). ``head=None`` averages the heads. Each panel says how much of the
+    row's weight lands on the patches at all (the rest goes to prefix tokens). Without
+    ``vmin``/``vmax`` each panel is scaled to its own maximum, so weak and strong layers are
+    both readable (the colorbar then reads "÷ panel max"); with them, all panels share that
+    scale. ``show_image`` adds the plain image first; ``ax=`` draws one selected layer there.
+    """
+    what = "plot_cls_attention()"
+    rgb = image_rgb(image, f"{what}: image")
+    chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
+    tokens = selected[0].shape[-1]
+    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = _patch_grid(tokens, grid, prefix, what)
+    q = _query_index(query, rows, cols, prefix, what)
+    if ax is not None and len(chosen) != 1:
+        raise ValueError(
+            f"{what}: ax= draws one panel, so select one layer (layers=[i]); {len(chosen)} selected"
+        )
+    fixed = vmin is not None or vmax is not None
+    if ax is None:
+        count = len(chosen) + bool(show_image)
+        panel = _panel_size(rgb, cols, 0, 3.2)
+        fig, panels, _ = panel_grid(count, ncols, panel, extra_width=0.9, figsize=figsize, what=what)
+        if show_image:
+            _draw_image(panels[0], rgb, rows, cols, 0)
+            panels[0].set_title("image")
+            panels = panels[1:]
+    else:
+        fig, only = figure_for(ax, figsize, what)
+        panels = [only]
+    heat = None
+    for panel, index, layer in zip(panels, chosen, selected):
+        heads = _square_heads(layer, 0, what)
+        m = _fuse_heads(heads, head, what)
+        patches = m[q, prefix:].reshape(rows, cols)
+        on_patches = float(patches.sum() / max(m[q].sum(), 1e-12))
+        shown = patches if fixed else patches / max(float(patches.max()), 1e-12)
+        norm = _norm(shown, vmin, vmax) if fixed else mpl().colors.Normalize(0.0, 1.0)
+        geometry = _draw_image(panel, rgb, rows, cols, 0)
+        heat = _overlay(panel, shown, geometry, cmap, norm, alpha, interpolation, what)
+        panel.set_title(f"layer {index}\n{on_patches:.0%} on patches", fontsize=9)
+    label = "attention" if fixed else "attention ÷ panel max"
+    _solid_colorbar(fig.colorbar(heat, ax=panels, shrink=0.8, label=label))
+    who = "CLS" if q == 0 and prefix else _token_name(q, prefix, cols)
+    fused = "mean over heads" if head is None else f"head {head}"
+    if ax is None:
+        fig.suptitle(title or f"{who} attention over the image ({fused})")
+    elif title:
+        panels[0].set_title(title)
+    return fig
+
+
+def plot_rollout(image, attentions, *, query: int = 0, grid=None, prefix_tokens: int = 1, batch: int = 0,
+                 head_fusion: str = "mean", discard_ratio: float = 0.0, start_layer: int = 0,
+                 alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None, title: str | None = None,
+                 interpolation: str = "nearest", ax=None, figsize=None):
+    """Attention rollout of the CLS token (or ``query``) over the image, next to the image.
+
+    >>> fig = plot_rollout(shown, maps, discard_ratio=0.9)
+    >>> fig = plot_rollout(shown, rollout(maps)[0], ax=ax)      # a precomputed (T, T) rollout
+
+    ``attentions`` is anything :func:`visualizer.analysis.rollout` takes (``head_fusion``,
+    ``discard_ratio`` and ``start_layer`` go to it), or a precomputed 2-D (T, T) rollout.
+    The query's rollout row over the patches is drawn on the image; the color scale spans
+    it unless ``vmin``/``vmax`` are given. ``ax=`` draws only the overlay.
+    """
+    what = "plot_rollout()"
+    rgb = image_rgb(image, f"{what}: image")
+    precomputed = getattr(attentions, "ndim", None) == 2
+    if precomputed:
+        result = _square_heads(attentions, 0, what)[0]
+    else:
+        result = rollout(attentions, head_fusion=head_fusion, discard_ratio=discard_ratio,
+                         start_layer=start_layer)
+        if result.ndim == 3:
+            result = result[_index(batch, result.shape[0], f"{what}: batch", "batch items")]
+    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = _patch_grid(result.shape[-1], grid, prefix, what)
+    q = _query_index(query, rows, cols, prefix, what)
+    patches = result[q, prefix:].reshape(rows, cols)
+    norm = _norm(patches, vmin, vmax)
+    if ax is None:
+        panel = _panel_size(rgb, cols, 0, 4.4)
+        fig, (left, right), _ = panel_grid(2, 2, panel, extra_width=0.9, figsize=figsize, what=what)
+        _draw_image(left, rgb, rows, cols, 0)
+        left.set_title("image")
+    else:
+        fig, right = figure_for(ax, figsize, what)
+    geometry = _draw_image(right, rgb, rows, cols, 0)
+    heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
+    if title is None:
+        title = "rollout" if precomputed else f"rollout ({head_fusion} of heads, discard {discard_ratio:g})"
+    right.set_title(title)
+    _solid_colorbar(fig.colorbar(heat, ax=right, shrink=0.8, label="rollout weight"))
+    return fig
+
+
+# -- drawing on the image -----------------------------------------------------------------------
+
+
+def _panel_size(rgb: np.ndarray, cols: int, prefix: int, width: float) -> tuple[float, float]:
+    """(width, height) in inches of a panel showing the image (and the prefix column), plus its title."""
+    height, span = rgb.shape[0], rgb.shape[1] * (1 + (1 / cols if prefix else 0))
+    return width, width * height / span + 0.6
+
+
+class _Geometry:
+    """Where patches fall in data coordinates: the image spans x0..x0+W, 0..H (y down)."""
+
+    def __init__(self, height: int, width: int, rows: int, cols: int, prefix: int) -> None:
+        self.rows, self.cols, self.prefix = rows, cols, prefix
+        self.cell_w, self.cell_h = width / cols, height / rows
+        self.x0 = self.cell_w if prefix else 0.0
+        self.extent = (self.x0, self.x0 + width, height, 0)  # left, right, bottom, top (origin top left)
+        self.height = max(height, prefix * self.cell_h)
+
+    def cell(self, token: int) -> tuple[float, float]:
+        """Top-left corner of a token's cell: patches on the image, prefix tokens in the left column."""
+        if token < self.prefix:
+            return 0.0, token * self.cell_h
+        r, c = divmod(token - self.prefix, self.cols)
+        return self.x0 + c * self.cell_w, r * self.cell_h
+
+
+def _draw_image(ax, rgb: np.ndarray, rows: int, cols: int, prefix: int) -> _Geometry:
+    geometry = _Geometry(rgb.shape[0], rgb.shape[1], rows, cols, prefix)
+    ax.imshow(rgb, extent=geometry.extent, interpolation="antialiased")
+    ax.set_xlim(0, geometry.extent[1])
+    ax.set_ylim(geometry.height, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if prefix:
+        patches = mpl().patches
+        for token in range(prefix):
+            x, y = geometry.cell(token)
+            ax.add_patch(patches.Rectangle((x, y), geometry.cell_w, geometry.cell_h, facecolor="0.85",
+                                           edgecolor="0.5", linewidth=0.5))
+            ax.text(x + geometry.cell_w / 2, y + geometry.cell_h * 0.12, "CLS" if token == 0 else str(token),
+                    ha="center", va="top", fontsize=6, color="black")
+    return geometry
+
+
+def _overlay(ax, values: np.ndarray, geometry: _Geometry, cmap, norm, alpha: float, interpolation: str,
+             what: str):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
+        raise ValueError(f"{what}: alpha must be a number in [0, 1] (the overlay's opacity), not {alpha!r}")
+    return ax.imshow(values, extent=geometry.extent, cmap=cmap, norm=norm, alpha=alpha,
+                     interpolation=interpolation)
+
+
+def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
+    """Color each prefix token's cell by its weight, on the overlay's scale, with the number."""
+    patches = mpl().patches
+    for token, weight in enumerate(weights):
+        x, y = geometry.cell(token)
+        color = heat.get_cmap()(heat.norm(weight))
+        ax.add_patch(patches.Rectangle((x, y), geometry.cell_w, geometry.cell_h, facecolor=color,
+                                       edgecolor="0.3", linewidth=0.5))
+        ax.text(x + geometry.cell_w / 2, y + geometry.cell_h * 0.55, f"{weight:.2f}", ha="center",
+                va="center", fontsize=6, color="black",
+                bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
+
+
+def _outline(ax, token: int, geometry: _Geometry) -> None:
+    x, y = geometry.cell(token)
+    ax.add_patch(mpl().patches.Rectangle((x, y), geometry.cell_w, geometry.cell_h, **OUTLINE))
+
+
+def _solid_colorbar(colorbar) -> None:
+    """The overlay is translucent; its colorbar should show the colors at full strength."""
+    colorbar.solids.set_alpha(1.0)
+
+
+def _norm(values: np.ndarray, vmin, vmax):
+    low = float(np.nanmin(values)) if vmin is None else vmin
+    high = float(np.nanmax(values)) if vmax is None else vmax
+    if high <= low:
+        high = low + 1e-12
+    return mpl().colors.Normalize(low, high)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+
+
+def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
+    """(heads, T, T) -> (T, T): the mean over heads, or one head."""
+    if head is None:
+        return heads.mean(axis=0)
+    return heads[_index(head, heads.shape[0], f"{what}: head", "heads")]
+
+
+def _square_heads(attn, batch: int, what: str) -> np.ndarray:
+    heads = head_maps(attn, batch, f"{what}: attn")
+    if heads.shape[-1] != heads.shape[-2]:
+        raise ValueError(f"{what}: the map must be square self-attention over the image tokens, not "
+                         f"{heads.shape[-2]} queries x {heads.shape[-1]} keys")
+    return heads
+
+
+def _query_index(query, rows: int, cols: int, prefix: int, what: str) -> int:
+    """A token index from None (centre patch), a token index, or a patch (row, col)."""
+    tokens = prefix + rows * cols
+    if query is None:
+        return prefix + (rows // 2) * cols + cols // 2
+    if isinstance(query, numbers.Integral) and not isinstance(query, bool):
+        return _index(query, tokens, f"{what}: query", f"tokens ({prefix} prefix + {rows} x {cols} patches)")
+    if isinstance(query, tuple) and len(query) == 2:
+        r = _index(query[0], rows, f"{what}: query row", "patch rows")
+        c = _index(query[1], cols, f"{what}: query column", "patch columns")
+        return prefix + r * cols + c
+    raise TypeError(f"{what}: query must be a token index (int), a patch (row, col) or None, not {query!r}")
+
+
+def _token_name(token: int, prefix: int, cols: int) -> str:
+    if token < prefix:
+        return "CLS" if token == 0 else f"prefix token {token}"
+    r, c = divmod(token - prefix, cols)
+    return f"patch ({r}, {c})"

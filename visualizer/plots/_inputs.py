@@ -1,0 +1,272 @@
+"""What every plot shares: matplotlib loaded lazily, inputs checked and brought to numpy, panels laid out.
+
+>>> m = single_map(maps[3], batch=0, head=None, what="plot_head(): attn")   # (queries, keys)
+>>> fig, axes, ncols = panel_grid(7, ncols=4, panel=(3.0, 3.0))              # 2 x 4, one hidden
+
+Figures are made with ``matplotlib.figure.Figure``, never through pyplot: they are not
+registered in pyplot's global list, so a loop of plots leaks nothing, nothing is shown by
+itself, and any backend (Agg included) works. Jupyter still displays a returned Figure.
+They use matplotlib's "compressed" layout: the constrained layout made for grids of
+fixed-aspect images, which keeps titles and labels inside the figure when a colorbar
+spans several panels (plain "constrained" clips them there).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from visualizer.analysis import _as_array, _index, _layer_maps
+
+__all__ = [
+    "AXES",
+    "SCALES",
+    "check_axes",
+    "color_norm",
+    "draw_matrix",
+    "figure_for",
+    "head_maps",
+    "image_rgb",
+    "label_fontsize",
+    "layer_selection",
+    "mpl",
+    "panel_grid",
+    "pick_batch",
+    "single_map",
+    "token_labels",
+]
+
+#: Matrix orientations: "image" puts the origin top left (rows = queries, columns = keys);
+#: "cartesian" puts it bottom left with x = query and y = key.
+AXES = ("image", "cartesian")
+
+#: Color scales for matrices (see color_norm).
+SCALES = ("linear", "sqrt", "log")
+
+
+def mpl():
+    """The matplotlib package, imported on first use, with the submodules the plots need."""
+    try:
+        import matplotlib
+        import matplotlib.colors
+        import matplotlib.figure
+        import matplotlib.axes
+        import matplotlib.patches  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            'visualizer.plots needs matplotlib: pip install -c constraints.txt -e ".[plot]"'
+        ) from None
+    return matplotlib
+
+
+def figure_for(ax, figsize, what: str):
+    """(figure, axes): a new one-panel figure, or the figure of the ``ax`` the caller gave."""
+    matplotlib = mpl()
+    if ax is None:
+        fig = matplotlib.figure.Figure(figsize=figsize, layout="compressed")
+        return fig, fig.add_subplot()
+    if not isinstance(ax, matplotlib.axes.Axes):
+        raise TypeError(f"{what}: ax must be a matplotlib Axes or None, not {type(ax).__name__}")
+    fig = ax.figure
+    while getattr(fig, "figure", fig) is not fig:  # a SubFigure: colorbars and savefig live on the root
+        fig = fig.figure
+    return fig, ax
+
+
+def panel_grid(count: int, ncols: int | None, panel: tuple[float, float], extra_width: float = 0.0,
+               figsize=None, what: str = "plot"):
+    """(figure, panels, ncols): ``count`` panels on a grid, as a flat list; unused cells are hidden.
+
+    The grid is always two-dimensional (``squeeze=False``), so one row or one panel works.
+    """
+    if ncols is None:
+        # Up to 8 panels: 4 a row. More: the width of 4 to 6 that leaves the fewest empty cells.
+        ncols = min(count, 4) if count <= 8 else min(range(4, 7), key=lambda n: (-count % n, n))
+    if isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral) or ncols < 1:
+        raise ValueError(f"{what}: ncols must be an int >= 1 or None, not {ncols!r}")
+    ncols = min(int(ncols), count)
+    nrows = -(-count // ncols)
+    if figsize is None:
+        figsize = (panel[0] * ncols + extra_width, panel[1] * nrows + 0.4)
+    fig = mpl().figure.Figure(figsize=figsize, layout="compressed")
+    grid = fig.subplots(nrows, ncols, squeeze=False)
+    flat = list(grid.ravel())
+    for extra in flat[count:]:
+        extra.set_visible(False)
+    return fig, flat[:count], ncols
+
+
+def pick_batch(a: np.ndarray, batch: int, batched: bool, what: str) -> np.ndarray:
+    """Drop the batch axis, checking the index, when the array has one."""
+    if not batched:
+        return a
+    return a[_index(batch, a.shape[0], f"{what}: batch", "batch items")]
+
+
+def head_maps(attn, batch: int, what: str) -> np.ndarray:
+    """(heads, queries, keys) from (queries, keys), (heads, Q, K) or (batch, heads, Q, K)."""
+    a = _as_array(attn, what)
+    if a.ndim == 2:
+        return a[None]
+    if a.ndim == 3:
+        return a
+    if a.ndim == 4:
+        return pick_batch(a, batch, True, what)
+    raise ValueError(
+        f"{what} must be (queries, keys), (heads, queries, keys) or (batch, heads, queries, keys), "
+        f"not shape {a.shape}"
+    )
+
+
+def single_map(attn, batch: int, head, what: str) -> np.ndarray:
+    """One (queries, keys) map: one head, or the mean over heads when ``head`` is None."""
+    heads = head_maps(attn, batch, what)
+    if head is None:
+        return heads.mean(axis=0)
+    return heads[_index(head, heads.shape[0], f"{what}: head", "heads")]
+
+
+def layer_selection(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[np.ndarray]]:
+    """Selected layer indices and their (heads, Q, K) maps, from anything rollout() accepts.
+
+    ``batch=None`` keeps every item: the maps are then (batch, heads, Q, K).
+    """
+    all_layers, batched = _layer_maps(maps, what)
+    if layers is None:
+        chosen = list(range(len(all_layers)))
+    else:
+        if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
+            layers = [layers]
+        try:
+            chosen = [_index(i, len(all_layers), f"{what}: layers", "layers") for i in layers]
+        except TypeError as exc:
+            if "must be an int" in str(exc):
+                raise
+            raise TypeError(
+                f"{what}: layers must be an int, a list of ints or None, not {layers!r}"
+            ) from None
+        if not chosen:
+            raise ValueError(f"{what}: layers is empty; pass None for all layers")
+    if batch is None:
+        return chosen, [all_layers[i] for i in chosen]
+    return chosen, [pick_batch(all_layers[i], batch, True, what) for i in chosen]
+
+
+def check_axes(axes: str, what: str) -> str:
+    if axes not in AXES:
+        raise ValueError(f"{what}: axes must be 'image' (origin top left) or 'cartesian' "
+                         f"(origin bottom left, x = query, y = key), not {axes!r}")
+    return axes
+
+
+def token_labels(tokens, count: int, what: str, argument: str = "tokens") -> list[str] | None:
+    """Token strings checked against the map's size; None stays None."""
+    if tokens is None:
+        return None
+    if isinstance(tokens, str):
+        raise TypeError(f"{what}: {argument} must be a list of strings, one per token, not one str; "
+                        "e.g. tokenizer.convert_ids_to_tokens(ids)")
+    labels = [str(t) for t in tokens]
+    if len(labels) != count:
+        raise ValueError(
+            f"{what}: {argument} has {len(labels)} labels but the map has {count} tokens on that axis"
+        )
+    return labels
+
+
+def label_fontsize(count: int) -> float:
+    """Smaller tick labels for longer sequences, never unreadably small for short ones."""
+    return float(max(4.0, min(10.0, 360.0 / max(count, 1))))
+
+
+def color_norm(scale: str, vmin, vmax, values: np.ndarray, what: str):
+    """A matplotlib norm: ``linear``, ``sqrt`` (a power of 0.5) or ``log``; limits default to the data.
+
+    Attention is mostly tiny weights and a few large ones: ``sqrt`` and ``log`` show the
+    structure a linear scale crushes to one color. ``log`` starts at 1e-4 of the maximum
+    when ``vmin`` is not given, so exact zeros do not stretch it.
+    """
+    colors = mpl().colors
+    if scale not in SCALES:
+        raise ValueError(f"{what}: scale must be one of {SCALES}, not {scale!r}")
+    high = float(np.nanmax(values)) if vmax is None else float(vmax)
+    if scale == "log":
+        positive = values[values > 0]
+        floor = high * 1e-4
+        low = max(float(positive.min()), floor) if vmin is None and positive.size else vmin
+        if low is None or low <= 0:
+            raise ValueError(
+                f"{what}: a log scale needs vmin > 0 and some positive weights, not vmin={vmin!r}"
+            )
+        return colors.LogNorm(low, max(high, low * (1 + 1e-9)), clip=True)
+    low = float(np.nanmin(values)) if vmin is None else float(vmin)
+    if high <= low:
+        high = low + 1e-12
+    if scale == "sqrt":
+        return colors.PowerNorm(0.5, low, high, clip=True)
+    return colors.Normalize(low, high)
+
+
+def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=None, key_tokens=None,
+                show_labels=(True, True), scale: str = "linear", interpolation: str = "antialiased",
+                what: str = "plot"):
+    """Draw one (queries, keys) map on ``ax`` in the chosen orientation; returns the image artist.
+
+    ``image``: row q is drawn q-th from the top, key k is the k-th column (x = key, y = query).
+    ``cartesian``: the transpose with the origin bottom left (x = query, y = key).
+    "antialiased" interpolation keeps cells sharp when a map is enlarged and averages them
+    when a long map is shrunk, so single strong weights do not vanish between pixels.
+    """
+    if axes == "image":
+        shown, origin, xlabel, ylabel = m, "upper", "key", "query"
+        xticks, yticks = key_tokens, query_tokens
+    else:
+        shown, origin, xlabel, ylabel = m.T, "lower", "query", "key"
+        xticks, yticks = query_tokens, key_tokens
+    norm = color_norm(scale, vmin, vmax, m, what)
+    image = ax.imshow(shown, origin=origin, cmap=cmap, norm=norm, interpolation=interpolation,
+                      aspect="equal" if max(shown.shape) <= 3 * min(shown.shape) else "auto")
+    show_x, show_y = show_labels
+    if xticks is not None:
+        ax.set_xticks(range(len(xticks)), xticks if show_x else [""] * len(xticks), rotation=90,
+                      fontsize=label_fontsize(len(xticks)))
+    if yticks is not None:
+        ax.set_yticks(range(len(yticks)), yticks if show_y else [""] * len(yticks),
+                      fontsize=label_fontsize(len(yticks)))
+    if show_x:
+        ax.set_xlabel(xlabel)
+    if show_y:
+        ax.set_ylabel(ylabel)
+    return image
+
+
+def image_rgb(image, what: str) -> np.ndarray:
+    """An (H, W, 3) float image in [0, 1] from (H, W, 3|4) or (H, W), uint8 or float in [0, 1]."""
+    a = np.asarray(image) if not hasattr(image, "detach") else _as_array(image, what)
+    if a.dtype.kind not in "buif":
+        raise TypeError(f"{what} must be an (H, W, 3) array of numbers, not dtype {a.dtype}")
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{what} looks channel-first, shape {a.shape}; pass (height, width, 3), "
+                         "e.g. image.permute(1, 2, 0) for a torch tensor")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4) or 0 in a.shape:
+        raise ValueError(f"{what} must be (height, width, 3) RGB, (height, width, 4) RGBA or "
+                         "(height, width) gray, "
+                         f"not shape {a.shape}")
+    a = a[..., :3]
+    if a.dtype.kind == "f":
+        low, high = float(np.nanmin(a)), float(np.nanmax(a))
+        if not np.isfinite(a).all() or low < 0 or high > 1:
+            raise ValueError(f"a float {what} must lie in [0, 1]; got values from {low:.3g} to {high:.3g}. "
+                             "Undo the model's normalisation (x * std + mean) or pass uint8 0..255; "
+                             "prepare_image() returns a display image for this.")
+        return a.astype(np.float64)
+    if a.dtype.kind == "b":
+        return a.astype(np.float64)
+    if a.min() < 0 or a.max() > 255:
+        raise ValueError(f"an integer {what} must lie in 0..255, not {a.min()}..{a.max()}")
+    return a.astype(np.float64) / 255.0

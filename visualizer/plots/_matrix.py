@@ -1,0 +1,173 @@
+"""Attention matrices as heatmaps: one head, all heads of a layer, a head grid, layers side by side.
+
+>>> plot_head(maps[3], head=2)                      # (batch, heads, Q, K): item 0, head 2
+>>> plot_heads(maps[3])                             # every head plus their mean, one shared scale
+>>> plot_head_grid(maps[3], tokens)                 # heads with token labels
+>>> plot_layers(maps, head=None)                    # the head-mean of each layer
+>>> plot_head(maps[3], axes="cartesian")            # origin bottom left, x = query, y = key
+
+Each returns a ``matplotlib.figure.Figure``; none calls ``plt.show()``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from visualizer.analysis import _index
+from visualizer.plots._inputs import (
+    check_axes,
+    color_norm,
+    draw_matrix,
+    figure_for,
+    head_maps,
+    layer_selection,
+    panel_grid,
+    single_map,
+    token_labels,
+)
+
+__all__ = ["plot_head", "plot_head_grid", "plot_heads", "plot_layers"]
+
+
+def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_tokens=None,
+              axes: str = "image", cmap="viridis", vmin=None, vmax=None, scale: str = "linear",
+              title: str | None = None, colorbar: bool = True, ax=None, figsize=(5.0, 4.2)):
+    """One head's map with a colorbar.
+
+    >>> fig = plot_head(maps[3], head=2)            # (batch, heads, Q, K) -> item 0, head 2
+    >>> fig = plot_head(attn_2d, ax=axes[0, 1])     # (Q, K) into a panel of your own figure
+
+    ``attn`` is (Q, K), (heads, Q, K) or (batch, heads, Q, K); ``head=None`` draws the mean
+    over heads. ``tokens`` label the queries (and the keys too when the map is square,
+    unless ``key_tokens`` are given). ``axes="image"`` puts queries on rows from the top and
+    keys on columns; ``axes="cartesian"`` puts the origin bottom left, x = query, y = key.
+    ``scale`` is "linear", "sqrt" or "log": the last two bring out the many small weights
+    next to a few large ones (all matrix plots take it).
+    """
+    what = "plot_head()"
+    check_axes(axes, what)
+    heads = head_maps(attn, batch, f"{what}: attn")
+    m = single_map(heads, 0, head, f"{what}: attn")
+    queries, keys = _labels(tokens, key_tokens, m.shape, what)
+    fig, ax = figure_for(ax, figsize, what)
+    image = draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
+                        key_tokens=keys, scale=scale, what=what)
+    if title is None:
+        if _ndim(attn) == 2:
+            title = "attention"
+        elif head is None:
+            title = f"mean over {heads.shape[0]} heads"
+        else:
+            title = f"head {_index(head, heads.shape[0], what, 'heads')}"
+    ax.set_title(title)
+    if colorbar:
+        fig.colorbar(image, ax=ax, label="attention")
+    return fig
+
+
+def plot_heads(attn, *, batch: int = 0, tokens=None, key_tokens=None, ncols: int | None = None,
+               axes: str = "image", cmap="viridis", vmin=None, vmax=None, scale: str = "linear",
+               title: str | None = None, shared_scale: bool = True, figsize=None):
+    """Every head of one layer, plus their mean in the last panel (the original tool's "heads").
+
+    >>> fig = plot_heads(maps[3])                   # 6 heads + mean: 7 panels, 4 per row
+
+    ``attn`` is (heads, Q, K) or (batch, heads, Q, K) (or (Q, K): one head). With
+    ``shared_scale`` all panels share one color scale and one colorbar, so heads compare
+    directly; otherwise each panel has its own.
+    """
+    what = "plot_heads()"
+    heads = head_maps(attn, batch, f"{what}: attn")
+    maps = list(heads) + [heads.mean(axis=0)]
+    titles = [f"head {h}" for h in range(heads.shape[0])] + [f"mean of {heads.shape[0]}"]
+    return _panels(maps, titles, what, tokens=tokens, key_tokens=key_tokens, ncols=ncols, axes=axes,
+                   cmap=cmap, vmin=vmin, vmax=vmax, scale=scale, title=title, shared_scale=shared_scale,
+                   figsize=figsize)
+
+
+def plot_head_grid(attn, tokens=None, *, heads=None, batch: int = 0, key_tokens=None,
+                   ncols: int | None = None, axes: str = "image", cmap="viridis", vmin=None, vmax=None,
+                   scale: str = "linear", title: str | None = None, shared_scale: bool = True, figsize=None):
+    """Selected heads of one layer on a grid, with token labels on the outer panels.
+
+    >>> fig = plot_head_grid(maps[2], tokens, heads=[0, 3, 7])
+
+    ``attn`` is (heads, Q, K) or (batch, heads, Q, K); ``heads`` is a list of head indices
+    (None: all). ``tokens`` label the queries and, for a square map, the keys.
+    """
+    what = "plot_head_grid()"
+    all_heads = head_maps(attn, batch, f"{what}: attn")
+    count = all_heads.shape[0]
+    if heads is None:
+        chosen = list(range(count))
+    else:
+        if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
+            heads = [heads]
+        chosen = [_index(h, count, f"{what}: heads", "heads") for h in heads]
+        if not chosen:
+            raise ValueError(f"{what}: heads is empty; pass None for all heads")
+    return _panels([all_heads[h] for h in chosen], [f"head {h}" for h in chosen], what, tokens=tokens,
+                   key_tokens=key_tokens, ncols=ncols, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax,
+                   scale=scale, title=title, shared_scale=shared_scale, figsize=figsize)
+
+
+def plot_layers(maps, *, head: int | None = None, layers=None, batch: int = 0, tokens=None, key_tokens=None,
+                ncols: int | None = None, axes: str = "image", cmap="viridis", vmin=None, vmax=None,
+                scale: str = "linear", title: str | None = None, shared_scale: bool = True, figsize=None):
+    """One panel per layer: the head-mean (``head=None``) or one head of each, to compare layers.
+
+    >>> fig = plot_layers(cache["Attention.forward"])          # 12 x (1, 6, T, T)
+    >>> fig = plot_layers(maps, head=0, layers=[0, 5, 11])
+
+    ``maps`` is what :func:`visualizer.analysis.rollout` takes: a sequence of per-layer
+    (heads, Q, K) or (batch, heads, Q, K) maps, or one stacked array.
+    """
+    what = "plot_layers()"
+    chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
+    panels = [single_map(m, 0, head, f"{what}: maps") for m in selected]
+    kind = "mean over heads" if head is None else f"head {head}"
+    if title is None:
+        title = f"attention by layer ({kind})"
+    return _panels(panels, [f"layer {i}" for i in chosen], what, tokens=tokens, key_tokens=key_tokens,
+                   ncols=ncols, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, scale=scale, title=title,
+                   shared_scale=shared_scale, figsize=figsize)
+
+
+def _panels(maps: list[np.ndarray], titles: list[str], what: str, *, tokens, key_tokens, ncols, axes, cmap,
+            vmin, vmax, scale, title, shared_scale: bool, figsize):
+    check_axes(axes, what)
+    queries, keys = _labels(tokens, key_tokens, maps[0].shape, what)
+    panel = (3.6, 3.4) if queries is not None or keys is not None else (3.0, 2.8)
+    fig, panels, columns = panel_grid(len(maps), ncols, panel, extra_width=0.8, figsize=figsize, what=what)
+    if shared_scale:
+        norm = color_norm(scale, vmin, vmax, np.concatenate([m.ravel() for m in maps]), what)
+        vmin, vmax = norm.vmin, norm.vmax
+    images = []
+    for i, (ax, m, name) in enumerate(zip(panels, maps, titles)):
+        bottom = i + columns >= len(maps)
+        left = i % columns == 0
+        images.append(draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
+                                  key_tokens=keys, show_labels=(bottom, left), scale=scale, what=what))
+        ax.set_title(name)
+        if not shared_scale:
+            fig.colorbar(images[-1], ax=ax, shrink=0.8)
+    if shared_scale:
+        fig.colorbar(images[-1], ax=panels, shrink=0.8, label="attention")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _ndim(value) -> int:
+    return len(getattr(value, "shape", np.shape(value)))
+
+
+def _labels(tokens, key_tokens, shape, what: str):
+    queries = token_labels(tokens, shape[0], what, "tokens")
+    if key_tokens is not None:
+        keys = token_labels(key_tokens, shape[1], what, "key_tokens")
+    else:
+        keys = queries if shape[0] == shape[1] else None
+    return queries, keys
