@@ -1,0 +1,252 @@
+"""The views in a real browser: headless Chromium over the DevTools protocol.
+
+Each view is saved, opened from disk (file://), and must run without a console error or
+exception. Then real input (mouse moves and clicks dispatched through DevTools) must
+change what is shown, and what is shown must match the data: the weights printed in the
+head view, the colours of the heat map. Skipped when Chromium is missing, unless
+VISUALIZER_REQUIRE_BROWSER=1 (CI), where a missing browser fails.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from view_data import config_of, embedded, softmax_maps
+from view_browser import Chromium, find_chromium
+
+from visualizer.view import head_view, image_view
+from visualizer.view._codec import decode_maps
+
+READY = ("(() => { const r = document.querySelector('.tvz');"
+         "return r && (r.dataset.ready || r.dataset.error); })()")
+INFERNO_TOP = (252, 255, 164)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = find_chromium()
+    if binary is None:
+        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
+        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    with Chromium.launch(binary) as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(width=1000, height=900)
+    yield page
+    browser.send("Target.closeTarget", {"targetId": page.target})
+    browser.pages.remove(page)
+
+
+def open_view(page, path):
+    page.goto(path.as_uri())
+    assert page.wait_for(READY) == "1", page.evaluate("document.querySelector('.tvz').dataset.error")
+
+
+def canvas_digest(page, selector, index=0, context=None):
+    """A checksum of a canvas's pixels: changes whenever what it shows changes."""
+    return page.evaluate(
+        f"(() => {{ const c = document.querySelectorAll('{selector}')[{index}];"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; })()", context)
+
+
+def state(page, context=None):
+    return page.evaluate("({...document.querySelector('.tvz').dataset})", context)
+
+
+TOKENS = ["[CLS]", "the", "cat", "sat", "on", "mat", "[SEP]"]
+
+
+@pytest.fixture(scope="module")
+def text_maps():
+    return [softmax_maps((1, 4, 7, 7), seed=20 + layer) for layer in range(3)]
+
+
+def test_head_view_hover_and_selection(page, text_maps, tmp_path):
+    view = head_view(text_maps, TOKENS, title="head view test")
+    open_view(page, view.save(tmp_path / "head.html"))
+    assert page.evaluate("document.title") == "head view test"
+    assert state(page)["layer"] == "0" and state(page)["head"] == "all"
+    shown_tokens = page.evaluate("[...document.querySelectorAll('.tvz-left .tvz-text')]"
+                                 ".map(t => t.textContent)")
+    assert shown_tokens == TOKENS
+    lines = canvas_digest(page, ".tvz-lines")
+    before = page.screenshot()
+
+    # Hover the query "cat": only its lines remain, and the keys show its weights (mean over heads).
+    page.move_mouse(*page.center_of(".tvz-left .tvz-token", 2))
+    assert state(page)["hover"] == "q2"
+    assert canvas_digest(page, ".tvz-lines") != lines
+    assert page.screenshot() != before
+    decoded = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])
+    shown = page.evaluate("[...document.querySelectorAll('.tvz-right .tvz-weight')].map(w => w.textContent)")
+    np.testing.assert_allclose([float(w) for w in shown], decoded[0, :, 2].mean(0), atol=6e-3)
+
+    # Hover a key instead: the queries show how much each attends to it.
+    page.move_mouse(*page.center_of(".tvz-right .tvz-token", 5))
+    assert state(page)["hover"] == "k5"
+    shown = page.evaluate("[...document.querySelectorAll('.tvz-left .tvz-weight')].map(w => w.textContent)")
+    np.testing.assert_allclose([float(w) for w in shown], decoded[0, :, :, 5].mean(0), atol=6e-3)
+
+    # Leave the tokens: all lines again.
+    page.move_mouse(900, 800)
+    assert state(page)["hover"] == ""
+    assert canvas_digest(page, ".tvz-lines") == lines
+
+    # Click head 2, then pick layer 1 with the keyboard: the lines change each time.
+    page.click(*page.center_of(".tvz-head[data-head='2']"))
+    assert state(page)["head"] == "2"
+    head_two = canvas_digest(page, ".tvz-lines")
+    assert head_two != lines
+    page.evaluate("document.querySelector('.tvz-layer').focus()")
+    page.press("ArrowDown", "ArrowDown", 40)
+    assert state(page)["layer"] == "1"
+    assert canvas_digest(page, ".tvz-lines") != head_two
+    page.browser.pump(0.1)
+    assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def image_case():
+    """CLS + a 3x5 grid (rows x cols), 2 layers, 3 heads; a 60x100 picture."""
+    maps = [softmax_maps((1, 3, 16, 16), seed=30 + layer) for layer in range(2)]
+    y, x = np.mgrid[0:60, 0:100]
+    picture = np.stack([x * 2, y * 4, np.full_like(x, 90)], axis=-1).astype(np.uint8)
+    return maps, picture
+
+
+def patch_center(page, row, col, rows=3, cols=5, index=1, context=None):
+    """Viewport coordinates of the middle of patch (row, col) on the index-th overlay."""
+    box = page.evaluate(f"(() => {{ const r = document.querySelectorAll('.tvz-overlay')[{index}]"
+                        ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()", context)
+    return box[0] + (col + 0.5) * box[2] / cols, box[1] + (row + 0.5) * box[3] / rows
+
+
+def heat_pixel(page, row, col, rows=3, cols=5, context=None):
+    """The RGBA the heat overlay shows at the middle of patch (row, col)."""
+    return page.evaluate(
+        f"(() => {{ const c = document.querySelectorAll('.tvz-overlay')[1];"
+        f"const x = Math.floor(({col} + 0.5) * c.width / {cols});"
+        f"const y = Math.floor(({row} + 0.3) * c.height / {rows});"
+        "return [...c.getContext('2d').getImageData(x, y, 1, 1).data]; })()", context)
+
+
+def test_image_view_hover_pin_and_selection(page, image_case, tmp_path):
+    maps, picture = image_case
+    view = image_view(maps, picture, grid=(3, 5))
+    open_view(page, view.save(tmp_path / "image.html"))
+    decoded = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])
+    assert state(page)["query"] == "0" and state(page)["head"] == "mean" and state(page)["layer"] == "1"
+    assert page.evaluate("document.querySelector('.tvz-img').naturalWidth") == 100  # the picture decoded
+
+    def check_heat(layer, heads, query):
+        # The brightest patch of the row (patches only, after the CLS key) is drawn in the top colour.
+        row = decoded[layer, heads, query, 1:].mean(0)
+        top = int(row.argmax())
+        assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(INFERNO_TOP, abs=3)
+        low = int(row.argmin())
+        assert sum(heat_pixel(page, low // 5, low % 5)[:3]) < sum(INFERNO_TOP) * row[low] / row[top] + 60
+
+    check_heat(1, [0, 1, 2], 0)  # starts on the last layer, CLS row, mean of heads
+    heat = canvas_digest(page, ".tvz-overlay", 1)
+    before = page.screenshot()
+
+    # Hover patch (row 2, col 1): token 1 + 2 * 5 + 1 = 12.
+    page.move_mouse(*patch_center(page, 2, 1, index=0))
+    assert state(page)["query"] == "12"
+    assert canvas_digest(page, ".tvz-overlay", 1) != heat
+    assert page.screenshot() != before
+    check_heat(1, [0, 1, 2], 12)
+    # The hovered patch is outlined on the query panel.
+    assert canvas_digest(page, ".tvz-overlay", 0) != 0
+
+    # Click pins it: moving elsewhere keeps the query until the next click.
+    page.click(*patch_center(page, 0, 4))
+    assert state(page)["query"] == "5" and state(page)["pinned"] == "true"
+    page.move_mouse(*patch_center(page, 1, 1))
+    assert state(page)["query"] == "5"
+    page.click(*patch_center(page, 1, 1))
+    assert state(page)["query"] == "7" and state(page)["pinned"] == "false"
+
+    # Head 1, then layer 0, then the CLS button.
+    page.click(*page.center_of(".tvz-head[data-head='1']"))
+    page.move_mouse(*patch_center(page, 1, 1))
+    assert state(page)["head"] == "1"
+    check_heat(1, [1], 7)
+    page.evaluate("document.querySelector('.tvz-layer').focus()")
+    page.press("ArrowUp", "ArrowUp", 38)
+    assert state(page)["layer"] == "0"
+    check_heat(0, [1], 7)
+    page.click(*page.center_of(".tvz-chip"))
+    assert state(page)["query"] == "0" and state(page)["pinned"] == "true"
+    check_heat(0, [1], 0)
+
+    # The square-root scale changes the colours but keeps the brightest patch.
+    linear = canvas_digest(page, ".tvz-overlay", 1)
+    page.click(*page.center_of(".tvz-scale input"))
+    assert state(page)["scale"] == "sqrt"
+    assert canvas_digest(page, ".tvz-overlay", 1) != linear
+    page.browser.pump(0.1)
+    assert page.errors == []
+
+
+def test_notebook_iframes_and_inline_fragments(page, text_maps, image_case, tmp_path):
+    # What a notebook page holds after two outputs (the _repr_html_ iframes), plus the same
+    # head view twice inline: all four must run, independently.
+    maps, picture = image_case
+    text, image = head_view(text_maps, TOKENS), image_view(maps, picture, grid=(3, 5))
+    host = tmp_path / "notebook.html"
+    host.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body style='margin:0'>"
+                    + text._repr_html_() + image._repr_html_() + text.fragment() + text.fragment()
+                    + "</body></html>", encoding="utf-8")
+    page.goto(host.as_uri())
+    frames = page.iframe_contexts(2)
+    assert len(frames) == 2
+    for context in frames:
+        assert page.wait_for(READY, context=context) == "1"
+    assert page.wait_for("[...document.querySelectorAll('.tvz')].every(r => r.dataset.ready === '1')"
+                         " && document.querySelectorAll('.tvz').length === 2")
+
+    # A real hover over patch (row 1, col 3) of the image frame changes that frame only.
+    text_frame, image_frame = frames
+    origin = page.evaluate("(() => { const r = document.querySelectorAll('iframe')[1]"
+                           ".getBoundingClientRect(); return [r.left, r.top]; })()")
+    x, y = patch_center(page, 1, 3, index=1, context=image_frame)
+    heat = canvas_digest(page, ".tvz-overlay", 1, context=image_frame)
+    page.move_mouse(origin[0] + x, origin[1] + y)
+    page.wait_for("document.querySelector('.tvz').dataset.query === '9'", context=image_frame)
+    assert canvas_digest(page, ".tvz-overlay", 1, context=image_frame) != heat
+    assert state(page, text_frame)["hover"] == ""
+
+    # The two inline copies have their own ids, and hovering one leaves the other alone.
+    ids = page.evaluate("[...document.querySelectorAll('.tvz')].map(r => r.id)")
+    assert len(set(ids)) == 2
+    page.move_mouse(*page.center_of(".tvz-left .tvz-token", 1))
+    assert page.evaluate("[...document.querySelectorAll('.tvz')].map(r => r.dataset.hover)") == ["q1", ""]
+    page.browser.pump(0.1)
+    assert page.errors == []
+
+
+def test_a_broken_payload_says_so_instead_of_staying_blank(page, text_maps, tmp_path):
+    document = head_view(text_maps, TOKENS).html
+    payload = embedded(document, "tvz-data")
+    broken = tmp_path / "broken.html"
+    broken.write_text(document.replace(payload, payload[: len(payload) // 2]), encoding="utf-8")
+    page.goto(broken.as_uri())
+    assert page.wait_for(READY) != "1"
+    status = page.evaluate("document.querySelector('.tvz-status').textContent")
+    assert "Could not show this attention view" in status
+    page.browser.pump(0.1)
+    assert any("transformer-visualizer view" in error for error in page.errors)
+
+
+def test_chromium_version_is_reported(browser):
+    version = browser.send("Browser.getVersion")["product"]
+    assert version.split("/")[0] in ("Chrome", "HeadlessChrome", "Chromium")
+    print(json.dumps({"browser": version}))

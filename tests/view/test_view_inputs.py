@@ -1,0 +1,205 @@
+"""What head_view and image_view accept, what they refuse, and how the errors read."""
+
+import numpy as np
+import pytest
+from view_data import config_of, softmax_maps
+
+from visualizer.view import head_view, image_view
+from visualizer.view._image import as_rgb_uint8
+from visualizer.view._maps import stack_attentions
+
+TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
+
+
+class NamedMaps(list):
+    """Stands in for AttentionMaps: a sequence of per-layer maps with module paths in .names."""
+
+    names = ["encoder.layer.0.attention", "encoder.layer.1.attention"]
+
+
+# -- shapes and kinds ------------------------------------------------------------------------
+
+
+def test_every_accepted_layout_gives_the_same_stack(maps):
+    expected = np.stack([layer[0] for layer in maps])  # (layers, heads, queries, keys) of batch item 0
+    layouts = [
+        maps,                                  # per-layer (batch, heads, q, k)
+        [layer[0] for layer in maps],          # per-layer (heads, q, k)
+        tuple(maps),
+        np.stack(maps),                        # (layers, batch, heads, q, k)
+        expected,                              # (layers, heads, q, k)
+    ]
+    for layout in layouts:
+        np.testing.assert_array_equal(stack_attentions(layout).maps, expected)
+    second = np.stack([layer[1] for layer in maps])
+    np.testing.assert_array_equal(stack_attentions(maps, batch=1).maps, second)
+    np.testing.assert_array_equal(stack_attentions(maps, batch=-1).maps, second)
+
+
+def test_torch_tensors_of_any_float_dtype():
+    torch = pytest.importorskip("torch")
+    maps = [torch.from_numpy(softmax_maps((1, 2, 4, 4), seed=i)) for i in range(2)]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        stack = stack_attentions([m.to(dtype) for m in maps])
+        assert stack.maps.dtype == np.float32
+        np.testing.assert_allclose(stack.maps, np.stack([m[0].numpy() for m in maps]), atol=1e-2)
+    stacked = stack_attentions(torch.stack(maps)).maps
+    np.testing.assert_array_equal(stacked, np.stack([m[0].numpy() for m in maps]))
+
+
+def test_layer_labels_come_from_names_and_follow_the_selection(maps):
+    stack = stack_attentions(NamedMaps(maps), layers=[-1], heads=[2, 0])
+    assert stack.layer_labels == ["encoder.layer.1.attention"]
+    assert stack.head_labels == ["2", "0"]
+    np.testing.assert_array_equal(stack.maps, maps[1][0][[2, 0]][None])
+    assert stack_attentions(maps, layers=1).layer_labels == ["layer 1"]
+    # A torch tensor's .names are dimension names, never layer labels.
+    torch = pytest.importorskip("torch")
+    assert stack_attentions(torch.from_numpy(np.stack(maps))).layer_labels == ["layer 0", "layer 1"]
+
+
+def test_the_view_shows_names_tokens_and_selection(maps):
+    document = head_view(NamedMaps(maps), TOKENS, heads=[1], title="t").html
+    config = config_of(document)
+    assert config["layers"] == NamedMaps.names
+    assert config["heads"] == ["1"]
+    assert config["tokens"] == TOKENS
+    assert config["maps"]["shape"] == [2, 1, 5, 5]
+
+
+# -- what is refused ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attentions, error, message", [
+    (np.zeros((3, 5, 5)), ValueError, r"ambiguous.*\[attn\]"),
+    (np.zeros((5, 5)), ValueError, "stacked attentions array must be"),
+    ([], ValueError, "attentions is empty"),
+    ({"Attention.forward": []}, TypeError, r"pass one key's list"),
+    ("maps", TypeError, "sequence of per-layer maps"),
+    (42, TypeError, "sequence of per-layer maps"),
+    ([np.zeros((5, 5))], ValueError, r"attentions\[0\] must be \(heads, queries, keys\)"),
+    ([np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 5, 5))], ValueError, "same \\(heads, queries, keys\\) shape"),
+    ([np.array([[["a"]]])], TypeError, "must hold real numbers"),
+    ([np.full((1, 2, 2), np.nan)], ValueError, "NaN or infinite"),
+    ([np.full((1, 2, 2), -0.5)], ValueError, r"negative values \(min -0.5\).*softmax probabilities"),
+    ([np.zeros((1, 0, 2, 2))], ValueError, "empty dimension"),
+])
+def test_bad_attentions_are_refused_with_the_cause(attentions, error, message):
+    with pytest.raises(error, match=message):
+        stack_attentions(attentions)
+
+
+def test_out_of_range_selections_name_the_valid_range(maps):
+    with pytest.raises(ValueError, match=r"layer 2 is out of range; there are 2 layers \(valid: 0 to 1"):
+        stack_attentions(maps, layers=[0, 2])
+    with pytest.raises(ValueError, match=r"heads: head -4 is out of range; there are 3 heads"):
+        stack_attentions(maps, heads=-4)
+    with pytest.raises(ValueError, match="batch=2 is out of range.*batch size 2"):
+        stack_attentions(maps, batch=2)
+    with pytest.raises(ValueError, match="repeats a layer"):
+        stack_attentions(maps, layers=[1, -1])
+    with pytest.raises(ValueError, match="select at least one head"):
+        stack_attentions(maps, heads=[])
+    with pytest.raises(TypeError, match="must hold ints"):
+        stack_attentions(maps, heads=[0.5])
+    with pytest.raises(TypeError, match="layers must be None, an int or a sequence"):
+        stack_attentions(maps, layers="0")
+    with pytest.raises(TypeError, match="batch must be an int"):
+        stack_attentions(maps, batch=True)
+
+
+def test_tokens_must_match_the_maps(maps):
+    with pytest.raises(ValueError, match="tokens has 4 entries but the maps have 5 queries"):
+        head_view(maps, TOKENS[:4])
+    with pytest.raises(TypeError, match="convert_ids_to_tokens"):
+        head_view(maps, [101, 1, 2, 3, 102])
+    with pytest.raises(TypeError, match="split it into tokens first"):
+        head_view(maps, "a b c d e")
+    with pytest.raises(TypeError, match="title must be a str"):
+        head_view(maps, TOKENS, title=3)
+
+
+def test_cross_attention_needs_key_tokens():
+    cross = [softmax_maps((2, 3, 4))]  # (heads, queries=3, keys=4)
+    with pytest.raises(ValueError, match="3 queries but 4 keys.*key_tokens="):
+        head_view(cross, ["x", "y", "z"])
+    with pytest.raises(ValueError, match="key_tokens has 3 entries but the maps have 4 keys"):
+        head_view(cross, ["x", "y", "z"], key_tokens=["p", "q", "r"])
+    config = config_of(head_view(cross, ["x", "y", "z"], key_tokens=["p", "q", "r", "s"]).html)
+    assert config["key_tokens"] == ["p", "q", "r", "s"]
+
+
+def test_grid_is_inferred_or_checked(vit_maps, picture):
+    # 12 patches, a 30x40 picture (aspect 4:3): no square, so the 3x4 grid that matches the picture.
+    assert config_of(image_view(vit_maps, picture).html)["grid"] == [3, 4]
+    assert config_of(image_view(vit_maps, picture, grid=(4, 3)).html)["grid"] == [4, 3]
+    square = [softmax_maps((1, 2, 17, 17))]
+    assert config_of(image_view(square, picture).html)["grid"] == [4, 4]
+    with pytest.raises(ValueError, match=r"grid 3x3 has 9 patches, but the maps have 12 tokens after the 1"):
+        image_view(vit_maps, picture, grid=(3, 3))
+    with pytest.raises(TypeError, match=r"grid must be \(rows, cols\), two ints"):
+        image_view(vit_maps, picture, grid=(3.0, 4))
+    with pytest.raises(ValueError, match=r"both at least 1"):
+        image_view(vit_maps, picture, grid=(-3, -4))
+    assert config_of(image_view(vit_maps, picture, grid=np.array([3, 4])).html)["grid"] == [3, 4]
+    with pytest.raises(ValueError, match="cannot infer the patch grid.*prefix_tokens"):
+        image_view(vit_maps, picture[:, :20])  # 2:3; the closest grid of 12 patches is 4x3 (3:4)
+    with pytest.raises(ValueError, match="prefix_tokens must be from 0 to 12"):
+        image_view(vit_maps, picture, prefix_tokens=13)
+    with pytest.raises(TypeError, match="prefix_tokens must be an int"):
+        image_view(vit_maps, picture, prefix_tokens=None)
+
+
+def test_prefix_tokens_get_names(picture):
+    registers = [softmax_maps((1, 2, 17, 17))]  # CLS + 4 registers + a 4x3 grid
+    config = config_of(image_view(registers, picture, prefix_tokens=5, grid=(3, 4)).html)
+    assert config["prefix"] == ["CLS", "reg1", "reg2", "reg3", "reg4"]
+    assert config["maps"]["exact_keys"] == 5
+    no_prefix = config_of(image_view([softmax_maps((1, 12, 12))], picture, prefix_tokens=0).html)
+    assert no_prefix["prefix"] == [] and no_prefix["initial"]["query"] == 1 * 4 + 2  # the middle patch
+
+
+def test_image_view_needs_self_attention(picture):
+    with pytest.raises(ValueError, match="needs self-attention maps.*13 queries and 12 keys"):
+        image_view([softmax_maps((1, 13, 12))], picture)
+
+
+def test_images_in_every_accepted_form(picture):
+    rgb = as_rgb_uint8(picture)
+    np.testing.assert_array_equal(as_rgb_uint8(picture / 255.0), rgb)
+    rgba = np.dstack([picture, np.full((30, 40), 9)]).astype(np.uint8)
+    np.testing.assert_array_equal(as_rgb_uint8(rgba), rgb)
+    gray = as_rgb_uint8(picture[..., 0])
+    assert gray.shape == (30, 40, 3) and (gray[..., 2] == picture[..., 0]).all()
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(as_rgb_uint8(torch.from_numpy(picture)), rgb)
+
+
+@pytest.mark.parametrize("image, error, message", [
+    (np.zeros((3, 30, 40)), ValueError, r"channel-first.*permute\(1, 2, 0\)"),
+    (np.full((30, 40, 3), 1.5), ValueError, r"float image must lie in \[0, 1\].*Undo the normalisation"),
+    (np.full((30, 40, 3), 300), ValueError, "must lie in 0..255"),
+    (np.zeros((30, 40, 2)), ValueError, "must be \\(height, width, 3\\) RGB"),
+    (np.zeros((0, 40, 3)), ValueError, "image is empty"),
+    ("cat.png", TypeError, "must hold real numbers"),
+])
+def test_bad_images_are_refused(vit_maps, image, error, message):
+    with pytest.raises(error, match=message):
+        image_view(vit_maps, image)
+
+
+def test_save_and_iframe_arguments(maps, tmp_path):
+    view = head_view(maps, TOKENS)
+    path = view.save(tmp_path / "view.html")
+    assert path.read_text(encoding="utf-8") == view.html
+    assert view.save(str(tmp_path / "again.html")).exists()
+    with pytest.raises(FileNotFoundError, match="does not exist; create it first"):
+        view.save(tmp_path / "missing" / "view.html")
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        view.save(tmp_path)
+    with pytest.raises(TypeError, match="path must be a str or a path"):
+        view.save(3)
+    with pytest.raises(ValueError, match="height must be an int of at least 50"):
+        view.iframe(height=10)
+    assert 'height:400px' in view.iframe(height=400)
+    assert repr(view).startswith("<AttentionView head: 2 layers x 3 heads, 5 x 5 tokens, 0.0")

@@ -1,0 +1,35 @@
+"""Offline, interactive attention views: one self-contained HTML file, also inline in Jupyter.
+
+>>> from visualizer.view import head_view, image_view
+>>> view = head_view(outputs.attentions, tokens)          # text: tokens in two columns, lines by weight
+>>> view.save("heads.html")                               # opens from disk; no network, no CDN
+>>> image_view(cache["Attention.forward"], image)         # images: hover a patch, see its attention
+<AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
+
+``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
+(heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis;
+the ``.names`` of an ``AttentionMaps`` label the layers. In a notebook a view shows itself
+(``_repr_html_``: a sandboxed ``<iframe srcdoc>``, so no requireJS, CDN or extension);
+``view.display(inline=True)`` puts the bare markup in the page instead.
+
+File size. Each weight is stored as one byte: a square-root code relative to its row's
+maximum, so small weights keep their detail (8-bit codes up to 2**21 weights, 6-bit above);
+a ViT's CLS and register columns are stored exactly. The whole is deflated and
+base64-encoded, and the browser inflates it with its built-in DecompressionStream; see
+``visualizer/view/_codec.py`` for the error bound. Measured with real weights:
+
+- DINOv2 ViT-S/14 at 224 px, 12 layers x 6 heads x 257 x 257 (4.76 M weights, 19 MB as
+  float32): 3.7 MB (``chelsea``) and 3.4 MB (``grace_hopper``), the 224 px PNG (0.13 MB)
+  and the script (16 kB) included. ``layers=[-1]``: 0.6 MB; ``layers=[2, 5, 8, 11]``:
+  1.9 MB (8-bit codes); ``heads=[0]``: 1.0 MB.
+- all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads) on a 20-token sentence: 58 kB.
+
+To shrink a view, keep fewer layers or heads (``layers=[8, 11]``, ``heads=[0, 3]``).
+Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, color-mix).
+"""
+
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._head_view import head_view
+from visualizer.view._image_view import image_view
+
+__all__ = ["AttentionView", "head_view", "image_view"]

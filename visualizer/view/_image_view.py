@@ -1,0 +1,94 @@
+"""``image_view``: hover a patch to see its attention over the image.
+
+>>> view = image_view(cache["Attention.forward"], image, prefix_tokens=1)   # a ViT with CLS
+>>> view.save("vit_attention.html")
+
+The maps are self-attention over ``prefix_tokens`` leading tokens (CLS, registers) followed
+by the patches in row-major order: (batch, heads, T, T) with T = prefix_tokens + rows * cols.
+``image`` is the picture as the model saw it (after resizing and cropping), (H, W, 3) uint8
+or float in [0, 1]; the patch grid is laid over the whole of it.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._codec import encode_maps
+from visualizer.view._document import check_title, plural, render_fragment
+from visualizer.view._image import as_rgb_uint8, png_base64
+from visualizer.view._maps import stack_attentions
+
+__all__ = ["image_view"]
+
+_PANEL_PX = 336  # longest side of each image panel, in CSS pixels
+
+
+def image_view(attentions, image, *, grid=None, prefix_tokens: int = 1, layers=None, heads=None,
+               batch: int = 0, title: str | None = None) -> AttentionView:
+    """An interactive view of a vision transformer's attention over ``image``.
+
+    - ``grid``: the patch grid (rows, cols); by default a square grid, or else the factor
+      pair of the patch count that matches the image's aspect ratio;
+    - ``prefix_tokens``: tokens before the patches: 1 for a ViT's CLS, 5 for DINOv2 with
+      4 registers, 0 for none. They get buttons ("CLS", "reg1", ...) to show their rows;
+    - ``layers``, ``heads``: indices to keep (negative ones count from the end), to focus or
+      to make the file smaller; ``batch``: which item of a batched map.
+    """
+    stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
+    _, _, queries, keys = stack.maps.shape
+    if queries != keys:
+        raise ValueError(f"image_view needs self-attention maps (as many queries as keys); got {queries} "
+                         f"queries and {keys} keys")
+    if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int):
+        raise TypeError(f"prefix_tokens must be an int; got {type(prefix_tokens).__name__}")
+    if not 0 <= prefix_tokens < keys:
+        raise ValueError(f"prefix_tokens must be from 0 to {keys - 1} (the maps have {keys} tokens); "
+                         f"got {prefix_tokens}")
+    rgb = as_rgb_uint8(image, "image")
+    height, width, _ = rgb.shape
+    rows, cols = _check_grid(grid, keys - prefix_tokens, prefix_tokens, width / height)
+    title = check_title(title, "Attention over the image")
+    scale = _PANEL_PX / max(height, width)
+    panel = [max(1, round(width * scale)), max(1, round(height * scale))]
+    payload, meta = encode_maps(stack.maps, exact_keys=prefix_tokens)
+    prefix = ["CLS"] + [f"reg{i}" for i in range(1, prefix_tokens)] if prefix_tokens else []
+    config = {
+        "kind": "image", "title": title, "layers": stack.layer_labels, "heads": stack.head_labels,
+        "maps": meta, "grid": [rows, cols], "prefix": prefix, "panel": panel,
+        # Start where a ViT is most telling: the CLS row of the last layer, or the middle patch.
+        "initial": {"layer": len(stack.layer_labels) - 1, "head": "mean",
+                    "query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2},
+    }
+    fragment = render_fragment("image", config, payload, extra_scripts={"tvz-image": png_base64(rgb)})
+    summary = (f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
+               f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)")
+    return AttentionView("image", fragment, title=title, height=200 + panel[1], summary=summary)
+
+
+def _check_grid(grid, patches: int, prefix_tokens: int, aspect: float) -> tuple[int, int]:
+    """(rows, cols) with rows * cols == patches, given or inferred from the aspect (width / height)."""
+    if grid is not None:
+        if (isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2
+                or any(isinstance(n, bool) or not hasattr(n, "__index__") for n in grid)):
+            raise TypeError(f"grid must be (rows, cols), two ints; got {grid!r}")
+        rows, cols = (operator.index(n) for n in grid)
+        if rows < 1 or cols < 1:
+            raise ValueError(f"grid must be (rows, cols), both at least 1; got {grid!r}")
+        if rows * cols != patches:
+            raise ValueError(f"grid {rows}x{cols} has {rows * cols} patches, but the maps have {patches} "
+                             f"tokens after the {prefix_tokens} prefix token(s); check grid and "
+                             "prefix_tokens")
+        return rows, cols
+    side = math.isqrt(patches)
+    if side * side == patches:
+        return side, side
+    pairs = [(r, patches // r) for r in range(1, patches + 1) if patches % r == 0]
+    rows, cols = min(pairs, key=lambda pair: abs(math.log(pair[1] / pair[0] / aspect)))
+    if abs(math.log(cols / rows / aspect)) > math.log(1.1):
+        raise ValueError(f"cannot infer the patch grid: {patches} tokens after {prefix_tokens} prefix "
+                         "token(s) make no square and no grid matching the image's aspect ratio "
+                         f"({aspect:.2f}); pass grid=(rows, cols), or fix prefix_tokens (1 for CLS, 5 for "
+                         "CLS and 4 registers)")
+    return rows, cols
