@@ -14,12 +14,22 @@ HERE = pathlib.Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "visualizer" / "__init__.py").read_text()).group(1)
 
 EXTRAS = {
-    # Capturing attention from real models: tensors, timm ViTs, Hugging Face encoders.
-    "models": ["torch>=2.1", "torchvision>=0.16", "timm>=1.0", "transformers>=4.40", "numpy>=1.24"],
-    # Figures.
-    "plot": ["matplotlib>=3.7", "numpy>=1.24"],
-    # The test suite.
-    "test": ["pytest>=7.4"],
+    # Capturing attention from real models: tensors, timm ViTs, Hugging Face encoders; onnx
+    # reads the offline DINOv2 weights (see weights.txt), tqdm draws the CLI's progress bar.
+    "models": [
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "timm>=1.0",
+        "transformers>=4.40",
+        "numpy>=1.24",
+        "onnx>=1.15",
+        "tqdm>=4.60",
+    ],
+    # Figures; scikit-image ships the sample photo "chelsea".
+    "plot": ["matplotlib>=3.7", "numpy>=1.24", "scikit-image>=0.21"],
+    # The test suite: the browser tests drive Chromium over its DevTools websocket, and the
+    # notebooks run headless through nbclient and an IPython kernel.
+    "test": ["pytest>=7.4", "websocket-client>=1.6", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6.25"],
 }
 EXTRAS["all"] = sorted({requirement for group in EXTRAS.values() for requirement in group})
 
@@ -31,6 +41,9 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["visualizer", "visualizer.*"]),
+    # The interactive view's templates, scripts and styles.
+    package_data={"visualizer.view": ["static/*"]},
+    entry_points={"console_scripts": ["transformer-visualizer = visualizer.cli:main"]},
     python_requires=">=3.11",
     # The rewrite follows bytecode's abstract instructions closely; 0.19.1 is what is tested.
     install_requires=["bytecode>=0.19.1,<0.20"],

@@ -1,7 +1,7 @@
-"""``python -m visualizer``: the demo, until the command-line interface exists."""
+"""``python -m visualizer``: the command-line interface (see ``visualizer.cli``)."""
 
 import sys
 
-from visualizer._demo import main
+from visualizer.cli import main
 
 sys.exit(main())

@@ -1,5 +1,7 @@
-"""The demo (python -m visualizer) and the call benchmark run end to end."""
+"""The main job (python -m visualizer) and the call benchmark run end to end."""
 
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -7,14 +9,24 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_demo_runs_and_shows_both_captures():
-    result = subprocess.run([sys.executable, "-m", "visualizer"], capture_output=True, text=True, timeout=300)
+def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
+    """python -m visualizer with no arguments: DINOv2 on the sample images, MiniLM on a sentence."""
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # nothing may need a hub
+    result = subprocess.run(
+        [sys.executable, "-m", "visualizer", "--out", str(out)], capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "2 maps (one per layer call), shape (1, 2, 6, 6)" in out
-    assert "every row sums to 1: True" in out
-    assert "default (fused attention): 0 maps recorded" in out and "fused_attn = False" in out
-    assert "with fused_attn = False: 12 maps, each (1, 3, 197, 197)" in out
+    assert f"Wrote 21 files under {out.resolve()}" in result.stdout
+    for image in ("grace_hopper", "chelsea"):
+        stats = json.loads((out / image / "stats.json").read_text())
+        assert stats["model"].startswith("DINOv2 ViT-S/14") and stats["grid"] == [16, 16]
+        assert len(stats["layers"]) == 12 and stats["layers"][0]["shape"] == [1, 6, 257, 257]
+        for figure in ("head", "heads", "grids", "cls", "rollout", "distance"):
+            assert (out / image / f"{figure}.png").stat().st_size > 20_000
+    text = json.loads((out / "text-1" / "stats.json").read_text())
+    assert text["tokens"][:3] == ["[CLS]", "the", "cat"] and len(text["layers"]) == 6
+    assert "Traceback" not in result.stderr
 
 
 def test_call_benchmark_quick_mode_measures_every_variant():

@@ -1,0 +1,125 @@
+"""The command line: figures, views and statistics written, and one clear line for each bad input."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from visualizer.cli import main
+
+VIT = ["vit", "--model", "vit_tiny_patch16_224", "--random-weights", "--size", "64"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i, size in enumerate([(90, 120), (64, 64)]):
+        pixels = np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8)
+        path = tmp_path / f"photo{i}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def tiny_bert_folder(tmp_path):
+    """A random BERT saved with its tokenizer, as a local model folder (no hub)."""
+    from transformers import BertConfig, BertModel
+
+    from visualizer.models._bert import minilm_folder
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-bert"
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=4)
+    BertModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (folder / name).write_bytes((minilm_folder() / name).read_bytes())
+    return folder
+
+
+def test_vit_writes_figures_view_and_statistics_per_image(images, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*VIT, *images, "--out", str(out), "--layers", "0,-1", "--heads", "1"]) == 0
+    for name in ("photo0", "photo1"):
+        folder = out / name
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "cls.png",
+            "distance.png",
+            "grids.png",
+            "head.png",
+            "heads.png",
+            "rollout.png",
+            "stats.json",
+            "view.html",
+        ]
+        stats = json.loads((folder / "stats.json").read_text())
+        assert stats["grid"] == [4, 4] and len(stats["layers"]) == 12 and len(stats["entropy_per_head"]) == 2
+        assert "<script" in (folder / "view.html").read_text()
+    printed = capsys.readouterr()
+    assert f"Wrote 16 files under {out.resolve()}" in printed.out
+    assert "images" in printed.err  # the progress bar, on a multi-image run
+
+
+def test_bert_writes_figures_and_a_head_view(tiny_bert_folder, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        main(["bert", "--model", str(tiny_bert_folder), "--out", str(out), "The cat sat.", "Dogs bark."]) == 0
+    )
+    assert sorted(p.name for p in (out / "text-2").iterdir()) == [
+        "heads.png",
+        "layers.png",
+        "stats.json",
+        "tokens.png",
+        "view.html",
+    ]
+    stats = json.loads((out / "text-1" / "stats.json").read_text())
+    assert stats["tokens"] == ["[CLS]", "the", "cat", "sat", ".", "[SEP]"]
+    assert stats["top_pairs_layer_2"][0]["weight"] >= stats["top_pairs_layer_2"][-1]["weight"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["vit", "missing.png"], "no such file: missing.png"),
+        ([*VIT, "NOT_AN_IMAGE"], "is not an image file PIL can read"),
+        (
+            ["vit", "--model", "vit_tiny_patch16_225"],
+            "unknown model name 'vit_tiny_patch16_225'.*Did you mean vit_tiny_patch16_224",
+        ),
+        (
+            [*VIT, "--layer", "12", "IMAGE"],
+            r"--layer 12 is out of range: the model has 12 layers, so valid layers are 0..11",
+        ),
+        (
+            [*VIT, "--heads", "0,3", "IMAGE"],
+            r"--heads 3 is out of range: the model has 3 heads, so valid heads are 0..2",
+        ),
+        (["bert", "--layers", "6", "hi"], r"--layers 6 is out of range: the model has 6 layers"),
+        (["bert", "  "], "text 1 is empty"),
+        (["vit", "--weights", "w.pth"], "--weights and --random-weights go with --model NAME"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_status_2(args, message, images, tmp_path, capsys):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    args = [{"NOT_AN_IMAGE": str(text), "IMAGE": images[0]}.get(arg, arg) for arg in args]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("transformer-visualizer: error:") == 1
+    assert re.search(message, err), err
+
+
+def test_the_module_and_the_console_script_run_without_a_traceback(tmp_path):
+    script = pathlib.Path(sys.executable).with_name("transformer-visualizer")  # installed beside python
+    for command in ([sys.executable, "-m", "visualizer"], [str(script)]):
+        result = subprocess.run([*command, "vit", str(tmp_path / "nope.jpg")], capture_output=True, text=True)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "no such file" in result.stderr

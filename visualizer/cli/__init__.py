@@ -1,0 +1,166 @@
+"""``python -m visualizer`` (also ``transformer-visualizer``): attention figures, views and statistics.
+
+    python -m visualizer                                   # offline defaults: DINOv2 ViT-S/14 on
+                                                           # the sample images, MiniLM on a sentence
+    python -m visualizer vit cat.jpg dog.png --out figs    # your images
+    python -m visualizer bert "The cat sat on the mat."    # your text
+    python -m visualizer vit --help
+
+Each run writes PNG figures, an interactive HTML view (self-contained, offline) and a
+statistics JSON per input into an output folder, and prints where they are. Bad input
+(a missing file, a file that is not an image, an unknown model, a layer or head out of
+range) gets one clear line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from visualizer.cli._common import UsageError, index_list
+
+__all__ = ["main"]
+
+DEFAULT_OUT = "visualizer-output"
+SAMPLE_TEXT = "The cat sat on the mat because it was tired."
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 1 failure, 2 bad input)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    try:
+        if args.command is None:
+            written = _defaults(args)
+        elif args.command == "vit":
+            from visualizer.cli import _vit
+
+            written = _vit.run(args)
+        else:
+            from visualizer.cli import _bert
+
+            written = _bert.run(args)
+    except UsageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    _report(written, args.out)
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bar is the only one: transformers draws one per model load."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
+    transformers_logging.disable_progress_bar()
+
+
+def _defaults(args) -> list[Path]:
+    from visualizer.cli import _bert, _vit
+
+    print(
+        "transformer-visualizer: offline defaults "
+        "(DINOv2 ViT-S/14 on the sample images, MiniLM on a sentence)"
+    )
+    vit_args = argparse.Namespace(
+        **{**vars(args), "images": [], "model": None, "weights": None, "random_weights": False, "size": 224}
+    )
+    bert_args = argparse.Namespace(
+        **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False}
+    )
+    return _vit.run(vit_args) + _bert.run(bert_args)
+
+
+def _report(written: list[Path], out: Path) -> None:
+    folders = sorted({path.parent for path in written})
+    print(f"\nWrote {len(written)} files under {out.resolve()}:")
+    for folder in folders:
+        names = sorted(path.name for path in written if path.parent == folder)
+        print(f"  {folder.resolve()}/: {', '.join(names)}")
+    views = [path for path in written if path.suffix == ".html"]
+    if views:
+        print(f"Open {views[0].resolve()} in a browser to explore the attention interactively.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transformer-visualizer",
+        description="Attention figures, interactive views and statistics for vision and text transformers. "
+        "With no command it runs offline on the embedded defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    parser.set_defaults(command=None, layers=None, heads=None, layer=None, device="cpu")
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: `--out` given before the command must not be reset by the command's default.
+    common.add_argument(
+        "--out", type=Path, default=argparse.SUPPRESS, help=f"output folder (default: {DEFAULT_OUT})"
+    )
+    common.add_argument(
+        "--layers",
+        type=index_list,
+        default=None,
+        metavar="L",
+        help="attention layers to show, comma-separated indices, negative from the end (default: all)",
+    )
+    common.add_argument(
+        "--heads",
+        type=index_list,
+        default=None,
+        metavar="H",
+        help="heads to show, comma-separated indices (default: all)",
+    )
+    common.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the layer for single-layer figures (default: two thirds of the way up)",
+    )
+    common.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
+    commands = parser.add_subparsers(dest="command", metavar="{vit,bert}")
+
+    vit = commands.add_parser(
+        "vit",
+        parents=[common],
+        help="vision transformer attention over images",
+        description="Attention of a vision transformer over images: figures, an interactive view and "
+        "statistics per image. Default model: DINOv2 ViT-S/14 with offline weights.",
+    )
+    vit.add_argument("images", nargs="*", type=Path, help="image files (default: the sample images)")
+    vit.add_argument("--model", help="a timm model name (default: the offline DINOv2 ViT-S/14)")
+    vit.add_argument("--weights", type=Path, help="a checkpoint file for --model (a timm state dict)")
+    vit.add_argument(
+        "--random-weights", action="store_true", help="random weights for --model (no hub needed)"
+    )
+    vit.add_argument("--size", type=int, default=224, help="input side in pixels (default: 224)")
+
+    bert = commands.add_parser(
+        "bert",
+        parents=[common],
+        help="text transformer attention between tokens",
+        description="Attention between the tokens of a text encoder: figures, an interactive head view and "
+        "statistics per text. Default model: all-MiniLM-L6-v2 with offline weights.",
+    )
+    bert.add_argument("text", nargs="*", help=f"texts to encode (default: {SAMPLE_TEXT!r})")
+    bert.add_argument(
+        "--model", help="a transformers model name or local folder (default: the offline MiniLM)"
+    )
+    bert.add_argument(
+        "--random-weights", action="store_true", help="random weights for --model (its config only)"
+    )
+    return parser
+
+
+def _version() -> str:
+    from visualizer import __version__
+
+    return __version__
