@@ -63,18 +63,24 @@ def capture_attention(
     It also works as ``capture = capture_attention(model); maps = capture.start(); ...;
     capture.stop()``.
     """
-    return AttentionCapture(model, layers=layers, device=device, dtype=dtype, keep_grad=keep_grad, max_calls=max_calls)
+    return AttentionCapture(
+        model, layers=layers, device=device, dtype=dtype, keep_grad=keep_grad, max_calls=max_calls
+    )
 
 
 class AttentionCapture:
     """A capture of one model's attention maps; see :func:`capture_attention`."""
 
-    def __init__(self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None) -> None:
+    def __init__(
+        self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None
+    ) -> None:
         torch = _torch()
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"capture_attention() needs a torch.nn.Module, not {type(model).__name__}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise TypeError(f"capture_attention(): dtype must be a torch.dtype such as torch.float16, not {dtype!r}")
+            raise TypeError(
+                f"capture_attention(): dtype must be a torch.dtype such as torch.float16, not {dtype!r}"
+            )
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"capture_attention(): dtype must be a floating-point dtype, not {dtype}")
         if device is not None:
@@ -82,8 +88,12 @@ class AttentionCapture:
                 device = torch.device(device)
             except (RuntimeError, TypeError) as exc:
                 raise ValueError(f"capture_attention(): {device!r} is not a device ({exc})") from None
-        if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1):
-            raise ValueError(f"capture_attention(): max_calls must be a positive int or None, not {max_calls!r}")
+        if max_calls is not None and (
+            isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1
+        ):
+            raise ValueError(
+                f"capture_attention(): max_calls must be a positive int or None, not {max_calls!r}"
+            )
         if not isinstance(keep_grad, bool):
             raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
         self.model = model
@@ -108,7 +118,9 @@ class AttentionCapture:
     def start(self) -> AttentionMaps:
         """Begin recording; returns the (live) :class:`AttentionMaps`."""
         if self._detachers:
-            raise RuntimeError("this capture has already started; use a new capture_attention(...) for another block")
+            raise RuntimeError(
+                "this capture has already started; use a new capture_attention(...) for another block"
+            )
         found = find_targets(self.model)
         model_name = type(self.model).__name__
         if not found:  # (get_local functions no module runs still count: the model may call them)
@@ -185,7 +197,11 @@ class AttentionCapture:
                 self.maps.diagnosis = (
                     f"{model_name} ran {self._model_runs} time(s), but none of the {len(entries)} attention "
                     "layers selected did (a branch that skips them?)."
-                    + (f" The get_local functions {', '.join(functions)} are not called by it." if functions else "")
+                    + (
+                        f" The get_local functions {', '.join(functions)} are not called by it."
+                        if functions
+                        else ""
+                    )
                 )
             else:
                 self.maps.diagnosis = (
@@ -225,16 +241,16 @@ def _as_map(weights):
     torch = _torch()
     if not isinstance(weights, torch.Tensor):
         return (
-            f"the recorded value is a {type(weights).__name__}, not a tensor; capture the variable that holds "
-            "the attention probabilities, shaped (batch, heads, queries, keys)"
+            f"the recorded value is a {type(weights).__name__}, not a tensor; capture the variable that "
+            "holds the attention probabilities, shaped (batch, heads, queries, keys)"
         )
     if weights.dim() == 4:
         return weights
     if weights.dim() in (2, 3):  # (queries, keys) or (heads, queries, keys): one sequence
         return weights.reshape((1,) * (4 - weights.dim()) + tuple(weights.shape))
     return (
-        f"the recorded tensor has shape {tuple(weights.shape)}; an attention map is (batch, heads, queries, keys) "
-        "(or (heads, queries, keys) for one sequence)"
+        f"the recorded tensor has shape {tuple(weights.shape)}; an attention map is "
+        "(batch, heads, queries, keys), or (heads, queries, keys) for one sequence"
     )
 
 
@@ -246,7 +262,9 @@ def _select(found: list, layers, model_name: str) -> list:
     if callable(layers) and not isinstance(layers, (str, re.Pattern)):
         chosen = [target for target in found if layers(target.name, target.module)]
         if not chosen:
-            raise ValueError(f"capture_attention(layers=...): the function selected none of {_listing(names)}")
+            raise ValueError(
+                f"capture_attention(layers=...): the function selected none of {_listing(names)}"
+            )
         return chosen
     items = [layers] if isinstance(layers, (int, str, re.Pattern)) else layers
     try:
@@ -278,13 +296,14 @@ def _select(found: list, layers, model_name: str) -> list:
             pattern = re.compile(item)
         except re.error as exc:
             raise ValueError(
-                f"capture_attention(layers=...): {item!r} is neither a module path nor a valid regex ({exc}); "
+                f"capture_attention(layers=...): {item!r} is neither a module path nor a valid regex "
+                f"({exc}); "
                 f"module paths: {_listing(names)}"
             ) from None
         matched = [i for i, name in enumerate(names) if pattern.fullmatch(name)]
         if not matched:
             raise ValueError(
-                f"capture_attention(layers=...): {item if isinstance(item, str) else item.pattern!r} matches no "
+                f"capture_attention(layers=...): {getattr(item, 'pattern', item)!r} matches no "
                 f"attention module (a regex must match the whole path); module paths: {_listing(names)}"
             )
         wanted.update(matched)

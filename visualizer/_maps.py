@@ -44,7 +44,8 @@ class Entry:
     def __repr__(self) -> str:
         shapes = ", ".join(str(tuple(call.shape)) for call in self.calls[:3])
         more = f", ... {len(self.calls)} calls" if len(self.calls) > 3 else ""
-        return f"<{self.name} [{self.index}] {self.kind}-attention via {self.source}: {shapes or 'no maps'}{more}>"
+        maps = shapes or "no maps"
+        return f"<{self.name} [{self.index}] {self.kind}-attention via {self.source}: {maps}{more}>"
 
 
 class AttentionMaps(Sequence):
@@ -103,7 +104,11 @@ class AttentionMaps(Sequence):
     def __getitem__(self, key):
         if isinstance(key, slice):
             wanted = range(self._count)[key]
-            return [self._single(self._by_index[i]) for i in wanted if i in self._by_index and self._by_index[i].calls]
+            return [
+                self._single(self._by_index[i])
+                for i in wanted
+                if i in self._by_index and self._by_index[i].calls
+            ]
         if isinstance(key, tuple):
             if len(key) != 2:
                 raise KeyError(f"AttentionMaps takes [layer] or [layer, call], not {key!r}")
@@ -186,7 +191,9 @@ class AttentionMaps(Sequence):
 
     def _entry(self, key) -> Entry:
         if isinstance(key, bool) or not isinstance(key, (int, str)):
-            raise TypeError(f"look maps up by module path (str) or layer index (int), not {type(key).__name__}")
+            raise TypeError(
+                f"look maps up by module path (str) or layer index (int), not {type(key).__name__}"
+            )
         if isinstance(key, str):
             entry = self._by_name.get(key)
             if entry is None:
@@ -212,10 +219,15 @@ class AttentionMaps(Sequence):
 
     def _nothing_from(self, entry: Entry) -> str:
         if entry.misses:
-            return f"{entry.name!r} ran {entry.runs} time(s) without producing attention weights: {entry.misses[0]}"
+            return (
+                f"{entry.name!r} ran {entry.runs} time(s) without producing attention weights: "
+                f"{entry.misses[0]}"
+            )
         if entry.runs:
             return f"{entry.name!r} ran {entry.runs} time(s) but recorded no map"
-        why = f" {self.diagnosis}" if self.diagnosis else " Call the model inside the capture_attention block."
+        why = (
+            f" {self.diagnosis}" if self.diagnosis else " Call the model inside the capture_attention block."
+        )
         return f"{entry.name!r} did not run while capture was on.{why}"
 
     def _single(self, entry: Entry):

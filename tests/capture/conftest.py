@@ -9,7 +9,9 @@ def tiny_vit():
     import timm
 
     torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=3).eval()
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=3
+    ).eval()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ class Gated(nn.Module):
     def forward(self, x):
         if x.shape[1] > 2:
             attn = (x @ x.transpose(-2, -1)).softmax(-1).unsqueeze(1)
-            x = (attn.squeeze(1) @ x)
+            x = attn.squeeze(1) @ x
         return x
 
 
@@ -86,7 +86,13 @@ def test_keep_grad_under_no_grad_warns(tiny_transformer):
         ({"device": "gpu:7"}, ValueError, "'gpu:7' is not a device"),
         ({"max_calls": 0}, ValueError, "max_calls must be a positive int"),
         ({"keep_grad": "yes"}, TypeError, "keep_grad must be True or False"),
-        ({"layers": 6}, IndexError, re.escape("layer 6 is out of range; Transformer has 6 attention modules, so valid indices are 0..5")),
+        (
+            {"layers": 6},
+            IndexError,
+            re.escape(
+                "layer 6 is out of range; Transformer has 6 attention modules, so valid indices are 0..5"
+            ),
+        ),
         ({"layers": [0, 2.5]}, TypeError, "2.5 is neither a layer index"),
         ({"layers": "blocks.*"}, ValueError, "matches no attention module .*must match the whole path"),
         ({"layers": "enc(oder"}, ValueError, "neither a module path nor a valid regex"),

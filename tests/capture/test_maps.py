@@ -17,7 +17,11 @@ def captured(tiny_transformer):
 
 def test_sequence_of_maps_in_model_order(captured):
     assert isinstance(captured, AttentionMaps) and len(captured) == 6
-    assert captured.names[:3] == ["encoder.layers.0.self_attn", "encoder.layers.1.self_attn", "decoder.layers.0.self_attn"]
+    assert captured.names[:3] == [
+        "encoder.layers.0.self_attn",
+        "encoder.layers.1.self_attn",
+        "decoder.layers.0.self_attn",
+    ]
     assert [tuple(m.shape) for m in captured][2:4] == [(2, 2, 4, 4), (2, 2, 4, 6)]
     assert [name for name, _ in captured.items()] == captured.names
     assert captured[3] is captured["decoder.layers.0.multihead_attn"] is captured[-3]
@@ -26,9 +30,13 @@ def test_sequence_of_maps_in_model_order(captured):
 
 
 def test_lookup_errors_name_what_exists(captured):
-    with pytest.raises(KeyError, match=r"'encoder.layers.9' was not captured; selected layers: \[0\] encoder"):
+    with pytest.raises(
+        KeyError, match=r"'encoder.layers.9' was not captured; selected layers: \[0\] encoder"
+    ):
         captured["encoder.layers.9"]
-    with pytest.raises(IndexError, match=r"layer 6 is out of range: Transformer has 6 attention modules \(0..5\)"):
+    with pytest.raises(
+        IndexError, match=r"layer 6 is out of range: Transformer has 6 attention modules \(0..5\)"
+    ):
         captured[6]
     with pytest.raises(TypeError, match="module path .* or layer index"):
         captured[1.0]

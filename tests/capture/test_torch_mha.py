@@ -108,7 +108,10 @@ def test_a_padded_encoder_batch_keeps_torchs_nested_fast_path_and_its_exact_outp
 
 def test_select_modules_by_regex_on_their_names(tiny_transformer):
     src, tgt = torch.randn(1, 6, 16), torch.randn(1, 4, 16)
-    with torch.no_grad(), capture_attention(tiny_transformer, layers=r"decoder\.layers\.\d+\.multihead_attn") as maps:
+    with (
+        torch.no_grad(),
+        capture_attention(tiny_transformer, layers=r"decoder\.layers\.\d+\.multihead_attn") as maps,
+    ):
         tiny_transformer(src, tgt)
     assert maps.names == ["decoder.layers.0.multihead_attn", "decoder.layers.1.multihead_attn"]
     assert [entry.index for entry in maps.entries()] == [3, 5]

@@ -28,7 +28,9 @@ class Target:
 
     __slots__ = ("adapter", "detail", "kind", "layer", "module", "name", "role")
 
-    def __init__(self, name: str, module, kind: str, adapter: str, *, role: str | None = None, detail=None) -> None:
+    def __init__(
+        self, name: str, module, kind: str, adapter: str, *, role: str | None = None, detail=None
+    ) -> None:
         self.name = name  # module path, or a get_local key for a free function
         self.module = module  # None for a free function
         self.kind = kind  # "self" or "cross"
@@ -95,7 +97,10 @@ def _inside(path: str, claimed_paths: set[str]) -> bool:
     return any(".".join(parts[:i]) in claimed_paths for i in range(1, len(parts) + 1)) if path else False
 
 
-_ROLES = (("decoder", re.compile(r"(^|[._])dec(oder)?($|[._]|_?\d)")), ("encoder", re.compile(r"(^|[._])enc(oder)?($|[._]|_?\d)")))
+_ROLES = (
+    ("decoder", re.compile(r"(^|[._])dec(oder)?($|[._]|_?\d)")),
+    ("encoder", re.compile(r"(^|[._])enc(oder)?($|[._]|_?\d)")),
+)
 
 
 def role_of(path: str) -> str | None:

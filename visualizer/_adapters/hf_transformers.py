@@ -32,7 +32,9 @@ def find(model, modules, claimed) -> list[Target]:
         if isinstance(module, PreTrainedModel) and not _inside_pretrained(name, available, PreTrainedModel):
             found = []
             _walk(module, name, _specs(module), available, claimed, found, PreTrainedModel)
-            targets += [Target(path, m, kind, ADAPTER, detail=(index, module)) for path, m, kind, index in found]
+            targets += [
+                Target(path, m, kind, ADAPTER, detail=(index, module)) for path, m, kind, index in found
+            ]
     return targets
 
 

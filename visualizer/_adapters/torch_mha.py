@@ -66,7 +66,14 @@ def _detach(handles) -> None:
 # MultiheadAttention.forward(query, key, value, key_padding_mask, need_weights, attn_mask,
 # average_attn_weights, is_causal): callers usually pass the flags by keyword.
 _POSITIONAL = (
-    "query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal"
+    "query",
+    "key",
+    "value",
+    "key_padding_mask",
+    "need_weights",
+    "attn_mask",
+    "average_attn_weights",
+    "is_causal",
 )
 
 
@@ -97,7 +104,9 @@ def _hook(target, recorder):
             return None
         out, weights = output
         if weights is None:
-            recorder.missing(target, f"{target.name} returned no weights although need_weights=True was passed")
+            recorder.missing(
+                target, f"{target.name} returned no weights although need_weights=True was passed"
+            )
             return None
         recorder.record(target, weights)
         if not need_weights:
