@@ -1,0 +1,33 @@
+"""Small models trained here, in seconds, whose attention you can check by eye.
+
+>>> from visualizer.demos import train_copy_task, diagonal_mass
+>>> task = train_copy_task(seed=0)                     # a few seconds on 2 CPU cores
+>>> src = task.held_out(64)                            # (64, 10) token ids
+>>> diagonal_mass(task.cross_attention(src))           # (64, 2, 10, 10) maps: about 0.99
+0.99...
+
+Importing this package imports no torch; the demo module is imported on first use.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "CopyTask": "copy_task",
+    "CopyTaskSettings": "copy_task",
+    "CopyTransformer": "copy_task",
+    "diagonal_mass": "copy_task",
+    "train_copy_task": "copy_task",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy, so `import visualizer.demos` stays cheap: the demos need torch, the package does not.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
