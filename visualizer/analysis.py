@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Mapping
 
 import numpy as np
+
+from visualizer._arrays import as_array, as_index, layer_maps, patch_grid, prefix_count
 
 __all__ = ["attention_stats", "entropy", "mean_attention_distance", "rollout", "top_k_pairs"]
 
@@ -70,8 +71,8 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
             f"rollout(): discard_ratio must be in [0, 1), not {discard_ratio!r}: it is the fraction "
             "of each row's weights set to 0, and at least one must stay"
         )
-    layers, batched = _layer_maps(attentions, "rollout(): attentions")
-    start = _index(start_layer, len(layers), "rollout(): start_layer", "layers")
+    layers, batched = layer_maps(attentions, "rollout(): attentions")
+    start = as_index(start_layer, len(layers), "rollout(): start_layer", "layers")
     for i, attn in enumerate(layers):
         if np.isnan(attn).any() or (attn < 0).any():
             raise ValueError(
@@ -106,7 +107,7 @@ def entropy(attn):
     spreading evenly over K keys scores ``log(K)``. Queries and keys may differ in number
     (cross-attention).
     """
-    a = _as_array(attn, "entropy(): attn")
+    a = as_array(attn, "entropy(): attn")
     if a.ndim not in (3, 4):
         raise ValueError(
             "entropy(): attn must be (heads, queries, keys) or (batch, heads, queries, keys), "
@@ -133,7 +134,7 @@ def top_k_pairs(attn, k: int):
         raise TypeError(f"top_k_pairs(): k must be an int >= 1, not {k!r}")
     if k < 1:
         raise ValueError(f"top_k_pairs(): k must be >= 1, not {k}")
-    a = _as_array(attn, "top_k_pairs(): attn")
+    a = as_array(attn, "top_k_pairs(): attn")
     if a.ndim == 3:
         a = a.mean(axis=0, dtype=np.float64)
     elif a.ndim != 2:
@@ -175,7 +176,7 @@ def mean_attention_distance(attn, grid, cls_token: bool | int = True, patch_size
     public re-implementations. A query with no weight on any patch is left out of the mean
     (all such queries: NaN).
     """
-    a = _as_array(attn, "mean_attention_distance(): attn")
+    a = as_array(attn, "mean_attention_distance(): attn")
     if a.ndim not in (3, 4):
         raise ValueError(
             "mean_attention_distance(): attn must be (heads, T, T) or (batch, heads, T, T), "
@@ -187,8 +188,8 @@ def mean_attention_distance(attn, grid, cls_token: bool | int = True, patch_size
             f"not {a.shape[-2]} queries x {a.shape[-1]} keys"
         )
     _check_probabilities(a, "mean_attention_distance(): attn")
-    prefix = _prefix_count(cls_token, "mean_attention_distance(): cls_token")
-    rows, cols = _patch_grid(a.shape[-1], grid, prefix, "mean_attention_distance()")
+    prefix = prefix_count(cls_token, "mean_attention_distance(): cls_token")
+    rows, cols = patch_grid(a.shape[-1], grid, prefix, "mean_attention_distance()")
     if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Real) or not patch_size > 0:
         raise ValueError(
             f"mean_attention_distance(): patch_size must be a positive number, not {patch_size!r}"
@@ -234,7 +235,7 @@ def attention_stats(maps) -> dict:
     entries = []
     counters: dict = {}
     for name, stack, kind, value in _named_maps(maps):
-        a = _as_array(value, f"attention_stats(): map {name!r}")
+        a = as_array(value, f"attention_stats(): map {name!r}")
         if a.ndim < 2 or a.size == 0:
             raise ValueError(
                 f"attention_stats(): map {name!r} has shape {a.shape}; a map needs at least (queries, keys)"
@@ -262,139 +263,6 @@ def _summary(name, stack, layer: int, kind: str, a: np.ndarray) -> dict:
         "max": _plain(a.max()),
         "entropy": None if plogp is None else _plain(-plogp.sum(axis=-1, dtype=np.float64).mean()),
     }
-
-
-# -- shared input handling (also used by visualizer.plots) ------------------------------------
-
-
-def _as_array(value, what: str) -> np.ndarray:
-    """A numpy float array from an array, a tensor or nested lists; bf16/fp16 become float32."""
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(value, torch.Tensor):
-        value = value.detach().cpu()
-        if value.dtype in (torch.bfloat16, torch.float16):
-            value = value.float()
-        value = value.numpy()
-    if isinstance(value, (str, bytes, Mapping)) or value is None:
-        raise TypeError(f"{what} must be a numpy array or a torch tensor, not {type(value).__name__}")
-    try:
-        a = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(
-            f"{what} must be a numpy array or a torch tensor, not {type(value).__name__}: {exc}"
-        ) from None
-    if a.dtype == np.float16:
-        return a.astype(np.float32)
-    if a.dtype.kind in "biu":
-        return a.astype(np.float64)
-    if a.dtype.kind != "f":
-        raise TypeError(f"{what} must hold real numbers, not dtype {a.dtype}")
-    return a
-
-
-def _layer_maps(attentions, what: str) -> tuple[list, bool]:
-    """Per-layer maps as a list of (batch, heads, Q, K) arrays, and whether a batch axis came in."""
-    torch = sys.modules.get("torch")
-    is_tensor = torch is not None and isinstance(attentions, torch.Tensor)
-    single = is_tensor or isinstance(attentions, np.ndarray)
-    if single:
-        stacked = _as_array(attentions, what)
-        if stacked.ndim == 4:
-            return [layer[None] for layer in stacked], False
-        if stacked.ndim == 5:
-            return list(stacked), True
-        raise ValueError(
-            f"{what}: one array must stack the layers, (layers, heads, T, T) or "
-            "(layers, batch, heads, T, T), "
-            f"not shape {stacked.shape}; for a single layer pass a list: [attn]"
-        )
-    if isinstance(attentions, (str, bytes)) or attentions is None:
-        raise TypeError(
-            f"{what} must be a sequence of per-layer maps or a stacked array, not {type(attentions).__name__}"
-        )
-    if isinstance(attentions, Mapping):
-        raise TypeError(
-            f"{what} must be a sequence of per-layer maps, not a {type(attentions).__name__}; "
-            "pick one entry, e.g. cache['Attention.forward'], or pass list(maps.values())"
-        )
-    try:
-        items = list(attentions)
-    except TypeError:
-        raise TypeError(
-            f"{what} must be a sequence of per-layer maps or a stacked array, not {type(attentions).__name__}"
-        ) from None
-    if not items:
-        raise ValueError(f"{what} is empty: pass at least one layer's map")
-    layers = [_as_array(item, f"{what}[{i}]") for i, item in enumerate(items)]
-    ndims = {a.ndim for a in layers}
-    if not ndims <= {3, 4}:
-        bad = next(i for i, a in enumerate(layers) if a.ndim not in (3, 4))
-        raise ValueError(
-            f"{what}[{bad}] has shape {layers[bad].shape}; each layer must be (heads, queries, keys) "
-            "or (batch, heads, queries, keys)"
-        )
-    if len(ndims) > 1:
-        shapes = [a.shape for a in layers]
-        raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
-    batched = ndims == {4}
-    if not batched:
-        layers = [a[None] for a in layers]
-    first = layers[0].shape
-    for i, a in enumerate(layers):
-        if (a.shape[0], a.shape[-2], a.shape[-1]) != (first[0], first[-2], first[-1]):
-            raise ValueError(
-                f"{what}: layer {i} has shape {a.shape} but layer 0 has {first}; batch size, queries and "
-                "keys must agree across layers"
-            )
-    return layers, batched
-
-
-def _prefix_count(value, what: str) -> int:
-    """How many prefix tokens: True is 1, False is 0, an int >= 0 is itself."""
-    if isinstance(value, bool):
-        return int(value)
-    if not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{what} must be True, False or a count >= 0 of prefix tokens, not {value!r}")
-    return int(value)
-
-
-def _patch_grid(tokens: int, grid, prefix: int, what: str) -> tuple[int, int]:
-    """(rows, cols) of the patch grid, checked against the token count; None infers a square."""
-    patches = tokens - prefix
-    if grid is None:
-        side = math.isqrt(max(patches, 0))
-        if patches <= 0 or side * side != patches:
-            raise ValueError(
-                f"{what}: {tokens} tokens minus {prefix} prefix token(s) leave {patches} patches, not a "
-                "square number; pass grid=(rows, cols) or the right number of prefix tokens"
-            )
-        return side, side
-    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
-        grid = (grid, grid)
-    try:
-        rows, cols = grid
-        ok = all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in (rows, cols))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{what}: grid must be (rows, cols) of positive ints, an int, or None, not {grid!r}")
-    if rows * cols != patches:
-        raise ValueError(
-            f"{what}: grid {rows} x {cols} has {rows * cols} patches but the maps have {tokens} tokens "
-            f"= {prefix} prefix + {patches}; fix grid or the number of prefix tokens"
-        )
-    return int(rows), int(cols)
-
-
-def _index(value, size: int, what: str, things: str) -> int:
-    """A checked index into ``size`` things; negative counts from the end."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an int, not {value!r}")
-    if not -size <= value < size:
-        raise ValueError(
-            f"{what} is {value}, out of range: there are {size} {things} (valid: {-size}..{size - 1})"
-        )
-    return int(value) % size
 
 
 def _fuse(attn: np.ndarray, head_fusion: str) -> np.ndarray:

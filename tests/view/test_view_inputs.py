@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from view_data import config_of, softmax_maps
 
+from visualizer._arrays import as_rgb_uint8
 from visualizer.view import head_view, image_view
-from visualizer.view._image import as_rgb_uint8
 from visualizer.view._maps import stack_attentions
 
 TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
@@ -72,7 +72,7 @@ def test_the_view_shows_names_tokens_and_selection(maps):
 
 @pytest.mark.parametrize("attentions, error, message", [
     (np.zeros((3, 5, 5)), ValueError, r"ambiguous.*\[attn\]"),
-    (np.zeros((5, 5)), ValueError, "stacked attentions array must be"),
+    (np.zeros((5, 5)), ValueError, r"attentions: a stacked array must be \(layers, heads.*\[attn\]"),
     ([], ValueError, "attentions is empty"),
     ({"Attention.forward": []}, TypeError, r"pass one key's list"),
     ("maps", TypeError, "sequence of per-layer maps"),
@@ -181,7 +181,7 @@ def test_images_in_every_accepted_form(picture):
     (np.full((30, 40, 3), 300), ValueError, "must lie in 0..255"),
     (np.zeros((30, 40, 2)), ValueError, "must be \\(height, width, 3\\) RGB"),
     (np.zeros((0, 40, 3)), ValueError, "image is empty"),
-    ("cat.png", TypeError, "must hold real numbers"),
+    ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
 ])
 def test_bad_images_are_refused(vit_maps, image, error, message):
     with pytest.raises(error, match=message):

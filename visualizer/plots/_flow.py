@@ -6,16 +6,17 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 
 import numpy as np
 
-from visualizer.analysis import _index, _prefix_count, mean_attention_distance
+from visualizer._arrays import prefix_count
+from visualizer.analysis import mean_attention_distance
 from visualizer.plots._inputs import (
     check_axes,
     draw_matrix,
     figure_for,
+    index_selection,
     layer_selection,
     mpl,
     panel_grid,
@@ -59,15 +60,7 @@ def plot_attention_flow(structured, *, layers=None, head: int | None = None, bat
     if not encoder or not decoder or not any("cross_attention" in layer for layer in decoder):
         raise ValueError(f"{what} needs an encoder-decoder model: encoder layers, and decoder layers with "
                          f"'cross_attention'; got {_describe(layout)}")
-    depth = max(len(encoder), len(decoder))
-    if layers is None:
-        rows = list(range(depth))
-    else:
-        if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
-            layers = [layers]
-        rows = [_index(i, depth, f"{what}: layers", "layers") for i in layers]
-        if not rows:
-            raise ValueError(f"{what}: layers is empty; pass None for all layers")
+    rows = index_selection(layers, max(len(encoder), len(decoder)), f"{what}: layers", "layers")
     labels = {"source": source_tokens, "target": target_tokens}
     fig, panels, _ = panel_grid(3 * len(rows), 3, (3.8, 3.2), extra_width=0.6, figsize=figsize, what=what)
     for r, layer in enumerate(rows):
@@ -108,7 +101,7 @@ def plot_attention_distance(maps, *, grid=None, prefix_tokens: int = 1, patch_si
     """
     what = "plot_attention_distance()"
     chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
-    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     distances = []
     for layer in selected:
         d = mean_attention_distance(layer, grid, cls_token=prefix, patch_size=patch_size,

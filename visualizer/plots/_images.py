@@ -18,7 +18,8 @@ import numbers
 
 import numpy as np
 
-from visualizer.analysis import _index, _patch_grid, _prefix_count, rollout
+from visualizer._arrays import as_index, patch_grid, prefix_count
+from visualizer.analysis import rollout
 from visualizer.plots._inputs import figure_for, head_maps, image_rgb, layer_selection, mpl, panel_grid
 
 __all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
@@ -46,8 +47,8 @@ def plot_grid_to_grid(image, attn, query=None, *, grid=None, prefix_tokens: int 
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
     heads = _square_heads(attn, batch, what)
-    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = _patch_grid(heads.shape[-1], grid, prefix, what)
+    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = patch_grid(heads.shape[-1], grid, prefix, what)
     m = _fuse_heads(heads, head, what)
     q = _query_index(query, rows, cols, prefix, what)
     row = m[q]
@@ -90,8 +91,8 @@ def plot_cls_attention(image, maps, *, layers=None, head: int | None = None, que
     rgb = image_rgb(image, f"{what}: image")
     chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
     tokens = selected[0].shape[-1]
-    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = _patch_grid(tokens, grid, prefix, what)
+    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = patch_grid(tokens, grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
     if ax is not None and len(chosen) != 1:
         raise ValueError(
@@ -154,9 +155,9 @@ def plot_rollout(image, attentions, *, query: int = 0, grid=None, prefix_tokens:
         result = rollout(attentions, head_fusion=head_fusion, discard_ratio=discard_ratio,
                          start_layer=start_layer)
         if result.ndim == 3:
-            result = result[_index(batch, result.shape[0], f"{what}: batch", "batch items")]
-    prefix = _prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = _patch_grid(result.shape[-1], grid, prefix, what)
+            result = result[as_index(batch, result.shape[0], f"{what}: batch", "batch items")]
+    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
+    rows, cols = patch_grid(result.shape[-1], grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
     patches = result[q, prefix:].reshape(rows, cols)
     norm = _norm(patches, vmin, vmax)
@@ -270,7 +271,7 @@ def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
     """(heads, T, T) -> (T, T): the mean over heads, or one head."""
     if head is None:
         return heads.mean(axis=0)
-    return heads[_index(head, heads.shape[0], f"{what}: head", "heads")]
+    return heads[as_index(head, heads.shape[0], f"{what}: head", "heads")]
 
 
 def _square_heads(attn, batch: int, what: str) -> np.ndarray:
@@ -287,10 +288,11 @@ def _query_index(query, rows: int, cols: int, prefix: int, what: str) -> int:
     if query is None:
         return prefix + (rows // 2) * cols + cols // 2
     if isinstance(query, numbers.Integral) and not isinstance(query, bool):
-        return _index(query, tokens, f"{what}: query", f"tokens ({prefix} prefix + {rows} x {cols} patches)")
+        things = f"tokens ({prefix} prefix + {rows} x {cols} patches)"
+        return as_index(query, tokens, f"{what}: query", things)
     if isinstance(query, tuple) and len(query) == 2:
-        r = _index(query[0], rows, f"{what}: query row", "patch rows")
-        c = _index(query[1], cols, f"{what}: query column", "patch columns")
+        r = as_index(query[0], rows, f"{what}: query row", "patch rows")
+        c = as_index(query[1], cols, f"{what}: query column", "patch columns")
         return prefix + r * cols + c
     raise TypeError(f"{what}: query must be a token index (int), a patch (row, col) or None, not {query!r}")
 

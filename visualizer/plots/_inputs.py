@@ -17,7 +17,7 @@ import numbers
 
 import numpy as np
 
-from visualizer.analysis import _as_array, _index, _layer_maps
+from visualizer._arrays import as_array, as_index, as_rgb_uint8, layer_maps
 
 __all__ = [
     "AXES",
@@ -28,6 +28,7 @@ __all__ = [
     "figure_for",
     "head_maps",
     "image_rgb",
+    "index_selection",
     "label_fontsize",
     "layer_selection",
     "mpl",
@@ -101,12 +102,12 @@ def pick_batch(a: np.ndarray, batch: int, batched: bool, what: str) -> np.ndarra
     """Drop the batch axis, checking the index, when the array has one."""
     if not batched:
         return a
-    return a[_index(batch, a.shape[0], f"{what}: batch", "batch items")]
+    return a[as_index(batch, a.shape[0], f"{what}: batch", "batch items")]
 
 
 def head_maps(attn, batch: int, what: str) -> np.ndarray:
     """(heads, queries, keys) from (queries, keys), (heads, Q, K) or (batch, heads, Q, K)."""
-    a = _as_array(attn, what)
+    a = as_array(attn, what)
     if a.ndim == 2:
         return a[None]
     if a.ndim == 3:
@@ -124,7 +125,7 @@ def single_map(attn, batch: int, head, what: str) -> np.ndarray:
     heads = head_maps(attn, batch, what)
     if head is None:
         return heads.mean(axis=0)
-    return heads[_index(head, heads.shape[0], f"{what}: head", "heads")]
+    return heads[as_index(head, heads.shape[0], f"{what}: head", "heads")]
 
 
 def layer_selection(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[np.ndarray]]:
@@ -132,25 +133,26 @@ def layer_selection(maps, batch: int | None, layers, what: str) -> tuple[list[in
 
     ``batch=None`` keeps every item: the maps are then (batch, heads, Q, K).
     """
-    all_layers, batched = _layer_maps(maps, what)
-    if layers is None:
-        chosen = list(range(len(all_layers)))
-    else:
-        if isinstance(layers, numbers.Integral) and not isinstance(layers, bool):
-            layers = [layers]
-        try:
-            chosen = [_index(i, len(all_layers), f"{what}: layers", "layers") for i in layers]
-        except TypeError as exc:
-            if "must be an int" in str(exc):
-                raise
-            raise TypeError(
-                f"{what}: layers must be an int, a list of ints or None, not {layers!r}"
-            ) from None
-        if not chosen:
-            raise ValueError(f"{what}: layers is empty; pass None for all layers")
+    all_layers, batched = layer_maps(maps, what)
+    chosen = index_selection(layers, len(all_layers), f"{what}: layers", "layers")
     if batch is None:
         return chosen, [all_layers[i] for i in chosen]
     return chosen, [pick_batch(all_layers[i], batch, True, what) for i in chosen]
+
+
+def index_selection(selection, size: int, what: str, things: str) -> list[int]:
+    """Checked indices from None (all of them), an int or a list of ints; negative ones count from the end."""
+    if selection is None:
+        return list(range(size))
+    if isinstance(selection, numbers.Integral) and not isinstance(selection, bool):
+        selection = [selection]
+    try:
+        items = list(selection)
+    except TypeError:
+        raise TypeError(f"{what} must be an int, a list of ints or None, not {selection!r}") from None
+    if not items:
+        raise ValueError(f"{what} is empty; pass None for all {things}")
+    return [as_index(i, size, what, things) for i in items]
 
 
 def check_axes(axes: str, what: str) -> str:
@@ -242,31 +244,5 @@ def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=
 
 
 def image_rgb(image, what: str) -> np.ndarray:
-    """An (H, W, 3) float image in [0, 1] from (H, W, 3|4) or (H, W), uint8 or float in [0, 1]."""
-    a = np.asarray(image) if not hasattr(image, "detach") else _as_array(image, what)
-    if a.dtype.kind not in "buif":
-        raise TypeError(f"{what} must be an (H, W, 3) array of numbers, not dtype {a.dtype}")
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} looks channel-first, shape {a.shape}; pass (height, width, 3), "
-                         "e.g. image.permute(1, 2, 0) for a torch tensor")
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=-1)
-    if a.ndim != 3 or a.shape[-1] not in (3, 4) or 0 in a.shape:
-        raise ValueError(f"{what} must be (height, width, 3) RGB, (height, width, 4) RGBA or "
-                         "(height, width) gray, "
-                         f"not shape {a.shape}")
-    a = a[..., :3]
-    if a.dtype.kind == "f":
-        low, high = float(np.nanmin(a)), float(np.nanmax(a))
-        if not np.isfinite(a).all() or low < 0 or high > 1:
-            raise ValueError(f"a float {what} must lie in [0, 1]; got values from {low:.3g} to {high:.3g}. "
-                             "Undo the model's normalisation (x * std + mean) or pass uint8 0..255; "
-                             "prepare_image() returns a display image for this.")
-        return a.astype(np.float64)
-    if a.dtype.kind == "b":
-        return a.astype(np.float64)
-    if a.min() < 0 or a.max() > 255:
-        raise ValueError(f"an integer {what} must lie in 0..255, not {a.min()}..{a.max()}")
-    return a.astype(np.float64) / 255.0
+    """An (H, W, 3) float image in [0, 1]: the 8-bit picture :func:`as_rgb_uint8` checks and makes, / 255."""
+    return as_rgb_uint8(image, what) / 255.0

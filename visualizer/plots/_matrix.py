@@ -11,17 +11,16 @@ Each returns a ``matplotlib.figure.Figure``; none calls ``plt.show()``.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from visualizer.analysis import _index
+from visualizer._arrays import as_index
 from visualizer.plots._inputs import (
     check_axes,
     color_norm,
     draw_matrix,
     figure_for,
     head_maps,
+    index_selection,
     layer_selection,
     panel_grid,
     single_map,
@@ -60,7 +59,7 @@ def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_to
         elif head is None:
             title = f"mean over {heads.shape[0]} heads"
         else:
-            title = f"head {_index(head, heads.shape[0], what, 'heads')}"
+            title = f"head {as_index(head, heads.shape[0], what, 'heads')}"
     ax.set_title(title)
     if colorbar:
         fig.colorbar(image, ax=ax, label="attention")
@@ -99,15 +98,7 @@ def plot_head_grid(attn, tokens=None, *, heads=None, batch: int = 0, key_tokens=
     """
     what = "plot_head_grid()"
     all_heads = head_maps(attn, batch, f"{what}: attn")
-    count = all_heads.shape[0]
-    if heads is None:
-        chosen = list(range(count))
-    else:
-        if isinstance(heads, numbers.Integral) and not isinstance(heads, bool):
-            heads = [heads]
-        chosen = [_index(h, count, f"{what}: heads", "heads") for h in heads]
-        if not chosen:
-            raise ValueError(f"{what}: heads is empty; pass None for all heads")
+    chosen = index_selection(heads, all_heads.shape[0], f"{what}: heads", "heads")
     return _panels([all_heads[h] for h in chosen], [f"head {h}" for h in chosen], what, tokens=tokens,
                    key_tokens=key_tokens, ncols=ncols, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax,
                    scale=scale, title=title, shared_scale=shared_scale, figsize=figsize)

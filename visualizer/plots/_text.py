@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer.analysis import _index
+from visualizer._arrays import as_index
 from visualizer.plots._inputs import check_axes, draw_matrix, figure_for, head_maps, token_labels
 
 __all__ = ["plot_token_heatmap"]
@@ -35,7 +35,7 @@ def plot_token_heatmap(attn, tokens, *, key_tokens=None, head: int | None = None
     what = "plot_token_heatmap()"
     check_axes(axes, what)
     heads = head_maps(attn, batch, f"{what}: attn")
-    m = heads.mean(axis=0) if head is None else heads[_index(head, len(heads), f"{what}: head", "heads")]
+    m = heads.mean(axis=0) if head is None else heads[as_index(head, len(heads), f"{what}: head", "heads")]
     if tokens is None:
         raise TypeError(f"{what}: tokens is required, a list of strings with one per query; for a map "
                         "without labels use plot_head()")

@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 import operator
 
+from visualizer._arrays import as_rgb_uint8
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
-from visualizer.view._image import as_rgb_uint8, png_base64
+from visualizer.view._image import png_base64
 from visualizer.view._maps import stack_attentions
 
 __all__ = ["image_view"]

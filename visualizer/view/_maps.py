@@ -6,7 +6,7 @@
 >>> stack.layer_labels
 ['layer 0', 'layer 11']
 
-What is accepted, and why a bare 3-d array is not:
+What is accepted (see :func:`visualizer._arrays.split_layers`), and why a bare 3-d array is not:
 
 - a sequence of per-layer maps, each (heads, queries, keys) or (batch, heads, queries, keys),
   numpy arrays or torch tensors: ``get_local.cache[key]``, a list, or an ``AttentionMaps``
@@ -14,7 +14,8 @@ What is accepted, and why a bare 3-d array is not:
 - one stacked array, (layers, heads, queries, keys) or (layers, batch, heads, queries, keys).
 
 A bare (heads, T, T) array could just as well be (layers, T, T) with the heads fused, so it
-is refused with the fix (wrap it in a list) rather than guessed.
+is refused with the fix (wrap it in a list) rather than guessed. Only the selected layers
+are converted to numpy.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["LayerStack", "as_numpy", "pick_indices", "stack_attentions"]
+import numpy as np
+
+from visualizer._arrays import layer_map, split_layers
+
+__all__ = ["LayerStack", "pick_indices", "stack_attentions"]
 
 
 @dataclass(frozen=True)
@@ -32,25 +37,6 @@ class LayerStack:
     maps: object  # numpy float32, (layers, heads, queries, keys)
     layer_labels: list[str]
     head_labels: list[str]
-
-
-def as_numpy(value, argument: str):
-    """A numpy array from a numpy array, a torch tensor (any device, any float dtype) or a nested list."""
-    import numpy as np
-
-    if type(value).__module__.split(".")[0] == "torch":
-        value = value.detach().to("cpu")
-        # bf16 has no numpy dtype, so widen floats before leaving torch; uint8 pictures stay uint8.
-        value = (value.float() if value.is_floating_point() else value).numpy()
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError) as error:
-        kind = type(value).__name__
-        raise TypeError(f"{argument} must be a numpy array or a torch tensor; got {kind}") from error
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise TypeError(f"{argument} must hold real numbers; got dtype {array.dtype} from "
-                        f"{type(value).__name__}")
-    return array
 
 
 def pick_indices(selection, size: int, argument: str, what: str) -> list[int]:
@@ -84,24 +70,19 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
     an out-of-range batch, layer or head, or values that are not attention weights
     (negative, NaN or infinite: pass softmax probabilities, not scores).
     """
-    import numpy as np
-
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise TypeError(f"batch must be an int; got {type(batch).__name__}")
     names = _layer_names(attentions)
-    per_layer = _split_layers(attentions)
+    per_layer = split_layers(attentions, "attentions")
     layer_index = pick_indices(layers, len(per_layer), "layers", "layer")
     arrays = []
     for position in layer_index:
-        array = as_numpy(per_layer[position], f"attentions[{position}]")
+        array = layer_map(per_layer[position], f"attentions[{position}]")
         if array.ndim == 4:
             if not -array.shape[0] <= batch < array.shape[0]:
                 raise ValueError(f"batch={batch} is out of range: attentions[{position}] has batch size "
                                  f"{array.shape[0]} (shape {tuple(array.shape)})")
             array = array[batch]
-        elif array.ndim != 3:
-            raise ValueError(f"attentions[{position}] must be (heads, queries, keys) or (batch, heads, "
-                             f"queries, keys); got shape {tuple(array.shape)}")
         arrays.append(array)
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:
@@ -118,32 +99,6 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
                          "Pass the softmax probabilities, not the scores before the softmax.")
     labels = [names[i] if names else f"layer {i}" for i in layer_index]
     return LayerStack(maps, labels, [str(h) for h in head_index])
-
-
-def _split_layers(attentions) -> list:
-    """One entry per layer, unconverted: a stacked array is split along its first axis."""
-    if isinstance(attentions, (str, bytes, dict)):
-        raise TypeError(f"attentions must be a sequence of per-layer maps or one stacked array; "
-                        f"got {type(attentions).__name__}"
-                        + (" (pass one key's list, e.g. get_local.cache['Attention.forward'])"
-                           if isinstance(attentions, dict) else ""))
-    if hasattr(attentions, "shape") and hasattr(attentions, "ndim"):
-        ndim = attentions.ndim
-        if ndim == 3:
-            raise ValueError(f"a single 3-d array {tuple(attentions.shape)} is ambiguous: for one layer's "
-                             "(heads, queries, keys) pass it in a list, [attn]; a stack of layers is "
-                             "(layers, heads, queries, keys)")
-        if ndim not in (4, 5):
-            raise ValueError(f"a stacked attentions array must be (layers, heads, queries, keys) or "
-                             f"(layers, batch, heads, queries, keys); got shape {tuple(attentions.shape)}")
-        return [attentions[i] for i in range(attentions.shape[0])]
-    if not isinstance(attentions, Sequence):
-        raise TypeError(f"attentions must be a sequence of per-layer maps or one stacked array; "
-                        f"got {type(attentions).__name__}")
-    if len(attentions) == 0:
-        raise ValueError("attentions is empty: no layer was captured "
-                         "(was capture active, and fused attention off?)")
-    return list(attentions)
 
 
 def _layer_names(attentions) -> list[str] | None:

@@ -1,0 +1,171 @@
+"""visualizer._arrays: the input handling that analysis, plots and view share."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from visualizer._arrays import (
+    as_array,
+    as_index,
+    as_rgb_uint8,
+    layer_maps,
+    patch_grid,
+    prefix_count,
+    split_layers,
+)
+from visualizer.plots._inputs import image_rgb
+
+
+# -- as_array ---------------------------------------------------------------------------------
+
+
+def test_as_array_widens_for_arithmetic_or_keeps_integers():
+    assert as_array(np.arange(3, dtype=np.uint8), "x").dtype == np.float64
+    assert as_array([True, False], "x").dtype == np.float64
+    assert as_array(np.ones(2, np.float16), "x").dtype == np.float32
+    kept = as_array(np.arange(3, dtype=np.uint8), "x", keep_integers=True)
+    assert kept.dtype == np.uint8 and kept.tolist() == [0, 1, 2]
+    assert as_array(np.ones(2, np.float16), "x", keep_integers=True).dtype == np.float32
+
+
+def test_as_array_takes_tensors_of_every_dtype_off_the_graph():
+    x = torch.tensor([[0.25, 0.75]], requires_grad=True)
+    for dtype, expected in [(torch.bfloat16, np.float32), (torch.float16, np.float32),
+                            (torch.float64, np.float64), (torch.float32, np.float32)]:
+        a = as_array(x.to(dtype) * 1, "x")
+        assert isinstance(a, np.ndarray) and a.dtype == expected
+        np.testing.assert_allclose(a, [[0.25, 0.75]])
+    assert as_array(torch.arange(3, dtype=torch.uint8), "x", keep_integers=True).dtype == np.uint8
+
+
+@pytest.mark.parametrize("value, match", [
+    ("maps.npy", r"attn must be a numpy array or a torch tensor, not str"),
+    (None, "not NoneType"),
+    ({"a": 1}, "not dict"),
+    ([[1, 2], [3]], "not list"),
+    (np.array([1j]), r"must hold real numbers, not dtype complex128 \(from ndarray\)"),
+    (np.array(["a"]), r"must hold real numbers, not dtype <U1"),
+])
+def test_as_array_refuses_what_is_not_real_numbers(value, match):
+    with pytest.raises(TypeError, match=match):
+        as_array(value, "attn")
+
+
+def test_as_array_never_imports_torch():
+    code = ("import sys, numpy as np; from visualizer._arrays import as_array, as_rgb_uint8, layer_maps; "
+            "as_array(np.ones(2), 'x'); as_rgb_uint8(np.zeros((2, 2)), 'x'); "
+            "layer_maps([np.ones((1, 2, 2))], 'x'); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# -- split_layers and layer_maps --------------------------------------------------------------
+
+
+def test_split_layers_splits_a_stack_and_keeps_a_sequence_unconverted():
+    stack = torch.rand(3, 2, 4, 4)
+    layers = split_layers(stack, "attentions")
+    assert len(layers) == 3 and all(isinstance(t, torch.Tensor) for t in layers)
+    assert torch.equal(layers[2], stack[2])
+    items = [np.ones((2, 4, 4)), torch.ones(2, 4, 4)]
+    assert split_layers(items, "attentions")[1] is items[1]
+    assert len(split_layers((m for m in items), "attentions")) == 2      # any iterable, e.g. dict.values()
+
+
+@pytest.mark.parametrize("attentions, error, match", [
+    (np.ones((2, 3, 3)), ValueError, r"maps: a single 3-d array \(2, 3, 3\) is ambiguous.*\[attn\]"),
+    (torch.ones(2, 3, 3), ValueError, r"ambiguous.*\[attn\]"),
+    (np.ones((1, 1, 2, 3, 3, 3)), ValueError, r"maps: a stacked array must be .*shape \(1, 1, 2, 3, 3, 3"),
+    ({"Attention.forward": []}, TypeError, r"not a dict; pass one key's list.*cache\['Attention.forward'\]"),
+    ("maps", TypeError, "maps must be a sequence of per-layer maps or one stacked array, not str"),
+    (None, TypeError, "not NoneType"),
+    (7, TypeError, "not int"),
+    ([], ValueError, "maps is empty: pass at least one layer's map"),
+])
+def test_split_layers_refuses_with_the_fix(attentions, error, match):
+    with pytest.raises(error, match=match):
+        split_layers(attentions, "maps")
+
+
+def test_layer_maps_adds_the_missing_batch_axis_and_says_so():
+    rng = np.random.default_rng(0)
+    unbatched = rng.random((4, 2, 5, 5))                     # (layers, heads, T, T)
+    layers, batched = layer_maps(unbatched, "maps")
+    assert not batched and len(layers) == 4
+    np.testing.assert_array_equal(layers[3], unbatched[3][None])
+    layers, batched = layer_maps(list(torch.from_numpy(unbatched[:, None])), "maps")
+    assert batched and layers[1].shape == (1, 2, 5, 5)
+    np.testing.assert_array_equal(layers[1][0], unbatched[1])
+
+
+@pytest.mark.parametrize("attentions, match", [
+    ([np.ones((1, 3, 3)), np.ones((3, 3))], r"maps\[1\] must be \(heads, queries, keys\).*shape \(3, 3\)"),
+    ([np.ones((1, 3, 3)), np.ones((1, 1, 3, 3))], "some layers have a batch axis and some do not"),
+    ([np.ones((1, 3, 3)), np.ones((1, 3, 4))], r"layer 1 has shape \(1, 1, 3, 4\) but layer 0 has \(1, 1, 3"),
+])
+def test_layer_maps_refuses_layers_that_do_not_fit_together(attentions, match):
+    with pytest.raises(ValueError, match=match):
+        layer_maps(attentions, "maps")
+
+
+# -- indices and the patch grid ---------------------------------------------------------------
+
+
+def test_as_index_prefix_count_and_patch_grid():
+    assert as_index(-1, 4, "head", "heads") == 3 and as_index(np.int64(2), 4, "head", "heads") == 2
+    with pytest.raises(ValueError, match=r"head is 4, out of range: there are 4 heads \(valid: -4..3\)"):
+        as_index(4, 4, "head", "heads")
+    with pytest.raises(TypeError, match="head must be an int, not True"):
+        as_index(True, 4, "head", "heads")
+    assert prefix_count(True, "cls") == 1 and prefix_count(5, "cls") == 5
+    with pytest.raises(ValueError, match="count >= 0 of prefix tokens, not -1"):
+        prefix_count(-1, "cls")
+    assert patch_grid(17, None, 1, "f()") == (4, 4) and patch_grid(13, (3, 4), 1, "f()") == (3, 4)
+    with pytest.raises(ValueError, match="leave 12 patches, not a square number"):
+        patch_grid(13, None, 1, "f()")
+
+
+# -- as_rgb_uint8 -----------------------------------------------------------------------------
+
+
+def test_every_image_form_comes_out_as_the_same_rgb_uint8():
+    rng = np.random.default_rng(1)
+    picture = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(as_rgb_uint8(picture), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(picture / 255.0), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(picture.astype(np.float32) / 255), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(picture.astype(np.int64)), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(np.dstack([picture, picture[..., :1]])), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(torch.from_numpy(picture)), picture)
+    np.testing.assert_array_equal(as_rgb_uint8(torch.from_numpy(picture / 255.0)), picture)
+    gray = as_rgb_uint8(picture[..., 1:2])
+    assert gray.shape == (6, 8, 3) and (gray == picture[..., 1:2]).all()
+    mask = as_rgb_uint8(np.eye(3, dtype=bool))
+    assert mask.dtype == np.uint8 and mask[0, 0].tolist() == [255] * 3 and mask[0, 1].tolist() == [0] * 3
+
+
+def test_plots_see_the_same_pixels_as_floats():
+    picture = np.random.default_rng(2).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    for form in (picture, torch.from_numpy(picture), picture / 255.0):
+        rgb = image_rgb(form, "image")
+        assert rgb.dtype == np.float64
+        np.testing.assert_allclose(rgb, picture / 255.0)
+
+
+@pytest.mark.parametrize("image, error, match", [
+    (np.zeros((3, 30, 40)), ValueError, r"image looks channel-first, shape \(3, 30, 40\).*permute\(1, 2, 0"),
+    (np.zeros((30, 40, 2)), ValueError, r"must be \(height, width, 3\) RGB.*not shape \(30, 40, 2\)"),
+    (np.zeros((2, 3, 4, 3)), ValueError, r"not shape \(2, 3, 4, 3\)"),
+    (np.zeros((0, 40, 3)), ValueError, r"image is empty: shape \(0, 40, 3\)"),
+    (np.full((2, 2), np.nan), ValueError, "image holds NaN or infinite values"),
+    (np.full((2, 2), -0.5), ValueError, r"float image must lie in \[0, 1\]; got values from -0.5 to -0.5"),
+    (np.full((2, 2), 256, np.int16), ValueError, "integer image must lie in 0..255; got values from 256 to"),
+    (np.full((2, 2), -1), ValueError, "from -1 to -1"),
+    ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
+])
+def test_bad_images_are_refused_with_the_cause(image, error, match):
+    with pytest.raises(error, match=match):
+        as_rgb_uint8(image)
