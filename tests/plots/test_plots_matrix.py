@@ -88,6 +88,15 @@ def test_color_scales(rng, scale):
     assert norm.vmin > 0 if scale == "log" else norm.vmin == pytest.approx(0.0)
 
 
+def test_a_sqrt_colorbar_spreads_its_ticks_evenly_so_labels_cannot_overlap(rng):
+    fig = plot_head(softmax_maps(rng, 2, 40, 40), scale="sqrt")
+    (bar,) = colorbars(fig)  # the colorbar's axes
+    norm = panels(fig)[0].images[0].norm
+    positions = norm(np.asarray(bar.get_yticks()))  # where each tick sits along the bar, 0..1
+    gaps = np.diff(positions)
+    assert len(positions) == 5 and gaps.min() > 0.2  # the default locator put several within 0.05
+
+
 def test_plot_heads_draws_every_head_and_their_mean_on_one_scale(rng):
     a = softmax_maps(rng, 1, 6, 5, 5)
     fig = plot_heads(a)

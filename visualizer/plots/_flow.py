@@ -13,6 +13,7 @@ import numpy as np
 from visualizer._arrays import prefix_count
 from visualizer.analysis import mean_attention_distance
 from visualizer.plots._inputs import (
+    add_colorbar,
     check_axes,
     draw_matrix,
     figure_for,
@@ -78,7 +79,7 @@ def plot_attention_flow(structured, *, layers=None, head: int | None = None, bat
             image = draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
                                 key_tokens=keys, scale=scale, what=what)
             ax.set_title((heading + "\n" if r == 0 else "") + f"layer {layer}", fontsize=9)
-            fig.colorbar(image, ax=ax, shrink=0.75)
+            add_colorbar(fig, image, ax=ax, shrink=0.75)
     fused = "mean over heads" if head is None else f"head {head}"
     fig.suptitle(title or f"attention flow ({fused})")
     return fig

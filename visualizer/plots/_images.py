@@ -20,7 +20,15 @@ import numpy as np
 
 from visualizer._arrays import as_index, patch_grid, prefix_count
 from visualizer.analysis import rollout
-from visualizer.plots._inputs import figure_for, head_maps, image_rgb, layer_selection, mpl, panel_grid
+from visualizer.plots._inputs import (
+    add_colorbar,
+    figure_for,
+    head_maps,
+    image_rgb,
+    layer_selection,
+    mpl,
+    panel_grid,
+)
 
 __all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
 
@@ -67,7 +75,7 @@ def plot_grid_to_grid(image, attn, query=None, *, grid=None, prefix_tokens: int 
     _prefix_cells(right, row[:prefix], geometry, heat)
     _outline(right, q, geometry)
     right.set_title(title or f"attention of {_token_name(q, prefix, cols)}")
-    _solid_colorbar(fig.colorbar(heat, ax=right, shrink=0.8, label="attention"))
+    _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention"))
     return fig
 
 
@@ -122,7 +130,7 @@ def plot_cls_attention(image, maps, *, layers=None, head: int | None = None, que
         heat = _overlay(panel, shown, geometry, cmap, norm, alpha, interpolation, what)
         panel.set_title(f"layer {index}\n{on_patches:.0%} on patches", fontsize=9)
     label = "attention" if fixed else "attention ÷ panel max"
-    _solid_colorbar(fig.colorbar(heat, ax=panels, shrink=0.8, label=label))
+    _solid_colorbar(add_colorbar(fig, heat, ax=panels, shrink=0.8, label=label))
     who = "CLS" if q == 0 and prefix else _token_name(q, prefix, cols)
     fused = "mean over heads" if head is None else f"head {head}"
     if ax is None:
@@ -173,7 +181,7 @@ def plot_rollout(image, attentions, *, query: int = 0, grid=None, prefix_tokens:
     if title is None:
         title = "rollout" if precomputed else f"rollout ({head_fusion} of heads, discard {discard_ratio:g})"
     right.set_title(title)
-    _solid_colorbar(fig.colorbar(heat, ax=right, shrink=0.8, label="rollout weight"))
+    _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="rollout weight"))
     return fig
 
 

@@ -50,9 +50,9 @@ def mpl():
     """The matplotlib package, imported on first use, with the submodules the plots need."""
     try:
         import matplotlib
+        import matplotlib.axes
         import matplotlib.colors
         import matplotlib.figure
-        import matplotlib.axes
         import matplotlib.patches  # noqa: F401
     except ImportError:
         raise ImportError(
@@ -208,6 +208,21 @@ def color_norm(scale: str, vmin, vmax, values: np.ndarray, what: str):
     if scale == "sqrt":
         return colors.PowerNorm(0.5, low, high, clip=True)
     return colors.Normalize(low, high)
+
+
+def add_colorbar(fig, mappable, **kwargs):
+    """``fig.colorbar``, with ticks evenly spread along a square-root scale.
+
+    On a ``sqrt`` scale the default ticks (0.1, 0.2, ...) bunch together at the top, where
+    the scale is compressed, and their labels overlap.
+    """
+    bar = fig.colorbar(mappable, **kwargs)
+    norm = mappable.norm
+    if isinstance(norm, mpl().colors.PowerNorm) and norm.vmax > norm.vmin:
+        positions = np.linspace(0.0, 1.0, 5) ** (1.0 / norm.gamma)
+        ticks = norm.vmin + (norm.vmax - norm.vmin) * positions
+        bar.set_ticks([float(f"{tick:.2g}") for tick in ticks])
+    return bar
 
 
 def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=None, key_tokens=None,

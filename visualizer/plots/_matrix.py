@@ -15,6 +15,7 @@ import numpy as np
 
 from visualizer._arrays import as_index
 from visualizer.plots._inputs import (
+    add_colorbar,
     check_axes,
     color_norm,
     draw_matrix,
@@ -62,7 +63,7 @@ def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_to
             title = f"head {as_index(head, heads.shape[0], what, 'heads')}"
     ax.set_title(title)
     if colorbar:
-        fig.colorbar(image, ax=ax, label="attention")
+        add_colorbar(fig, image, ax=ax, label="attention")
     return fig
 
 
@@ -143,9 +144,9 @@ def _panels(maps: list[np.ndarray], titles: list[str], what: str, *, tokens, key
                                   key_tokens=keys, show_labels=(bottom, left), scale=scale, what=what))
         ax.set_title(name)
         if not shared_scale:
-            fig.colorbar(images[-1], ax=ax, shrink=0.8)
+            add_colorbar(fig, images[-1], ax=ax, shrink=0.8)
     if shared_scale:
-        fig.colorbar(images[-1], ax=panels, shrink=0.8, label="attention")
+        add_colorbar(fig, images[-1], ax=panels, shrink=0.8, label="attention")
     if title:
         fig.suptitle(title)
     return fig

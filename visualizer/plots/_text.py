@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from visualizer._arrays import as_index
-from visualizer.plots._inputs import check_axes, draw_matrix, figure_for, head_maps, token_labels
+from visualizer.plots._inputs import (
+    add_colorbar,
+    check_axes,
+    draw_matrix,
+    figure_for,
+    head_maps,
+    token_labels,
+)
 
 __all__ = ["plot_token_heatmap"]
 
@@ -60,7 +67,7 @@ def plot_token_heatmap(attn, tokens, *, key_tokens=None, head: int | None = None
         title = "mean over heads" if head is None else f"head {head}"
     ax.set_title(title)
     if colorbar:
-        fig.colorbar(image, ax=ax, label="attention", shrink=0.8)
+        add_colorbar(fig, image, ax=ax, label="attention", shrink=0.8)
     return fig
 
 
