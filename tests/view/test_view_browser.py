@@ -219,8 +219,8 @@ def test_notebook_iframes_and_inline_fragments(page, text_maps, image_case, tmp_
                            ".getBoundingClientRect(); return [r.left, r.top]; })()")
     x, y = patch_center(page, 1, 3, index=1, context=image_frame)
     heat = canvas_digest(page, ".tvz-overlay", 1, context=image_frame)
-    page.move_mouse(origin[0] + x, origin[1] + y)
-    page.wait_for("document.querySelector('.tvz').dataset.query === '9'", context=image_frame)
+    page.hover_until(origin[0] + x, origin[1] + y, "document.querySelector('.tvz').dataset.query === '9'",
+                     context=image_frame)
     assert canvas_digest(page, ".tvz-overlay", 1, context=image_frame) != heat
     assert state(page, text_frame)["hover"] == ""
 

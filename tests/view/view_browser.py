@@ -230,6 +230,22 @@ class Page:
                 raise TimeoutError(f"{expression!r} still false after {timeout} s; errors: {self.errors}")
             self.browser.pump(0.05)
 
+    def hover_until(self, x: float, y: float, expression: str, context: tuple | None = None,
+                    attempts: int = 3, timeout: float = 5.0):
+        """Move the mouse to (x, y) until ``expression`` holds; return its value.
+
+        On a loaded machine the first move into a freshly laid-out iframe is sometimes lost,
+        so the pointer leaves and comes back, a few times, before giving up.
+        """
+        for attempt in range(attempts):
+            self.move_mouse(1, 1)
+            self.move_mouse(x, y)
+            try:
+                return self.wait_for(expression, timeout, context)
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+
     def iframe_contexts(self, count: int, timeout: float = 15.0) -> list[tuple]:
         """The (context id, session) of each iframe's main world, in order of creation, once ``count`` exist.
 
