@@ -23,3 +23,4 @@ def public_get_local():
         global_get_local.undo(func)
     global_get_local.configure(store="numpy", max_records=None)
     global_get_local.clear()
+    global_get_local._owners.clear()  # qualnames claimed by this test's modules: none carry over

@@ -255,10 +255,14 @@ class Captured:
                 "or an if/else that skips it), or it was deleted. Fix: capture a variable "
                 "that is assigned on every path, or make the function take that branch."
             )
+        if func is None:
+            spelled = "..."
+        else:  # what the user would type: Attention.forward, not forward (nested: its plain name)
+            spelled = func.__name__ if "<locals>" in func.__qualname__ else func.__qualname__
         return (
             f"get_local: {where} returned without a value for {names}, so nothing was "
             f"recorded for that call. {cause} (Warned once per function; "
-            f"get_local.misses({func.__name__ if func is not None else '...'}) counts them.)"
+            f"get_local.misses({spelled}) counts them.)"
         )
 
     def _warn_once(self, kind: str, message: str, stacklevel: int = 4) -> None:

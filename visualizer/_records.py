@@ -212,10 +212,17 @@ class RecordStore:
             channel.notify()
 
     def clear(self) -> None:
-        """Empty the cache. Lists handed out before keep their records."""
+        """Empty the cache. Lists handed out before keep their records.
+
+        Keys of captured functions come back empty; keys of functions no longer captured
+        (get_local.undo) go.
+        """
         with self.lock:
             dict.clear(self.cache)
-            for channel in self._channels.values():
+            for key, channel in list(self._channels.items()):
+                if not channel.listeners:
+                    del self._channels[key]
+                    continue
                 channel.records, channel.attached = Records(), True
                 dict.__setitem__(self.cache, channel.key, channel.records)
                 channel.notify()

@@ -57,6 +57,18 @@ def test_clear_empties_the_cache_but_lists_taken_before_keep_their_records(gl, e
     assert list(gl.cache.values()) == [[3]]
 
 
+def test_an_undone_function_keeps_its_records_until_clear_then_its_key_goes(gl, echo):
+    key = gl.key_of(echo)
+    echo(1)
+    gl.undo(echo)
+    assert gl.cache[key] == [1]
+    gl.clear()
+    assert key not in gl.cache
+    gl("y")(echo)  # captured again: the key comes back with new records
+    echo(2)
+    assert gl.cache[key] == [2]
+
+
 def test_several_names_record_a_tuple_per_call(gl):
     @gl("q", "k")
     def f(x):
