@@ -132,9 +132,11 @@ class AttentionCapture:
         selected = self._selected = _select(found, self.layers, model_name)
         index = {id(target): i for i, target in enumerate(found)}
         self._entries = {
-            id(t): Entry(t.name, index[id(t)], t.kind, t.role, t.layer, t.adapter) for t in selected
+            id(t): Entry(t.name, index[id(t)], t.kind, t.role, t.layer, t.adapter, t.module is not None)
+            for t in selected
         }
-        self.maps = AttentionMaps(list(self._entries.values()), model_name)
+        modules = sum(target.module is not None for target in found)
+        self.maps = AttentionMaps(list(self._entries.values()), model_name, modules)
         self._model_runs = 0
         detachers = attach(selected, self)
         self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
@@ -186,28 +188,28 @@ class AttentionCapture:
 
     # -- diagnosis ------------------------------------------------------------------------------
 
+    def _nothing_ran(self, modules: int, model_name: str) -> str:
+        functions = [target.name for target in self._selected if target.module is None]
+        uncalled = f" The get_local functions {', '.join(functions)} are not called by it." if functions else ""
+        if not self._model_runs:
+            return (
+                f"None of the selected attention layers of {model_name} ran while capture was on: call the "
+                "model inside the `with capture_attention(model) as maps:` block."
+            )
+        if not modules:
+            return f"{model_name} ran {self._model_runs} time(s), but no attention layer did.{uncalled}"
+        return (
+            f"{model_name} ran {self._model_runs} time(s), but none of the {modules} attention layers "
+            f"selected did (a branch that skips them?).{uncalled}"
+        )
+
     def _diagnose(self) -> None:
-        entries = self.maps.entries()
+        entries = self.maps._expected()  # get_local functions the model never called do not count
         model_name = type(self.model).__name__
         ran = [entry for entry in entries if entry.runs]
         empty = [entry for entry in ran if not entry.calls]
         if not ran:
-            if self._model_runs:
-                functions = [target.name for target in self._selected if target.module is None]
-                self.maps.diagnosis = (
-                    f"{model_name} ran {self._model_runs} time(s), but none of the {len(entries)} attention "
-                    "layers selected did (a branch that skips them?)."
-                    + (
-                        f" The get_local functions {', '.join(functions)} are not called by it."
-                        if functions
-                        else ""
-                    )
-                )
-            else:
-                self.maps.diagnosis = (
-                    f"None of the {len(entries)} selected attention layers of {model_name} ran while capture "
-                    "was on: call the model inside the `with capture_attention(model) as maps:` block."
-                )
+            self.maps.diagnosis = self._nothing_ran(len(entries), model_name)
             warnings.warn(f"capture_attention: {self.maps.diagnosis}", CaptureWarning, stacklevel=4)
             return
         if empty:

@@ -21,16 +21,22 @@ class Entry:
     """What was captured from one attention module (or one get_local function).
 
     ``index`` is the module's position among all attention modules found in the model,
-    in model order, so it stays the same whichever layers are selected. ``kind`` is
+    in model order, so it stays the same whichever layers are selected; a get_local
+    function that no module of the model runs (``module=False``) comes after them. ``kind`` is
     ``"self"`` or ``"cross"``; ``role`` is ``"encoder"``, ``"decoder"`` or None; ``layer``
     is the path of the block it belongs to (``"decoder.layers.0"``), used to group the
     self- and cross-attention of one decoder layer.
     """
 
-    __slots__ = ("calls", "dropped", "index", "kind", "layer", "misses", "name", "role", "runs", "source")
+    __slots__ = (
+        "calls", "dropped", "index", "kind", "layer", "misses", "module", "name", "role", "runs", "source"
+    )
 
-    def __init__(self, name: str, index: int, kind: str, role: str | None, layer: str, source: str) -> None:
+    def __init__(
+        self, name: str, index: int, kind: str, role: str | None, layer: str, source: str, module: bool = True
+    ) -> None:
         self.name = name
+        self.module = module  # False: a get_local function recorded wherever it runs
         self.index = index
         self.kind = kind
         self.role = role
@@ -61,11 +67,15 @@ class AttentionMaps(Sequence):
     raises rather than guess.
     """
 
-    def __init__(self, entries: Sequence[Entry], model_name: str = "model") -> None:
+    def __init__(self, entries: Sequence[Entry], model_name: str = "model", modules: int | None = None) -> None:
+        """``modules``: how many attention modules the model has, selected or not (negative
+        indices count back from it); by default, one past the highest module index given."""
         self._entries = list(entries)
         self._by_name = {entry.name: entry for entry in self._entries}
         self._by_index = {entry.index: entry for entry in self._entries}
-        self._count = max((entry.index for entry in self._entries), default=-1) + 1
+        if modules is None:
+            modules = max((entry.index for entry in self._entries if entry.module), default=-1) + 1
+        self._count = modules
         self._model_name = model_name
         self.diagnosis: str | None = None  # why maps are missing, when some are; set by the capture
 
@@ -189,6 +199,10 @@ class AttentionMaps(Sequence):
     def _captured(self) -> list[Entry]:
         return [entry for entry in self._entries if entry.calls]
 
+    def _expected(self) -> list[Entry]:
+        """The entries that should have run: every module, and the functions that did run."""
+        return [entry for entry in self._entries if entry.module or entry.runs]
+
     def _entry(self, key) -> Entry:
         if isinstance(key, bool) or not isinstance(key, (int, str)):
             raise TypeError(
@@ -202,7 +216,7 @@ class AttentionMaps(Sequence):
             index = key + self._count if key < 0 else key
             entry = self._by_index.get(index)
             if entry is None:
-                if not 0 <= index < self._count:
+                if not 0 <= index < self._count:  # (functions beyond the modules are found above)
                     raise IndexError(
                         f"layer {key} is out of range: {self._model_name} has {self._count} attention "
                         f"modules (0..{self._count - 1})"

@@ -93,3 +93,34 @@ def test_a_decorated_function_no_module_calls_by_name_is_recorded_under_its_key(
     with torch.no_grad(), capture_attention(model) as maps:
         model(torch.randn(1, 2, 3, 5))
     assert maps.names == ["scores"] and maps["scores"].shape == (1, 2, 3, 3)
+
+
+def test_the_model_itself_may_be_the_decorated_module(public_get_local):
+    public_get_local("attn_map")(SelfAttention.forward)
+    layer = SelfAttention()
+    x = torch.randn(1, 3, 8)
+    with torch.no_grad(), capture_attention(layer) as maps:
+        layer(x)
+    assert maps.names == [""]
+    torch.testing.assert_close(maps[0], reference(layer, x), atol=1e-6, rtol=0)
+
+
+def test_decorated_functions_the_model_never_calls_are_not_layers(public_get_local):
+    public_get_local("weights")(scores)  # decorated elsewhere, unrelated to this model
+    torch.manual_seed(0)
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    with torch.no_grad(), capture_attention(model) as maps:
+        model(torch.randn(1, 4, 8))
+    assert len(maps) == 2 and maps[-1] is maps["layers.1.self_attn"]
+    assert [entry.name for entry in maps.entries()] == ["layers.0.self_attn", "layers.1.self_attn", "scores"]
+
+
+def test_a_users_capture_of_multihead_attention_does_not_get_in_the_way(public_get_local):
+    public_get_local("attn_output")(nn.MultiheadAttention.forward)  # captured, then left inactive
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = torch.randn(1, 3, 8)
+    with torch.no_grad():
+        _, expected = mha(x, x, x, average_attn_weights=False)
+        with capture_attention(mha) as maps:
+            mha(x, x, x)
+    torch.testing.assert_close(maps[0], expected, atol=1e-6, rtol=0)

@@ -92,3 +92,12 @@ def test_a_bare_attention_module_is_its_own_only_layer():
         mha(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4))
     assert maps.names == [""] and maps[0].shape == (1, 1, 3, 3)
     assert "'' (the model itself)" in repr(maps)
+
+
+def test_negative_indices_count_back_from_the_models_last_attention_module(tiny_transformer):
+    src, tgt = torch.randn(1, 6, 16), torch.randn(1, 4, 16)
+    with torch.no_grad(), capture_attention(tiny_transformer, layers=[0, 1]) as maps:
+        tiny_transformer(src, tgt)
+    assert maps[-6] is maps[0]
+    with pytest.raises(KeyError, match="layer -1 was not captured"):
+        maps[-1]  # the model's last attention module, decoder.layers.1.multihead_attn: not selected

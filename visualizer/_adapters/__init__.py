@@ -20,7 +20,7 @@ from typing import Protocol
 __all__ = ["ORDER", "Recorder", "Target", "attach", "find_targets", "layer_of", "role_of"]
 
 #: Adapter modules, most specific first.
-ORDER = ("hf_transformers", "timm_vit", "decorated", "torch_mha")
+ORDER = ("hf_transformers", "timm_vit", "torch_mha", "decorated")
 
 
 class Target:

@@ -36,7 +36,7 @@ def find(model, modules, claimed) -> list[Target]:
         if cls not in owners:
             owners[cls] = frozenset(_owned(cls, captured))
         owned |= owners[cls]  # run by some module: never recorded as a loose function
-        if owners[cls] and name and id(module) in available and id(module) not in claimed:
+        if owners[cls] and id(module) in available and id(module) not in claimed:
             targets.append(Target(name, module, "self", ADAPTER, detail=owners[cls]))
     for func, entry in captured.items():
         if func not in owned:
@@ -48,8 +48,8 @@ def _owned(cls, captured) -> set:
     """The captured functions that instances of ``cls`` run: methods, or globals forward calls."""
     found = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("torch.nn"):
-            break
+        if klass is object or (klass.__module__, klass.__name__) == ("torch.nn.modules.module", "Module"):
+            break  # nn.Module's own methods run in every module
         for value in vars(klass).values():
             found |= _captured_in(value, captured)
     forward = getattr(cls, "forward", None)

@@ -8,10 +8,11 @@ module gets a forward pre-hook that asks for per-head weights
 and hands the caller exactly what it asked for (``None``, or the head average).
 
 A layer whose modules have forward hooks never takes the fused layer fast path (torch
-checks for hooks), so its attention runs as a module call. ``nn.TransformerEncoder``
-still packs a padded batch into a nested tensor under eval + no_grad; the attention's
-own fast path then returns padded per-head weights (zero rows for padding queries), and
-the model's outputs stay bit-identical to a run without capture.
+checks for hooks), so its attention runs as a module call; outputs then differ from the
+fused path by float rounding (about 1e-6). ``nn.TransformerEncoder`` still packs a padded
+batch into a nested tensor under eval + no_grad; the attention's own fast path then
+returns padded per-head weights (zero rows for padding queries), and padding positions
+of the output stay exactly zero, as without capture.
 """
 
 from __future__ import annotations
