@@ -171,3 +171,19 @@ def test_plot_token_heatmap_labels_both_axes_and_writes_small_maps_weights(rng):
 def test_bad_input_is_refused_with_a_clear_message(rng, call, error, match):
     with pytest.raises(error, match=match):
         call(softmax_maps(rng, 1, 3, 4, 4))
+
+
+def test_a_returned_figure_shows_itself_in_jupyter_without_pyplot(rng):
+    formatters = pytest.importorskip("IPython.core.formatters")
+    fig = plot_head(softmax_maps(rng, 2, 5, 5))
+    data, _ = formatters.DisplayFormatter().format(fig)
+    assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig not in [plt.figure(n) for n in plt.get_fignums()]  # pyplot does not hold on to it
+
+
+def test_unlabelled_small_maps_get_whole_token_positions_as_ticks(rng):
+    fig = plot_head(softmax_maps(rng, 2, 9, 9), figsize=(3.0, 2.5))  # matplotlib alone picks 0, 2.5, 5, ...
+    ax = panels(fig)[0]
+    fig.canvas.draw()
+    for ticks in (ax.get_xticks(), ax.get_yticks()):
+        assert len(ticks) >= 3 and np.array_equal(ticks, np.round(ticks))

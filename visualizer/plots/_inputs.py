@@ -13,6 +13,8 @@ spans several panels (plain "constrained" clips them there).
 
 from __future__ import annotations
 
+import io
+
 import numbers
 
 import numpy as np
@@ -54,6 +56,7 @@ def mpl():
         import matplotlib.colors
         import matplotlib.figure
         import matplotlib.patches  # noqa: F401
+        import matplotlib.ticker  # noqa: F401
     except ImportError:
         raise ImportError(
             'visualizer.plots needs matplotlib: pip install -c constraints.txt -e ".[plot]"'
@@ -61,11 +64,45 @@ def mpl():
     return matplotlib
 
 
+def new_figure(figsize):
+    """A figure that pyplot does not manage, and that Jupyter shows by itself (``_repr_png_``)."""
+    return _figure_class()(figsize=figsize, layout="compressed")
+
+
+_FIGURE_CLASS = None
+
+
+def _figure_class():
+    global _FIGURE_CLASS
+    if _FIGURE_CLASS is None:
+
+        class AttentionFigure(mpl().figure.Figure):
+            """A matplotlib Figure that displays as a PNG in Jupyter without pyplot or %matplotlib."""
+
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png", bbox_inches="tight")
+                return buffer.getvalue()
+
+        AttentionFigure.__module__ = __name__  # pickles by reference: see __getattr__ below
+        AttentionFigure.__qualname__ = "AttentionFigure"
+        _FIGURE_CLASS = AttentionFigure
+    return _FIGURE_CLASS
+
+
+def __getattr__(name: str):
+    # The figure class is built on first use, so that importing plots imports no matplotlib;
+    # an unpickled figure asks for it here.
+    if name == "AttentionFigure":
+        return _figure_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def figure_for(ax, figsize, what: str):
     """(figure, axes): a new one-panel figure, or the figure of the ``ax`` the caller gave."""
     matplotlib = mpl()
     if ax is None:
-        fig = matplotlib.figure.Figure(figsize=figsize, layout="compressed")
+        fig = new_figure(figsize)
         return fig, fig.add_subplot()
     if not isinstance(ax, matplotlib.axes.Axes):
         raise TypeError(f"{what}: ax must be a matplotlib Axes or None, not {type(ax).__name__}")
@@ -90,7 +127,7 @@ def panel_grid(count: int, ncols: int | None, panel: tuple[float, float], extra_
     nrows = -(-count // ncols)
     if figsize is None:
         figsize = (panel[0] * ncols + extra_width, panel[1] * nrows + 0.4)
-    fig = mpl().figure.Figure(figsize=figsize, layout="compressed")
+    fig = new_figure(figsize)
     grid = fig.subplots(nrows, ncols, squeeze=False)
     flat = list(grid.ravel())
     for extra in flat[count:]:
@@ -245,6 +282,9 @@ def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=
     image = ax.imshow(shown, origin=origin, cmap=cmap, norm=norm, interpolation=interpolation,
                       aspect="equal" if max(shown.shape) <= 3 * min(shown.shape) else "auto")
     show_x, show_y = show_labels
+    integer = mpl().ticker.MaxNLocator(integer=True)  # token positions, never 2.5
+    ax.xaxis.set_major_locator(integer)
+    ax.yaxis.set_major_locator(mpl().ticker.MaxNLocator(integer=True))
     if xticks is not None:
         ax.set_xticks(range(len(xticks)), xticks if show_x else [""] * len(xticks), rotation=90,
                       fontsize=label_fontsize(len(xticks)))
