@@ -30,7 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure, 2 bad input)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    _quiet_libraries()
     try:
         if args.command is None:
             written = _defaults(args)
@@ -50,15 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _report(written, args.out)
     return 0
-
-
-def _quiet_libraries() -> None:
-    """Our own progress bar is the only one: transformers draws one per model load."""
-    try:
-        from transformers.utils import logging as transformers_logging
-    except ImportError:
-        return
-    transformers_logging.disable_progress_bar()
 
 
 def _defaults(args) -> list[Path]:

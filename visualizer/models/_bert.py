@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 from visualizer.models._packages import MINILM, WeightsError, package_folder
@@ -65,11 +67,12 @@ def _load(source, pretrained: bool, kwargs: dict, default: bool):
     local = {"local_files_only": kwargs["local_files_only"]} if "local_files_only" in kwargs else {}
     options = {key: value for key, value in kwargs.items() if key != "local_files_only"}
     try:
-        if pretrained:
-            model = (BertModel if default else AutoModel).from_pretrained(source, **local, **options)
-        else:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **local), **options)
-        tokenizer = AutoTokenizer.from_pretrained(source, **local)
+        with _no_progress_bar():
+            if pretrained:
+                model = (BertModel if default else AutoModel).from_pretrained(source, **local, **options)
+            else:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(source, **local), **options)
+            tokenizer = AutoTokenizer.from_pretrained(source, **local)
     except OSError as error:
         if default:
             raise WeightsError(
@@ -83,3 +86,17 @@ def _load(source, pretrained: bool, kwargs: dict, default: bool):
             f"save_pretrained()."
         ) from error
     return model.eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    """transformers 5 draws a "Loading weights" bar for each load: noise in notebooks and the CLI."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
