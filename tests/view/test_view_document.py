@@ -154,6 +154,15 @@ def _decode_png(png: bytes) -> np.ndarray:
     return out.reshape(height, width, 3).astype(np.uint8)
 
 
+def test_the_notebook_form_is_ascii_and_its_frame_keeps_the_real_characters(vit_maps, picture):
+    view = image_view(vit_maps, picture)
+    assert not view.html.isascii()  # the image view's captions use "·"
+    frame = view._repr_html_()
+    assert frame.isascii()  # whatever charset the notebook page declares
+    non_ascii = {character for character in view.html if not character.isascii()}
+    assert non_ascii == {"·"} and non_ascii <= set(srcdoc_of(frame))
+
+
 def test_ipython_picks_the_iframe_for_text_html(maps):
     formatters = pytest.importorskip("IPython.core.formatters")
     view = head_view(maps, TOKENS)

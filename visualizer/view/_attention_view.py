@@ -87,13 +87,17 @@ class AttentionView:
         if isinstance(height, bool) or not isinstance(height, int) or height < 50:
             raise ValueError(f"height must be an int of at least 50 (pixels); got {height!r}")
         document = render_page(self._fragment.with_id(new_id()), self.title)
+        # The attribute in ASCII: a host page without a UTF-8 charset would garble a raw "·" or "√".
+        # Character references in an attribute are decoded before the frame parses its document,
+        # so scripts inside still see the real characters.
+        source = html.escape(document, quote=True).encode("ascii", "xmlcharrefreplace").decode("ascii")
         # The note sits under the frame and shows only when the frame stays empty (an untrusted notebook).
         return (
             f'<div class="tvz-frame" style="position:relative;width:100%;height:{height}px;">'
             '<div style="position:absolute;inset:0;padding:12px;color:#777;font:13px sans-serif;">'
             "Attention view: if this stays empty, trust the notebook (its scripts are off) or open "
             "the file written by <code>view.save(path)</code>.</div>"
-            f'<iframe srcdoc="{html.escape(document, quote=True)}" title="{html.escape(self.title)}" '
+            f'<iframe srcdoc="{source}" title="{html.escape(self.title)}" '
             'sandbox="allow-scripts" loading="eager" '
             f'style="position:relative;width:100%;height:{height}px;border:0;background:#fff;'
             'resize:vertical;">'
