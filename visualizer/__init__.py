@@ -23,7 +23,7 @@ from visualizer._captured import CaptureWarning
 from visualizer._get_local import get_local
 from visualizer._maps import AttentionMaps
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AttentionCapture",
