@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
-    "KEYS", "Variant", "baseline_variant", "capture_attention_variant", "copy_function", "features", "noop",
+    "KEYS", "Variant", "anycapture_variant", "baseline_variant", "capture_attention_variant", "copy_function",
+    "features", "forward_step", "get_local_variant", "noop",
 ]
 
 # Every variant, in table order.
@@ -46,9 +48,68 @@ def features(output):
     return getattr(output, "last_hidden_state", output)
 
 
+def forward_step(config) -> Callable[[], Any]:
+    """One forward of the configuration's model on its inputs, returning its features."""
+    return lambda: features(config.model(**config.inputs))
+
+
 def baseline_variant(config) -> Variant:
     label = "fused forward (baseline)" if config.family == "timm" else "sdpa forward (baseline)"
-    return Variant("baseline", label, lambda: features(config.model(**config.inputs)))
+    return Variant("baseline", label, forward_step(config))
+
+
+def get_local_variant(config, function: types.FunctionType, name: str, label: str,
+                      to_eager: Callable[[], None], back: Callable[[], None]) -> Variant:
+    """The global ``get_local`` on ``function`` itself, in place, with the model switched by ``to_eager``."""
+    from visualizer import get_local
+
+    function = get_local(name)(function)
+    key = get_local.key_of(function)
+
+    def enter() -> None:
+        to_eager()
+        get_local.activate()
+
+    def leave() -> None:
+        get_local.deactivate()
+        back()
+
+    return Variant(
+        "get_local", label, forward_step(config),
+        maps=lambda: list(get_local.cache[key]), reset=get_local.clear,
+        enter=enter, leave=leave, close=lambda: get_local.undo(function),
+    )
+
+
+def anycapture_variant(config, owner, attribute: str, name: str, label: str,
+                       to_eager: Callable[[], None], back: Callable[[], None]) -> Variant:
+    """anycapture 0.1.4's wrapper around a copy of ``owner.attribute``, put in its place between enter and leave.
+
+    anycapture rewrites the ``__code__`` of the function it is given and returns a
+    wrapper, so it gets a copy, never the library's own function.
+    """
+    from peers import load_anycapture
+
+    tool = load_anycapture().get_local
+    original = getattr(owner, attribute)
+    copy = copy_function(original)
+    wrapper = tool(name)(copy)
+    key = f"{copy.__qualname__}.{name}"
+
+    def enter() -> None:
+        to_eager()
+        setattr(owner, attribute, wrapper)
+        tool.activate()
+
+    def leave() -> None:
+        tool.deactivate()
+        setattr(owner, attribute, original)
+        back()
+
+    return Variant(
+        "anycapture", label, forward_step(config),
+        maps=lambda: list(tool.cache[key]), reset=tool.clear, enter=enter, leave=leave,
+    )
 
 
 def capture_attention_variant(config) -> Variant:

@@ -12,9 +12,10 @@ back in ``leave``. In eager, every ``BertSelfAttention`` calls the module-level
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from variant import Variant, baseline_variant, capture_attention_variant, copy_function, features
+import variant
+from variant import Variant, baseline_variant, capture_attention_variant, features, forward_step
 
 __all__ = ["VARIANTS"]
 
@@ -29,13 +30,9 @@ def _implementation(model, name: str | None = None) -> Callable:
     return switch
 
 
-def _forward(config):
-    return lambda: features(config.model(**config.inputs))
-
-
 def eager_variant(config) -> Variant:
     return Variant(
-        "eager", "eager forward, no capture", _forward(config),
+        "eager", "eager forward, no capture", forward_step(config),
         enter=_implementation(config.model, "eager"), leave=_implementation(config.model),
     )
 
@@ -44,24 +41,10 @@ def get_local_variant(config) -> Variant:
     """The global ``get_local`` on ``modeling_bert.eager_attention_forward``, in place, in eager."""
     from transformers.models.bert import modeling_bert
 
-    from visualizer import get_local
-
-    function = get_local("attn_weights")(modeling_bert.eager_attention_forward)
-    key = get_local.key_of(function)
-    eager, back = _implementation(config.model, "eager"), _implementation(config.model)
-
-    def enter() -> None:
-        eager()
-        get_local.activate()
-
-    def leave() -> None:
-        get_local.deactivate()
-        back()
-
-    return Variant(
-        "get_local", "get_local('attn_weights') on eager_attention_forward, in place", _forward(config),
-        maps=lambda: list(get_local.cache[key]), reset=get_local.clear,
-        enter=enter, leave=leave, close=lambda: get_local.undo(function),
+    return variant.get_local_variant(
+        config, modeling_bert.eager_attention_forward, "attn_weights",
+        "get_local('attn_weights') on eager_attention_forward, in place",
+        _implementation(config.model, "eager"), _implementation(config.model),
     )
 
 
@@ -91,7 +74,7 @@ def hooks_variant(config) -> Variant:
         back()
 
     return Variant(
-        "hooks", f"forward hooks on each {declared.__name__} (eager), keeping output[1]", _forward(config),
+        "hooks", f"forward hooks on each {declared.__name__} (eager), keeping output[1]", forward_step(config),
         maps=lambda: list(maps), reset=maps.clear, enter=enter, leave=leave,
     )
 
@@ -114,34 +97,15 @@ def output_attentions_variant(config) -> Variant:
 def anycapture_variant(config) -> Variant:
     """anycapture 0.1.4's wrapper around a copy of ``eager_attention_forward``, installed in the module.
 
-    anycapture rewrites the ``__code__`` of the function it is given and returns a
-    wrapper, so it gets a copy, never transformers' own function. ``BertSelfAttention``
-    looks ``eager_attention_forward`` up in its module's globals on every call, so the
-    wrapper takes effect when it replaces that global, between ``enter`` and ``leave``.
+    ``BertSelfAttention`` looks ``eager_attention_forward`` up in its module's globals on
+    every call, so the wrapper takes effect when it replaces that global.
     """
-    from peers import load_anycapture
     from transformers.models.bert import modeling_bert
 
-    tool = load_anycapture().get_local
-    original = modeling_bert.eager_attention_forward
-    copy = copy_function(original)
-    wrapper = tool("attn_weights")(copy)
-    key = f"{copy.__qualname__}.attn_weights"
-    eager, back = _implementation(config.model, "eager"), _implementation(config.model)
-
-    def enter() -> None:
-        eager()
-        modeling_bert.eager_attention_forward = wrapper
-        tool.activate()
-
-    def leave() -> None:
-        tool.deactivate()
-        modeling_bert.eager_attention_forward = original
-        back()
-
-    return Variant(
-        "anycapture", "anycapture 0.1.4 on a copy of eager_attention_forward", _forward(config),
-        maps=lambda: list(tool.cache[key]), reset=tool.clear, enter=enter, leave=leave,
+    return variant.anycapture_variant(
+        config, modeling_bert, "eager_attention_forward", "attn_weights",
+        "anycapture 0.1.4 on a copy of eager_attention_forward",
+        _implementation(config.model, "eager"), _implementation(config.model),
     )
 
 

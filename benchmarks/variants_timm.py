@@ -11,9 +11,10 @@ in ``enter`` and back on in ``leave``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from variant import Variant, baseline_variant, capture_attention_variant, copy_function, features
+import variant
+from variant import Variant, baseline_variant, capture_attention_variant, features, forward_step
 
 __all__ = ["VARIANTS"]
 
@@ -32,13 +33,9 @@ def _fused(model, on: bool) -> Callable:
     return switch
 
 
-def _forward(config):
-    return lambda: features(config.model(**config.inputs))
-
-
 def eager_variant(config) -> Variant:
     return Variant(
-        "eager", "eager forward (fused_attn=False), no capture", _forward(config),
+        "eager", "eager forward (fused_attn=False), no capture", forward_step(config),
         enter=_fused(config.model, False), leave=_fused(config.model, True),
     )
 
@@ -47,23 +44,9 @@ def get_local_variant(config) -> Variant:
     """The global ``get_local`` on timm's own ``Attention.forward``, in place, with fused attention off."""
     from timm.layers import Attention
 
-    from visualizer import get_local
-
-    function = get_local("attn")(Attention.forward)
-    key = get_local.key_of(function)
-
-    def enter() -> None:
-        _fused(config.model, False)()
-        get_local.activate()
-
-    def leave() -> None:
-        get_local.deactivate()
-        _fused(config.model, True)()
-
-    return Variant(
-        "get_local", "get_local('attn') on Attention.forward, in place", _forward(config),
-        maps=lambda: list(get_local.cache[key]), reset=get_local.clear,
-        enter=enter, leave=leave, close=lambda: get_local.undo(function),
+    return variant.get_local_variant(
+        config, Attention.forward, "attn", "get_local('attn') on Attention.forward, in place",
+        _fused(config.model, False), _fused(config.model, True),
     )
 
 
@@ -93,7 +76,7 @@ def hooks_variant(config) -> Variant:
         handles.clear()
 
     return Variant(
-        "hooks", "forward hooks: q_norm/k_norm + softmax(q k^T) beside the fused kernel", _forward(config),
+        "hooks", "forward hooks: q_norm/k_norm + softmax(q k^T) beside the fused kernel", forward_step(config),
         maps=lambda: list(maps), reset=maps.clear, enter=enter, leave=leave,
     )
 
@@ -131,34 +114,12 @@ def output_attentions_variant(config) -> Variant:
 
 
 def anycapture_variant(config) -> Variant:
-    """anycapture 0.1.4's wrapper around a copy of ``Attention.forward``, installed on the class.
-
-    anycapture rewrites the ``__code__`` of the function it is given and returns a
-    wrapper, so it gets a copy, never timm's own function; the wrapper replaces
-    ``Attention.forward`` only between ``enter`` and ``leave``.
-    """
-    from peers import load_anycapture
+    """anycapture 0.1.4's wrapper around a copy of ``Attention.forward``, installed on the class."""
     from timm.layers import Attention
 
-    tool = load_anycapture().get_local
-    original = Attention.forward
-    copy = copy_function(original)
-    wrapper = tool("attn")(copy)
-    key = f"{copy.__qualname__}.attn"
-
-    def enter() -> None:
-        _fused(config.model, False)()
-        Attention.forward = wrapper
-        tool.activate()
-
-    def leave() -> None:
-        tool.deactivate()
-        Attention.forward = original
-        _fused(config.model, True)()
-
-    return Variant(
-        "anycapture", "anycapture 0.1.4 on a copy of Attention.forward", _forward(config),
-        maps=lambda: list(tool.cache[key]), reset=tool.clear, enter=enter, leave=leave,
+    return variant.anycapture_variant(
+        config, Attention, "forward", "attn", "anycapture 0.1.4 on a copy of Attention.forward",
+        _fused(config.model, False), _fused(config.model, True),
     )
 
 
