@@ -87,6 +87,6 @@ def test_users_own_get_local_capture_keeps_recording_alongside(public_get_local,
         tiny_vit(torch.randn(1, 3, 32, 32))
     records = public_get_local.cache["Attention.forward"]
     assert len(records) == 3 and len(maps) == 3
-    for (attn, q), captured in zip(records, maps):
+    for (attn, _q), captured in zip(records, maps):
         torch.testing.assert_close(torch.from_numpy(attn), captured)
     assert Attention.forward in public_get_local._captured  # still the user's capture

@@ -30,7 +30,7 @@ def find(model, modules, claimed) -> list[Target]:
     from torch import nn
 
     parents = {}
-    for name, module in modules:
+    for _, module in modules:
         for child_name, child in module.named_children():
             parents[id(child)] = (module, child_name)
     targets = []
