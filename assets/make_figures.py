@@ -50,18 +50,32 @@ def vit_figures(out: Path) -> list[Path]:
             cat[8], scale="sqrt", shared_scale=False, title="DINOv2 layer 8: every head and their mean"
         ),
         "grids.png": plot_grid_to_grid(
-            shown["chelsea"], cat[8], query=(6, 5), **geometry, title="layer 8: where a patch on the eye looks"
+            shown["chelsea"],
+            cat[8],
+            query=(6, 5),
+            **geometry,
+            title="layer 8: where a patch on the eye looks",
         ),
         "cls.png": plot_cls_attention(
-            shown["chelsea"], cat, layers=[4, 6, 8, 10, 11], **geometry, ncols=6,
+            shown["chelsea"],
+            cat,
+            layers=[4, 6, 8, 10, 11],
+            **geometry,
+            ncols=6,
             title="CLS attention per layer (mean of heads)",
         ),
         "cls_hopper.png": plot_cls_attention(
-            shown["grace_hopper"], hopper, layers=[6, 8, 9, 10], **geometry, ncols=5,
+            shown["grace_hopper"],
+            hopper,
+            layers=[6, 8, 9, 10],
+            **geometry,
+            ncols=5,
             title="CLS attention per layer (mean of heads)",
         ),
         "rollout.png": plot_rollout(
-            shown["grace_hopper"], rollout(hopper.stack()[:10])[0], **geometry,
+            shown["grace_hopper"],
+            rollout(hopper.stack()[:10])[0],
+            **geometry,
             title="attention rollout through layers 0-9",
         ),
     }
@@ -88,7 +102,8 @@ def copy_task_figures(out: Path) -> list[Path]:
     snapshots = [task.snapshots[step] for step in steps]
     titles = ", ".join(f"{step}: {diagonal_mass(snapshot):.2f}" for step, snapshot in zip(steps, snapshots))
     figure = plot_layers(
-        snapshots, ncols=len(steps),
+        snapshots,
+        ncols=len(steps),
         title=f"Copy task: cross-attention after n training steps (diagonal mass {titles})",
     )
     for ax, step in zip(figure.axes, steps):

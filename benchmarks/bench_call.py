@@ -57,7 +57,10 @@ def get_local_active(source: str = SOURCE, names: tuple = ("attn",)):
 
 
 def original_approach():
-    """The 2021 tool, re-implemented: return (result, value) before the last instruction, unpack in a wrapper."""
+    """The 2021 tool, re-implemented.
+
+    It returns (result, value) before the last instruction and unpacks that in a wrapper.
+    """
     func = fresh_trivial()
     cache = {func.__qualname__: []}
     code = Bytecode.from_code(func.__code__)
@@ -139,7 +142,9 @@ VARIANTS = {
     "get_local, inactive": get_local_inactive,
     "get_local, active": get_local_active,
     "get_local, active, a list value (converted)": functools.partial(get_local_active, SOURCE_LIST),
-    "get_local, active, two names (a tuple)": functools.partial(get_local_active, SOURCE_TWO, ("attn", "other")),
+    "get_local, active, two names (a tuple)": functools.partial(
+        get_local_active, SOURCE_TWO, ("attn", "other")
+    ),
     "original approach (tuple + wrapper)": original_approach,
     "anycapture 0.1.4": anycapture,
     "sys.monitoring PY_RETURN": monitoring,

@@ -41,12 +41,12 @@ import statistics
 import sys
 import time
 
+import variants_bert
+import variants_timm
 from model_checks import check_variants
 from model_configs import FULL_IDS, MEMORY_IDS, QUICK_IDS, build_config
 from model_memory import MB, memory_loop, memory_table, one_forward_memory, peak_memory
 from model_timing import forwards_per_measurement, measure, summarise, table
-import variants_bert
-import variants_timm
 from variant import KEYS
 
 SCRIPT = str(pathlib.Path(__file__).resolve())
@@ -83,12 +83,20 @@ def time_config(config_id: str, rounds: int, min_seconds: float) -> dict:
         close_variants(variants)
     stats = summarise(times)
     print(f"\n### {config.label} (`{config_id}`)\n")
-    print(f"{rounds} rounds, {number} forward(s) per measurement; every capture checked: "
-          f"{config.layers} maps of {config.map_shape}.\n")
+    print(
+        f"{rounds} rounds, {number} forward(s) per measurement; every capture checked: "
+        f"{config.layers} maps of {config.map_shape}.\n"
+    )
     print(table(variants, stats), flush=True)
     labels = {variant.key: variant.label for variant in variants}
-    return {"label": config.label, "rounds": rounds, "forwards_per_measurement": number,
-            "labels": labels, "seconds": times, "stats": stats}
+    return {
+        "label": config.label,
+        "rounds": rounds,
+        "forwards_per_measurement": number,
+        "labels": labels,
+        "seconds": times,
+        "stats": stats,
+    }
 
 
 def target_verdicts(configs: dict) -> list[dict]:
@@ -109,15 +117,23 @@ def _verdict(config_id: str, seconds: dict, other: str, limit: float) -> dict:
     }
     met = [name for name, ratio in ratios.items() if ratio <= limit]
     verdict = "yes" if len(met) == 2 else f"on {met[0]} only" if met else "no"
-    return {"config": config_id, "versus": other, "limit": limit, "ratio_of_medians": ratios["medians"],
-            "ratio_of_minimums": ratios["minimums"], "met": verdict}
+    return {
+        "config": config_id,
+        "versus": other,
+        "limit": limit,
+        "ratio_of_medians": ratios["medians"],
+        "ratio_of_minimums": ratios["minimums"],
+        "met": verdict,
+    }
 
 
 def targets_table(verdicts: list) -> str:
     if not verdicts:
         return "ViT-B/16 was not measured in this run."
-    lines = ["| config | target | ratio of medians | ratio of minimums | met |",
-             "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        "| config | target | ratio of medians | ratio of minimums | met |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for row in verdicts:
         lines.append(
             f"| `{row['config']}` | capture_attention <= {row['limit']:.2f}x {row['versus']} "
@@ -131,12 +147,16 @@ def header(argv: list, rounds: int) -> dict:
     import torch
     import transformers
 
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-                "transformers": transformers.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "transformers": transformers.__version__,
+    }
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores, {_memory_gib()} GiB, "
-                   f"{platform.system()} {platform.release()}",
+        f"{platform.system()} {platform.release()}",
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
         "command": shlex.join([_shown(sys.executable), _shown(SCRIPT), *argv]),
@@ -196,12 +216,19 @@ def loop_section(forwards: int) -> dict:
     finally:
         close_variants(variants)
     samples = ", ".join(f"{rss / MB:.0f}" for _, rss in result["samples"])
-    print(f"\n### Memory over {forwards} forwards of capture_attention, maps dropped after each "
-          f"({config.label})\n")
-    print(f"RSS (MB) after {result['warmup']} warm-up forwards, then every {result['samples'][1][0]} "
-          f"forwards: {samples}")
-    print(f"growth, first to last sample: {result['growth_last'] / MB:+.1f} MB; "
-          f"largest growth: {result['growth_max'] / MB:+.1f} MB", flush=True)
+    print(
+        f"\n### Memory over {forwards} forwards of capture_attention, maps dropped after each "
+        f"({config.label})\n"
+    )
+    print(
+        f"RSS (MB) after {result['warmup']} warm-up forwards, then every {result['samples'][1][0]} "
+        f"forwards: {samples}"
+    )
+    print(
+        f"growth, first to last sample: {result['growth_last'] / MB:+.1f} MB; "
+        f"largest growth: {result['growth_max'] / MB:+.1f} MB",
+        flush=True,
+    )
     return result
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["ARCHS", "FULL_IDS", "MEMORY_IDS", "QUICK_IDS", "Config", "build_config"]
 
@@ -28,8 +29,12 @@ ARCHS = {
 }
 FULL_IDS = [
     *(f"{arch}-b{batch}" for arch in ("dinov2", "vitb16") for batch in (1, 8)),
-    *(f"{arch}-{tokens}-b{batch}" for arch in ("minilm", "bertbase") for tokens in (128, 512)
-      for batch in (1, 8)),
+    *(
+        f"{arch}-{tokens}-b{batch}"
+        for arch in ("minilm", "bertbase")
+        for tokens in (128, 512)
+        for batch in (1, 8)
+    ),
 ]
 QUICK_IDS = ["dinov2-b1", "minilm-128-b1"]
 # The largest configurations, whose peak memory is measured one variant per fresh process.
@@ -70,8 +75,14 @@ def _vit_config(config_id: str, arch: str, batch: int) -> Config:
     heads, tokens = model.blocks[0].attn.num_heads, model.patch_embed.num_patches + model.num_prefix_tokens
     images = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     return Config(
-        config_id, f"{ARCHS[arch]}, batch {batch}", "timm", model, {"x": images}, len(model.blocks),
-        (batch, heads, tokens, tokens), functools.partial(_vit_peer, arch, images),
+        config_id,
+        f"{ARCHS[arch]}, batch {batch}",
+        "timm",
+        model,
+        {"x": images},
+        len(model.blocks),
+        (batch, heads, tokens, tokens),
+        functools.partial(_vit_peer, arch, images),
     )
 
 
@@ -84,8 +95,13 @@ def _bert_config(config_id: str, arch: str, tokens: int, batch: int) -> Config:
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     heads = model.config.num_attention_heads
     return Config(
-        config_id, f"{ARCHS[arch]}, {tokens} tokens, batch {batch}", "bert", model, inputs,
-        model.config.num_hidden_layers, (batch, heads, tokens, tokens),
+        config_id,
+        f"{ARCHS[arch]}, {tokens} tokens, batch {batch}",
+        "bert",
+        model,
+        inputs,
+        model.config.num_hidden_layers,
+        (batch, heads, tokens, tokens),
     )
 
 

@@ -21,7 +21,17 @@ def load_anycapture():
     """The ``anycapture`` module, installed into benchmarks/.peers on first use."""
     package = PEERS / "anycapture"
     if not (package / "__init__.py").exists():
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PEERS), ANYCAPTURE]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(PEERS),
+            ANYCAPTURE,
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(f"could not install {ANYCAPTURE} into {PEERS}: {result.stderr.strip()[-500:]}")

@@ -17,8 +17,16 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "KEYS", "Variant", "anycapture_variant", "baseline_variant", "capture_attention_variant", "copy_function",
-    "features", "forward_step", "get_local_variant", "noop",
+    "KEYS",
+    "Variant",
+    "anycapture_variant",
+    "baseline_variant",
+    "capture_attention_variant",
+    "copy_function",
+    "features",
+    "forward_step",
+    "get_local_variant",
+    "noop",
 ]
 
 # Every variant, in table order.
@@ -58,8 +66,14 @@ def baseline_variant(config) -> Variant:
     return Variant("baseline", label, forward_step(config))
 
 
-def get_local_variant(config, function: types.FunctionType, name: str, label: str,
-                      to_eager: Callable[[], None], back: Callable[[], None]) -> Variant:
+def get_local_variant(
+    config,
+    function: types.FunctionType,
+    name: str,
+    label: str,
+    to_eager: Callable[[], None],
+    back: Callable[[], None],
+) -> Variant:
     """The global ``get_local`` on ``function`` itself, in place, with the model switched by ``to_eager``."""
     from visualizer import get_local
 
@@ -75,15 +89,29 @@ def get_local_variant(config, function: types.FunctionType, name: str, label: st
         back()
 
     return Variant(
-        "get_local", label, forward_step(config),
-        maps=lambda: list(get_local.cache[key]), reset=get_local.clear,
-        enter=enter, leave=leave, close=lambda: get_local.undo(function),
+        "get_local",
+        label,
+        forward_step(config),
+        maps=lambda: list(get_local.cache[key]),
+        reset=get_local.clear,
+        enter=enter,
+        leave=leave,
+        close=lambda: get_local.undo(function),
     )
 
 
-def anycapture_variant(config, owner, attribute: str, name: str, label: str,
-                       to_eager: Callable[[], None], back: Callable[[], None]) -> Variant:
-    """anycapture 0.1.4's wrapper around a copy of ``owner.attribute``, put in its place between enter and leave.
+def anycapture_variant(
+    config,
+    owner,
+    attribute: str,
+    name: str,
+    label: str,
+    to_eager: Callable[[], None],
+    back: Callable[[], None],
+) -> Variant:
+    """anycapture 0.1.4's wrapper around a copy of ``owner.attribute``.
+
+    It is put in the attribute's place between enter and leave.
 
     anycapture rewrites the ``__code__`` of the function it is given and returns a
     wrapper, so it gets a copy, never the library's own function.
@@ -107,8 +135,13 @@ def anycapture_variant(config, owner, attribute: str, name: str, label: str,
         back()
 
     return Variant(
-        "anycapture", label, forward_step(config),
-        maps=lambda: list(tool.cache[key]), reset=tool.clear, enter=enter, leave=leave,
+        "anycapture",
+        label,
+        forward_step(config),
+        maps=lambda: list(tool.cache[key]),
+        reset=tool.clear,
+        enter=enter,
+        leave=leave,
     )
 
 
@@ -125,15 +158,21 @@ def capture_attention_variant(config) -> Variant:
         return features(output)
 
     return Variant(
-        "capture_attention", "capture_attention", step,
-        maps=lambda: list(kept["maps"]), reset=kept.clear,
+        "capture_attention",
+        "capture_attention",
+        step,
+        maps=lambda: list(kept["maps"]),
+        reset=kept.clear,
     )
 
 
 def copy_function(function: types.FunctionType) -> types.FunctionType:
     """A new function object sharing ``function``'s code, for tools that rewrite ``__code__`` in place."""
     copy = types.FunctionType(
-        function.__code__, function.__globals__, function.__name__, function.__defaults__,
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
         function.__closure__,
     )
     copy.__kwdefaults__ = function.__kwdefaults__

@@ -32,8 +32,11 @@ def _implementation(model, name: str | None = None) -> Callable:
 
 def eager_variant(config) -> Variant:
     return Variant(
-        "eager", "eager forward, no capture", forward_step(config),
-        enter=_implementation(config.model, "eager"), leave=_implementation(config.model),
+        "eager",
+        "eager forward, no capture",
+        forward_step(config),
+        enter=_implementation(config.model, "eager"),
+        leave=_implementation(config.model),
     )
 
 
@@ -42,9 +45,12 @@ def get_local_variant(config) -> Variant:
     from transformers.models.bert import modeling_bert
 
     return variant.get_local_variant(
-        config, modeling_bert.eager_attention_forward, "attn_weights",
+        config,
+        modeling_bert.eager_attention_forward,
+        "attn_weights",
         "get_local('attn_weights') on eager_attention_forward, in place",
-        _implementation(config.model, "eager"), _implementation(config.model),
+        _implementation(config.model, "eager"),
+        _implementation(config.model),
     )
 
 
@@ -74,8 +80,13 @@ def hooks_variant(config) -> Variant:
         back()
 
     return Variant(
-        "hooks", f"forward hooks on each {declared.__name__} (eager), keeping output[1]", forward_step(config),
-        maps=lambda: list(maps), reset=maps.clear, enter=enter, leave=leave,
+        "hooks",
+        f"forward hooks on each {declared.__name__} (eager), keeping output[1]",
+        forward_step(config),
+        maps=lambda: list(maps),
+        reset=maps.clear,
+        enter=enter,
+        leave=leave,
     )
 
 
@@ -88,9 +99,13 @@ def output_attentions_variant(config) -> Variant:
         return features(output)
 
     return Variant(
-        "output_attentions", "transformers eager output_attentions=True (same model)", step,
-        maps=lambda: list(kept["maps"]), reset=kept.clear,
-        enter=_implementation(config.model, "eager"), leave=_implementation(config.model),
+        "output_attentions",
+        "transformers eager output_attentions=True (same model)",
+        step,
+        maps=lambda: list(kept["maps"]),
+        reset=kept.clear,
+        enter=_implementation(config.model, "eager"),
+        leave=_implementation(config.model),
     )
 
 
@@ -103,9 +118,13 @@ def anycapture_variant(config) -> Variant:
     from transformers.models.bert import modeling_bert
 
     return variant.anycapture_variant(
-        config, modeling_bert, "eager_attention_forward", "attn_weights",
+        config,
+        modeling_bert,
+        "eager_attention_forward",
+        "attn_weights",
         "anycapture 0.1.4 on a copy of eager_attention_forward",
-        _implementation(config.model, "eager"), _implementation(config.model),
+        _implementation(config.model, "eager"),
+        _implementation(config.model),
     )
 
 

@@ -35,8 +35,11 @@ def _fused(model, on: bool) -> Callable:
 
 def eager_variant(config) -> Variant:
     return Variant(
-        "eager", "eager forward (fused_attn=False), no capture", forward_step(config),
-        enter=_fused(config.model, False), leave=_fused(config.model, True),
+        "eager",
+        "eager forward (fused_attn=False), no capture",
+        forward_step(config),
+        enter=_fused(config.model, False),
+        leave=_fused(config.model, True),
     )
 
 
@@ -45,8 +48,12 @@ def get_local_variant(config) -> Variant:
     from timm.layers import Attention
 
     return variant.get_local_variant(
-        config, Attention.forward, "attn", "get_local('attn') on Attention.forward, in place",
-        _fused(config.model, False), _fused(config.model, True),
+        config,
+        Attention.forward,
+        "attn",
+        "get_local('attn') on Attention.forward, in place",
+        _fused(config.model, False),
+        _fused(config.model, True),
     )
 
 
@@ -76,8 +83,13 @@ def hooks_variant(config) -> Variant:
         handles.clear()
 
     return Variant(
-        "hooks", "forward hooks: q_norm/k_norm + softmax(q k^T) beside the fused kernel", forward_step(config),
-        maps=lambda: list(maps), reset=maps.clear, enter=enter, leave=leave,
+        "hooks",
+        "forward hooks: q_norm/k_norm + softmax(q k^T) beside the fused kernel",
+        forward_step(config),
+        maps=lambda: list(maps),
+        reset=maps.clear,
+        enter=enter,
+        leave=leave,
     )
 
 
@@ -107,9 +119,13 @@ def output_attentions_variant(config) -> Variant:
         return features(output)
 
     return Variant(
-        "output_attentions", f"transformers eager output_attentions=True ({what})", step,
-        maps=lambda: list(kept["maps"]), reset=kept.clear,
-        same_model=False, same_weights="same weights" in what,
+        "output_attentions",
+        f"transformers eager output_attentions=True ({what})",
+        step,
+        maps=lambda: list(kept["maps"]),
+        reset=kept.clear,
+        same_model=False,
+        same_weights="same weights" in what,
     )
 
 
@@ -118,8 +134,13 @@ def anycapture_variant(config) -> Variant:
     from timm.layers import Attention
 
     return variant.anycapture_variant(
-        config, Attention, "forward", "attn", "anycapture 0.1.4 on a copy of Attention.forward",
-        _fused(config.model, False), _fused(config.model, True),
+        config,
+        Attention,
+        "forward",
+        "attn",
+        "anycapture 0.1.4 on a copy of Attention.forward",
+        _fused(config.model, False),
+        _fused(config.model, True),
     )
 
 

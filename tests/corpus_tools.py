@@ -213,9 +213,13 @@ def _stack_problem(analysis: _Analysis) -> str | None:
         if instr.opname in _RETURNS and current != (1 if instr.opname == "RETURN_VALUE" else 0):
             return f"{instr.opname} at offset {instr.offset} runs with stack depth {current}"
         if instr.opcode in _JUMPS:
-            problem = problem or reach(index[instr.argval], current + dis.stack_effect(instr.opcode, instr.arg, jump=True))
+            problem = problem or reach(
+                index[instr.argval], current + dis.stack_effect(instr.opcode, instr.arg, jump=True)
+            )
         if instr.opname not in _NO_FALLTHROUGH and position + 1 < len(instrs):
-            effect = dis.stack_effect(instr.opcode, instr.arg, **({"jump": False} if instr.opcode in _JUMPS else {}))
+            effect = dis.stack_effect(
+                instr.opcode, instr.arg, **({"jump": False} if instr.opcode in _JUMPS else {})
+            )
             problem = problem or reach(position + 1, current + effect)
     if problem:
         return problem
@@ -237,7 +241,9 @@ def _handlers(code: types.CodeType, offsets: list[int]) -> dict[int, tuple]:
     """Instruction offset -> (handler offset, stack depth, push lasti), from the exception table."""
     covered = {}
     for entry in dis._parse_exception_table(code):
-        for position in range(bisect.bisect_left(offsets, entry.start), bisect.bisect_left(offsets, entry.end)):
+        for position in range(
+            bisect.bisect_left(offsets, entry.start), bisect.bisect_left(offsets, entry.end)
+        ):
             covered[offsets[position]] = (entry.target, entry.depth, entry.lasti)
     return covered
 
@@ -265,7 +271,12 @@ def report(results: dict[str, collections.Counter]) -> str:
 
 
 def failures(results: dict[str, collections.Counter]) -> list[str]:
-    return [f"{name}: {key} x{n}" for name, c in results.items() for key, n in c.items() if key.startswith("FAILED")]
+    return [
+        f"{name}: {key} x{n}"
+        for name, c in results.items()
+        for key, n in c.items()
+        if key.startswith("FAILED")
+    ]
 
 
 if __name__ == "__main__":

@@ -72,18 +72,24 @@ def split_layers(attentions, what: str) -> list:
     if isinstance(attentions, np.ndarray) or torch is not None and isinstance(attentions, torch.Tensor):
         shape = tuple(attentions.shape)
         if len(shape) == 3:
-            raise ValueError(f"{what}: a single 3-d array {shape} is ambiguous: for one layer's (heads, "
-                             "queries, keys) pass it in a list, [attn]; a stack of layers is (layers, heads, "
-                             "queries, keys)")
+            raise ValueError(
+                f"{what}: a single 3-d array {shape} is ambiguous: for one layer's (heads, "
+                "queries, keys) pass it in a list, [attn]; a stack of layers is (layers, heads, "
+                "queries, keys)"
+            )
         if len(shape) not in (4, 5):
-            raise ValueError(f"{what}: a stacked array must be (layers, heads, queries, keys) or "
-                             f"(layers, batch, heads, queries, keys), not shape {shape}; for one layer's map "
-                             "pass a list: [attn]")
+            raise ValueError(
+                f"{what}: a stacked array must be (layers, heads, queries, keys) or "
+                f"(layers, batch, heads, queries, keys), not shape {shape}; for one layer's map "
+                "pass a list: [attn]"
+            )
         return list(attentions)
     if isinstance(attentions, Mapping):
-        raise TypeError(f"{what} must be a sequence of per-layer maps, not a {type(attentions).__name__}; "
-                        "pass one key's list, e.g. get_local.cache['Attention.forward'], or "
-                        "list(maps.values())")
+        raise TypeError(
+            f"{what} must be a sequence of per-layer maps, not a {type(attentions).__name__}; "
+            "pass one key's list, e.g. get_local.cache['Attention.forward'], or "
+            "list(maps.values())"
+        )
     items = None
     if not isinstance(attentions, (str, bytes)) and attentions is not None:
         try:
@@ -91,11 +97,15 @@ def split_layers(attentions, what: str) -> list:
         except TypeError:
             pass
     if items is None:
-        raise TypeError(f"{what} must be a sequence of per-layer maps or one stacked array, "
-                        f"not {type(attentions).__name__}")
+        raise TypeError(
+            f"{what} must be a sequence of per-layer maps or one stacked array, "
+            f"not {type(attentions).__name__}"
+        )
     if not items:
-        raise ValueError(f"{what} is empty: pass at least one layer's map (from a capture: was it active, "
-                         "and fused attention off?)")
+        raise ValueError(
+            f"{what} is empty: pass at least one layer's map (from a capture: was it active, "
+            "and fused attention off?)"
+        )
     return items
 
 
@@ -103,8 +113,9 @@ def layer_map(value, what: str) -> np.ndarray:
     """One layer's map as a float array, (heads, queries, keys) or (batch, heads, queries, keys)."""
     a = as_array(value, what)
     if a.ndim not in (3, 4):
-        raise ValueError(f"{what} must be (heads, queries, keys) or (batch, heads, queries, keys), "
-                         f"not shape {a.shape}")
+        raise ValueError(
+            f"{what} must be (heads, queries, keys) or (batch, heads, queries, keys), not shape {a.shape}"
+        )
     return a
 
 
@@ -182,15 +193,19 @@ def as_rgb_uint8(image, what: str = "image") -> np.ndarray:
     """
     a = as_array(image, what, keep_integers=True)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} looks channel-first, shape {a.shape}; pass (height, width, 3), "
-                         "e.g. image.permute(1, 2, 0) for a torch tensor")
+        raise ValueError(
+            f"{what} looks channel-first, shape {a.shape}; pass (height, width, 3), "
+            "e.g. image.permute(1, 2, 0) for a torch tensor"
+        )
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 3 or a.shape[-1] not in (3, 4):
-        raise ValueError(f"{what} must be (height, width, 3) RGB, (height, width, 4) RGBA or (height, width) "
-                         f"gray, not shape {a.shape}")
+        raise ValueError(
+            f"{what} must be (height, width, 3) RGB, (height, width, 4) RGBA or (height, width) "
+            f"gray, not shape {a.shape}"
+        )
     a = a[..., :3]
     if 0 in a.shape:
         raise ValueError(f"{what} is empty: shape {a.shape}")
@@ -199,9 +214,11 @@ def as_rgb_uint8(image, what: str = "image") -> np.ndarray:
             raise ValueError(f"{what} holds NaN or infinite values")
         low, high = float(a.min()), float(a.max())
         if low < 0 or high > 1:
-            raise ValueError(f"a float {what} must lie in [0, 1]; got values from {low:.3g} to {high:.3g}. "
-                             "Undo the normalisation (x * std + mean), or pass uint8 0..255; "
-                             "visualizer.models.prepare_image() returns a display image for this.")
+            raise ValueError(
+                f"a float {what} must lie in [0, 1]; got values from {low:.3g} to {high:.3g}. "
+                "Undo the normalisation (x * std + mean), or pass uint8 0..255; "
+                "visualizer.models.prepare_image() returns a display image for this."
+            )
         return np.rint(a * 255).astype(np.uint8)
     if a.dtype.kind == "b":
         return a.astype(np.uint8) * np.uint8(255)

@@ -190,7 +190,9 @@ class AttentionCapture:
 
     def _nothing_ran(self, modules: int, model_name: str) -> str:
         functions = [target.name for target in self._selected if target.module is None]
-        uncalled = f" The get_local functions {', '.join(functions)} are not called by it." if functions else ""
+        uncalled = (
+            f" The get_local functions {', '.join(functions)} are not called by it." if functions else ""
+        )
         if not self._model_runs:
             return (
                 f"None of the selected attention layers of {model_name} ran while capture was on: call the "

@@ -213,7 +213,7 @@ class Captured:
             self._warn_once(
                 "conversion",
                 f"get_local: could not keep a value of type {type(value).__name__} from "
-                f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is."
+                f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is.",
             )
             return value
 
@@ -238,9 +238,7 @@ class Captured:
         where = describe(func) if func is not None else self.key
         names = " and ".join(repr(name) for name in unbound)
         code = self.original
-        fused = code is not None and any(
-            hint in name for name in code.co_names for hint in _FUSED_HINTS
-        )
+        fused = code is not None and any(hint in name for name in code.co_names for hint in _FUSED_HINTS)
         if fused:
             cause = (
                 "Likely cause: this function takes a fused attention path (it refers to "

@@ -4,7 +4,7 @@ import sys
 
 __all__ = ["PY312", "PY313"]
 
-if sys.version_info < (3, 11):  # pragma: no cover - setup.py refuses these too
+if sys.version_info < (3, 11):  # noqa: UP036  # pragma: no cover - setup.py refuses these too
     raise ImportError(
         "transformer-visualizer needs Python 3.11 or newer: its bytecode rewrite relies on "
         "the exception tables that 3.11 introduced."

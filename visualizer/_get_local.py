@@ -15,11 +15,12 @@ import warnings
 import weakref
 
 from visualizer._captured import Captured, CaptureWarning, Tap
-from visualizer._records import STORES, RecordCache, RecordStore, _UNSET
+from visualizer._records import _UNSET, STORES, RecordCache, RecordStore
 from visualizer._rewrite import RewriteError
 from visualizer._targets import describe, resolve, wrapped_chain
 
 __all__ = ["GetLocal", "get_local"]
+
 
 class _Decorator:
     """What ``get_local(*names)`` returns: applies the capture to one function."""
@@ -159,10 +160,13 @@ class GetLocal:
             )
         if max_records is not _UNSET and max_records is not None:
             if isinstance(max_records, bool) or not isinstance(max_records, int):
-                raise TypeError(f"get_local.configure(): max_records must be a positive int or None, not {max_records!r}")
+                raise TypeError(
+                    f"get_local.configure(): max_records must be a positive int or None, not {max_records!r}"
+                )
             if max_records < 1:
                 raise ValueError(
-                    f"get_local.configure(): max_records must be at least 1 (or None for no bound), not {max_records}"
+                    "get_local.configure(): max_records must be at least 1 (or None for no bound), "
+                    f"not {max_records}"
                 )
         with self._lock:
             previous = {"store": self._store.store, "max_records": self._store.max_records}

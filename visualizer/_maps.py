@@ -29,7 +29,17 @@ class Entry:
     """
 
     __slots__ = (
-        "calls", "dropped", "index", "kind", "layer", "misses", "module", "name", "role", "runs", "source"
+        "calls",
+        "dropped",
+        "index",
+        "kind",
+        "layer",
+        "misses",
+        "module",
+        "name",
+        "role",
+        "runs",
+        "source",
     )
 
     def __init__(
@@ -67,7 +77,9 @@ class AttentionMaps(Sequence):
     raises rather than guess.
     """
 
-    def __init__(self, entries: Sequence[Entry], model_name: str = "model", modules: int | None = None) -> None:
+    def __init__(
+        self, entries: Sequence[Entry], model_name: str = "model", modules: int | None = None
+    ) -> None:
         """``modules``: how many attention modules the model has, selected or not (negative
         indices count back from it); by default, one past the highest module index given."""
         self._entries = list(entries)

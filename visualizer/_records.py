@@ -321,6 +321,7 @@ def _convert_tensor(tensor, store: str, torch):
 def _to_numpy(tensor, torch):
     """A numpy array that owns its memory: a snapshot, not a view of the tensor."""
     import numpy  # torch's .numpy() needs it, so it is installed
+
     if tensor.is_nested:
         return [_to_numpy(part, torch) for part in tensor.unbind()]
     fresh = False  # whether `tensor` is already a private copy

@@ -151,8 +151,9 @@ def top_k_pairs(attn, k: int):
     return [(int(i // keys), int(i % keys), float(flat[i])) for i in order]
 
 
-def mean_attention_distance(attn, grid, cls_token: bool | int = True, patch_size: float = 1, *,
-                            renormalize: bool = True):
+def mean_attention_distance(
+    attn, grid, cls_token: bool | int = True, patch_size: float = 1, *, renormalize: bool = True
+):
     """Each head's mean attention distance over the patch grid (ViT paper, Fig. 7).
 
     >>> mean_attention_distance(maps[0], (14, 14))                  # (batch, heads), in patches
@@ -244,7 +245,7 @@ def attention_stats(maps) -> dict:
             kind = _kind_from_name(name, a.shape)
         layer = counters.get((stack, kind), 0)
         counters[(stack, kind)] = layer + 1
-        with np.errstate(all="ignore"):           # inf or NaN maps give None below, not warnings
+        with np.errstate(all="ignore"):  # inf or NaN maps give None below, not warnings
             entries.append(_summary(name, stack, layer, kind, a))
     return {"layers": entries}
 

@@ -9,7 +9,6 @@ import torch
 
 from visualizer.analysis import attention_stats, entropy, mean_attention_distance, top_k_pairs
 
-
 # -- entropy ----------------------------------------------------------------------------------
 
 
@@ -31,12 +30,15 @@ def test_entropy_keeps_the_batch_axis_and_takes_torch_half_and_cross_attention()
     np.testing.assert_allclose(entropy(torch.from_numpy(a).half()), got, atol=1e-2)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (np.ones((3, 3)), ValueError, "heads, queries, keys"),
-    (-np.ones((1, 3, 3)), ValueError, "softmax"),
-    ("attn", TypeError, "numpy array or a torch tensor"),
-    (np.array([["a"]]), TypeError, "real numbers"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.ones((3, 3)), ValueError, "heads, queries, keys"),
+        (-np.ones((1, 3, 3)), ValueError, "softmax"),
+        ("attn", TypeError, "numpy array or a torch tensor"),
+        (np.array([["a"]]), TypeError, "real numbers"),
+    ],
+)
 def test_entropy_refuses_bad_input(bad, error, match):
     with pytest.raises(error, match=match):
         entropy(bad)
@@ -58,13 +60,16 @@ def test_top_k_pairs_averages_heads():
     assert top_k_pairs(torch.from_numpy(heads), 2) == [(1, 1, 0.75), (0, 0, 0.5)]
 
 
-@pytest.mark.parametrize("attn, k, error, match", [
-    (np.eye(3), 0, ValueError, ">= 1"),
-    (np.eye(3), 1.5, TypeError, "int"),
-    (np.eye(3), True, TypeError, "int"),
-    (np.ones((1, 2, 3, 3)), 1, ValueError, r"attn\[0\]"),
-    (np.ones(3), 1, ValueError, "queries, keys"),
-])
+@pytest.mark.parametrize(
+    "attn, k, error, match",
+    [
+        (np.eye(3), 0, ValueError, ">= 1"),
+        (np.eye(3), 1.5, TypeError, "int"),
+        (np.eye(3), True, TypeError, "int"),
+        (np.ones((1, 2, 3, 3)), 1, ValueError, r"attn\[0\]"),
+        (np.ones(3), 1, ValueError, "queries, keys"),
+    ],
+)
 def test_top_k_pairs_refuses_bad_input(attn, k, error, match):
     with pytest.raises(error, match=match):
         top_k_pairs(attn, k)
@@ -88,7 +93,7 @@ def test_distance_on_a_2x3_grid_by_hand():
     # Patches: index = row * 3 + col. Patch 2 is (0, 2) and patch 3 is (1, 0): sqrt(5) apart.
     rows = np.eye(6)
     rows[2] = np.eye(6)[3]
-    rows[0] = [0, 0.5, 0, 0, 0.5, 0]          # from (0, 0): half to (0, 1) at 1, half to (1, 1) at sqrt(2)
+    rows[0] = [0, 0.5, 0, 0, 0.5, 0]  # from (0, 0): half to (0, 1) at 1, half to (1, 1) at sqrt(2)
     attn = with_cls(rows)[None]
     expected = (math.sqrt(5) + 0.5 * 1 + 0.5 * math.sqrt(2)) / 6
     np.testing.assert_allclose(mean_attention_distance(attn, (2, 3)), [expected])
@@ -105,7 +110,7 @@ def test_identity_attention_has_distance_zero_and_uniform_is_the_mean_pair_dista
 
 
 def test_cls_weight_is_renormalised_away_unless_asked_not_to():
-    rows = np.array([[0, 1.0], [1.0, 0]])           # a 1 x 2 grid, each patch looks at the other
+    rows = np.array([[0, 1.0], [1.0, 0]])  # a 1 x 2 grid, each patch looks at the other
     attn = with_cls(rows, cls_weight=0.75)[None]
     np.testing.assert_allclose(mean_attention_distance(attn, (1, 2)), [1.0])
     np.testing.assert_allclose(mean_attention_distance(attn, (1, 2), renormalize=False), [0.25])
@@ -121,15 +126,18 @@ def test_prefix_tokens_and_no_cls():
     np.testing.assert_allclose(mean_attention_distance(padded[None], 2, cls_token=3), [expected])
 
 
-@pytest.mark.parametrize("attn, grid, kwargs, match", [
-    (np.ones((1, 5, 5)) / 5, (3, 3), {}, r"3 x 3 has 9 patches"),
-    (np.ones((1, 6, 6)) / 6, None, {}, "not a square number"),
-    (np.ones((1, 5, 4)) / 4, 2, {}, "square"),
-    (np.ones((5, 5)) / 5, 2, {}, "heads, T, T"),
-    (np.ones((1, 5, 5)) / 5, 2, {"cls_token": -1}, "prefix tokens"),
-    (np.ones((1, 5, 5)) / 5, 2, {"patch_size": 0}, "positive"),
-    (np.ones((1, 5, 5)) / 5, (2, "2"), {}, "rows, cols"),
-])
+@pytest.mark.parametrize(
+    "attn, grid, kwargs, match",
+    [
+        (np.ones((1, 5, 5)) / 5, (3, 3), {}, r"3 x 3 has 9 patches"),
+        (np.ones((1, 6, 6)) / 6, None, {}, "not a square number"),
+        (np.ones((1, 5, 4)) / 4, 2, {}, "square"),
+        (np.ones((5, 5)) / 5, 2, {}, "heads, T, T"),
+        (np.ones((1, 5, 5)) / 5, 2, {"cls_token": -1}, "prefix tokens"),
+        (np.ones((1, 5, 5)) / 5, 2, {"patch_size": 0}, "positive"),
+        (np.ones((1, 5, 5)) / 5, (2, "2"), {}, "rows, cols"),
+    ],
+)
 def test_distance_refuses_bad_input(attn, grid, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mean_attention_distance(attn, grid, **kwargs)
@@ -148,20 +156,23 @@ def test_stats_of_a_list_are_json_ready_and_match_numpy():
     assert first["shape"] == [1, 2, 3, 3]
     np.testing.assert_allclose(
         [first["mean"], first["std"], first["min"], first["max"]],
-        [maps[0].mean(), maps[0].std(), maps[0].min(), maps[0].max()], rtol=1e-6,
+        [maps[0].mean(), maps[0].std(), maps[0].min(), maps[0].max()],
+        rtol=1e-6,
     )
     assert stats["layers"][1]["layer"] == 1
 
 
 def test_stats_name_types_and_stacks_from_a_dict_and_expand_cache_lists():
     square, wide = np.full((1, 1, 2, 2), 0.5), np.full((1, 1, 2, 4), 0.25)
-    stats = attention_stats({
-        "model.decoder.layers.0.self_attn": square,
-        "model.decoder.layers.0.encoder_attn": square,
-        "model.decoder.layers.1.self_attn": square,
-        "something": wide,
-        "Attention.forward": [square, square],
-    })
+    stats = attention_stats(
+        {
+            "model.decoder.layers.0.self_attn": square,
+            "model.decoder.layers.0.encoder_attn": square,
+            "model.decoder.layers.1.self_attn": square,
+            "something": wide,
+            "Attention.forward": [square, square],
+        }
+    )
     got = [(e["name"], e["stack"], e["layer"], e["type"]) for e in stats["layers"]]
     assert got == [
         ("model.decoder.layers.0.self_attn", "decoder", 0, "self"),
@@ -222,12 +233,15 @@ def test_stats_turn_non_finite_numbers_into_none_and_skip_entropy_for_negative_m
     json.dumps(stats, allow_nan=False)
 
 
-@pytest.mark.parametrize("maps, error, match", [
-    (np.ones((2, 1, 3, 3)), TypeError, "list"),
-    ("maps", TypeError, "AttentionMaps"),
-    (5, TypeError, "AttentionMaps"),
-    ([np.ones(3)], ValueError, "queries, keys"),
-])
+@pytest.mark.parametrize(
+    "maps, error, match",
+    [
+        (np.ones((2, 1, 3, 3)), TypeError, "list"),
+        ("maps", TypeError, "AttentionMaps"),
+        (5, TypeError, "AttentionMaps"),
+        ([np.ones(3)], ValueError, "queries, keys"),
+    ],
+)
 def test_stats_refuse_bad_input(maps, error, match):
     with pytest.raises(error, match=match):
         attention_stats(maps)

@@ -75,7 +75,7 @@ def test_mean_fusion_without_discard_is_the_paper_formula_with_later_layers_on_t
 def test_discard_zeroes_weakest_links_but_never_self_or_the_first_key():
     tokens = 6
     fused = np.full((1, 1, tokens, tokens), 1e-6)
-    fused[..., 0] = 1e-9                         # key 0 is the weakest everywhere, yet must stay
+    fused[..., 0] = 1e-9  # key 0 is the weakest everywhere, yet must stay
     fused = fused / fused.sum(-1, keepdims=True)
     one_layer = rollout([fused[0]], discard_ratio=0.99)
     # floor(0.99 * n) of the n other keys go, all but one; equal weights drop the lower keys first.

@@ -18,7 +18,6 @@ from visualizer._arrays import (
 )
 from visualizer.plots._inputs import image_rgb
 
-
 # -- as_array ---------------------------------------------------------------------------------
 
 
@@ -33,31 +32,40 @@ def test_as_array_widens_for_arithmetic_or_keeps_integers():
 
 def test_as_array_takes_tensors_of_every_dtype_off_the_graph():
     x = torch.tensor([[0.25, 0.75]], requires_grad=True)
-    for dtype, expected in [(torch.bfloat16, np.float32), (torch.float16, np.float32),
-                            (torch.float64, np.float64), (torch.float32, np.float32)]:
+    for dtype, expected in [
+        (torch.bfloat16, np.float32),
+        (torch.float16, np.float32),
+        (torch.float64, np.float64),
+        (torch.float32, np.float32),
+    ]:
         a = as_array(x.to(dtype) * 1, "x")
         assert isinstance(a, np.ndarray) and a.dtype == expected
         np.testing.assert_allclose(a, [[0.25, 0.75]])
     assert as_array(torch.arange(3, dtype=torch.uint8), "x", keep_integers=True).dtype == np.uint8
 
 
-@pytest.mark.parametrize("value, match", [
-    ("maps.npy", r"attn must be a numpy array or a torch tensor, not str"),
-    (None, "not NoneType"),
-    ({"a": 1}, "not dict"),
-    ([[1, 2], [3]], "not list"),
-    (np.array([1j]), r"must hold real numbers, not dtype complex128 \(from ndarray\)"),
-    (np.array(["a"]), r"must hold real numbers, not dtype <U1"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ("maps.npy", r"attn must be a numpy array or a torch tensor, not str"),
+        (None, "not NoneType"),
+        ({"a": 1}, "not dict"),
+        ([[1, 2], [3]], "not list"),
+        (np.array([1j]), r"must hold real numbers, not dtype complex128 \(from ndarray\)"),
+        (np.array(["a"]), r"must hold real numbers, not dtype <U1"),
+    ],
+)
 def test_as_array_refuses_what_is_not_real_numbers(value, match):
     with pytest.raises(TypeError, match=match):
         as_array(value, "attn")
 
 
 def test_as_array_never_imports_torch():
-    code = ("import sys, numpy as np; from visualizer._arrays import as_array, as_rgb_uint8, layer_maps; "
-            "as_array(np.ones(2), 'x'); as_rgb_uint8(np.zeros((2, 2)), 'x'); "
-            "layer_maps([np.ones((1, 2, 2))], 'x'); print('torch' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from visualizer._arrays import as_array, as_rgb_uint8, layer_maps; "
+        "as_array(np.ones(2), 'x'); as_rgb_uint8(np.zeros((2, 2)), 'x'); "
+        "layer_maps([np.ones((1, 2, 2))], 'x'); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -72,19 +80,30 @@ def test_split_layers_splits_a_stack_and_keeps_a_sequence_unconverted():
     assert torch.equal(layers[2], stack[2])
     items = [np.ones((2, 4, 4)), torch.ones(2, 4, 4)]
     assert split_layers(items, "attentions")[1] is items[1]
-    assert len(split_layers((m for m in items), "attentions")) == 2      # any iterable, e.g. dict.values()
+    assert len(split_layers((m for m in items), "attentions")) == 2  # any iterable, e.g. dict.values()
 
 
-@pytest.mark.parametrize("attentions, error, match", [
-    (np.ones((2, 3, 3)), ValueError, r"maps: a single 3-d array \(2, 3, 3\) is ambiguous.*\[attn\]"),
-    (torch.ones(2, 3, 3), ValueError, r"ambiguous.*\[attn\]"),
-    (np.ones((1, 1, 2, 3, 3, 3)), ValueError, r"maps: a stacked array must be .*shape \(1, 1, 2, 3, 3, 3"),
-    ({"Attention.forward": []}, TypeError, r"not a dict; pass one key's list.*cache\['Attention.forward'\]"),
-    ("maps", TypeError, "maps must be a sequence of per-layer maps or one stacked array, not str"),
-    (None, TypeError, "not NoneType"),
-    (7, TypeError, "not int"),
-    ([], ValueError, "maps is empty: pass at least one layer's map"),
-])
+@pytest.mark.parametrize(
+    "attentions, error, match",
+    [
+        (np.ones((2, 3, 3)), ValueError, r"maps: a single 3-d array \(2, 3, 3\) is ambiguous.*\[attn\]"),
+        (torch.ones(2, 3, 3), ValueError, r"ambiguous.*\[attn\]"),
+        (
+            np.ones((1, 1, 2, 3, 3, 3)),
+            ValueError,
+            r"maps: a stacked array must be .*shape \(1, 1, 2, 3, 3, 3",
+        ),
+        (
+            {"Attention.forward": []},
+            TypeError,
+            r"not a dict; pass one key's list.*cache\['Attention.forward'\]",
+        ),
+        ("maps", TypeError, "maps must be a sequence of per-layer maps or one stacked array, not str"),
+        (None, TypeError, "not NoneType"),
+        (7, TypeError, "not int"),
+        ([], ValueError, "maps is empty: pass at least one layer's map"),
+    ],
+)
 def test_split_layers_refuses_with_the_fix(attentions, error, match):
     with pytest.raises(error, match=match):
         split_layers(attentions, "maps")
@@ -92,7 +111,7 @@ def test_split_layers_refuses_with_the_fix(attentions, error, match):
 
 def test_layer_maps_adds_the_missing_batch_axis_and_says_so():
     rng = np.random.default_rng(0)
-    unbatched = rng.random((4, 2, 5, 5))                     # (layers, heads, T, T)
+    unbatched = rng.random((4, 2, 5, 5))  # (layers, heads, T, T)
     layers, batched = layer_maps(unbatched, "maps")
     assert not batched and len(layers) == 4
     np.testing.assert_array_equal(layers[3], unbatched[3][None])
@@ -101,11 +120,20 @@ def test_layer_maps_adds_the_missing_batch_axis_and_says_so():
     np.testing.assert_array_equal(layers[1][0], unbatched[1])
 
 
-@pytest.mark.parametrize("attentions, match", [
-    ([np.ones((1, 3, 3)), np.ones((3, 3))], r"maps\[1\] must be \(heads, queries, keys\).*shape \(3, 3\)"),
-    ([np.ones((1, 3, 3)), np.ones((1, 1, 3, 3))], "some layers have a batch axis and some do not"),
-    ([np.ones((1, 3, 3)), np.ones((1, 3, 4))], r"layer 1 has shape \(1, 1, 3, 4\) but layer 0 has \(1, 1, 3"),
-])
+@pytest.mark.parametrize(
+    "attentions, match",
+    [
+        (
+            [np.ones((1, 3, 3)), np.ones((3, 3))],
+            r"maps\[1\] must be \(heads, queries, keys\).*shape \(3, 3\)",
+        ),
+        ([np.ones((1, 3, 3)), np.ones((1, 1, 3, 3))], "some layers have a batch axis and some do not"),
+        (
+            [np.ones((1, 3, 3)), np.ones((1, 3, 4))],
+            r"layer 1 has shape \(1, 1, 3, 4\) but layer 0 has \(1, 1, 3",
+        ),
+    ],
+)
 def test_layer_maps_refuses_layers_that_do_not_fit_together(attentions, match):
     with pytest.raises(ValueError, match=match):
         layer_maps(attentions, "maps")
@@ -155,17 +183,32 @@ def test_plots_see_the_same_pixels_as_floats():
         np.testing.assert_allclose(rgb, picture / 255.0)
 
 
-@pytest.mark.parametrize("image, error, match", [
-    (np.zeros((3, 30, 40)), ValueError, r"image looks channel-first, shape \(3, 30, 40\).*permute\(1, 2, 0"),
-    (np.zeros((30, 40, 2)), ValueError, r"must be \(height, width, 3\) RGB.*not shape \(30, 40, 2\)"),
-    (np.zeros((2, 3, 4, 3)), ValueError, r"not shape \(2, 3, 4, 3\)"),
-    (np.zeros((0, 40, 3)), ValueError, r"image is empty: shape \(0, 40, 3\)"),
-    (np.full((2, 2), np.nan), ValueError, "image holds NaN or infinite values"),
-    (np.full((2, 2), -0.5), ValueError, r"float image must lie in \[0, 1\]; got values from -0.5 to -0.5"),
-    (np.full((2, 2), 256, np.int16), ValueError, "integer image must lie in 0..255; got values from 256 to"),
-    (np.full((2, 2), -1), ValueError, "from -1 to -1"),
-    ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
-])
+@pytest.mark.parametrize(
+    "image, error, match",
+    [
+        (
+            np.zeros((3, 30, 40)),
+            ValueError,
+            r"image looks channel-first, shape \(3, 30, 40\).*permute\(1, 2, 0",
+        ),
+        (np.zeros((30, 40, 2)), ValueError, r"must be \(height, width, 3\) RGB.*not shape \(30, 40, 2\)"),
+        (np.zeros((2, 3, 4, 3)), ValueError, r"not shape \(2, 3, 4, 3\)"),
+        (np.zeros((0, 40, 3)), ValueError, r"image is empty: shape \(0, 40, 3\)"),
+        (np.full((2, 2), np.nan), ValueError, "image holds NaN or infinite values"),
+        (
+            np.full((2, 2), -0.5),
+            ValueError,
+            r"float image must lie in \[0, 1\]; got values from -0.5 to -0.5",
+        ),
+        (
+            np.full((2, 2), 256, np.int16),
+            ValueError,
+            "integer image must lie in 0..255; got values from 256 to",
+        ),
+        (np.full((2, 2), -1), ValueError, "from -1 to -1"),
+        ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
+    ],
+)
 def test_bad_images_are_refused_with_the_cause(image, error, match):
     with pytest.raises(error, match=match):
         as_rgb_uint8(image)

@@ -1,10 +1,10 @@
 """capture_attention on timm ViTs, fused attention on or off, checked against a hand computation."""
 
 import pytest
+import references
 import torch
 from timm.layers import Attention
 
-import references
 from visualizer import capture_attention, get_local
 
 

@@ -100,7 +100,7 @@ def test_scoped_activation_inside_active_state_leaves_it_active(gl):
     assert gl.cache["make_function.<locals>.attention"] == [2, 4]
 
 
-LIBRARY = '''
+LIBRARY = """
 def helper(x):
     hidden = x - 1
     return hidden * 10
@@ -109,7 +109,7 @@ class Attention:
     def forward(self, x):
         attn = x + 100
         return helper(attn)
-'''
+"""
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
 """Rewrite every function of this Python's standard library (tens of thousands) and check each."""
 
-import pytest
-
 import corpus_tools
+import pytest
 
 
 @pytest.mark.corpus

@@ -65,7 +65,9 @@ def test_capturing_again_with_other_names_is_refused(gl):
 
     gl("a")(f)
     assert gl("a")(f) is f  # the same names again: a no-op
-    with pytest.raises(ValueError, match=r"already captured with get_local\('a'\); call get_local.undo\(f\) first"):
+    with pytest.raises(
+        ValueError, match=r"already captured with get_local\('a'\); call get_local.undo\(f\) first"
+    ):
         gl("b")(f)
 
 
@@ -103,7 +105,7 @@ def failing(x, mode):
 def formatted(func, *args):
     try:
         func(*args)
-    except Exception as error:  # noqa: BLE001 - comparing any traceback
+    except Exception as error:
         return traceback.format_exception(error)
     raise AssertionError("did not raise")
 
@@ -130,7 +132,9 @@ def test_rewrite_failure_reports_the_disassembly(gl, monkeypatch):
         return y
 
     gl.activate()
-    with pytest.raises(_rewrite.RewriteError, match=r"(?s)could not rewrite .*fresh.*simulated.*RETURN_VALUE"):
+    with pytest.raises(
+        _rewrite.RewriteError, match=r"(?s)could not rewrite .*fresh.*simulated.*RETURN_VALUE"
+    ):
         gl("y")(fresh)
     assert gl.cache.get(fresh.__qualname__) in (None, [])
 

@@ -41,7 +41,9 @@ def test_containers_are_snapshots_taken_at_return(gl):
 def test_container_types_are_kept():
     Point = collections.namedtuple("Point", "x y")
     factory = collections.defaultdict(list, a=[1])
-    converted = convert({"p": Point(1, 2), "d": factory, "o": collections.OrderedDict(b=2), "f": frozenset({1})}, "numpy")
+    converted = convert(
+        {"p": Point(1, 2), "d": factory, "o": collections.OrderedDict(b=2), "f": frozenset({1})}, "numpy"
+    )
     assert type(converted["p"]) is Point and converted["p"] == (1, 2)
     assert type(converted["d"]) is collections.defaultdict and converted["d"]["new"] == []
     assert type(converted["o"]) is collections.OrderedDict

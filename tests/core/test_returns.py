@@ -64,7 +64,7 @@ def test_return_in_finally_overriding_an_exception(gl, capture):
             raise ValueError
         finally:
             v = 2
-            return v  # noqa: B012 - swallowing is the point
+            return v
 
     assert f() == 2
     assert capture(f) == [2]
@@ -187,7 +187,12 @@ def test_returns_inside_match_arms(gl, capture):
                 return a
         return kind
 
-    assert [classify(1), classify([1.0]), classify({"a": 5}), classify("s")] == ["INT", "list of float", 5, "unknown"]
+    assert [classify(1), classify([1.0]), classify({"a": 5}), classify("s")] == [
+        "INT",
+        "list of float",
+        5,
+        "unknown",
+    ]
     assert capture(classify) == ["int", "list of float", "mapping", "unknown"]
 
 

@@ -6,7 +6,17 @@ import types
 import pytest
 
 from visualizer import _rewrite
-from visualizer._rewrite import GUARD, NEVER, ON_MISSING, RECORDER, RECORDS, RewriteError, bind, instrument, variables
+from visualizer._rewrite import (
+    GUARD,
+    NEVER,
+    ON_MISSING,
+    RECORDER,
+    RECORDS,
+    RewriteError,
+    bind,
+    instrument,
+    variables,
+)
 
 
 def sample(a, b=1):

@@ -28,7 +28,11 @@ MODULES = [
 def functions_of(module_name: str):
     """Every Python function defined in the module (and its submodules), methods included."""
     found = {}
-    modules = [m for name, m in list(sys.modules.items()) if name == module_name or name.startswith(module_name + ".")]
+    modules = [
+        m
+        for name, m in list(sys.modules.items())
+        if name == module_name or name.startswith(module_name + ".")
+    ]
     for module in modules:
         stack = list(vars(module).values())
         seen = set()
@@ -92,4 +96,6 @@ def test_module_tests_pass_unchanged_with_every_variable_captured(gl, module_nam
     assert with_capture == baseline
     assert all(inspect.unwrap(func).__code__ is not None for func in captured)
     recorded = sum(1 for records in gl.cache.values() if records)
-    assert recorded >= min(3, len(captured)), f"only {recorded} of {len(captured)} functions recorded anything"
+    assert recorded >= min(3, len(captured)), (
+        f"only {recorded} of {len(captured)} functions recorded anything"
+    )

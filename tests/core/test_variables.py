@@ -96,7 +96,9 @@ def test_fused_attention_is_named_as_the_likely_cause(gl):
     Attention.fused_attn = True
     Attention.forward.__globals__["scaled_dot_product_attention"] = lambda q, k: q + k
     try:
-        with pytest.warns(CaptureWarning, match=r"fused attention.*fused_attn = False.*set_attn_implementation"):
+        with pytest.warns(
+            CaptureWarning, match=r"fused attention.*fused_attn = False.*set_attn_implementation"
+        ):
             assert Attention().forward(2, 3) == 5
     finally:
         del Attention.forward.__globals__["scaled_dot_product_attention"]

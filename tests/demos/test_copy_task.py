@@ -62,8 +62,8 @@ def test_maps_are_the_layers_own_attention_and_leave_outputs_unchanged(task, hel
     handle.remove()
     query, key = inputs[0][0], inputs[0][1]  # (batch, T, d_model), (batch, S, d_model)
     d, heads = query.shape[-1], attention.num_heads
-    w_q, w_k = attention.in_proj_weight[:d], attention.in_proj_weight[d:2 * d]
-    b_q, b_k = attention.in_proj_bias[:d], attention.in_proj_bias[d:2 * d]
+    w_q, w_k = attention.in_proj_weight[:d], attention.in_proj_weight[d : 2 * d]
+    b_q, b_k = attention.in_proj_bias[:d], attention.in_proj_bias[d : 2 * d]
 
     def split(x):  # (batch, L, d_model) -> (batch, heads, L, d_model // heads)
         return x.unflatten(-1, (heads, d // heads)).transpose(1, 2)
@@ -104,8 +104,18 @@ def test_same_seed_same_losses_and_weights_and_callers_state_untouched():
 
 def test_settings_progress_and_sampling():
     calls = []
-    task = train_copy_task(seed=1, steps=3, seq_len=5, vocab_size=7, d_model=8, nhead=4, layers=2,
-                           batch_size=2, snapshot_steps=(1, 3), progress=lambda *call: calls.append(call))
+    task = train_copy_task(
+        seed=1,
+        steps=3,
+        seq_len=5,
+        vocab_size=7,
+        d_model=8,
+        nhead=4,
+        layers=2,
+        batch_size=2,
+        snapshot_steps=(1, 3),
+        progress=lambda *call: calls.append(call),
+    )
     assert calls == list(enumerate(task.losses, start=1))
     assert task.settings.bos == 7 and task.settings.layers == 2
     assert len(task.model.transformer.decoder.layers) == 2
@@ -197,10 +207,12 @@ def test_sample_rejects_bad_arguments(task):
 
 
 def test_importing_the_demos_package_imports_no_torch():
-    code = ("import sys, visualizer.demos as d; assert 'torch' not in sys.modules; "
-            "assert 'train_copy_task' in dir(d); d.train_copy_task; assert 'torch' in sys.modules")
+    code = (
+        "import sys, visualizer.demos as d; assert 'torch' not in sys.modules; "
+        "assert 'train_copy_task' in dir(d); d.train_copy_task; assert 'torch' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
     import visualizer.demos
 
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        visualizer.demos.nothing  # noqa: B018
+        visualizer.demos.nothing

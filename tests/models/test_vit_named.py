@@ -69,8 +69,9 @@ def test_named_transformers_model_from_a_local_folder(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=28,
-                          patch_size=14)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14
+    )
     saved = Dinov2Model(config)
     saved.save_pretrained(tmp_path)
     model = load_vit(str(tmp_path), library="transformers", local_files_only=True)

@@ -38,8 +38,12 @@ EXPECTED = {
 
 def test_the_notebooks_are_there():
     names = {path.name for path in PATHS}
-    assert {"transformer-visualizer.ipynb", "your-own-model.ipynb", "copy-task.ipynb",
-            "coming-from-the-original.ipynb"} <= names
+    assert {
+        "transformer-visualizer.ipynb",
+        "your-own-model.ipynb",
+        "copy-task.ipynb",
+        "coming-from-the-original.ipynb",
+    } <= names
     assert set(EXPECTED) <= names, "EXPECTED names a notebook that does not exist"
 
 

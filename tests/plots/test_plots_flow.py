@@ -45,8 +45,8 @@ def test_flow_has_encoder_self_decoder_self_and_cross_per_layer_with_token_label
     assert "cross" in cross.get_title()
     assert [t.get_text() for t in enc.get_xticklabels()] == src
     assert [t.get_text() for t in dec.get_yticklabels()] == tgt
-    assert [t.get_text() for t in cross.get_yticklabels()] == tgt      # queries: target
-    assert [t.get_text() for t in cross.get_xticklabels()] == src      # keys: source
+    assert [t.get_text() for t in cross.get_yticklabels()] == tgt  # queries: target
+    assert [t.get_text() for t in cross.get_xticklabels()] == src  # keys: source
     expected = layout["decoder"][0]["cross_attention"][0].mean(0)
     np.testing.assert_allclose(cross.images[0].get_array(), expected)
 
@@ -54,20 +54,24 @@ def test_flow_has_encoder_self_decoder_self_and_cross_per_layer_with_token_label
 def test_flow_selects_layers_heads_and_leaves_missing_cells_empty():
     layout = encoder_decoder(np.random.default_rng(1), enc_layers=3, dec_layers=1)
     fig = plot_attention_flow(layout, layers=[-1], head=1, axes="cartesian")
-    check_figure(fig, 1)                                                 # layer 2: the encoder only
+    check_figure(fig, 1)  # layer 2: the encoder only
     assert titles(fig)[0].endswith("layer 2")
-    np.testing.assert_allclose(panels(fig)[0].images[0].get_array(),
-                               layout["encoder"][2]["self_attention"][0, 1].numpy().T)
+    np.testing.assert_allclose(
+        panels(fig)[0].images[0].get_array(), layout["encoder"][2]["self_attention"][0, 1].numpy().T
+    )
     check_figure(plot_attention_flow(layout, layers=0), 3)
 
 
-@pytest.mark.parametrize("structured, kwargs, error, match", [
-    ({"encoder": [{"self_attention": np.ones((1, 2, 3, 3))}]}, {}, ValueError, "encoder-decoder"),
-    ([np.ones((1, 2, 3, 3))], {}, TypeError, "structured"),
-    ("x", {}, TypeError, "structured"),
-    (None, {"layers": [5]}, ValueError, "valid: -2..1"),
-    (None, {"source_tokens": ["a"]}, ValueError, "source_tokens has 1 labels"),
-])
+@pytest.mark.parametrize(
+    "structured, kwargs, error, match",
+    [
+        ({"encoder": [{"self_attention": np.ones((1, 2, 3, 3))}]}, {}, ValueError, "encoder-decoder"),
+        ([np.ones((1, 2, 3, 3))], {}, TypeError, "structured"),
+        ("x", {}, TypeError, "structured"),
+        (None, {"layers": [5]}, ValueError, "valid: -2..1"),
+        (None, {"source_tokens": ["a"]}, ValueError, "source_tokens has 1 labels"),
+    ],
+)
 def test_flow_refuses_bad_input(structured, kwargs, error, match):
     if structured is None:
         structured = encoder_decoder(np.random.default_rng(2))
@@ -76,7 +80,7 @@ def test_flow_refuses_bad_input(structured, kwargs, error, match):
 
 
 def test_distance_plot_has_a_dot_per_head_and_layer_at_the_analysis_values():
-    maps = softmax_maps(np.random.default_rng(3), 3, 2, 4, 10, 10)      # 3 layers, batch 2, 4 heads, 3 x 3
+    maps = softmax_maps(np.random.default_rng(3), 3, 2, 4, 10, 10)  # 3 layers, batch 2, 4 heads, 3 x 3
     fig = plot_attention_distance(maps, patch_size=16)
     check_figure(fig, 1, images_per_panel=0)
     ax = panels(fig)[0]
@@ -94,7 +98,7 @@ def test_distance_plot_has_a_dot_per_head_and_layer_at_the_analysis_values():
 
 
 def test_distance_plot_with_one_head_and_registers():
-    maps = softmax_maps(np.random.default_rng(4), 2, 1, 7, 7)   # 2 layers, 1 head, CLS + 2 regs + 2 x 2
+    maps = softmax_maps(np.random.default_rng(4), 2, 1, 7, 7)  # 2 layers, 1 head, CLS + 2 regs + 2 x 2
     fig = plot_attention_distance(maps, prefix_tokens=3, title="regs")
     check_figure(fig, 1, images_per_panel=0)
     assert titles(fig) == ["regs"]
@@ -103,7 +107,9 @@ def test_distance_plot_with_one_head_and_registers():
 
 
 def test_importing_plots_and_analysis_loads_neither_matplotlib_nor_torch():
-    code = ("import sys, visualizer.plots, visualizer.analysis; "
-            "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, visualizer.plots, visualizer.analysis; "
+        "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -28,8 +28,11 @@ def maps():
 
 
 def red_outlines(ax):
-    return [p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()
-            and tuple(p.get_edgecolor()[:3]) == (1.0, 0.0, 0.0)]
+    return [
+        p
+        for p in ax.patches
+        if isinstance(p, Rectangle) and not p.get_fill() and tuple(p.get_edgecolor()[:3]) == (1.0, 0.0, 0.0)
+    ]
 
 
 def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_cell(image, maps):
@@ -43,7 +46,7 @@ def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_ce
         box = (outline.get_x(), outline.get_y(), outline.get_width(), outline.get_height())
         assert box == (90, 20, 30, 20)
     overlay = right.images[1]
-    assert overlay.get_extent() == right.images[0].get_extent()       # aligned with the image
+    assert overlay.get_extent() == right.images[0].get_extent()  # aligned with the image
     row = maps[1, 0].mean(0)[1 + 1 * 3 + 2]
     np.testing.assert_allclose(overlay.get_array(), row[1:].reshape(3, 3))
     # The CLS weight is written in its cell.
@@ -54,15 +57,15 @@ def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_ce
 def test_grid_to_grid_query_forms_and_prefix_tokens(image, maps):
     fig = plot_grid_to_grid(image, maps[0], query=0, head=1)
     (outline,) = red_outlines(panels(fig)[1])
-    assert (outline.get_x(), outline.get_y()) == (0, 0)                 # the CLS cell
+    assert (outline.get_x(), outline.get_y()) == (0, 0)  # the CLS cell
     np.testing.assert_allclose(panels(fig)[1].images[1].get_array(), maps[0, 0, 1, 0, 1:].reshape(3, 3))
-    centre = plot_grid_to_grid(image, maps[0][0])                       # no batch axis; None: centre patch
+    centre = plot_grid_to_grid(image, maps[0][0])  # no batch axis; None: centre patch
     (outline,) = red_outlines(panels(centre)[1])
     assert (outline.get_x(), outline.get_y()) == (30 + 30, 20)
-    registers = softmax_maps(np.random.default_rng(1), 2, 12, 12)       # CLS + 2 registers + 3 x 3
+    registers = softmax_maps(np.random.default_rng(1), 2, 12, 12)  # CLS + 2 registers + 3 x 3
     fig = plot_grid_to_grid(image, registers, query=2, prefix_tokens=3)
     (outline,) = red_outlines(panels(fig)[1])
-    assert (outline.get_x(), outline.get_y()) == (0, 40)                # third prefix cell, top down
+    assert (outline.get_x(), outline.get_y()) == (0, 40)  # third prefix cell, top down
     check_figure(fig, 2)
 
 
@@ -118,20 +121,23 @@ def test_float_gray_and_rgba_images_are_accepted(maps):
         check_figure(plot_rollout(img, maps), 2)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda img, m: plot_grid_to_grid(img, m[0], query=(3, 0)), ValueError, "query row"),
-    (lambda img, m: plot_grid_to_grid(img, m[0], query=10), ValueError, "query"),
-    (lambda img, m: plot_grid_to_grid(img, m[0], query="cls"), TypeError, "query"),
-    (lambda img, m: plot_grid_to_grid(img, m[0], grid=(2, 2)), ValueError, "2 x 2 has 4 patches"),
-    (lambda img, m: plot_grid_to_grid(img, m[0], prefix_tokens=2), ValueError, "not a square number"),
-    (lambda img, m: plot_grid_to_grid(img, m[0][..., :5]), ValueError, "square"),
-    (lambda img, m: plot_grid_to_grid(img, m[0], alpha=2), ValueError, "alpha"),
-    (lambda img, m: plot_cls_attention(img, m, ax=Figure().add_subplot()), ValueError, "one layer"),
-    (lambda img, m: plot_rollout(img.astype(float), m), ValueError, r"\[0, 1\]"),
-    (lambda img, m: plot_rollout(img.transpose(2, 0, 1).copy(), m), ValueError, "channel-first"),
-    (lambda img, m: plot_rollout(img[..., :2], m), ValueError, "height, width, 3"),
-    (lambda img, m: plot_rollout(img, m, discard_ratio=1), ValueError, "discard_ratio"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda img, m: plot_grid_to_grid(img, m[0], query=(3, 0)), ValueError, "query row"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], query=10), ValueError, "query"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], query="cls"), TypeError, "query"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], grid=(2, 2)), ValueError, "2 x 2 has 4 patches"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], prefix_tokens=2), ValueError, "not a square number"),
+        (lambda img, m: plot_grid_to_grid(img, m[0][..., :5]), ValueError, "square"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], alpha=2), ValueError, "alpha"),
+        (lambda img, m: plot_cls_attention(img, m, ax=Figure().add_subplot()), ValueError, "one layer"),
+        (lambda img, m: plot_rollout(img.astype(float), m), ValueError, r"\[0, 1\]"),
+        (lambda img, m: plot_rollout(img.transpose(2, 0, 1).copy(), m), ValueError, "channel-first"),
+        (lambda img, m: plot_rollout(img[..., :2], m), ValueError, "height, width, 3"),
+        (lambda img, m: plot_rollout(img, m, discard_ratio=1), ValueError, "discard_ratio"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(image, maps, call, error, match):
     with pytest.raises(error, match=match):
         call(image, maps)

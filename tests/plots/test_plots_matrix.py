@@ -38,7 +38,7 @@ def test_plot_head_cartesian_puts_the_origin_bottom_left_with_x_query_and_y_key(
     ax = panels(fig)[0]
     image = ax.images[0]
     assert image.origin == "lower"
-    assert image.get_array().shape == (6, 4)                   # rows are keys (y), columns queries (x)
+    assert image.get_array().shape == (6, 4)  # rows are keys (y), columns queries (x)
     assert np.unravel_index(np.argmax(image.get_array()), (6, 4)) == (3, 1)
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("query", "key")
     assert [t.get_text() for t in ax.get_xticklabels()] == list("abcd")
@@ -97,8 +97,8 @@ def test_plot_heads_draws_every_head_and_their_mean_on_one_scale(rng):
 
 
 def test_one_head_one_layer_one_column_do_not_crash(rng):
-    check_figure(plot_heads(softmax_maps(rng, 1, 4, 4)), 2)                 # 1 head + mean, one row
-    check_figure(plot_heads(softmax_maps(rng, 3, 4, 4), ncols=1), 4)        # one column
+    check_figure(plot_heads(softmax_maps(rng, 1, 4, 4)), 2)  # 1 head + mean, one row
+    check_figure(plot_heads(softmax_maps(rng, 3, 4, 4), ncols=1), 4)  # one column
     check_figure(plot_head_grid(softmax_maps(rng, 1, 4, 4), list("abcd")), 1)
     check_figure(plot_layers([softmax_maps(rng, 2, 4, 4)]), 1)
     check_figure(plot_layers(softmax_maps(rng, 3, 1, 2, 4, 4), layers=[-1], ncols=1), 1)
@@ -135,27 +135,31 @@ def test_plot_token_heatmap_labels_both_axes_and_writes_small_maps_weights(rng):
     assert len(ax.texts) == 16
     long = plot_token_heatmap(softmax_maps(rng, 20, 20), [f"t{i}" for i in range(20)])
     assert len(panels(long)[0].texts) == 0
-    cross = plot_token_heatmap(softmax_maps(rng, 3, 5), list("abc"), key_tokens=list("vwxyz"),
-                               axes="cartesian")
+    cross = plot_token_heatmap(
+        softmax_maps(rng, 3, 5), list("abc"), key_tokens=list("vwxyz"), axes="cartesian"
+    )
     assert [t.get_text() for t in panels(cross)[0].get_xticklabels()] == list("abc")
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda a: plot_head(a, head=7), ValueError, "valid: -3..2"),
-    (lambda a: plot_head(a, batch=0, axes="polar"), ValueError, "cartesian"),
-    (lambda a: plot_head(a[0, 0, 0]), ValueError, "queries, keys"),
-    (lambda a: plot_head(a, tokens=["x"]), ValueError, "1 labels but the map has 4"),
-    (lambda a: plot_head(a, tokens="abcd"), TypeError, "list of strings"),
-    (lambda a: plot_head(a, ax="left"), TypeError, "Axes"),
-    (lambda a: plot_head(a, scale="cubic"), ValueError, "scale"),
-    (lambda a: plot_heads(a, batch=2), ValueError, "batch"),
-    (lambda a: plot_heads(a, ncols=0), ValueError, "ncols"),
-    (lambda a: plot_head_grid(a, heads=[]), ValueError, "empty"),
-    (lambda a: plot_layers(a[0]), ValueError, r"\[attn\]"),
-    (lambda a: plot_layers([a], layers=[1]), ValueError, "valid: -1..0"),
-    (lambda a: plot_token_heatmap(a, None), TypeError, "tokens is required"),
-    (lambda a: plot_token_heatmap(a[..., :3], list("abcd")), ValueError, "key_tokens"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda a: plot_head(a, head=7), ValueError, "valid: -3..2"),
+        (lambda a: plot_head(a, batch=0, axes="polar"), ValueError, "cartesian"),
+        (lambda a: plot_head(a[0, 0, 0]), ValueError, "queries, keys"),
+        (lambda a: plot_head(a, tokens=["x"]), ValueError, "1 labels but the map has 4"),
+        (lambda a: plot_head(a, tokens="abcd"), TypeError, "list of strings"),
+        (lambda a: plot_head(a, ax="left"), TypeError, "Axes"),
+        (lambda a: plot_head(a, scale="cubic"), ValueError, "scale"),
+        (lambda a: plot_heads(a, batch=2), ValueError, "batch"),
+        (lambda a: plot_heads(a, ncols=0), ValueError, "ncols"),
+        (lambda a: plot_head_grid(a, heads=[]), ValueError, "empty"),
+        (lambda a: plot_layers(a[0]), ValueError, r"\[attn\]"),
+        (lambda a: plot_layers([a], layers=[1]), ValueError, "valid: -1..0"),
+        (lambda a: plot_token_heatmap(a, None), TypeError, "tokens is required"),
+        (lambda a: plot_token_heatmap(a[..., :3], list("abcd")), ValueError, "key_tokens"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(rng, call, error, match):
     with pytest.raises(error, match=match):
         call(softmax_maps(rng, 1, 3, 4, 4))

@@ -12,14 +12,15 @@ import os
 
 import numpy as np
 import pytest
-from view_data import config_of, embedded, softmax_maps
 from view_browser import Chromium, find_chromium
+from view_data import config_of, embedded, softmax_maps
 
 from visualizer.view import head_view, image_view
 from visualizer.view._codec import decode_maps
 
-READY = ("(() => { const r = document.querySelector('.tvz');"
-         "return r && (r.dataset.ready || r.dataset.error); })()")
+READY = (
+    "(() => { const r = document.querySelector('.tvz');return r && (r.dataset.ready || r.dataset.error); })()"
+)
 INFERNO_TOP = (252, 255, 164)
 
 
@@ -53,7 +54,9 @@ def canvas_digest(page, selector, index=0, context=None):
     return page.evaluate(
         f"(() => {{ const c = document.querySelectorAll('{selector}')[{index}];"
         "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; })()", context)
+        "let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; })()",
+        context,
+    )
 
 
 def state(page, context=None):
@@ -73,8 +76,9 @@ def test_head_view_hover_and_selection(page, text_maps, tmp_path):
     open_view(page, view.save(tmp_path / "head.html"))
     assert page.evaluate("document.title") == "head view test"
     assert state(page)["layer"] == "0" and state(page)["head"] == "all"
-    shown_tokens = page.evaluate("[...document.querySelectorAll('.tvz-left .tvz-text')]"
-                                 ".map(t => t.textContent)")
+    shown_tokens = page.evaluate(
+        "[...document.querySelectorAll('.tvz-left .tvz-text')].map(t => t.textContent)"
+    )
     assert shown_tokens == TOKENS
     lines = canvas_digest(page, ".tvz-lines")
     before = page.screenshot()
@@ -123,8 +127,11 @@ def image_case():
 
 def patch_center(page, row, col, rows=3, cols=5, index=1, context=None):
     """Viewport coordinates of the middle of patch (row, col) on the index-th overlay."""
-    box = page.evaluate(f"(() => {{ const r = document.querySelectorAll('.tvz-overlay')[{index}]"
-                        ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()", context)
+    box = page.evaluate(
+        f"(() => {{ const r = document.querySelectorAll('.tvz-overlay')[{index}]"
+        ".getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()",
+        context,
+    )
     return box[0] + (col + 0.5) * box[2] / cols, box[1] + (row + 0.5) * box[3] / rows
 
 
@@ -134,7 +141,9 @@ def heat_pixel(page, row, col, rows=3, cols=5, context=None):
         f"(() => {{ const c = document.querySelectorAll('.tvz-overlay')[1];"
         f"const x = Math.floor(({col} + 0.5) * c.width / {cols});"
         f"const y = Math.floor(({row} + 0.3) * c.height / {rows});"
-        "return [...c.getContext('2d').getImageData(x, y, 1, 1).data]; })()", context)
+        "return [...c.getContext('2d').getImageData(x, y, 1, 1).data]; })()",
+        context,
+    )
 
 
 def test_image_view_hover_pin_and_selection(page, image_case, tmp_path):
@@ -202,25 +211,39 @@ def test_notebook_iframes_and_inline_fragments(page, text_maps, image_case, tmp_
     maps, picture = image_case
     text, image = head_view(text_maps, TOKENS), image_view(maps, picture, grid=(3, 5))
     host = tmp_path / "notebook.html"
-    host.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body style='margin:0'>"
-                    + text._repr_html_() + image._repr_html_() + text.fragment() + text.fragment()
-                    + "</body></html>", encoding="utf-8")
+    host.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body style='margin:0'>"
+        + text._repr_html_()
+        + image._repr_html_()
+        + text.fragment()
+        + text.fragment()
+        + "</body></html>",
+        encoding="utf-8",
+    )
     page.goto(host.as_uri())
     frames = page.iframe_contexts(2)
     assert len(frames) == 2
     for context in frames:
         assert page.wait_for(READY, context=context) == "1"
-    assert page.wait_for("[...document.querySelectorAll('.tvz')].every(r => r.dataset.ready === '1')"
-                         " && document.querySelectorAll('.tvz').length === 2")
+    assert page.wait_for(
+        "[...document.querySelectorAll('.tvz')].every(r => r.dataset.ready === '1')"
+        " && document.querySelectorAll('.tvz').length === 2"
+    )
 
     # A real hover over patch (row 1, col 3) of the image frame changes that frame only.
     text_frame, image_frame = frames
-    origin = page.evaluate("(() => { const r = document.querySelectorAll('iframe')[1]"
-                           ".getBoundingClientRect(); return [r.left, r.top]; })()")
+    origin = page.evaluate(
+        "(() => { const r = document.querySelectorAll('iframe')[1]"
+        ".getBoundingClientRect(); return [r.left, r.top]; })()"
+    )
     x, y = patch_center(page, 1, 3, index=1, context=image_frame)
     heat = canvas_digest(page, ".tvz-overlay", 1, context=image_frame)
-    page.hover_until(origin[0] + x, origin[1] + y, "document.querySelector('.tvz').dataset.query === '9'",
-                     context=image_frame)
+    page.hover_until(
+        origin[0] + x,
+        origin[1] + y,
+        "document.querySelector('.tvz').dataset.query === '9'",
+        context=image_frame,
+    )
     assert canvas_digest(page, ".tvz-overlay", 1, context=image_frame) != heat
     assert state(page, text_frame)["hover"] == ""
 

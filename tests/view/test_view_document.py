@@ -133,9 +133,9 @@ def _decode_png(png: bytes) -> np.ndarray:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     position, chunks = 8, {}
     while position < len(png):
-        length, kind = struct.unpack(">I4s", png[position:position + 8])
+        length, kind = struct.unpack(">I4s", png[position : position + 8])
         chunks.setdefault(kind, b"")
-        chunks[kind] += png[position + 8:position + 8 + length]
+        chunks[kind] += png[position + 8 : position + 8 + length]
         position += 12 + length
     width, height, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
     assert (depth, color) == (8, 2)

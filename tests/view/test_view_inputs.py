@@ -23,11 +23,11 @@ class NamedMaps(list):
 def test_every_accepted_layout_gives_the_same_stack(maps):
     expected = np.stack([layer[0] for layer in maps])  # (layers, heads, queries, keys) of batch item 0
     layouts = [
-        maps,                                  # per-layer (batch, heads, q, k)
-        [layer[0] for layer in maps],          # per-layer (heads, q, k)
+        maps,  # per-layer (batch, heads, q, k)
+        [layer[0] for layer in maps],  # per-layer (heads, q, k)
         tuple(maps),
-        np.stack(maps),                        # (layers, batch, heads, q, k)
-        expected,                              # (layers, heads, q, k)
+        np.stack(maps),  # (layers, batch, heads, q, k)
+        expected,  # (layers, heads, q, k)
     ]
     for layout in layouts:
         np.testing.assert_array_equal(stack_attentions(layout).maps, expected)
@@ -70,20 +70,27 @@ def test_the_view_shows_names_tokens_and_selection(maps):
 # -- what is refused ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attentions, error, message", [
-    (np.zeros((3, 5, 5)), ValueError, r"ambiguous.*\[attn\]"),
-    (np.zeros((5, 5)), ValueError, r"attentions: a stacked array must be \(layers, heads.*\[attn\]"),
-    ([], ValueError, "attentions is empty"),
-    ({"Attention.forward": []}, TypeError, r"pass one key's list"),
-    ("maps", TypeError, "sequence of per-layer maps"),
-    (42, TypeError, "sequence of per-layer maps"),
-    ([np.zeros((5, 5))], ValueError, r"attentions\[0\] must be \(heads, queries, keys\)"),
-    ([np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 5, 5))], ValueError, "same \\(heads, queries, keys\\) shape"),
-    ([np.array([[["a"]]])], TypeError, "must hold real numbers"),
-    ([np.full((1, 2, 2), np.nan)], ValueError, "NaN or infinite"),
-    ([np.full((1, 2, 2), -0.5)], ValueError, r"negative values \(min -0.5\).*softmax probabilities"),
-    ([np.zeros((1, 0, 2, 2))], ValueError, "empty dimension"),
-])
+@pytest.mark.parametrize(
+    "attentions, error, message",
+    [
+        (np.zeros((3, 5, 5)), ValueError, r"ambiguous.*\[attn\]"),
+        (np.zeros((5, 5)), ValueError, r"attentions: a stacked array must be \(layers, heads.*\[attn\]"),
+        ([], ValueError, "attentions is empty"),
+        ({"Attention.forward": []}, TypeError, r"pass one key's list"),
+        ("maps", TypeError, "sequence of per-layer maps"),
+        (42, TypeError, "sequence of per-layer maps"),
+        ([np.zeros((5, 5))], ValueError, r"attentions\[0\] must be \(heads, queries, keys\)"),
+        (
+            [np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 5, 5))],
+            ValueError,
+            "same \\(heads, queries, keys\\) shape",
+        ),
+        ([np.array([[["a"]]])], TypeError, "must hold real numbers"),
+        ([np.full((1, 2, 2), np.nan)], ValueError, "NaN or infinite"),
+        ([np.full((1, 2, 2), -0.5)], ValueError, r"negative values \(min -0.5\).*softmax probabilities"),
+        ([np.zeros((1, 0, 2, 2))], ValueError, "empty dimension"),
+    ],
+)
 def test_bad_attentions_are_refused_with_the_cause(attentions, error, message):
     with pytest.raises(error, match=message):
         stack_attentions(attentions)
@@ -175,14 +182,17 @@ def test_images_in_every_accepted_form(picture):
     np.testing.assert_array_equal(as_rgb_uint8(torch.from_numpy(picture)), rgb)
 
 
-@pytest.mark.parametrize("image, error, message", [
-    (np.zeros((3, 30, 40)), ValueError, r"channel-first.*permute\(1, 2, 0\)"),
-    (np.full((30, 40, 3), 1.5), ValueError, r"float image must lie in \[0, 1\].*Undo the normalisation"),
-    (np.full((30, 40, 3), 300), ValueError, "must lie in 0..255"),
-    (np.zeros((30, 40, 2)), ValueError, "must be \\(height, width, 3\\) RGB"),
-    (np.zeros((0, 40, 3)), ValueError, "image is empty"),
-    ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
-])
+@pytest.mark.parametrize(
+    "image, error, message",
+    [
+        (np.zeros((3, 30, 40)), ValueError, r"channel-first.*permute\(1, 2, 0\)"),
+        (np.full((30, 40, 3), 1.5), ValueError, r"float image must lie in \[0, 1\].*Undo the normalisation"),
+        (np.full((30, 40, 3), 300), ValueError, "must lie in 0..255"),
+        (np.zeros((30, 40, 2)), ValueError, "must be \\(height, width, 3\\) RGB"),
+        (np.zeros((0, 40, 3)), ValueError, "image is empty"),
+        ("cat.png", TypeError, "image must be a numpy array or a torch tensor, not str"),
+    ],
+)
 def test_bad_images_are_refused(vit_maps, image, error, message):
     with pytest.raises(error, match=message):
         image_view(vit_maps, image)
@@ -201,5 +211,5 @@ def test_save_and_iframe_arguments(maps, tmp_path):
         view.save(3)
     with pytest.raises(ValueError, match="height must be an int of at least 50"):
         view.iframe(height=10)
-    assert 'height:400px' in view.iframe(height=400)
+    assert "height:400px" in view.iframe(height=400)
     assert repr(view).startswith("<AttentionView head: 2 layers x 3 heads, 5 x 5 tokens, 0.0")

@@ -15,8 +15,15 @@ def test_image_view_of_a_timm_vit_captured_with_get_local(public_get_local):
     from timm.layers import Attention
 
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, patch_size=16,
-                              embed_dim=32, depth=2, num_heads=2).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=48,
+        patch_size=16,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+    ).eval()
     for block in model.blocks:
         block.attn.fused_attn = False
     public_get_local("attn")(Attention.forward)
@@ -38,8 +45,14 @@ def test_image_view_of_a_timm_vit_captured_with_get_local(public_get_local):
 def test_head_view_of_a_bert_with_eager_attention():
     transformers = pytest.importorskip("transformers")
 
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=32)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
     torch.manual_seed(0)
     model = transformers.BertModel._from_config(config, attn_implementation="eager").eval()
     ids = torch.tensor([[1, 7, 8, 9, 2], [1, 5, 6, 2, 0]])
@@ -61,8 +74,15 @@ def test_attention_maps_from_capture_attention_label_the_layers():
     capture = pytest.importorskip("visualizer._capture", reason="capture_attention is not in this checkout")
 
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=48, patch_size=16,
-                              embed_dim=32, depth=3, num_heads=2).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=48,
+        patch_size=16,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+    ).eval()
     with capture.capture_attention(model) as maps, torch.no_grad():
         model(torch.rand(2, 3, 48, 48))
     view = image_view(maps, np.zeros((48, 48, 3), np.uint8), layers=[0, 2], batch=1)
@@ -99,8 +119,10 @@ def test_real_dinov2_and_minilm_views_stay_small(public_get_local, tmp_path, mon
     assert image_view(maps, shown, layers=[-1]).nbytes < 0.8e6
 
     bert.set_attn_implementation("eager")
-    encoded = tokenizer("The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun.",
-                        return_tensors="pt")
+    encoded = tokenizer(
+        "The quick brown fox jumps over the lazy dog while the cat sleeps in the warm sun.",
+        return_tensors="pt",
+    )
     with torch.no_grad():
         out = bert(**encoded, output_attentions=True)
     text = head_view(out.attentions, tokenizer.convert_ids_to_tokens(encoded["input_ids"][0]))

@@ -25,10 +25,21 @@ import time
 
 __all__ = ["Chromium", "Page", "find_chromium"]
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-         "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--remote-debugging-port=0",
+]
 
 
 def find_chromium() -> str | None:
@@ -57,8 +68,11 @@ class Chromium:
         if binary is None:
             raise FileNotFoundError("no chromium binary on PATH (apt-get install -y chromium)")
         profile = tempfile.mkdtemp(prefix="tvz-chromium-")
-        process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = pathlib.Path(profile, "DevToolsActivePort")
         deadline = time.monotonic() + timeout
         while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
@@ -67,8 +81,9 @@ class Chromium:
                 raise RuntimeError(f"chromium did not open its DevTools port (exit code {process.poll()})")
             time.sleep(0.05)
         port, path = port_file.read_text().split()[:2]
-        socket = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=timeout,
-                                             suppress_origin=True)
+        socket = websocket.create_connection(
+            f"ws://127.0.0.1:{port}{path}", timeout=timeout, suppress_origin=True
+        )
         return cls(process, profile, socket)
 
     def __enter__(self) -> Chromium:
@@ -91,8 +106,9 @@ class Chromium:
 
     # -- the protocol ------------------------------------------------------------------------
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 30.0):
+    def send(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30.0
+    ):
         """Send one command and return its result, dispatching the events that arrive meanwhile."""
         self._next_id += 1
         own = self._next_id
@@ -148,9 +164,11 @@ class Chromium:
         self.pages.append(page)
         page.watch(session)
         self.send("Page.enable", session=session)
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-                  session=session)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
         return page
 
 
@@ -169,8 +187,11 @@ class Page:
         self.sessions.add(session)
         for domain in ("Runtime.enable", "Log.enable"):
             self.browser.send(domain, session=session)
-        self.browser.send("Target.setAutoAttach", {"autoAttach": True, "waitForDebuggerOnStart": False,
-                                                   "flatten": True}, session=session)
+        self.browser.send(
+            "Target.setAutoAttach",
+            {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
+            session=session,
+        )
 
     def handle(self, event: dict) -> None:
         method, params = event.get("method"), event.get("params", {})
@@ -179,8 +200,10 @@ class Page:
             text = details.get("exception", {}).get("description", details.get("text", ""))
             self.errors.append("exception: " + text)
         elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                            for a in params.get("args", [])))
+            self.errors.append(
+                "console.error: "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            )
         elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
             self.errors.append("log: " + params["entry"].get("text", ""))
         elif method == "Page.loadEventFired":
@@ -230,8 +253,15 @@ class Page:
                 raise TimeoutError(f"{expression!r} still false after {timeout} s; errors: {self.errors}")
             self.browser.pump(0.05)
 
-    def hover_until(self, x: float, y: float, expression: str, context: tuple | None = None,
-                    attempts: int = 3, timeout: float = 5.0):
+    def hover_until(
+        self,
+        x: float,
+        y: float,
+        expression: str,
+        context: tuple | None = None,
+        attempts: int = 3,
+        timeout: float = 5.0,
+    ):
         """Move the mouse to (x, y) until ``expression`` holds; return its value.
 
         On a loaded machine the first move into a freshly laid-out iframe is sometimes lost,
@@ -266,19 +296,24 @@ class Page:
     def click(self, x: float, y: float) -> None:
         self.move_mouse(x, y)
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent",
-                      {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
+            )
 
     def press(self, key: str, code: str, key_code: int) -> None:
         for kind in ("rawKeyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
-                                                 "windowsVirtualKeyCode": key_code})
+            self.send(
+                "Input.dispatchKeyEvent",
+                {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": key_code},
+            )
 
     def center_of(self, selector: str, index: int = 0) -> tuple[float, float]:
         """Viewport coordinates of the middle of the index-th element matching ``selector``."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelectorAll({json.dumps(selector)})[{index}]"
-                            ".getBoundingClientRect();"
-                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        box = self.evaluate(
+            f"(() => {{ const r = document.querySelectorAll({json.dumps(selector)})[{index}]"
+            ".getBoundingClientRect();"
+            "return [r.left + r.width / 2, r.top + r.height / 2]; })()"
+        )
         return box[0], box[1]
 
     def screenshot(self, path: str | os.PathLike | None = None) -> bytes:

@@ -33,7 +33,10 @@ def test_model_benchmark_quick_mode_times_every_variant_of_every_config(tmp_path
     script = ROOT / "benchmarks" / "bench_models.py"
     done = subprocess.run(
         [sys.executable, str(script), "--quick", "--json", str(results)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr

@@ -1,8 +1,7 @@
 """Rewrite every function of the installed torch, timm and transformers and check each."""
 
-import pytest
-
 import corpus_tools
+import pytest
 
 
 @pytest.mark.corpus

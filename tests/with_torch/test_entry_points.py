@@ -14,7 +14,11 @@ def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # nothing may need a hub
     result = subprocess.run(
-        [sys.executable, "-m", "visualizer", "--out", str(out)], capture_output=True, text=True, timeout=600, env=env
+        [sys.executable, "-m", "visualizer", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert f"Wrote 21 files under {out.resolve()}" in result.stdout

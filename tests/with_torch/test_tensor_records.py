@@ -148,5 +148,7 @@ def test_a_transformers_model_output_keeps_its_type_with_converted_fields(captur
     output = BaseModelOutput(last_hidden_state=torch.ones(1, 2), attentions=(torch.zeros(1, 1, 2, 2),))
     record = capture(output)
     assert type(record) is BaseModelOutput
-    assert isinstance(record.last_hidden_state, np.ndarray) and isinstance(record["attentions"][0], np.ndarray)
+    assert isinstance(record.last_hidden_state, np.ndarray) and isinstance(
+        record["attentions"][0], np.ndarray
+    )
     assert isinstance(output.last_hidden_state, torch.Tensor)  # the model's own output is untouched

@@ -6,11 +6,11 @@ import textwrap
 
 import numpy as np
 import pytest
+import references
 import timm
 import torch
 from timm.layers import Attention
 
-import references
 from visualizer import CaptureWarning
 
 
@@ -25,7 +25,9 @@ def tiny_vit():
 
 def test_timm_attention_captured_in_place_matches_a_hand_computation(gl, tiny_vit):
     blocks_input = []
-    hooks = [b.attn.register_forward_pre_hook(lambda m, a: blocks_input.append(a[0])) for b in tiny_vit.blocks]
+    hooks = [
+        b.attn.register_forward_pre_hook(lambda m, a: blocks_input.append(a[0])) for b in tiny_vit.blocks
+    ]
     original = Attention.forward.__code__
     gl("attn")(Attention.forward)
     try:
@@ -83,7 +85,7 @@ def test_capture_does_not_change_outputs_or_gradients(gl, tiny_vit):
         gl.undo(Attention.forward)
 
 
-MODEL = '''
+MODEL = """
 import torch
 from torch import nn
 from visualizer import get_local
@@ -100,7 +102,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         attn_map = (q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5).softmax(-1)
         return (attn_map @ v).transpose(1, 2).reshape(b, t, d)
-'''
+"""
 
 
 def test_activation_after_importing_the_model_module(public_get_local, tmp_path, monkeypatch):

@@ -21,7 +21,8 @@ same torch build. Training runs on one intra-op thread by default (``threads=1``
 after), because the thread count changes the order of float sums and so the last bits, and
 because this model is too small to gain from more: on a busy 2-core machine two threads were
 up to 12 times slower than one, and on an idle one barely faster. Weights are drawn with
-``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``, so the caller's global random state is left as it was;
+``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``, so the caller's global random
+state is left as it was;
 batches come from a ``torch.Generator`` seeded with ``seed``; dropout is off, so training
 draws no other random numbers.
 """
@@ -65,16 +66,25 @@ class CopyTaskSettings:
     def __post_init__(self) -> None:
         if not _is_int(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
-        for name, minimum in [("steps", 0), ("seq_len", 1), ("vocab_size", 2), ("d_model", 1),
-                              ("nhead", 1), ("layers", 1), ("batch_size", 1)]:
+        for name, minimum in [
+            ("steps", 0),
+            ("seq_len", 1),
+            ("vocab_size", 2),
+            ("d_model", 1),
+            ("nhead", 1),
+            ("layers", 1),
+            ("batch_size", 1),
+        ]:
             value = getattr(self, name)
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
             if value < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {value}")
         if self.d_model % self.nhead:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}): "
-                             "each head gets d_model // nhead dimensions")
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}): "
+                "each head gets d_model // nhead dimensions"
+            )
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
 
@@ -98,8 +108,9 @@ class CopyTransformer(nn.Module):
         # vector, so a query can find its key by position. Sinusoidal positions also train, but
         # neighbours look alike and about 10% of the attention leaks to position i - 1.
         self.position = nn.Embedding(seq_len, d_model)
-        self.transformer = nn.Transformer(d_model, nhead, layers, layers, dim_feedforward=2 * d_model,
-                                          dropout=0.0, batch_first=True)
+        self.transformer = nn.Transformer(
+            d_model, nhead, layers, layers, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
+        )
         self.unembed = nn.Linear(d_model, vocab_size)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
@@ -173,23 +184,39 @@ class CopyTask:
         s = self.settings
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
             kind = f"a {tokens.dtype} tensor" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise TypeError(f"{name} must be an integer torch tensor of token ids, got {kind}; "
-                            f"make one with task.sample(batch) or task.held_out(batch)")
+            raise TypeError(
+                f"{name} must be an integer torch tensor of token ids, got {kind}; "
+                f"make one with task.sample(batch) or task.held_out(batch)"
+            )
         if tokens.ndim != 2 or not 1 <= tokens.shape[1] <= s.seq_len or tokens.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (batch, length) with batch >= 1 and 1 <= length <= "
-                             f"seq_len = {s.seq_len}, got {tuple(tokens.shape)}; for one sequence pass "
-                             "x[None]")
+            raise ValueError(
+                f"{name} must have shape (batch, length) with batch >= 1 and 1 <= length <= "
+                f"seq_len = {s.seq_len}, got {tuple(tokens.shape)}; for one sequence pass "
+                "x[None]"
+            )
         if tokens.min() < 0 or tokens.max() >= s.vocab_size:
-            raise ValueError(f"{name} token ids must lie in [0, vocab_size) = [0, {s.vocab_size}), "
-                             f"got values from {int(tokens.min())} to {int(tokens.max())}")
+            raise ValueError(
+                f"{name} token ids must lie in [0, vocab_size) = [0, {s.vocab_size}), "
+                f"got values from {int(tokens.min())} to {int(tokens.max())}"
+            )
         return tokens.long()
 
 
-def train_copy_task(*, seed: int = 0, steps: int = 300, seq_len: int = 10, vocab_size: int = 16,
-                    d_model: int = 32, nhead: int = 2, layers: int = 1, batch_size: int = 64,
-                    lr: float = 1e-2, snapshot_steps: Iterable[int] | None = None,
-                    threads: int | None = 1,
-                    progress: Callable[[int, float], object] | None = None) -> CopyTask:
+def train_copy_task(
+    *,
+    seed: int = 0,
+    steps: int = 300,
+    seq_len: int = 10,
+    vocab_size: int = 16,
+    d_model: int = 32,
+    nhead: int = 2,
+    layers: int = 1,
+    batch_size: int = 64,
+    lr: float = 1e-2,
+    snapshot_steps: Iterable[int] | None = None,
+    threads: int | None = 1,
+    progress: Callable[[int, float], object] | None = None,
+) -> CopyTask:
     """Train a ``CopyTransformer`` from scratch to copy random sequences; returns a ``CopyTask``.
 
     >>> task = train_copy_task(seed=0)                  # defaults: a few seconds on 2 CPU cores
@@ -208,15 +235,26 @@ def train_copy_task(*, seed: int = 0, steps: int = 300, seq_len: int = 10, vocab
       module docstring); None keeps the current count.
     - ``progress(step, loss)``: called after every step, step counted from 1.
     """
-    settings = CopyTaskSettings(seed=seed, steps=steps, seq_len=seq_len, vocab_size=vocab_size,
-                                d_model=d_model, nhead=nhead, layers=layers, batch_size=batch_size, lr=lr)
+    settings = CopyTaskSettings(
+        seed=seed,
+        steps=steps,
+        seq_len=seq_len,
+        vocab_size=vocab_size,
+        d_model=d_model,
+        nhead=nhead,
+        layers=layers,
+        batch_size=batch_size,
+        lr=lr,
+    )
     keep_at = _snapshot_steps(snapshot_steps, steps)
     if threads is not None and (not _is_int(threads) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None (keep torch's current count), "
-                         f"got {threads!r}")
+        raise ValueError(
+            f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
+        )
     if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be a callable progress(step, loss) or None, "
-                        f"got {type(progress).__name__}")
+        raise TypeError(
+            f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
+        )
 
     with _intra_op_threads(threads):
         task = _untrained(settings)
@@ -246,10 +284,16 @@ def train_copy_task(*, seed: int = 0, steps: int = 300, seq_len: int = 10, vocab
 def _untrained(settings: CopyTaskSettings) -> CopyTask:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = CopyTransformer(vocab_size=settings.vocab_size, seq_len=settings.seq_len,
-                                d_model=settings.d_model, nhead=settings.nhead, layers=settings.layers)
-    task = CopyTask(model, settings, losses=[], example=torch.empty(0), snapshots={},
-                    threads=torch.get_num_threads())
+        model = CopyTransformer(
+            vocab_size=settings.vocab_size,
+            seq_len=settings.seq_len,
+            d_model=settings.d_model,
+            nhead=settings.nhead,
+            layers=settings.layers,
+        )
+    task = CopyTask(
+        model, settings, losses=[], example=torch.empty(0), snapshots={}, threads=torch.get_num_threads()
+    )
     task.example = task.held_out(1)[0]
     return task
 
@@ -270,14 +314,20 @@ def diagonal_mass(cross_attention) -> float:
     else:
         maps = np.asarray(cross_attention)
         if maps.dtype.kind not in "fiu":
-            raise TypeError("cross_attention must be a torch tensor or numpy array of attention weights, got "
-                            f"{type(cross_attention).__name__} of dtype {maps.dtype}")
+            raise TypeError(
+                "cross_attention must be a torch tensor or numpy array of attention weights, got "
+                f"{type(cross_attention).__name__} of dtype {maps.dtype}"
+            )
     if maps.ndim not in (2, 3, 4):
-        raise ValueError("cross_attention must be (queries, keys), (heads, queries, keys) or "
-                         f"(batch, heads, queries, keys), got {maps.ndim} axes: {maps.shape}")
+        raise ValueError(
+            "cross_attention must be (queries, keys), (heads, queries, keys) or "
+            f"(batch, heads, queries, keys), got {maps.ndim} axes: {maps.shape}"
+        )
     if maps.shape[-1] != maps.shape[-2] or maps.size == 0:
-        raise ValueError(f"cross_attention needs as many queries as keys (a square map) and at least one, "
-                         f"got {maps.shape[-2]} queries and {maps.shape[-1]} keys in shape {maps.shape}")
+        raise ValueError(
+            f"cross_attention needs as many queries as keys (a square map) and at least one, "
+            f"got {maps.shape[-2]} queries and {maps.shape[-1]} keys in shape {maps.shape}"
+        )
     return float(np.diagonal(maps, axis1=-2, axis2=-1).mean(dtype=np.float64))
 
 
@@ -297,8 +347,10 @@ def _sample(settings: CopyTaskSettings, batch: int, generator: torch.Generator |
     if not _is_int(batch) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None (torch's global generator), "
-                        f"got {type(generator).__name__}")
+        raise TypeError(
+            f"generator must be a torch.Generator or None (torch's global generator), "
+            f"got {type(generator).__name__}"
+        )
     return torch.randint(0, settings.vocab_size, (batch, settings.seq_len), generator=generator)
 
 
@@ -311,13 +363,15 @@ def _snapshot_steps(snapshot_steps: Iterable[int] | None, steps: int) -> set[int
         doubling = [0] + [5 * 2**k for k in range(max(steps, 1).bit_length()) if 5 * 2**k < steps]
         return {*doubling, steps}
     if isinstance(snapshot_steps, (str, bytes)) or not isinstance(snapshot_steps, Iterable):
-        raise TypeError(f"snapshot_steps must be an iterable of ints or None, "
-                        f"got {type(snapshot_steps).__name__}")
+        raise TypeError(
+            f"snapshot_steps must be an iterable of ints or None, got {type(snapshot_steps).__name__}"
+        )
     chosen = set(snapshot_steps)
-    bad = sorted((repr(step) for step in chosen if not _is_int(step) or not 0 <= step <= steps))
+    bad = sorted(repr(step) for step in chosen if not _is_int(step) or not 0 <= step <= steps)
     if bad:
-        raise ValueError(f"snapshot_steps must be ints from 0 (before training) to steps = {steps}, "
-                         f"got {', '.join(bad)}")
+        raise ValueError(
+            f"snapshot_steps must be ints from 0 (before training) to steps = {steps}, got {', '.join(bad)}"
+        )
     return chosen
 
 

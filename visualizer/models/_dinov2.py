@@ -62,8 +62,10 @@ _LAYER = r"backbone\.encoder\.layer\.(\d+)\."
 _TIMM_RENAMES = [
     (re.compile(r"backbone\.embeddings\.cls_token$"), "cls_token"),
     (re.compile(r"backbone\.embeddings\.position_embeddings$"), "pos_embed"),
-    (re.compile(r"backbone\.embeddings\.patch_embeddings\.projection\.(weight|bias)$"),
-     r"patch_embed.proj.\1"),
+    (
+        re.compile(r"backbone\.embeddings\.patch_embeddings\.projection\.(weight|bias)$"),
+        r"patch_embed.proj.\1",
+    ),
     (re.compile(_LAYER + r"attention\.output\.dense\.(weight|bias)$"), r"blocks.\1.attn.proj.\2"),
     (re.compile(_LAYER + r"layer_scale([12])\.lambda1$"), r"blocks.\1.ls\2.gamma"),
     (re.compile(_LAYER + r"(norm[12]|mlp\.fc[12])\.(weight|bias)$"), r"blocks.\1.\2.\3"),
@@ -122,16 +124,24 @@ def expected_shapes(grid: int = NATIVE_GRID) -> dict[str, tuple[int, ...]]:
     }
     for layer in range(DEPTH):
         block = f"blocks.{layer}."
-        shapes.update({
-            block + "norm1.weight": (DIM,), block + "norm1.bias": (DIM,),
-            block + "attn.qkv.weight": (3 * DIM, DIM), block + "attn.qkv.bias": (3 * DIM,),
-            block + "attn.proj.weight": (DIM, DIM), block + "attn.proj.bias": (DIM,),
-            block + "ls1.gamma": (DIM,),
-            block + "norm2.weight": (DIM,), block + "norm2.bias": (DIM,),
-            block + "mlp.fc1.weight": (MLP_DIM, DIM), block + "mlp.fc1.bias": (MLP_DIM,),
-            block + "mlp.fc2.weight": (DIM, MLP_DIM), block + "mlp.fc2.bias": (DIM,),
-            block + "ls2.gamma": (DIM,),
-        })
+        shapes.update(
+            {
+                block + "norm1.weight": (DIM,),
+                block + "norm1.bias": (DIM,),
+                block + "attn.qkv.weight": (3 * DIM, DIM),
+                block + "attn.qkv.bias": (3 * DIM,),
+                block + "attn.proj.weight": (DIM, DIM),
+                block + "attn.proj.bias": (DIM,),
+                block + "ls1.gamma": (DIM,),
+                block + "norm2.weight": (DIM,),
+                block + "norm2.bias": (DIM,),
+                block + "mlp.fc1.weight": (MLP_DIM, DIM),
+                block + "mlp.fc1.bias": (MLP_DIM,),
+                block + "mlp.fc2.weight": (DIM, MLP_DIM),
+                block + "mlp.fc2.bias": (DIM,),
+                block + "ls2.gamma": (DIM,),
+            }
+        )
     return shapes
 
 
@@ -143,8 +153,11 @@ def _named_backbone(path: Path) -> dict:
 
     graph = onnx.load(str(path)).graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    named = {name: numpy_helper.to_array(tensor) for name, tensor in initializers.items()
-             if name.startswith("backbone.")}
+    named = {
+        name: numpy_helper.to_array(tensor)
+        for name, tensor in initializers.items()
+        if name.startswith("backbone.")
+    }
     for node in graph.node:
         weight = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
         if weight is None or not weight.startswith("onnx::MatMul_") or weight not in initializers:
@@ -182,7 +195,8 @@ def convert_onnx(path: Path) -> dict:
     for (layer, kind), parts in qkv.items():
         # timm's Attention splits qkv's output as (3, heads, head_dim): q first, then k, then v.
         converted[f"blocks.{layer}.attn.qkv.{kind}"] = np.concatenate(
-            [parts["query"], parts["key"], parts["value"]])
+            [parts["query"], parts["key"], parts["value"]]
+        )
     # Owned, writable copies: numpy_helper hands out read-only views of the protobuf's bytes.
     converted = {name: np.array(array, dtype=np.float32, order="C") for name, array in converted.items()}
     problem = _layout_problem(converted)
@@ -264,10 +278,9 @@ def timm_state_dict(grid_size: tuple[int, int]) -> dict:
     antialiased), which is what timm itself does when it loads a DINOv2 checkpoint into a
     model with another image size; at 37x37 nothing is resampled.
     """
+    import numpy as np
     import torch
     from timm.layers import resample_abs_pos_embed
-
-    import numpy as np
 
     # Freshly converted arrays can be read-only views of the ONNX buffers; torch wants to own them.
     arrays = dinov2_arrays()
@@ -290,8 +303,12 @@ def transformers_state_dict(timm_state: dict, new_names: bool) -> dict:
     if new_names:
         q, k, v, out = "attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj"
     else:
-        q, k, v, out = ("attention.attention.query", "attention.attention.key", "attention.attention.value",
-                        "attention.output.dense")
+        q, k, v, out = (
+            "attention.attention.query",
+            "attention.attention.key",
+            "attention.attention.value",
+            "attention.output.dense",
+        )
     state = {
         "embeddings.cls_token": timm_state["cls_token"],
         "embeddings.mask_token": torch.zeros(1, DIM),
@@ -306,8 +323,14 @@ def transformers_state_dict(timm_state: dict, new_names: bool) -> dict:
         for kind in ("weight", "bias"):
             # Clones: views into one qkv storage would make save_pretrained refuse shared tensors.
             query, key, value = (part.clone() for part in timm_state[block + f"attn.qkv.{kind}"].chunk(3))
-            state.update({hf + f"{q}.{kind}": query, hf + f"{k}.{kind}": key, hf + f"{v}.{kind}": value,
-                          hf + f"{out}.{kind}": timm_state[block + f"attn.proj.{kind}"]})
+            state.update(
+                {
+                    hf + f"{q}.{kind}": query,
+                    hf + f"{k}.{kind}": key,
+                    hf + f"{v}.{kind}": value,
+                    hf + f"{out}.{kind}": timm_state[block + f"attn.proj.{kind}"],
+                }
+            )
             for part in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
                 state[hf + f"{part}.{kind}"] = timm_state[block + f"{part}.{kind}"]
         state[hf + "layer_scale1.lambda1"] = timm_state[block + "ls1.gamma"]

@@ -1,9 +1,9 @@
 """Sample images, and turning an image into a ViT input with a display copy that matches it.
 
-    >>> images = sample_images()                   # {'grace_hopper': (600, 512, 3) uint8, 'chelsea': ...}
-    >>> x, shown = prepare_image(images["chelsea"])
-    >>> x.shape, shown.shape                        # (batch, channels, height, width), (height, width, rgb)
-    (torch.Size([1, 3, 224, 224]), (224, 224, 3))
+>>> images = sample_images()                   # {'grace_hopper': (600, 512, 3) uint8, 'chelsea': ...}
+>>> x, shown = prepare_image(images["chelsea"])
+>>> x.shape, shown.shape                        # (batch, channels, height, width), (height, width, rgb)
+(torch.Size([1, 3, 224, 224]), (224, 224, 3))
 """
 
 from __future__ import annotations
@@ -97,8 +97,11 @@ def _as_rgb_array(image):
         return np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
-            hint = (" Fix for a float image in [0, 1]: (np.clip(image, 0, 1) * 255).round().astype(np.uint8)"
-                    if image.dtype.kind == "f" else "")
+            hint = (
+                " Fix for a float image in [0, 1]: (np.clip(image, 0, 1) * 255).round().astype(np.uint8)"
+                if image.dtype.kind == "f"
+                else ""
+            )
             raise TypeError(f"image array must have dtype uint8, got {image.dtype}.{hint}")
         if image.ndim == 2:  # greyscale: the model wants three channels
             image = np.repeat(image[:, :, None], 3, axis=2)
@@ -149,7 +152,7 @@ def prepare_image(image, size: int = 224):
     height, width = pixels.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    square = np.ascontiguousarray(pixels[top:top + side, left:left + side])
+    square = np.ascontiguousarray(pixels[top : top + side, left : left + side])
     shown = np.array(Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC))
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)

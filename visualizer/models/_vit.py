@@ -1,9 +1,9 @@
 """``load_vit``: a ViT with real weights, offline by default.
 
-    >>> model = load_vit()                              # timm vit_small_patch14_dinov2, DINOv2, eval()
-    >>> model(x).shape                                  # x: (batch, 3, 224, 224) -> CLS features
-    torch.Size([1, 384])
-    >>> hf = load_vit(library="transformers")           # the same weights in transformers' Dinov2Model
+>>> model = load_vit()                              # timm vit_small_patch14_dinov2, DINOv2, eval()
+>>> model(x).shape                                  # x: (batch, 3, 224, 224) -> CLS features
+torch.Size([1, 384])
+>>> hf = load_vit(library="transformers")           # the same weights in transformers' Dinov2Model
 """
 
 from __future__ import annotations
@@ -77,7 +77,13 @@ def _default_transformers(pretrained: bool, kwargs: dict):
     from transformers import Dinov2Config, Dinov2Model
 
     from visualizer.models._dinov2 import (
-        DEPTH, DIM, HEADS, MLP_DIM, PATCH, timm_state_dict, transformers_state_dict,
+        DEPTH,
+        DIM,
+        HEADS,
+        MLP_DIM,
+        PATCH,
+        timm_state_dict,
+        transformers_state_dict,
     )
 
     unknown = sorted(kwargs.keys() - set(_TRANSFORMERS_DEFAULT_OPTIONS))
@@ -90,9 +96,17 @@ def _default_transformers(pretrained: bool, kwargs: dict):
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < PATCH:
         raise ValueError(f"img_size must be an int of at least {PATCH} (pixels), got {img_size!r}")
     config = Dinov2Config(
-        hidden_size=DIM, num_hidden_layers=DEPTH, num_attention_heads=HEADS, mlp_ratio=MLP_DIM // DIM,
-        patch_size=PATCH, image_size=img_size, layer_norm_eps=1e-6, layerscale_value=1.0, qkv_bias=True,
-        use_swiglu_ffn=False, hidden_act="gelu",
+        hidden_size=DIM,
+        num_hidden_layers=DEPTH,
+        num_attention_heads=HEADS,
+        mlp_ratio=MLP_DIM // DIM,
+        patch_size=PATCH,
+        image_size=img_size,
+        layer_norm_eps=1e-6,
+        layerscale_value=1.0,
+        qkv_bias=True,
+        use_swiglu_ffn=False,
+        hidden_act="gelu",
     )
     implementation = kwargs.get("attn_implementation")
 
@@ -134,8 +148,10 @@ def _load_strict(model, state: dict, built: str):
     # A buffer that the weights do not cover would still be on the meta device, unusable.
     left = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if left:
-        raise WeightsError(f"{built} has tensors the DINOv2 weights do not provide: {left[:4]}. "
-                           f"Fix: drop the options that add them, or pass pretrained=False.")
+        raise WeightsError(
+            f"{built} has tensors the DINOv2 weights do not provide: {left[:4]}. "
+            f"Fix: drop the options that add them, or pass pretrained=False."
+        )
     return model
 
 

@@ -35,9 +35,22 @@ FLOW = (
 )
 
 
-def plot_attention_flow(structured, *, layers=None, head: int | None = None, batch: int = 0,
-                        source_tokens=None, target_tokens=None, axes: str = "image", cmap="viridis",
-                        vmin=None, vmax=None, scale: str = "linear", title: str | None = None, figsize=None):
+def plot_attention_flow(
+    structured,
+    *,
+    layers=None,
+    head: int | None = None,
+    batch: int = 0,
+    source_tokens=None,
+    target_tokens=None,
+    axes: str = "image",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    figsize=None,
+):
     """Encoder-decoder attention, one row per layer: encoder self → decoder self → cross.
 
     >>> fig = plot_attention_flow(maps.structured(), source_tokens=src, target_tokens=tgt)
@@ -55,19 +68,23 @@ def plot_attention_flow(structured, *, layers=None, head: int | None = None, bat
     check_axes(axes, what)
     layout = structured.structured() if callable(getattr(structured, "structured", None)) else structured
     if not isinstance(layout, Mapping):
-        raise TypeError(f"{what}: structured must be the dict from AttentionMaps.structured() or an object "
-                        f"with that method, not {type(structured).__name__}")
+        raise TypeError(
+            f"{what}: structured must be the dict from AttentionMaps.structured() or an object "
+            f"with that method, not {type(structured).__name__}"
+        )
     encoder, decoder = list(layout.get("encoder") or []), list(layout.get("decoder") or [])
     if not encoder or not decoder or not any("cross_attention" in layer for layer in decoder):
-        raise ValueError(f"{what} needs an encoder-decoder model: encoder layers, and decoder layers with "
-                         f"'cross_attention'; got {_describe(layout)}")
+        raise ValueError(
+            f"{what} needs an encoder-decoder model: encoder layers, and decoder layers with "
+            f"'cross_attention'; got {_describe(layout)}"
+        )
     rows = index_selection(layers, max(len(encoder), len(decoder)), f"{what}: layers", "layers")
     labels = {"source": source_tokens, "target": target_tokens}
     fig, panels, _ = panel_grid(3 * len(rows), 3, (3.8, 3.2), extra_width=0.6, figsize=figsize, what=what)
     for r, layer in enumerate(rows):
         for c, (stack, key, heading) in enumerate(FLOW):
             ax = panels[3 * r + c]
-            block = (encoder if stack == "encoder" else decoder)
+            block = encoder if stack == "encoder" else decoder
             if layer >= len(block) or key not in block[layer]:
                 ax.set_visible(False)
                 continue
@@ -76,8 +93,18 @@ def plot_attention_flow(structured, *, layers=None, head: int | None = None, bat
             key_side = "target" if key == "self_attention" and stack == "decoder" else "source"
             queries = token_labels(labels[query_side], m.shape[0], what, f"{query_side}_tokens")
             keys = token_labels(labels[key_side], m.shape[1], what, f"{key_side}_tokens")
-            image = draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
-                                key_tokens=keys, scale=scale, what=what)
+            image = draw_matrix(
+                ax,
+                m,
+                axes=axes,
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                query_tokens=queries,
+                key_tokens=keys,
+                scale=scale,
+                what=what,
+            )
             ax.set_title((heading + "\n" if r == 0 else "") + f"layer {layer}", fontsize=9)
             add_colorbar(fig, image, ax=ax, shrink=0.75)
     fused = "mean over heads" if head is None else f"head {head}"
@@ -85,9 +112,22 @@ def plot_attention_flow(structured, *, layers=None, head: int | None = None, bat
     return fig
 
 
-def plot_attention_distance(maps, *, grid=None, prefix_tokens: int = 1, patch_size: float = 1,
-                            batch: int | None = None, layers=None, renormalize: bool = True, cmap="tab10",
-                            vmin=None, vmax=None, title: str | None = None, ax=None, figsize=(6.0, 4.2)):
+def plot_attention_distance(
+    maps,
+    *,
+    grid=None,
+    prefix_tokens: int = 1,
+    patch_size: float = 1,
+    batch: int | None = None,
+    layers=None,
+    renormalize: bool = True,
+    cmap="tab10",
+    vmin=None,
+    vmax=None,
+    title: str | None = None,
+    ax=None,
+    figsize=(6.0, 4.2),
+):
     """Mean attention distance of every head against layer depth, as in the ViT paper (Fig. 7).
 
     >>> fig = plot_attention_distance(maps, patch_size=14)      # y in pixels, 14 px patches
@@ -105,8 +145,9 @@ def plot_attention_distance(maps, *, grid=None, prefix_tokens: int = 1, patch_si
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     distances = []
     for layer in selected:
-        d = mean_attention_distance(layer, grid, cls_token=prefix, patch_size=patch_size,
-                                    renormalize=renormalize)
+        d = mean_attention_distance(
+            layer, grid, cls_token=prefix, patch_size=patch_size, renormalize=renormalize
+        )
         distances.append(np.nanmean(d, axis=0) if d.ndim == 2 else d)
     fig, ax = figure_for(ax, figsize, what)
     colormap = mpl().colormaps[cmap] if isinstance(cmap, str) else cmap

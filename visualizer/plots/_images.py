@@ -35,9 +35,24 @@ __all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
 OUTLINE = {"fill": False, "edgecolor": "red", "linewidth": 2.0}
 
 
-def plot_grid_to_grid(image, attn, query=None, *, grid=None, prefix_tokens: int = 1, head: int | None = None,
-                      batch: int = 0, alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None,
-                      title: str | None = None, interpolation: str = "nearest", ax=None, figsize=None):
+def plot_grid_to_grid(
+    image,
+    attn,
+    query=None,
+    *,
+    grid=None,
+    prefix_tokens: int = 1,
+    head: int | None = None,
+    batch: int = 0,
+    alpha: float = 0.6,
+    cmap="turbo",
+    vmin=None,
+    vmax=None,
+    title: str | None = None,
+    interpolation: str = "nearest",
+    ax=None,
+    figsize=None,
+):
     """One query's attention over the image, the query outlined (the original tool's "grids").
 
     >>> fig = plot_grid_to_grid(shown, maps[6], query=(7, 9))   # patch at row 7, column 9
@@ -79,10 +94,27 @@ def plot_grid_to_grid(image, attn, query=None, *, grid=None, prefix_tokens: int 
     return fig
 
 
-def plot_cls_attention(image, maps, *, layers=None, head: int | None = None, query: int = 0, grid=None,
-                       prefix_tokens: int = 1, batch: int = 0, ncols: int | None = None,
-                       show_image: bool = True, alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None,
-                       title: str | None = None, interpolation: str = "nearest", ax=None, figsize=None):
+def plot_cls_attention(
+    image,
+    maps,
+    *,
+    layers=None,
+    head: int | None = None,
+    query: int = 0,
+    grid=None,
+    prefix_tokens: int = 1,
+    batch: int = 0,
+    ncols: int | None = None,
+    show_image: bool = True,
+    alpha: float = 0.6,
+    cmap="turbo",
+    vmin=None,
+    vmax=None,
+    title: str | None = None,
+    interpolation: str = "nearest",
+    ax=None,
+    figsize=None,
+):
     """The CLS token's attention over the image, one panel per layer.
 
     >>> fig = plot_cls_attention(shown, maps, layers=[3, 7, 11])
@@ -140,10 +172,26 @@ def plot_cls_attention(image, maps, *, layers=None, head: int | None = None, que
     return fig
 
 
-def plot_rollout(image, attentions, *, query: int = 0, grid=None, prefix_tokens: int = 1, batch: int = 0,
-                 head_fusion: str = "mean", discard_ratio: float = 0.0, start_layer: int = 0,
-                 alpha: float = 0.6, cmap="turbo", vmin=None, vmax=None, title: str | None = None,
-                 interpolation: str = "nearest", ax=None, figsize=None):
+def plot_rollout(
+    image,
+    attentions,
+    *,
+    query: int = 0,
+    grid=None,
+    prefix_tokens: int = 1,
+    batch: int = 0,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    alpha: float = 0.6,
+    cmap="turbo",
+    vmin=None,
+    vmax=None,
+    title: str | None = None,
+    interpolation: str = "nearest",
+    ax=None,
+    figsize=None,
+):
     """Attention rollout of the CLS token (or ``query``) over the image, next to the image.
 
     >>> fig = plot_rollout(shown, maps, discard_ratio=0.9)
@@ -160,8 +208,9 @@ def plot_rollout(image, attentions, *, query: int = 0, grid=None, prefix_tokens:
     if precomputed:
         result = _square_heads(attentions, 0, what)[0]
     else:
-        result = rollout(attentions, head_fusion=head_fusion, discard_ratio=discard_ratio,
-                         start_layer=start_layer)
+        result = rollout(
+            attentions, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
+        )
         if result.ndim == 3:
             result = result[as_index(batch, result.shape[0], f"{what}: batch", "batch items")]
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
@@ -226,19 +275,31 @@ def _draw_image(ax, rgb: np.ndarray, rows: int, cols: int, prefix: int) -> _Geom
         patches = mpl().patches
         for token in range(prefix):
             x, y = geometry.cell(token)
-            ax.add_patch(patches.Rectangle((x, y), geometry.cell_w, geometry.cell_h, facecolor="0.85",
-                                           edgecolor="0.5", linewidth=0.5))
-            ax.text(x + geometry.cell_w / 2, y + geometry.cell_h * 0.12, "CLS" if token == 0 else str(token),
-                    ha="center", va="top", fontsize=6, color="black")
+            ax.add_patch(
+                patches.Rectangle(
+                    (x, y), geometry.cell_w, geometry.cell_h, facecolor="0.85", edgecolor="0.5", linewidth=0.5
+                )
+            )
+            ax.text(
+                x + geometry.cell_w / 2,
+                y + geometry.cell_h * 0.12,
+                "CLS" if token == 0 else str(token),
+                ha="center",
+                va="top",
+                fontsize=6,
+                color="black",
+            )
     return geometry
 
 
-def _overlay(ax, values: np.ndarray, geometry: _Geometry, cmap, norm, alpha: float, interpolation: str,
-             what: str):
+def _overlay(
+    ax, values: np.ndarray, geometry: _Geometry, cmap, norm, alpha: float, interpolation: str, what: str
+):
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 <= alpha <= 1:
         raise ValueError(f"{what}: alpha must be a number in [0, 1] (the overlay's opacity), not {alpha!r}")
-    return ax.imshow(values, extent=geometry.extent, cmap=cmap, norm=norm, alpha=alpha,
-                     interpolation=interpolation)
+    return ax.imshow(
+        values, extent=geometry.extent, cmap=cmap, norm=norm, alpha=alpha, interpolation=interpolation
+    )
 
 
 def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
@@ -247,11 +308,21 @@ def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
     for token, weight in enumerate(weights):
         x, y = geometry.cell(token)
         color = heat.get_cmap()(heat.norm(weight))
-        ax.add_patch(patches.Rectangle((x, y), geometry.cell_w, geometry.cell_h, facecolor=color,
-                                       edgecolor="0.3", linewidth=0.5))
-        ax.text(x + geometry.cell_w / 2, y + geometry.cell_h * 0.55, f"{weight:.2f}", ha="center",
-                va="center", fontsize=6, color="black",
-                bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0})
+        ax.add_patch(
+            patches.Rectangle(
+                (x, y), geometry.cell_w, geometry.cell_h, facecolor=color, edgecolor="0.3", linewidth=0.5
+            )
+        )
+        ax.text(
+            x + geometry.cell_w / 2,
+            y + geometry.cell_h * 0.55,
+            f"{weight:.2f}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="black",
+            bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0},
+        )
 
 
 def _outline(ax, token: int, geometry: _Geometry) -> None:
@@ -285,8 +356,10 @@ def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
 def _square_heads(attn, batch: int, what: str) -> np.ndarray:
     heads = head_maps(attn, batch, f"{what}: attn")
     if heads.shape[-1] != heads.shape[-2]:
-        raise ValueError(f"{what}: the map must be square self-attention over the image tokens, not "
-                         f"{heads.shape[-2]} queries x {heads.shape[-1]} keys")
+        raise ValueError(
+            f"{what}: the map must be square self-attention over the image tokens, not "
+            f"{heads.shape[-2]} queries x {heads.shape[-1]} keys"
+        )
     return heads
 
 

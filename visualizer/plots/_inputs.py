@@ -14,7 +14,6 @@ spans several panels (plain "constrained" clips them there).
 from __future__ import annotations
 
 import io
-
 import numbers
 
 import numpy as np
@@ -55,8 +54,8 @@ def mpl():
         import matplotlib.axes
         import matplotlib.colors
         import matplotlib.figure
-        import matplotlib.patches  # noqa: F401
-        import matplotlib.ticker  # noqa: F401
+        import matplotlib.patches
+        import matplotlib.ticker
     except ImportError:
         raise ImportError(
             'visualizer.plots needs matplotlib: pip install -c constraints.txt -e ".[plot]"'
@@ -112,8 +111,14 @@ def figure_for(ax, figsize, what: str):
     return fig, ax
 
 
-def panel_grid(count: int, ncols: int | None, panel: tuple[float, float], extra_width: float = 0.0,
-               figsize=None, what: str = "plot"):
+def panel_grid(
+    count: int,
+    ncols: int | None,
+    panel: tuple[float, float],
+    extra_width: float = 0.0,
+    figsize=None,
+    what: str = "plot",
+):
     """(figure, panels, ncols): ``count`` panels on a grid, as a flat list; unused cells are hidden.
 
     The grid is always two-dimensional (``squeeze=False``), so one row or one panel works.
@@ -194,8 +199,10 @@ def index_selection(selection, size: int, what: str, things: str) -> list[int]:
 
 def check_axes(axes: str, what: str) -> str:
     if axes not in AXES:
-        raise ValueError(f"{what}: axes must be 'image' (origin top left) or 'cartesian' "
-                         f"(origin bottom left, x = query, y = key), not {axes!r}")
+        raise ValueError(
+            f"{what}: axes must be 'image' (origin top left) or 'cartesian' "
+            f"(origin bottom left, x = query, y = key), not {axes!r}"
+        )
     return axes
 
 
@@ -204,8 +211,10 @@ def token_labels(tokens, count: int, what: str, argument: str = "tokens") -> lis
     if tokens is None:
         return None
     if isinstance(tokens, str):
-        raise TypeError(f"{what}: {argument} must be a list of strings, one per token, not one str; "
-                        "e.g. tokenizer.convert_ids_to_tokens(ids)")
+        raise TypeError(
+            f"{what}: {argument} must be a list of strings, one per token, not one str; "
+            "e.g. tokenizer.convert_ids_to_tokens(ids)"
+        )
     labels = [str(t) for t in tokens]
     if len(labels) != count:
         raise ValueError(
@@ -262,9 +271,21 @@ def add_colorbar(fig, mappable, **kwargs):
     return bar
 
 
-def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=None, key_tokens=None,
-                show_labels=(True, True), scale: str = "linear", interpolation: str = "antialiased",
-                what: str = "plot"):
+def draw_matrix(
+    ax,
+    m: np.ndarray,
+    *,
+    axes: str,
+    cmap,
+    vmin,
+    vmax,
+    query_tokens=None,
+    key_tokens=None,
+    show_labels=(True, True),
+    scale: str = "linear",
+    interpolation: str = "antialiased",
+    what: str = "plot",
+):
     """Draw one (queries, keys) map on ``ax`` in the chosen orientation; returns the image artist.
 
     ``image``: row q is drawn q-th from the top, key k is the k-th column (x = key, y = query).
@@ -279,18 +300,29 @@ def draw_matrix(ax, m: np.ndarray, *, axes: str, cmap, vmin, vmax, query_tokens=
         shown, origin, xlabel, ylabel = m.T, "lower", "query", "key"
         xticks, yticks = query_tokens, key_tokens
     norm = color_norm(scale, vmin, vmax, m, what)
-    image = ax.imshow(shown, origin=origin, cmap=cmap, norm=norm, interpolation=interpolation,
-                      aspect="equal" if max(shown.shape) <= 3 * min(shown.shape) else "auto")
+    image = ax.imshow(
+        shown,
+        origin=origin,
+        cmap=cmap,
+        norm=norm,
+        interpolation=interpolation,
+        aspect="equal" if max(shown.shape) <= 3 * min(shown.shape) else "auto",
+    )
     show_x, show_y = show_labels
     integer = mpl().ticker.MaxNLocator(integer=True)  # token positions, never 2.5
     ax.xaxis.set_major_locator(integer)
     ax.yaxis.set_major_locator(mpl().ticker.MaxNLocator(integer=True))
     if xticks is not None:
-        ax.set_xticks(range(len(xticks)), xticks if show_x else [""] * len(xticks), rotation=90,
-                      fontsize=label_fontsize(len(xticks)))
+        ax.set_xticks(
+            range(len(xticks)),
+            xticks if show_x else [""] * len(xticks),
+            rotation=90,
+            fontsize=label_fontsize(len(xticks)),
+        )
     if yticks is not None:
-        ax.set_yticks(range(len(yticks)), yticks if show_y else [""] * len(yticks),
-                      fontsize=label_fontsize(len(yticks)))
+        ax.set_yticks(
+            range(len(yticks)), yticks if show_y else [""] * len(yticks), fontsize=label_fontsize(len(yticks))
+        )
     if show_x:
         ax.set_xlabel(xlabel)
     if show_y:

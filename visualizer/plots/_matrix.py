@@ -31,9 +31,23 @@ from visualizer.plots._inputs import (
 __all__ = ["plot_head", "plot_head_grid", "plot_heads", "plot_layers"]
 
 
-def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_tokens=None,
-              axes: str = "image", cmap="viridis", vmin=None, vmax=None, scale: str = "linear",
-              title: str | None = None, colorbar: bool = True, ax=None, figsize=(5.0, 4.2)):
+def plot_head(
+    attn,
+    head: int | None = 0,
+    *,
+    batch: int = 0,
+    tokens=None,
+    key_tokens=None,
+    axes: str = "image",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    colorbar: bool = True,
+    ax=None,
+    figsize=(5.0, 4.2),
+):
     """One head's map with a colorbar.
 
     >>> fig = plot_head(maps[3], head=2)            # (batch, heads, Q, K) -> item 0, head 2
@@ -52,8 +66,18 @@ def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_to
     m = single_map(heads, 0, head, f"{what}: attn")
     queries, keys = _labels(tokens, key_tokens, m.shape, what)
     fig, ax = figure_for(ax, figsize, what)
-    image = draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
-                        key_tokens=keys, scale=scale, what=what)
+    image = draw_matrix(
+        ax,
+        m,
+        axes=axes,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        query_tokens=queries,
+        key_tokens=keys,
+        scale=scale,
+        what=what,
+    )
     if title is None:
         if _ndim(attn) == 2:
             title = "attention"
@@ -67,9 +91,22 @@ def plot_head(attn, head: int | None = 0, *, batch: int = 0, tokens=None, key_to
     return fig
 
 
-def plot_heads(attn, *, batch: int = 0, tokens=None, key_tokens=None, ncols: int | None = None,
-               axes: str = "image", cmap="viridis", vmin=None, vmax=None, scale: str = "linear",
-               title: str | None = None, shared_scale: bool = True, figsize=None):
+def plot_heads(
+    attn,
+    *,
+    batch: int = 0,
+    tokens=None,
+    key_tokens=None,
+    ncols: int | None = None,
+    axes: str = "image",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    shared_scale: bool = True,
+    figsize=None,
+):
     """Every head of one layer, plus their mean in the last panel (the original tool's "heads").
 
     >>> fig = plot_heads(maps[3])                   # 6 heads + mean: 7 panels, 4 per row
@@ -82,14 +119,41 @@ def plot_heads(attn, *, batch: int = 0, tokens=None, key_tokens=None, ncols: int
     heads = head_maps(attn, batch, f"{what}: attn")
     maps = list(heads) + [heads.mean(axis=0)]
     titles = [f"head {h}" for h in range(heads.shape[0])] + [f"mean of {heads.shape[0]}"]
-    return _panels(maps, titles, what, tokens=tokens, key_tokens=key_tokens, ncols=ncols, axes=axes,
-                   cmap=cmap, vmin=vmin, vmax=vmax, scale=scale, title=title, shared_scale=shared_scale,
-                   figsize=figsize)
+    return _panels(
+        maps,
+        titles,
+        what,
+        tokens=tokens,
+        key_tokens=key_tokens,
+        ncols=ncols,
+        axes=axes,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        scale=scale,
+        title=title,
+        shared_scale=shared_scale,
+        figsize=figsize,
+    )
 
 
-def plot_head_grid(attn, tokens=None, *, heads=None, batch: int = 0, key_tokens=None,
-                   ncols: int | None = None, axes: str = "image", cmap="viridis", vmin=None, vmax=None,
-                   scale: str = "linear", title: str | None = None, shared_scale: bool = True, figsize=None):
+def plot_head_grid(
+    attn,
+    tokens=None,
+    *,
+    heads=None,
+    batch: int = 0,
+    key_tokens=None,
+    ncols: int | None = None,
+    axes: str = "image",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    shared_scale: bool = True,
+    figsize=None,
+):
     """Selected heads of one layer on a grid, with token labels on the outer panels.
 
     >>> fig = plot_head_grid(maps[2], tokens, heads=[0, 3, 7])
@@ -100,14 +164,42 @@ def plot_head_grid(attn, tokens=None, *, heads=None, batch: int = 0, key_tokens=
     what = "plot_head_grid()"
     all_heads = head_maps(attn, batch, f"{what}: attn")
     chosen = index_selection(heads, all_heads.shape[0], f"{what}: heads", "heads")
-    return _panels([all_heads[h] for h in chosen], [f"head {h}" for h in chosen], what, tokens=tokens,
-                   key_tokens=key_tokens, ncols=ncols, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax,
-                   scale=scale, title=title, shared_scale=shared_scale, figsize=figsize)
+    return _panels(
+        [all_heads[h] for h in chosen],
+        [f"head {h}" for h in chosen],
+        what,
+        tokens=tokens,
+        key_tokens=key_tokens,
+        ncols=ncols,
+        axes=axes,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        scale=scale,
+        title=title,
+        shared_scale=shared_scale,
+        figsize=figsize,
+    )
 
 
-def plot_layers(maps, *, head: int | None = None, layers=None, batch: int = 0, tokens=None, key_tokens=None,
-                ncols: int | None = None, axes: str = "image", cmap="viridis", vmin=None, vmax=None,
-                scale: str = "linear", title: str | None = None, shared_scale: bool = True, figsize=None):
+def plot_layers(
+    maps,
+    *,
+    head: int | None = None,
+    layers=None,
+    batch: int = 0,
+    tokens=None,
+    key_tokens=None,
+    ncols: int | None = None,
+    axes: str = "image",
+    cmap="viridis",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    shared_scale: bool = True,
+    figsize=None,
+):
     """One panel per layer: the head-mean (``head=None``) or one head of each, to compare layers.
 
     >>> fig = plot_layers(cache["Attention.forward"])          # 12 x (1, 6, T, T)
@@ -122,13 +214,41 @@ def plot_layers(maps, *, head: int | None = None, layers=None, batch: int = 0, t
     kind = "mean over heads" if head is None else f"head {head}"
     if title is None:
         title = f"attention by layer ({kind})"
-    return _panels(panels, [f"layer {i}" for i in chosen], what, tokens=tokens, key_tokens=key_tokens,
-                   ncols=ncols, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, scale=scale, title=title,
-                   shared_scale=shared_scale, figsize=figsize)
+    return _panels(
+        panels,
+        [f"layer {i}" for i in chosen],
+        what,
+        tokens=tokens,
+        key_tokens=key_tokens,
+        ncols=ncols,
+        axes=axes,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        scale=scale,
+        title=title,
+        shared_scale=shared_scale,
+        figsize=figsize,
+    )
 
 
-def _panels(maps: list[np.ndarray], titles: list[str], what: str, *, tokens, key_tokens, ncols, axes, cmap,
-            vmin, vmax, scale, title, shared_scale: bool, figsize):
+def _panels(
+    maps: list[np.ndarray],
+    titles: list[str],
+    what: str,
+    *,
+    tokens,
+    key_tokens,
+    ncols,
+    axes,
+    cmap,
+    vmin,
+    vmax,
+    scale,
+    title,
+    shared_scale: bool,
+    figsize,
+):
     check_axes(axes, what)
     queries, keys = _labels(tokens, key_tokens, maps[0].shape, what)
     panel = (3.6, 3.4) if queries is not None or keys is not None else (3.0, 2.8)
@@ -140,8 +260,21 @@ def _panels(maps: list[np.ndarray], titles: list[str], what: str, *, tokens, key
     for i, (ax, m, name) in enumerate(zip(panels, maps, titles)):
         bottom = i + columns >= len(maps)
         left = i % columns == 0
-        images.append(draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
-                                  key_tokens=keys, show_labels=(bottom, left), scale=scale, what=what))
+        images.append(
+            draw_matrix(
+                ax,
+                m,
+                axes=axes,
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                query_tokens=queries,
+                key_tokens=keys,
+                show_labels=(bottom, left),
+                scale=scale,
+                what=what,
+            )
+        )
         ax.set_title(name)
         if not shared_scale:
             add_colorbar(fig, images[-1], ax=ax, shrink=0.8)

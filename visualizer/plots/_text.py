@@ -25,10 +25,24 @@ __all__ = ["plot_token_heatmap"]
 ANNOTATE_UP_TO = 12
 
 
-def plot_token_heatmap(attn, tokens, *, key_tokens=None, head: int | None = None, batch: int = 0,
-                       axes: str = "image", annotate: bool | None = None, cmap="Blues", vmin=None, vmax=None,
-                       scale: str = "linear", title: str | None = None, colorbar: bool = True, ax=None,
-                       figsize=None):
+def plot_token_heatmap(
+    attn,
+    tokens,
+    *,
+    key_tokens=None,
+    head: int | None = None,
+    batch: int = 0,
+    axes: str = "image",
+    annotate: bool | None = None,
+    cmap="Blues",
+    vmin=None,
+    vmax=None,
+    scale: str = "linear",
+    title: str | None = None,
+    colorbar: bool = True,
+    ax=None,
+    figsize=None,
+):
     """A token-to-token heatmap with the tokens on both axes.
 
     >>> fig = plot_token_heatmap(attentions[2], ["[CLS]", "the", "cat", "[SEP]"])
@@ -44,21 +58,35 @@ def plot_token_heatmap(attn, tokens, *, key_tokens=None, head: int | None = None
     heads = head_maps(attn, batch, f"{what}: attn")
     m = heads.mean(axis=0) if head is None else heads[as_index(head, len(heads), f"{what}: head", "heads")]
     if tokens is None:
-        raise TypeError(f"{what}: tokens is required, a list of strings with one per query; for a map "
-                        "without labels use plot_head()")
+        raise TypeError(
+            f"{what}: tokens is required, a list of strings with one per query; for a map "
+            "without labels use plot_head()"
+        )
     queries = token_labels(tokens, m.shape[0], what, "tokens")
     keys = token_labels(key_tokens, m.shape[1], what, "key_tokens") if key_tokens is not None else None
     if keys is None:
         if m.shape[0] != m.shape[1]:
-            raise ValueError(f"{what}: the map has {m.shape[0]} queries and {m.shape[1]} keys; pass "
-                             "key_tokens for the keys")
+            raise ValueError(
+                f"{what}: the map has {m.shape[0]} queries and {m.shape[1]} keys; pass "
+                "key_tokens for the keys"
+            )
         keys = queries
     if figsize is None:
         side = max(4.0, 0.32 * max(m.shape) + 2.0)
         figsize = (side + 1.0, side)
     fig, ax = figure_for(ax, figsize, what)
-    image = draw_matrix(ax, m, axes=axes, cmap=cmap, vmin=vmin, vmax=vmax, query_tokens=queries,
-                        key_tokens=keys, scale=scale, what=what)
+    image = draw_matrix(
+        ax,
+        m,
+        axes=axes,
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        query_tokens=queries,
+        key_tokens=keys,
+        scale=scale,
+        what=what,
+    )
     if annotate is None:
         annotate = max(m.shape) <= ANNOTATE_UP_TO
     if annotate:
@@ -79,5 +107,12 @@ def _write_weights(ax, shown: np.ndarray, image) -> None:
             value = shown[row, col]
             red, green, blue, _ = cmap(norm(value))
             light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                    color="black" if light else "white")
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if light else "white",
+            )

@@ -112,8 +112,10 @@ class AttentionView:
         try:
             from IPython.display import HTML, display
         except ImportError as error:
-            raise ImportError("display() needs IPython, i.e. a Jupyter kernel; elsewhere call "
-                              "view.save('view.html') and open the file in a browser") from error
+            raise ImportError(
+                "display() needs IPython, i.e. a Jupyter kernel; elsewhere call "
+                "view.save('view.html') and open the file in a browser"
+            ) from error
         if inline and height is not None:
             raise ValueError("height applies to the iframe only; drop it or use inline=False")
         display(HTML(self.fragment() if inline else self.iframe(height)))

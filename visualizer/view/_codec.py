@@ -63,8 +63,13 @@ def encode_maps(maps, *, exact_keys: int = 0, bits: int | None = None, level: in
     codes = np.rint(np.sqrt(coded / safe[:, None]) * levels).astype(np.uint8)
     raw = scale.astype("<f4").tobytes() + exact.astype("<f4").tobytes() + codes.tobytes()
     payload = base64.b64encode(zlib.compress(raw, level)).decode("ascii")
-    meta = {"shape": list(maps.shape), "encoding": ENCODING, "bits": bits, "exact_keys": exact_keys,
-            "compression": "deflate"}
+    meta = {
+        "shape": list(maps.shape),
+        "encoding": ENCODING,
+        "bits": bits,
+        "exact_keys": exact_keys,
+        "compression": "deflate",
+    }
     return payload, meta
 
 

@@ -74,18 +74,23 @@ def render_fragment(kind: str, config: dict, payload: str, extra_scripts: dict |
     """The ``<div>`` of a ``kind`` view ("head" or "image"): CSS, config, base64 payload and script."""
     # A marker no user text can contain by chance stands for the id until with_id().
     marker = "@" + uuid.uuid4().hex + "@"
-    extra = "".join(f'<script type="application/octet-stream" class="{name}">{text}</script>\n'
-                    for name, text in (extra_scripts or {}).items())
+    extra = "".join(
+        f'<script type="application/octet-stream" class="{name}">{text}</script>\n'
+        for name, text in (extra_scripts or {}).items()
+    )
     script = read_static("runtime.js") + "\n" + read_static(f"{kind}_view.js")
-    text = _fill(read_static("fragment.html"), {
-        "KIND": kind,
-        "ID": marker,
-        "CSS": read_static("view.css"),
-        "CONFIG": _script_json(config),
-        "PAYLOAD": payload,
-        "EXTRA": extra,
-        "SCRIPT": script,
-    })
+    text = _fill(
+        read_static("fragment.html"),
+        {
+            "KIND": kind,
+            "ID": marker,
+            "CSS": read_static("view.css"),
+            "CONFIG": _script_json(config),
+            "PAYLOAD": payload,
+            "EXTRA": extra,
+            "SCRIPT": script,
+        },
+    )
     return Fragment(text.split(marker))
 
 

@@ -21,8 +21,9 @@ __all__ = ["head_view"]
 _ROW_PX = 22  # keep in step with ROW in static/head_view.js
 
 
-def head_view(attentions, tokens, *, key_tokens=None, layers=None, heads=None, batch: int = 0,
-              title: str | None = None) -> AttentionView:
+def head_view(
+    attentions, tokens, *, key_tokens=None, layers=None, heads=None, batch: int = 0, title: str | None = None
+) -> AttentionView:
     """An interactive head view of text attention: pick a layer, a head, all heads or their mean.
 
     - ``tokens``: one string per query, e.g. ``tokenizer.convert_ids_to_tokens(input_ids[0])``;
@@ -35,12 +36,16 @@ def head_view(attentions, tokens, *, key_tokens=None, layers=None, heads=None, b
     _, _, queries, keys = stack.maps.shape
     tokens = _check_tokens(tokens, "tokens")
     if len(tokens) != queries:
-        raise ValueError(f"tokens has {len(tokens)} entries but the maps have {queries} queries; pass one "
-                         "token per position (special tokens such as [CLS] and [SEP] included)")
+        raise ValueError(
+            f"tokens has {len(tokens)} entries but the maps have {queries} queries; pass one "
+            "token per position (special tokens such as [CLS] and [SEP] included)"
+        )
     if key_tokens is None:
         if keys != queries:
-            raise ValueError(f"the maps have {queries} queries but {keys} keys (cross-attention?); "
-                             "pass key_tokens= with one string per key")
+            raise ValueError(
+                f"the maps have {queries} queries but {keys} keys (cross-attention?); "
+                "pass key_tokens= with one string per key"
+            )
     else:
         key_tokens = _check_tokens(key_tokens, "key_tokens")
         if len(key_tokens) != keys:
@@ -48,24 +53,34 @@ def head_view(attentions, tokens, *, key_tokens=None, layers=None, heads=None, b
     title = check_title(title, "Attention heads")
     payload, meta = encode_maps(stack.maps)
     config = {
-        "kind": "head", "title": title, "layers": stack.layer_labels, "heads": stack.head_labels,
-        "maps": meta, "tokens": tokens, "key_tokens": key_tokens,
+        "kind": "head",
+        "title": title,
+        "layers": stack.layer_labels,
+        "heads": stack.head_labels,
+        "maps": meta,
+        "tokens": tokens,
+        "key_tokens": key_tokens,
         "initial": {"layer": 0, "head": "all"},
     }
     layer_count, head_count = len(stack.layer_labels), len(stack.head_labels)
     height = 140 + max(queries, keys) * _ROW_PX + 28 * (head_count > 14)
     summary = f"{plural(layer_count, 'layer')} x {plural(head_count, 'head')}, {queries} x {keys} tokens"
-    return AttentionView("head", render_fragment("head", config, payload), title=title, height=height,
-                         summary=summary)
+    return AttentionView(
+        "head", render_fragment("head", config, payload), title=title, height=height, summary=summary
+    )
 
 
 def _check_tokens(tokens, argument: str) -> list[str]:
     if isinstance(tokens, str) or not isinstance(tokens, Sequence) and not hasattr(tokens, "tolist"):
-        raise TypeError(f"{argument} must be a list of strings, one per position; got {type(tokens).__name__}"
-                        + (" (split it into tokens first)" if isinstance(tokens, str) else ""))
+        raise TypeError(
+            f"{argument} must be a list of strings, one per position; got {type(tokens).__name__}"
+            + (" (split it into tokens first)" if isinstance(tokens, str) else "")
+        )
     items = tokens.tolist() if hasattr(tokens, "tolist") else list(tokens)
     for item in items:
         if not isinstance(item, str):
-            raise TypeError(f"{argument} must hold strings; got {item!r} ({type(item).__name__}). "
-                            "For token ids, use tokenizer.convert_ids_to_tokens(ids)")
+            raise TypeError(
+                f"{argument} must hold strings; got {item!r} ({type(item).__name__}). "
+                "For token ids, use tokenizer.convert_ids_to_tokens(ids)"
+            )
     return items

@@ -26,8 +26,17 @@ __all__ = ["image_view"]
 _PANEL_PX = 336  # longest side of each image panel, in CSS pixels
 
 
-def image_view(attentions, image, *, grid=None, prefix_tokens: int = 1, layers=None, heads=None,
-               batch: int = 0, title: str | None = None) -> AttentionView:
+def image_view(
+    attentions,
+    image,
+    *,
+    grid=None,
+    prefix_tokens: int = 1,
+    layers=None,
+    heads=None,
+    batch: int = 0,
+    title: str | None = None,
+) -> AttentionView:
     """An interactive view of a vision transformer's attention over ``image``.
 
     - ``grid``: the patch grid (rows, cols); by default a square grid, or else the factor
@@ -40,13 +49,16 @@ def image_view(attentions, image, *, grid=None, prefix_tokens: int = 1, layers=N
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
     _, _, queries, keys = stack.maps.shape
     if queries != keys:
-        raise ValueError(f"image_view needs self-attention maps (as many queries as keys); got {queries} "
-                         f"queries and {keys} keys")
+        raise ValueError(
+            f"image_view needs self-attention maps (as many queries as keys); got {queries} "
+            f"queries and {keys} keys"
+        )
     if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int):
         raise TypeError(f"prefix_tokens must be an int; got {type(prefix_tokens).__name__}")
     if not 0 <= prefix_tokens < keys:
-        raise ValueError(f"prefix_tokens must be from 0 to {keys - 1} (the maps have {keys} tokens); "
-                         f"got {prefix_tokens}")
+        raise ValueError(
+            f"prefix_tokens must be from 0 to {keys - 1} (the maps have {keys} tokens); got {prefix_tokens}"
+        )
     rgb = as_rgb_uint8(image, "image")
     height, width, _ = rgb.shape
     rows, cols = _check_grid(grid, keys - prefix_tokens, prefix_tokens, width / height)
@@ -56,31 +68,48 @@ def image_view(attentions, image, *, grid=None, prefix_tokens: int = 1, layers=N
     payload, meta = encode_maps(stack.maps, exact_keys=prefix_tokens)
     prefix = ["CLS"] + [f"reg{i}" for i in range(1, prefix_tokens)] if prefix_tokens else []
     config = {
-        "kind": "image", "title": title, "layers": stack.layer_labels, "heads": stack.head_labels,
-        "maps": meta, "grid": [rows, cols], "prefix": prefix, "panel": panel,
+        "kind": "image",
+        "title": title,
+        "layers": stack.layer_labels,
+        "heads": stack.head_labels,
+        "maps": meta,
+        "grid": [rows, cols],
+        "prefix": prefix,
+        "panel": panel,
         # Start where a ViT is most telling: the CLS row of the last layer, or the middle patch.
-        "initial": {"layer": len(stack.layer_labels) - 1, "head": "mean",
-                    "query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2},
+        "initial": {
+            "layer": len(stack.layer_labels) - 1,
+            "head": "mean",
+            "query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2,
+        },
     }
     fragment = render_fragment("image", config, payload, extra_scripts={"tvz-image": png_base64(rgb)})
-    summary = (f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
-               f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)")
+    summary = (
+        f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
+        f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)"
+    )
     return AttentionView("image", fragment, title=title, height=200 + panel[1], summary=summary)
 
 
 def _check_grid(grid, patches: int, prefix_tokens: int, aspect: float) -> tuple[int, int]:
     """(rows, cols) with rows * cols == patches, given or inferred from the aspect (width / height)."""
     if grid is not None:
-        if (isinstance(grid, (str, bytes)) or not hasattr(grid, "__len__") or len(grid) != 2
-                or any(isinstance(n, bool) or not hasattr(n, "__index__") for n in grid)):
+        if (
+            isinstance(grid, (str, bytes))
+            or not hasattr(grid, "__len__")
+            or len(grid) != 2
+            or any(isinstance(n, bool) or not hasattr(n, "__index__") for n in grid)
+        ):
             raise TypeError(f"grid must be (rows, cols), two ints; got {grid!r}")
         rows, cols = (operator.index(n) for n in grid)
         if rows < 1 or cols < 1:
             raise ValueError(f"grid must be (rows, cols), both at least 1; got {grid!r}")
         if rows * cols != patches:
-            raise ValueError(f"grid {rows}x{cols} has {rows * cols} patches, but the maps have {patches} "
-                             f"tokens after the {prefix_tokens} prefix token(s); check grid and "
-                             "prefix_tokens")
+            raise ValueError(
+                f"grid {rows}x{cols} has {rows * cols} patches, but the maps have {patches} "
+                f"tokens after the {prefix_tokens} prefix token(s); check grid and "
+                "prefix_tokens"
+            )
         return rows, cols
     side = math.isqrt(patches)
     if side * side == patches:
@@ -88,8 +117,10 @@ def _check_grid(grid, patches: int, prefix_tokens: int, aspect: float) -> tuple[
     pairs = [(r, patches // r) for r in range(1, patches + 1) if patches % r == 0]
     rows, cols = min(pairs, key=lambda pair: abs(math.log(pair[1] / pair[0] / aspect)))
     if abs(math.log(cols / rows / aspect)) > math.log(1.1):
-        raise ValueError(f"cannot infer the patch grid: {patches} tokens after {prefix_tokens} prefix "
-                         "token(s) make no square and no grid matching the image's aspect ratio "
-                         f"({aspect:.2f}); pass grid=(rows, cols), or fix prefix_tokens (1 for CLS, 5 for "
-                         "CLS and 4 registers)")
+        raise ValueError(
+            f"cannot infer the patch grid: {patches} tokens after {prefix_tokens} prefix "
+            "token(s) make no square and no grid matching the image's aspect ratio "
+            f"({aspect:.2f}); pass grid=(rows, cols), or fix prefix_tokens (1 for CLS, 5 for "
+            "CLS and 4 registers)"
+        )
     return rows, cols

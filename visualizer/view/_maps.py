@@ -45,16 +45,19 @@ def pick_indices(selection, size: int, argument: str, what: str) -> list[int]:
         return list(range(size))
     items = [selection] if isinstance(selection, int) else selection
     if isinstance(items, (str, bytes)) or not isinstance(items, (Sequence, range)):
-        raise TypeError(f"{argument} must be None, an int or a sequence of ints; "
-                        f"got {type(selection).__name__}")
+        raise TypeError(
+            f"{argument} must be None, an int or a sequence of ints; got {type(selection).__name__}"
+        )
     picked = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int) and not hasattr(item, "__index__"):
             raise TypeError(f"{argument} must hold ints; got {item!r} ({type(item).__name__})")
         index = int(item.__index__())
         if not -size <= index < size:
-            raise ValueError(f"{argument}: {what} {index} is out of range; there are {size} {what}s "
-                             f"(valid: 0 to {size - 1}, or -{size} to -1)")
+            raise ValueError(
+                f"{argument}: {what} {index} is out of range; there are {size} {what}s "
+                f"(valid: 0 to {size - 1}, or -{size} to -1)"
+            )
         picked.append(index % size)
     if not picked:
         raise ValueError(f"{argument} is empty: select at least one {what}")
@@ -80,8 +83,10 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
         array = layer_map(per_layer[position], f"attentions[{position}]")
         if array.ndim == 4:
             if not -array.shape[0] <= batch < array.shape[0]:
-                raise ValueError(f"batch={batch} is out of range: attentions[{position}] has batch size "
-                                 f"{array.shape[0]} (shape {tuple(array.shape)})")
+                raise ValueError(
+                    f"batch={batch} is out of range: attentions[{position}] has batch size "
+                    f"{array.shape[0]} (shape {tuple(array.shape)})"
+                )
             array = array[batch]
         arrays.append(array)
     shapes = {array.shape for array in arrays}
@@ -95,8 +100,10 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
         raise ValueError("attentions holds NaN or infinite values; pass finite attention weights")
     low = float(maps.min())
     if low < 0:
-        raise ValueError(f"attentions holds negative values (min {low:.4g}): attention weights are >= 0. "
-                         "Pass the softmax probabilities, not the scores before the softmax.")
+        raise ValueError(
+            f"attentions holds negative values (min {low:.4g}): attention weights are >= 0. "
+            "Pass the softmax probabilities, not the scores before the softmax."
+        )
     labels = [names[i] if names else f"layer {i}" for i in layer_index]
     return LayerStack(maps, labels, [str(h) for h in head_index])
 
