@@ -26,7 +26,7 @@ import timeit
 
 from bytecode import Bytecode, Instr
 
-from visualizer._get_local import GetLocal
+from visualizer._core.get_local import GetLocal
 
 SOURCE = "def trivial(x):\n    attn = x + 1\n    return attn\n"
 # The same, recording a small list (converted by the Python-level recorder) or two names.

@@ -3,7 +3,7 @@
 import pytest
 
 from visualizer import get_local as global_get_local
-from visualizer._get_local import GetLocal
+from visualizer._core import GetLocal
 
 
 @pytest.fixture
@@ -18,9 +18,4 @@ def gl():
 def public_get_local():
     """The real ``visualizer.get_local``, restored to inactive and empty afterwards."""
     yield global_get_local
-    global_get_local.deactivate()
-    for func in list(global_get_local._captured):
-        global_get_local.undo(func)
-    global_get_local.configure(store="numpy", max_records=None)
-    global_get_local.clear()
-    global_get_local._owners.clear()  # qualnames claimed by this test's modules: none carry over
+    global_get_local.reset()  # nothing captured, no qualname claimed: nothing carries over

@@ -30,7 +30,7 @@ import time
 import types
 import warnings
 
-from visualizer._rewrite import NEVER, RewriteError, bind, instrument, refusal, variables
+from visualizer._core.rewrite import NEVER, RewriteError, bind, instrument, refusal, variables
 
 _KEPT = (
     "co_argcount",

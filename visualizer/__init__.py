@@ -18,18 +18,36 @@ it returns::
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
-from visualizer._capture import AttentionCapture, CaptureError, capture_attention
-from visualizer._captured import CaptureWarning
-from visualizer._get_local import get_local
+from visualizer._capture import AttentionCapture, capture_attention
+from visualizer._core import get_local
+from visualizer._errors import (
+    CaptureError,
+    CaptureWarning,
+    LayoutError,
+    RewriteError,
+    UsageError,
+    WeightsError,
+)
 from visualizer._maps import AttentionMaps
+from visualizer._structure import CHANNELS, TOKENS, Channels, LayerInfo, Tokens, Windows
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "CHANNELS",
+    "TOKENS",
     "AttentionCapture",
     "AttentionMaps",
     "CaptureError",
     "CaptureWarning",
+    "Channels",
+    "LayerInfo",
+    "LayoutError",
+    "RewriteError",
+    "Tokens",
+    "UsageError",
+    "WeightsError",
+    "Windows",
     "__version__",
     "capture_attention",
     "get_local",

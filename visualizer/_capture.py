@@ -13,24 +13,14 @@ captured it says so, with the cause and the fix, instead of handing back an empt
 from __future__ import annotations
 
 import re
-import threading
 import warnings
 
-from visualizer._adapters import attach, find_targets
-from visualizer._captured import CaptureWarning
-from visualizer._maps import AttentionMaps, Entry
+from visualizer._adapters import attach, find_targets, supported
+from visualizer._errors import CaptureError, CaptureWarning
+from visualizer._maps import AttentionMaps, MapsBuilder
+from visualizer._structure import LayerInfo
 
 __all__ = ["AttentionCapture", "CaptureError", "capture_attention"]
-
-SUPPORTED = (
-    "nn.MultiheadAttention (also inside nn.Transformer* layers), transformers models "
-    "(BERT, ViT, DINOv2 and others that declare their attentions), timm attention modules "
-    "(those with a `fused_attn` switch), and functions or methods decorated with get_local"
-)
-
-
-class CaptureError(RuntimeError):
-    """Attention modules ran during capture, but none produced weights; the message says why."""
 
 
 def capture_attention(
@@ -41,6 +31,7 @@ def capture_attention(
     dtype=None,
     keep_grad: bool = False,
     max_calls: int | None = None,
+    get_local=None,
 ) -> AttentionCapture:
     """Record every attention map ``model`` computes inside a ``with`` block.
 
@@ -60,11 +51,20 @@ def capture_attention(
     max_calls: keep at most this many calls per module, the oldest dropped first
         (generation loops); None keeps all.
 
+    get_local: the :class:`~visualizer._core.GetLocal` whose decorated functions count as
+        attention and whose taps read timm's maps; the global ``visualizer.get_local`` by default.
+
     It also works as ``capture = capture_attention(model); maps = capture.start(); ...;
     capture.stop()``.
     """
     return AttentionCapture(
-        model, layers=layers, device=device, dtype=dtype, keep_grad=keep_grad, max_calls=max_calls
+        model,
+        layers=layers,
+        device=device,
+        dtype=dtype,
+        keep_grad=keep_grad,
+        max_calls=max_calls,
+        get_local=get_local,
     )
 
 
@@ -72,9 +72,19 @@ class AttentionCapture:
     """A capture of one model's attention maps; see :func:`capture_attention`."""
 
     def __init__(
-        self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None
+        self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None, get_local=None
     ) -> None:
+        from visualizer._core import GetLocal
+        from visualizer._core import get_local as global_get_local
+
         torch = _torch()
+        if get_local is None:
+            get_local = global_get_local
+        elif not isinstance(get_local, GetLocal):
+            raise TypeError(
+                f"capture_attention(): get_local must be a GetLocal such as visualizer.get_local, "
+                f"not {type(get_local).__name__}"
+            )
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"capture_attention() needs a torch.nn.Module, not {type(model).__name__}")
         if dtype is not None and not isinstance(dtype, torch.dtype):
@@ -97,12 +107,13 @@ class AttentionCapture:
         if not isinstance(keep_grad, bool):
             raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
         self.model = model
+        self.core = get_local
         self.layers = layers
         self.device, self.dtype, self.keep_grad, self.max_calls = device, dtype, keep_grad, max_calls
         self.maps: AttentionMaps | None = None
         self._detachers: list = []
-        self._entries: dict = {}  # id(target) -> Entry
-        self._lock = threading.Lock()
+        self._handles: dict = {}  # id(target) -> builder handle
+        self._builder: MapsBuilder | None = None
         self._grad_lost = False
         self._model_runs = 0
         self._selected: list = []
@@ -121,24 +132,43 @@ class AttentionCapture:
             raise RuntimeError(
                 "this capture has already started; use a new capture_attention(...) for another block"
             )
-        found = find_targets(self.model)
+        found, refused = find_targets(self.model, self.core)
         model_name = type(self.model).__name__
         if not found:  # (get_local functions no module runs still count: the model may call them)
+            not_supported = f" {_refusals(refused)}" if refused else ""
             raise ValueError(
-                f"capture_attention found no attention module in {model_name}. It records {SUPPORTED}. "
-                "Fix: decorate the function that computes your attention map, e.g. "
-                "@get_local('attn') on its forward, and keep the map in that local variable."
+                f"capture_attention found no attention module it can record in {model_name}.{not_supported} "
+                f"It records {supported()}. Fix: decorate the function that computes your attention map, "
+                "e.g. @get_local('attn') on its forward, and keep the map in that local variable."
             )
         selected = self._selected = _select(found, self.layers, model_name)
-        index = {id(target): i for i, target in enumerate(found)}
-        self._entries = {
-            id(t): Entry(t.name, index[id(t)], t.kind, t.role, t.layer, t.adapter, t.module is not None)
-            for t in selected
-        }
         modules = sum(target.module is not None for target in found)
-        self.maps = AttentionMaps(list(self._entries.values()), model_name, modules)
+        builder = self._builder = MapsBuilder(model_name, modules, self.max_calls)
+        depths: dict[tuple, dict[str, int]] = {}
+        for index, target in enumerate(found):  # depth counts blocks of one role, selected or not
+            blocks = depths.setdefault((target.role,), {})
+            blocks.setdefault(target.block, len(blocks))
+        chosen = {id(target) for target in selected}
+        for index, target in enumerate(found):
+            if id(target) not in chosen:
+                continue
+            info = LayerInfo(
+                path=target.name,
+                index=index,
+                role=target.role,
+                kind=target.kind,
+                block=target.block,
+                depth=depths[(target.role,)][target.block],
+                layout=target.layout,
+                adapter=target.adapter,
+                module=target.module is not None,
+            )
+            self._handles[id(target)] = builder.add(info)
+        self.maps = builder.maps
         self._model_runs = 0
-        detachers = attach(selected, self)
+        if refused:
+            warnings.warn(f"capture_attention: {_refusals(refused)}", CaptureWarning, stacklevel=3)
+        detachers = attach(selected, self, self.core)
         self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
         return self.maps
 
@@ -160,10 +190,10 @@ class AttentionCapture:
     # -- the Recorder protocol (called from hooks and taps) ------------------------------
 
     def ran(self, target) -> None:
-        self._entries[id(target)].runs += 1
+        self._builder.ran(self._handles[id(target)])
 
-    def record(self, target, weights) -> None:
-        entry = self._entries[id(target)]
+    def record(self, target, weights, layout=None) -> None:
+        handle = self._handles[id(target)]
         weights = _as_map(weights)
         if isinstance(weights, str):
             self.missing(target, weights)
@@ -174,17 +204,10 @@ class AttentionCapture:
             self._grad_lost = True
         if self.device is not None or self.dtype is not None:
             weights = weights.to(device=self.device, dtype=self.dtype)
-        with self._lock:
-            entry.calls.append(weights)
-            if self.max_calls is not None and len(entry.calls) > self.max_calls:
-                del entry.calls[0]
-                entry.dropped += 1
+        self._builder.record(handle, weights, layout)
 
     def missing(self, target, cause: str) -> None:
-        entry = self._entries[id(target)]
-        with self._lock:
-            if len(entry.misses) < 8:  # the causes repeat; a few are enough to explain
-                entry.misses.append(cause)
+        self._builder.missing(self._handles[id(target)], cause)
 
     # -- diagnosis ------------------------------------------------------------------------------
 
@@ -206,13 +229,19 @@ class AttentionCapture:
         )
 
     def _diagnose(self) -> None:
-        entries = self.maps._expected()  # get_local functions the model never called do not count
+        builder = self._builder
+        entries = []
+        for target in self._selected:  # get_local functions the model never called do not count
+            runs, calls, misses = builder.status(self._handles[id(target)])
+            if target.module is not None or runs:
+                entries.append(_Status(target.name, runs, calls, misses))
         model_name = type(self.model).__name__
         ran = [entry for entry in entries if entry.runs]
         empty = [entry for entry in ran if not entry.calls]
         if not ran:
-            self.maps.diagnosis = self._nothing_ran(len(entries), model_name)
-            warnings.warn(f"capture_attention: {self.maps.diagnosis}", CaptureWarning, stacklevel=4)
+            diagnosis = self._nothing_ran(len(entries), model_name)
+            builder.diagnose(diagnosis)
+            warnings.warn(f"capture_attention: {diagnosis}", CaptureWarning, stacklevel=4)
             return
         if empty:
             causes = _causes(empty)
@@ -220,7 +249,7 @@ class AttentionCapture:
                 f"{len(empty)} of the {len(ran)} attention modules of {model_name} that ran produced no "
                 f"attention weights ({_names(empty)}). {causes}"
             )
-            self.maps.diagnosis = message
+            builder.diagnose(message)
             if len(empty) == len(ran):
                 raise CaptureError(f"capture_attention: nothing was captured. {message}")
             warnings.warn(f"capture_attention: {message}", CaptureWarning, stacklevel=4)
@@ -238,6 +267,29 @@ class AttentionCapture:
                 CaptureWarning,
                 stacklevel=4,
             )
+
+
+class _Status:
+    """One selected layer's counts, for the diagnosis."""
+
+    __slots__ = ("calls", "misses", "name", "runs")
+
+    def __init__(self, name: str, runs: int, calls: int, misses: list[str]) -> None:
+        self.name, self.runs, self.calls, self.misses = name, runs, calls, misses
+
+
+def _refusals(refused: list) -> str:
+    """One sentence per reason, naming the modules refused for it."""
+    by_reason: dict[str, list[str]] = {}
+    for refusal in refused:
+        by_reason.setdefault(refusal.reason, []).append(refusal.name or "'' (the model itself)")
+    parts = []
+    for reason, names in by_reason.items():
+        listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        parts.append(
+            f"{len(names)} attention module(s) are not supported and are not captured ({listed}): {reason}"
+        )
+    return " ".join(parts)
 
 
 def _as_map(weights):

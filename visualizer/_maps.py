@@ -1,149 +1,248 @@
-"""The result of :func:`capture_attention`: attention maps by module path and layer index.
+"""The result of :func:`capture_attention`: attention maps with what their framework declares.
 
 >>> with capture_attention(vit) as maps:
 ...     vit(images)
->>> maps["blocks.3.attn"].shape, maps[3].shape    # (batch, heads, queries, keys)
+>>> maps[3].shape, maps["blocks.3.attn"].shape    # (batch, heads, queries, keys)
+>>> maps.info(3)                                  # LayerInfo(path='blocks.3.attn', role=None, ...)
 >>> maps.stack().shape                            # (layers, batch, heads, queries, keys)
 
-Entries follow model order. A module that ran several times keeps every call, in order;
-``maps[name]`` then asks which call you mean (``maps[name, -1]``, ``maps.calls(name)``)
-rather than picking one silently.
+``AttentionMaps`` is a read-only :class:`~collections.abc.Sequence` over the captured layers,
+in model order: ``maps[i]`` is the i-th captured layer, ``maps["path"]`` looks a layer up by
+module path, and ``maps.at(n)`` by its model-order index among *all* attention modules of the
+model (the same as ``maps[n]`` when every layer is captured). A module that ran several
+times keeps every call; ``maps[key]`` then asks which call you mean (``maps[key, -1]``,
+``maps.calls(key)``) rather than pick one silently.
+
+The capture fills the maps through a :class:`MapsBuilder`; nothing else writes to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-__all__ = ["AttentionMaps", "Entry"]
+from visualizer._structure import LayerInfo, Layout, Tokens, Windows, require_tokens, window_positions
+
+__all__ = ["AttentionMaps", "MapsBuilder"]
 
 
-class Entry:
-    """What was captured from one attention module (or one get_local function).
+class _Layer:
+    """What was captured from one attention module (or get_local function); owned by the builder."""
 
-    ``index`` is the module's position among all attention modules found in the model,
-    in model order, so it stays the same whichever layers are selected; a get_local
-    function that no module of the model runs (``module=False``) comes after them. ``kind`` is
-    ``"self"`` or ``"cross"``; ``role`` is ``"encoder"``, ``"decoder"`` or None; ``layer``
-    is the path of the block it belongs to (``"decoder.layers.0"``), used to group the
-    self- and cross-attention of one decoder layer.
-    """
+    __slots__ = ("calls", "dropped", "info", "layouts", "misses", "runs")
 
-    __slots__ = (
-        "calls",
-        "dropped",
-        "index",
-        "kind",
-        "layer",
-        "misses",
-        "module",
-        "name",
-        "role",
-        "runs",
-        "source",
-    )
-
-    def __init__(
-        self, name: str, index: int, kind: str, role: str | None, layer: str, source: str, module: bool = True
-    ) -> None:
-        self.name = name
-        self.module = module  # False: a get_local function recorded wherever it runs
-        self.index = index
-        self.kind = kind
-        self.role = role
-        self.layer = layer
-        self.source = source
+    def __init__(self, info: LayerInfo) -> None:
+        self.info = info  # calls=0 here; LayerInfo handed out carries the live count
         self.calls: list = []
+        self.layouts: list[Layout] = []  # one per call
         self.runs = 0  # forward calls seen, with or without weights
         self.misses: list[str] = []  # why calls produced no weights
         self.dropped = 0  # oldest calls dropped by max_calls
 
-    def __repr__(self) -> str:
-        shapes = ", ".join(str(tuple(call.shape)) for call in self.calls[:3])
-        more = f", ... {len(self.calls)} calls" if len(self.calls) > 3 else ""
-        maps = shapes or "no maps"
-        return f"<{self.name} [{self.index}] {self.kind}-attention via {self.source}: {maps}{more}>"
+    def public(self) -> LayerInfo:
+        layout = self.layouts[-1] if self.layouts else self.info.layout
+        return dataclasses.replace(self.info, calls=len(self.calls), layout=layout)
+
+
+class MapsBuilder:
+    """Fills one :class:`AttentionMaps` during a capture: the only writer of its data."""
+
+    def __init__(self, model_name: str, modules: int, max_calls: int | None = None) -> None:
+        self._layers: list[_Layer] = []
+        self._lock = threading.Lock()
+        self._max_calls = max_calls
+        self.maps = AttentionMaps._create(self._layers, model_name, modules)
+
+    def add(self, info: LayerInfo) -> int:
+        """Register a selected layer; returns its handle for the other methods."""
+        self._layers.append(_Layer(info))
+        self.maps._index(self._layers[-1])
+        return len(self._layers) - 1
+
+    def ran(self, handle: int) -> None:
+        self._layers[handle].runs += 1
+
+    def record(self, handle: int, weights: Any, layout: Layout | None) -> None:
+        layer = self._layers[handle]
+        with self._lock:
+            layer.calls.append(weights)
+            layer.layouts.append(layout if layout is not None else layer.info.layout)
+            if self._max_calls is not None and len(layer.calls) > self._max_calls:
+                del layer.calls[0]
+                del layer.layouts[0]
+                layer.dropped += 1
+
+    def missing(self, handle: int, cause: str) -> None:
+        layer = self._layers[handle]
+        with self._lock:
+            if len(layer.misses) < 8:  # the causes repeat; a few are enough to explain
+                layer.misses.append(cause)
+
+    def diagnose(self, text: str | None) -> None:
+        self.maps._diagnosis = text
+
+    def runs(self, handle: int) -> int:
+        return self._layers[handle].runs
+
+    def status(self, handle: int) -> tuple[int, int, list[str]]:
+        """(runs, calls kept, causes of misses) of one layer."""
+        layer = self._layers[handle]
+        return layer.runs, len(layer.calls), list(layer.misses)
 
 
 class AttentionMaps(Sequence):
-    """Attention maps captured from one model: a sequence of (batch, heads, queries, keys) tensors.
+    """Attention maps captured from one model, with each layer's declared structure.
 
-    Look up by module path (``maps["blocks.3.attn"]``) or by layer index (``maps[3]``,
-    ``maps[-1]``); an index counts all attention modules of the model in model order.
-    ``len(maps)`` is the number of layers captured, iteration yields their maps in model
-    order, ``maps.names`` their paths and ``maps.items()`` both.
+    A sequence over the captured layers in model order; each item is the layer's map,
+    (batch, heads, queries, keys) for a tokens layout (see :meth:`info` for windows and
+    channels). Keys:
 
-    A layer that ran several times (loops, shared layers, generation steps) keeps each
-    call: ``maps.calls(name)`` lists them, ``maps[name, i]`` picks one, and ``maps[name]``
-    raises rather than guess.
+    - ``maps[i]``: the i-th captured layer (negative from the end); ``maps[a:b]`` a list;
+    - ``maps["blocks.3.attn"]``: by module path;
+    - ``maps[key, call]``: one call of a layer that ran several times;
+    - ``maps.at(n)``: by model-order index among all attention modules of the model.
+
+    ``maps.info(key)`` is the layer's :class:`~visualizer._structure.LayerInfo` (path,
+    model-order index, role, kind, block, depth, layout, adapter, calls); ``maps.infos`` lists
+    them for every captured layer, ``maps.selected`` for every selected one, captured or not.
     """
 
-    def __init__(
-        self, entries: Sequence[Entry], model_name: str = "model", modules: int | None = None
-    ) -> None:
-        """``modules``: how many attention modules the model has, selected or not (negative
-        indices count back from it); by default, one past the highest module index given."""
-        self._entries = list(entries)
-        self._by_name = {entry.name: entry for entry in self._entries}
-        self._by_index = {entry.index: entry for entry in self._entries}
-        if modules is None:
-            modules = max((entry.index for entry in self._entries if entry.module), default=-1) + 1
-        self._count = modules
-        self._model_name = model_name
-        self.diagnosis: str | None = None  # why maps are missing, when some are; set by the capture
+    _layers: list[_Layer]
+    _by_path: dict[str, _Layer]
+    _by_index: dict[int, _Layer]
+    _model_name: str
+    _count: int
+    _diagnosis: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("AttentionMaps come from capture_attention(model); they are not built by hand")
+
+    @classmethod
+    def _create(cls, layers: list[_Layer], model_name: str, modules: int) -> AttentionMaps:
+        maps = object.__new__(cls)
+        maps._layers = layers  # shared with the builder, which alone appends
+        maps._by_path, maps._by_index = {}, {}
+        maps._model_name = model_name
+        maps._count = modules  # attention modules in the model, selected or not
+        maps._diagnosis = None
+        return maps
+
+    def _index(self, layer: _Layer) -> None:
+        self._by_path[layer.info.path] = layer
+        self._by_index[layer.info.index] = layer
 
     # -- what was captured ----------------------------------------------------------------
 
     @property
+    def diagnosis(self) -> str | None:
+        """Why maps are missing, when some are (also said in a CaptureWarning or CaptureError)."""
+        return self._diagnosis
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
     def names(self) -> list[str]:
         """Paths of the captured layers, in model order."""
-        return [entry.name for entry in self._captured()]
+        return [layer.info.path for layer in self._captured()]
 
-    def entries(self) -> list[Entry]:
-        """Every selected attention module, captured or not, with its calls and diagnosis."""
-        return list(self._entries)
+    @property
+    def infos(self) -> list[LayerInfo]:
+        """:class:`LayerInfo` of every captured layer, in model order."""
+        return [layer.public() for layer in self._captured()]
 
-    def items(self) -> list[tuple]:
+    @property
+    def selected(self) -> list[LayerInfo]:
+        """:class:`LayerInfo` of every selected layer, captured or not (``calls`` may be 0)."""
+        return [layer.public() for layer in self._layers]
+
+    def info(self, key: int | str) -> LayerInfo:
+        """The :class:`LayerInfo` of one captured layer (a position or a module path)."""
+        return self._layer(key).public()
+
+    def layout(self, key: int | str, call: int = -1) -> Layout:
+        """The layout of one call of a layer (windows can differ between calls on other image sizes)."""
+        layer = self._layer(key)
+        self._check_call(layer, call)
+        return layer.layouts[call]
+
+    def items(self) -> list[tuple[str, Any]]:
         """``[(path, map), ...]`` in model order."""
-        return [(entry.name, self._single(entry)) for entry in self._captured()]
+        return [(layer.info.path, self._single(layer)) for layer in self._captured()]
 
-    def calls(self, key) -> list:
-        """Every call's map of one layer, in order: a list of (batch, heads, queries, keys)."""
-        return list(self._entry(key).calls)
+    def calls(self, key: int | str) -> list:
+        """Every call's map of one layer, in order."""
+        return list(self._layer(key).calls)
+
+    def at(self, index: int, call: int | None = None):
+        """The map of the attention module at model-order ``index`` among all attention modules
+        of the model (negative counts from the last), whichever layers were selected."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"AttentionMaps.at() takes a model-order index (int), not {type(index).__name__}")
+        position = index + self._count if index < 0 else index
+        layer = self._by_index.get(position)
+        if layer is None:
+            if not 0 <= position < self._count:
+                raise IndexError(
+                    f"attention module {index} is out of range: {self._model_name} has {self._count} "
+                    f"attention modules (0..{self._count - 1})"
+                )
+            raise KeyError(self._unknown(f"attention module {index}"))
+        if not layer.calls:
+            raise KeyError(self._nothing_from(layer))
+        return self._single(layer) if call is None else self._call(layer, call)
 
     def __len__(self) -> int:
         return len(self._captured())
 
-    def __iter__(self):
-        for entry in self._captured():
-            yield self._single(entry)
+    def __iter__(self) -> Iterator:
+        for layer in self._captured():
+            yield self._single(layer)
 
-    def __contains__(self, key) -> bool:
+    def __reversed__(self) -> Iterator:
+        for layer in reversed(self._captured()):
+            yield self._single(layer)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` (a module path or position) names a captured layer."""
+        if isinstance(key, str):
+            layer = self._by_path.get(key)
+            return layer is not None and bool(layer.calls)
+        if isinstance(key, int) and not isinstance(key, bool):
+            return -len(self) <= key < len(self)
+        return False
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """The position of a map (compared by identity: maps are tensors) or of a module path."""
+        captured = self._captured()
+        stop = len(captured) if stop is None else stop
+        for position in range(start, min(stop, len(captured))):
+            layer = captured[position]
+            if value is layer.info.path or (isinstance(value, str) and value == layer.info.path):
+                return position
+            if any(value is call for call in layer.calls):
+                return position
+        raise ValueError(f"{type(value).__name__} is not a captured map nor a captured layer's path")
+
+    def count(self, value: Any) -> int:
         try:
-            return bool(self._entry(key).calls)
-        except (KeyError, IndexError, TypeError):
-            return False
+            self.index(value)
+        except ValueError:
+            return 0
+        return 1
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            wanted = range(self._count)[key]
-            return [
-                self._single(self._by_index[i])
-                for i in wanted
-                if i in self._by_index and self._by_index[i].calls
-            ]
+            return [self._single(layer) for layer in self._captured()[key]]
         if isinstance(key, tuple):
             if len(key) != 2:
                 raise KeyError(f"AttentionMaps takes [layer] or [layer, call], not {key!r}")
-            layer, call = key
-            entry = self._entry(layer)
-            if not isinstance(call, int) or isinstance(call, bool):
-                raise TypeError(f"the call number must be an int, not {type(call).__name__}")
-            if not -len(entry.calls) <= call < len(entry.calls):
-                raise IndexError(
-                    f"{entry.name!r} has {len(entry.calls)} call(s) captured; call {call} is out of range"
-                )
-            return entry.calls[call]
-        return self._single(self._entry(key))
+            layer_key, call = key
+            return self._call(self._layer(layer_key), call)
+        return self._single(self._layer(key))
 
     # -- shapes for analysis ---------------------------------------------------------------
 
@@ -156,119 +255,173 @@ class AttentionMaps(Sequence):
 
         maps = self._maps(call)
         shapes = {tuple(m.shape) for m in maps}
-        if len(shapes) > 1:
-            listed = ", ".join(f"{name} {tuple(m.shape)}" for name, m in zip(self.names, maps))
+        layouts = {type(layer.layouts[-1 if call is None else call]).__name__ for layer in self._captured()}
+        if len(shapes) > 1 or len(layouts) > 1:
+            listed = ", ".join(f"{name} {tuple(m.shape)}" for name, m in zip(self.names, maps, strict=True))
             raise ValueError(
-                f"cannot stack maps of different shapes: {listed}. Select layers of one shape with "
-                "capture_attention(model, layers=...), or stack a subset yourself."
+                f"cannot stack maps of different shapes or layouts: {listed}. Select layers of one shape "
+                "with capture_attention(model, layers=...), or stack a subset yourself."
             )
         return torch.stack(maps)
 
     def structured(self, call: int | None = None) -> dict:
-        """Maps grouped as an encoder-decoder model is built.
+        """Maps grouped as the model is built, by the role and block its framework declares.
 
-        ``{'encoder': [{'self_attention': map}, ...],
-        'decoder': [{'self_attention': map, 'cross_attention': map}, ...]}``, one dict per
-        layer in model order; encoder-only models have only ``'encoder'``.
+        ``{'encoder': [{'self_attention': map}, ...], 'decoder': [{'self_attention': map,
+        'cross_attention': map}, ...]}`` for an encoder-decoder model, one dict per block in
+        model order; a model with one stack has ``{'layers': [{'self_attention': map}, ...]}``
+        (``'encoder'`` or ``'decoder'`` instead where the framework says which, as
+        ``nn.TransformerEncoder`` does). A block with two attentions of one kind keeps both,
+        the second as ``'self_attention:<path>'``.
         """
         maps = self._maps(call)
         result: dict[str, list[dict]] = {}
-        layers: dict[tuple, dict] = {}
-        for entry, attention in zip(self._captured(), maps):
-            role = entry.role or "encoder"
-            group = layers.get((role, entry.layer))
+        blocks: dict[tuple, dict] = {}
+        for layer, attention in zip(self._captured(), maps, strict=True):
+            role = layer.info.role or "layers"
+            group = blocks.get((role, layer.info.block))
             if group is None:
-                group = layers[(role, entry.layer)] = {}
+                group = blocks[(role, layer.info.block)] = {}
                 result.setdefault(role, []).append(group)
-            label = f"{entry.kind}_attention"
-            if label in group:  # two modules of one kind in one block: keep both, by path
-                label = f"{label}:{entry.name}"
+            label = f"{layer.info.kind}_attention"
+            if label in group:
+                label = f"{label}:{layer.info.path}"
             group[label] = attention
         return result
 
+    def scatter(self, key: int | str, call: int | None = None):
+        """One layer's map on the token grid: (batch, heads, tokens, tokens).
+
+        A tokens layout comes back as it is. A windows layout is scattered: each window's
+        attention goes to the rows and columns of its tokens, the cyclic shift undone and
+        the padding dropped, with zeros between tokens of different windows (they never
+        attend to each other). Channels have no token map: LayoutError.
+        """
+        layer = self._layer(key)
+        weights = self._single(layer) if call is None else self._call(layer, call)
+        layout = layer.layouts[-1 if call is None else call]
+        if isinstance(layout, Tokens):
+            return weights
+        if not isinstance(layout, Windows):
+            require_tokens(layout, f"maps.scatter({layer.info.path!r})")
+        return _scatter_windows(weights, layout, layer.info.path)
+
     def clear(self) -> None:
         """Forget every captured call (between batches in a long loop, say)."""
-        for entry in self._entries:
-            entry.calls.clear()
-            entry.runs = entry.dropped = 0
-            entry.misses.clear()
+        for layer in self._layers:
+            layer.calls.clear()
+            layer.layouts.clear()
+            layer.runs = layer.dropped = 0
+            layer.misses.clear()
 
     def __repr__(self) -> str:
         captured = self._captured()
         if not captured:
-            why = f" {self.diagnosis}" if self.diagnosis else ""
+            why = f" {self._diagnosis}" if self._diagnosis else ""
             return f"<AttentionMaps of {self._model_name}: nothing captured.{why}>"
         lines = [f"<AttentionMaps of {self._model_name}: {len(captured)} layers"]
-        for entry in captured:
-            shape = tuple(entry.calls[-1].shape)
-            calls = f" x {len(entry.calls)} calls" if len(entry.calls) > 1 else ""
-            name = entry.name or "'' (the model itself)"
-            lines.append(f"  [{entry.index}] {name}: {entry.kind}-attention {shape}{calls}")
+        for position, layer in enumerate(captured):
+            info = layer.info
+            shape = tuple(layer.calls[-1].shape)
+            calls = f" x {len(layer.calls)} calls" if len(layer.calls) > 1 else ""
+            name = info.path or "'' (the model itself)"
+            role = f"{info.role} " if info.role else ""
+            layout = "" if isinstance(layer.layouts[-1], Tokens) else f", {layer.layouts[-1].name}"
+            lines.append(f"  [{position}] {name}: {role}{info.kind}-attention {shape}{layout}{calls}")
         return "\n".join(lines) + ">"
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _captured(self) -> list[Entry]:
-        return [entry for entry in self._entries if entry.calls]
+    def _captured(self) -> list[_Layer]:
+        return [layer for layer in self._layers if layer.calls]
 
-    def _expected(self) -> list[Entry]:
-        """The entries that should have run: every module, and the functions that did run."""
-        return [entry for entry in self._entries if entry.module or entry.runs]
-
-    def _entry(self, key) -> Entry:
+    def _layer(self, key) -> _Layer:
         if isinstance(key, bool) or not isinstance(key, (int, str)):
-            raise TypeError(
-                f"look maps up by module path (str) or layer index (int), not {type(key).__name__}"
-            )
+            raise TypeError(f"look maps up by position (int) or module path (str), not {type(key).__name__}")
         if isinstance(key, str):
-            entry = self._by_name.get(key)
-            if entry is None:
+            layer = self._by_path.get(key)
+            if layer is None:
                 raise KeyError(self._unknown(repr(key)))
-        else:
-            index = key + self._count if key < 0 else key
-            entry = self._by_index.get(index)
-            if entry is None:
-                if not 0 <= index < self._count:  # (functions beyond the modules are found above)
-                    raise IndexError(
-                        f"layer {key} is out of range: {self._model_name} has {self._count} attention "
-                        f"modules (0..{self._count - 1})"
-                    )
-                raise KeyError(self._unknown(f"layer {key}"))
-        if not entry.calls:
-            raise KeyError(self._nothing_from(entry))
-        return entry
+            if not layer.calls:
+                raise KeyError(self._nothing_from(layer))
+            return layer
+        captured = self._captured()
+        if not -len(captured) <= key < len(captured):
+            if not captured:
+                raise IndexError(f"no layer was captured, so there is no layer {key}. {self!r}")
+            raise IndexError(
+                f"layer {key} is out of range: {len(captured)} layers were captured (0..{len(captured) - 1}); "
+                "maps.at(n) looks a layer up by its index among all attention modules of the model"
+            )
+        return captured[key]
+
+    def _check_call(self, layer: _Layer, call: Any) -> None:
+        if isinstance(call, bool) or not isinstance(call, int):
+            raise TypeError(f"the call number must be an int, not {type(call).__name__}")
+        if not -len(layer.calls) <= call < len(layer.calls):
+            raise IndexError(
+                f"{layer.info.path!r} has {len(layer.calls)} call(s) captured; call {call} is out of range"
+            )
+
+    def _call(self, layer: _Layer, call: Any):
+        self._check_call(layer, call)
+        return layer.calls[call]
 
     def _unknown(self, what: str) -> str:
-        names = [f"[{entry.index}] {entry.name}" for entry in self._entries]
+        names = [f"[{layer.info.index}] {layer.info.path}" for layer in self._layers]
         shown = ", ".join(names[:16]) + (f", ... ({len(names)} in all)" if len(names) > 16 else "")
         return f"{what} was not captured; selected layers: {shown or '(none)'}"
 
-    def _nothing_from(self, entry: Entry) -> str:
-        if entry.misses:
-            return (
-                f"{entry.name!r} ran {entry.runs} time(s) without producing attention weights: "
-                f"{entry.misses[0]}"
-            )
-        if entry.runs:
-            return f"{entry.name!r} ran {entry.runs} time(s) but recorded no map"
+    def _nothing_from(self, layer: _Layer) -> str:
+        path = layer.info.path
+        if layer.misses:
+            return f"{path!r} ran {layer.runs} time(s) without producing attention weights: {layer.misses[0]}"
+        if layer.runs:
+            return f"{path!r} ran {layer.runs} time(s) but recorded no map"
         why = (
-            f" {self.diagnosis}" if self.diagnosis else " Call the model inside the capture_attention block."
+            f" {self._diagnosis}"
+            if self._diagnosis
+            else " Call the model inside the capture_attention block."
         )
-        return f"{entry.name!r} did not run while capture was on.{why}"
+        return f"{path!r} did not run while capture was on.{why}"
 
-    def _single(self, entry: Entry):
-        if len(entry.calls) > 1:
+    def _single(self, layer: _Layer):
+        if len(layer.calls) > 1:
+            path = layer.info.path
             raise ValueError(
-                f"{entry.name!r} ran {len(entry.calls)} times during capture; say which call you mean: "
-                f"maps[{entry.name!r}, -1] for the last, maps.calls({entry.name!r}) for all of them, "
+                f"{path!r} ran {len(layer.calls)} times during capture; say which call you mean: "
+                f"maps[{path!r}, -1] for the last, maps.calls({path!r}) for all of them, "
                 "or maps.stack(call=i) / maps.structured(call=i) for call i of every layer."
             )
-        return entry.calls[0]
+        return layer.calls[0]
 
     def _maps(self, call: int | None) -> list:
         captured = self._captured()
         if not captured:
             raise LookupError(self.__repr__())
         if call is None:
-            return [self._single(entry) for entry in captured]
-        return [self[entry.name, call] for entry in captured]
+            return [self._single(layer) for layer in captured]
+        return [self._call(layer, call) for layer in captured]
+
+
+def _scatter_windows(weights, layout: Windows, path: str):
+    """(batch x windows, heads, n, n) -> (batch, heads, tokens, tokens), per ``layout``."""
+    import torch
+
+    per_image = layout.windows
+    n = layout.window[0] * layout.window[1]
+    if weights.dim() != 4 or weights.shape[0] % per_image or weights.shape[-1] != n or weights.shape[-2] != n:
+        raise ValueError(
+            f"{path!r}: a map of shape {tuple(weights.shape)} does not match its layout {layout.describe()}"
+        )
+    batch, heads = weights.shape[0] // per_image, weights.shape[1]
+    rows, cols = layout.size
+    tokens = rows * cols
+    positions = torch.tensor(window_positions(layout), device=weights.device)  # (windows, n)
+    out = weights.new_zeros((batch, heads, tokens + 1, tokens + 1))  # the extra row/column takes padding
+    slot = torch.where(positions < 0, tokens, positions)
+    per = weights.reshape(batch, per_image, heads, n, n)
+    for w in range(per_image):
+        index = slot[w]
+        out[:, :, index[:, None], index[None, :]] = per[:, w]
+    return out[:, :, :tokens, :tokens]

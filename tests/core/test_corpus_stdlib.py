@@ -23,7 +23,7 @@ def test_every_stdlib_function_rewrites_soundly_or_is_refused_for_a_documented_r
 
 def test_the_checker_catches_a_broken_rewrite(monkeypatch):
     """The corpus check must be able to fail: feed it rewrites that are wrong on purpose."""
-    from visualizer import _rewrite
+    from visualizer._core import rewrite as _rewrite
 
     def sample(x):
         y = x + 1

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from visualizer._records import convert
+from visualizer._core.records import convert
 
 
 def test_non_tensor_values_are_stored_without_crashing(gl):

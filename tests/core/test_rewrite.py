@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-from visualizer import _rewrite
-from visualizer._rewrite import (
+from visualizer._core import rewrite as _rewrite
+from visualizer._core.rewrite import (
     GUARD,
     NEVER,
     ON_MISSING,

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 
-from visualizer._rewrite import refusal, variables
+from visualizer._core.rewrite import refusal, variables
 
 # Pure-Python modules (no C accelerator doing the real work) whose test suites run in seconds.
 MODULES = [

@@ -1,46 +1,91 @@
 """Model adapters: each finds one framework's attention modules and records their weights.
 
-An adapter is a module with two functions:
+Every adapter is an object behind the :class:`Adapter` protocol, kept as ``ADAPTER`` in
+its own module of this package and listed in :data:`REGISTRY`, most specific first:
 
-- ``find(model, modules, claimed) -> list[Target]``: the attention modules it knows how
-  to record, among ``modules`` (``model.named_modules()`` as a list) not yet ``claimed``;
-- ``attach(targets, recorder) -> detach``: make those modules produce weights and send
-  them to ``recorder`` (see :class:`Recorder`); ``detach()`` undoes every change.
+- ``name``: how maps name their source (``LayerInfo.adapter``);
+- ``framework``: the module it serves (``"transformers"``); the adapter is skipped unless
+  that module is already imported, since no model of a framework exists before it is;
+- ``supports``: one line for error messages;
+- ``find(model, modules, claimed, core) -> [Target | Refusal, ...]``: among ``modules``
+  (``(path, module)`` pairs in model order, none inside a module another adapter claimed),
+  the attention modules it records, each a :class:`Target` carrying the role, kind, block
+  and layout the framework declares and a typed payload of the adapter's own; and the
+  attention modules it knows but cannot record, each a :class:`Refusal` saying why;
+- ``attach(targets, recorder, core) -> detach``: make those modules produce weights and
+  send them to ``recorder`` (:class:`Recorder`); ``detach()`` undoes every change.
 
-They are tried in :data:`ORDER`, most specific first, and a module claimed by one (or
-inside one claimed) is not offered to the next. Each imports its framework lazily.
+``core`` is the :class:`~visualizer._core.GetLocal` the capture uses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-import re
-from typing import Protocol
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["ORDER", "Recorder", "Target", "attach", "find_targets", "layer_of", "role_of"]
+from visualizer._structure import TOKENS, Layout
 
-#: Adapter modules, most specific first.
-ORDER = ("hf_transformers", "timm_vit", "torch_mha", "decorated")
+__all__ = [
+    "REGISTRY",
+    "Adapter",
+    "Recorder",
+    "Refusal",
+    "Target",
+    "adapters",
+    "attach",
+    "block_of",
+    "find_targets",
+    "supported",
+]
+
+#: Adapter modules of this package, most specific first.
+REGISTRY = ("hf_transformers", "timm", "torch_mha", "decorated")
+
+P = TypeVar("P")
 
 
-class Target:
-    """One attention module (or one get_local function) that can be recorded."""
+@dataclasses.dataclass(eq=False)
+class Target(Generic[P]):
+    """One attention module (or one get_local function) an adapter records.
 
-    __slots__ = ("adapter", "detail", "kind", "layer", "module", "name", "role")
+    ``name`` is its module path (a get_local key for a free function, whose ``module`` is
+    None); ``role``, ``kind``, ``block`` and ``layout`` are what the framework declares
+    (see :class:`visualizer._structure.LayerInfo`); ``layout`` may be refined per call
+    (windows) through :meth:`Recorder.record`. ``payload`` is the adapter's own.
+    """
 
-    def __init__(
-        self, name: str, module, kind: str, adapter: str, *, role: str | None = None, detail=None
-    ) -> None:
-        self.name = name  # module path, or a get_local key for a free function
-        self.module = module  # None for a free function
-        self.kind = kind  # "self" or "cross"
-        self.adapter = adapter
-        self.role = role if role is not None else role_of(name)
-        self.layer = layer_of(name)
-        self.detail = detail  # adapter-specific: output index, function, ...
+    name: str
+    module: Any
+    adapter: str
+    kind: str = "self"
+    role: str | None = None
+    block: str | None = None  # None: the module itself
+    layout: Layout = TOKENS
+    payload: P = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("self", "cross"):
+            raise ValueError(f"Target.kind must be 'self' or 'cross', not {self.kind!r}")
+        if self.role not in ("encoder", "decoder", None):
+            raise ValueError(f"Target.role must be 'encoder', 'decoder' or None, not {self.role!r}")
+        if self.block is None:
+            self.block = self.name
 
     def __repr__(self) -> str:
         return f"<Target {self.name!r} {self.kind} via {self.adapter}>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """An attention module an adapter knows but cannot record, and why (said in a CaptureWarning)."""
+
+    name: str
+    module: Any
+    adapter: str
+    reason: str
 
 
 class Recorder(Protocol):
@@ -49,41 +94,72 @@ class Recorder(Protocol):
     def ran(self, target: Target) -> None:
         """The target's forward started."""
 
-    def record(self, target: Target, weights) -> None:
-        """Attention weights of one call: (batch, heads, queries, keys), or (heads, queries, keys)."""
+    def record(self, target: Target, weights: Any, layout: Layout | None = None) -> None:
+        """Attention weights of one call, shaped as ``layout`` (the target's own when None) says:
+        (batch, heads, queries, keys) for tokens, or (heads, queries, keys) for one sequence."""
 
     def missing(self, target: Target, cause: str) -> None:
         """A call produced no weights; ``cause`` says why and how to fix it."""
 
 
-def find_targets(model) -> list[Target]:
-    """Every attention module of ``model`` an adapter can record, in model order."""
+class Adapter(Protocol):
+    """One framework's way to find and record attention modules; see the module docstring."""
+
+    name: str
+    framework: str | None
+    supports: str
+
+    def find(
+        self, model: Any, modules: Sequence[tuple[str, Any]], claimed: dict[int, str], core: Any
+    ) -> list[Target | Refusal]: ...
+
+    def attach(self, targets: list[Target], recorder: Recorder, core: Any) -> Callable[[], None]: ...
+
+
+def adapters(*, available_only: bool = True) -> list[Adapter]:
+    """The registered adapters, most specific first; by default only those whose framework is imported."""
+    found = []
+    for name in REGISTRY:
+        adapter = importlib.import_module(f"{__name__}.{name}").ADAPTER
+        if available_only and adapter.framework is not None and adapter.framework not in sys.modules:
+            continue
+        found.append(adapter)
+    return found
+
+
+def supported() -> str:
+    """What capture_attention records, one clause per adapter, for error messages."""
+    return "; ".join(adapter.supports for adapter in adapters(available_only=False))
+
+
+def find_targets(model: Any, core: Any) -> tuple[list[Target], list[Refusal]]:
+    """Every attention module of ``model`` an adapter records, in model order, and those refused."""
     modules = list(model.named_modules())
     order = {id(module): position for position, (_, module) in enumerate(modules)}
     claimed: dict[int, str] = {}  # id(module) -> path
     targets: list[Target] = []
-    for name in ORDER:
-        adapter = importlib.import_module(f"{__name__}.{name}")
+    refusals: list[Refusal] = []
+    for adapter in adapters():
         claimed_paths = {path for path in claimed.values() if path}
         available = [(path, module) for path, module in modules if not _inside(path, claimed_paths)]
-        for target in adapter.find(model, available, claimed):
-            if target.module is not None:
-                claimed[id(target.module)] = target.name
-            targets.append(target)
+        for found in adapter.find(model, available, claimed, core):
+            if found.module is not None:
+                claimed[id(found.module)] = found.name
+            (refusals if isinstance(found, Refusal) else targets).append(found)
     # Free functions have no module; they come after the modules, in the order found.
     targets.sort(key=lambda t: order.get(id(t.module), len(order)) if t.module is not None else len(order))
-    return targets
+    refusals.sort(key=lambda r: order.get(id(r.module), len(order)))
+    return targets, refusals
 
 
-def attach(targets: list[Target], recorder: Recorder) -> list:
+def attach(targets: list[Target], recorder: Recorder, core: Any) -> list[Callable[[], None]]:
     """Attach every adapter to its targets; returns the detach functions, to call in reverse."""
-    detachers = []
+    detachers: list[Callable[[], None]] = []
     try:
-        for name in ORDER:
-            mine = [target for target in targets if target.adapter == name]
+        for adapter in adapters(available_only=False):
+            mine = [target for target in targets if target.adapter == adapter.name]
             if mine:
-                adapter = importlib.import_module(f"{__name__}.{name}")
-                detachers.append(adapter.attach(mine, recorder))
+                detachers.append(adapter.attach(mine, recorder, core))
     except BaseException:
         for detach in reversed(detachers):
             detach()
@@ -91,32 +167,21 @@ def attach(targets: list[Target], recorder: Recorder) -> list:
     return detachers
 
 
+def block_of(path: str, modules: dict[str, Any]) -> str:
+    """The block a module belongs to: its nearest ancestor that is an element of an
+    ``nn.ModuleList`` or ``nn.Sequential`` (how every framework stacks its layers), or its
+    parent when none is. ``modules`` maps paths to modules (``dict(model.named_modules())``)."""
+    from torch import nn
+
+    parts = path.split(".") if path else []
+    for end in range(len(parts), 0, -1):
+        container = modules.get(".".join(parts[: end - 1])) if end > 1 else modules.get("")
+        if isinstance(container, (nn.ModuleList, nn.Sequential)):
+            return ".".join(parts[:end])
+    return ".".join(parts[:-1]) if len(parts) > 1 else path
+
+
 def _inside(path: str, claimed_paths: set[str]) -> bool:
     """Whether ``path`` is a claimed module or inside one (the root, path "", never counts)."""
     parts = path.split(".")
     return any(".".join(parts[:i]) in claimed_paths for i in range(1, len(parts) + 1)) if path else False
-
-
-_ROLES = (
-    ("decoder", re.compile(r"(^|[._])dec(oder)?($|[._]|_?\d)")),
-    ("encoder", re.compile(r"(^|[._])enc(oder)?($|[._]|_?\d)")),
-)
-
-
-def role_of(path: str) -> str | None:
-    """``"decoder"``, ``"encoder"`` or None, from the last of those words in a module path."""
-    found, at = None, -1
-    for role, pattern in _ROLES:
-        for match in pattern.finditer(path):
-            if match.start() > at:
-                found, at = role, match.start()
-    return found
-
-
-def layer_of(path: str) -> str:
-    """The block a module belongs to: its path up to the last numeric part (``decoder.layers.0``)."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, -1, -1):
-        if parts[i].isdigit():
-            return ".".join(parts[: i + 1])
-    return path

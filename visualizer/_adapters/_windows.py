@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import threading
 
-from visualizer._get_local import get_local
-
 __all__ = ["Windows"]
 
 
@@ -35,7 +33,8 @@ class Windows:
     ``cause(target, function, unbound_names) -> str``.
     """
 
-    def __init__(self, recorder, cause) -> None:
+    def __init__(self, recorder, cause, core) -> None:
+        self.core = core  # the GetLocal whose taps carry the values
         self.recorder = recorder
         self.cause = cause
         self.local = threading.local()
@@ -81,15 +80,10 @@ class Windows:
         """Receive ``variable`` from ``function`` each time it returns.
 
         If the user already captures ``function`` with get_local under several names, the
-        tap shares that capture and picks ``variable`` out of each record.
+        tap shares that capture (see ``GetLocal.open_tap``).
         """
-        entry = get_local._captured.get(function)
-        names = entry.names if entry is not None and variable in entry.names else (variable,)
-        position = names.index(variable) if len(names) > 1 else None
 
         def on_record(value):
-            if position is not None:
-                value = value[position]
             window = self._owner(function)
             if window is not None:
                 window.values.append(value)
@@ -110,7 +104,7 @@ class Windows:
                 self.recorder.ran(target)
                 self.recorder.missing(target, cause)
 
-        self.taps.append(get_local._tap(function, names, on_record, on_missing))
+        self.taps.append(self.core.open_tap(function, variable, on_record, on_missing))
 
     def _owner(self, function) -> _Window | None:
         for window in reversed(self._stack()):

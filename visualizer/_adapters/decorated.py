@@ -14,34 +14,62 @@ from __future__ import annotations
 
 import types
 
-from visualizer._adapters import Target
+from visualizer._adapters import Target, block_of
 from visualizer._adapters._windows import Windows
-from visualizer._get_local import get_local
-from visualizer._targets import describe, wrapped_chain
+from visualizer._core import describe, wrapped_chain
 
-__all__ = ["attach", "find"]
-
-ADAPTER = __name__.rsplit(".", 1)[-1]
+__all__ = ["ADAPTER"]
 
 
-def find(model, modules, claimed) -> list[Target]:
-    captured = {func: entry for func, entry in list(get_local._captured.items()) if entry.user}
-    if not captured:
-        return []
-    targets, owned = [], set()
-    owners: dict[type, frozenset] = {}
-    available = {id(module) for _, module in modules}
-    for name, module in model.named_modules():
-        cls = type(module)
-        if cls not in owners:
-            owners[cls] = frozenset(_owned(cls, captured))
-        owned |= owners[cls]  # run by some module: never recorded as a loose function
-        if owners[cls] and id(module) in available and id(module) not in claimed:
-            targets.append(Target(name, module, "self", ADAPTER, detail=owners[cls]))
-    for func, entry in captured.items():
-        if func not in owned:
-            targets.append(Target(entry.key, None, "self", ADAPTER, role=None, detail=frozenset([func])))
-    return targets
+class DecoratedAdapter:
+    """Functions and methods the user decorates with ``get_local``, attributed to the modules that run them."""
+
+    name = "get_local"
+    framework = None
+    supports = "functions or methods decorated with get_local"
+
+    def find(self, model, modules, claimed, core) -> list:
+        captured = {info.function: info for info in core.captures()}
+        if not captured:
+            return []
+        everything = dict(model.named_modules())
+        targets, owned = [], set()
+        owners: dict[type, frozenset] = {}
+        available = {id(module) for _, module in modules}
+        for name, module in everything.items():
+            cls = type(module)
+            if cls not in owners:
+                owners[cls] = frozenset(_owned(cls, captured))
+            owned |= owners[cls]  # run by some module: never recorded as a loose function
+            if owners[cls] and id(module) in available and id(module) not in claimed:
+                variables = {func: captured[func].names[0] for func in owners[cls]}
+                block = block_of(name, everything)
+                targets.append(Target(name, module, self.name, block=block, payload=variables))
+        for func, info in captured.items():
+            if func not in owned:
+                targets.append(Target(info.key, None, self.name, payload={func: info.names[0]}))
+        return targets
+
+    def attach(self, targets, recorder, core):
+        windows = Windows(recorder, _cause, core)
+        try:
+            functions: dict = {}
+            for target in targets:
+                functions.update(target.payload)
+            for func, variable in functions.items():
+                windows.tap(func, variable)
+            for target in targets:
+                if target.module is not None:
+                    windows.watch(target, tuple(target.payload))
+                else:
+                    windows.loose_function(next(iter(target.payload)), target)
+        except BaseException:
+            windows.close()
+            raise
+        return windows.close
+
+
+ADAPTER = DecoratedAdapter()
 
 
 def _owned(cls, captured) -> set:
@@ -67,26 +95,6 @@ def _captured_in(value, captured) -> set:
     except TypeError:
         return set()
     return {func for func in chain if func in captured}
-
-
-def attach(targets, recorder):
-    windows = Windows(recorder, _cause)
-    try:
-        functions = {}
-        for target in targets:
-            for func in target.detail:
-                functions[func] = get_local._captured[func].names[0]
-        for func, variable in functions.items():
-            windows.tap(func, variable)
-        for target in targets:
-            if target.module is not None:
-                windows.watch(target, target.detail)
-            else:
-                windows.loose_function(next(iter(target.detail)), target)
-    except BaseException:
-        windows.close()
-        raise
-    return windows.close
 
 
 def _cause(target, function, unbound) -> str:

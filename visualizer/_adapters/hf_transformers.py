@@ -11,31 +11,106 @@ built by the model for the implementation in use, so eager masks it correctly.
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+from typing import Any
 
-from visualizer._adapters import Target
+from visualizer._adapters import Target, block_of
 
-__all__ = ["attach", "find"]
+__all__ = ["ADAPTER"]
 
-ADAPTER = __name__.rsplit(".", 1)[-1]
+ADAPTER_NAME = "transformers"
 
 
-def find(model, modules, claimed) -> list[Target]:
-    transformers = sys.modules.get("transformers")
-    if transformers is None:  # no transformers model can exist unless it was imported
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """Where a module's weights are in its output, and the PreTrainedModel whose table named it."""
+
+    index: int
+    model: Any
+
+
+class TransformersAdapter:
+    """transformers models: switched to eager, weights read where ``_can_record_outputs`` declares them."""
+
+    name = ADAPTER_NAME
+    framework = "transformers"
+    supports = "transformers models (BERT, ViT, DINOv2 and others that declare their attentions)"
+
+    def find(self, model, modules, claimed, core) -> list:
+        from transformers import PreTrainedModel
+
+        available = dict(modules)
+        everything = dict(model.named_modules())
+        targets: list = []
+        for name, module in modules:
+            if isinstance(module, PreTrainedModel) and not _inside_pretrained(
+                name, available, PreTrainedModel
+            ):
+                found: list = []
+                _walk(module, name, _specs(module), available, claimed, found, PreTrainedModel)
+                roles = _roles(module, name)
+                for path, m, kind, index in found:
+                    targets.append(
+                        Target(
+                            path,
+                            m,
+                            self.name,
+                            kind=kind,
+                            role=_role_of(path, roles),
+                            block=_block(path, everything, module),
+                            payload=Payload(index, module),
+                        )
+                    )
+        return targets
+
+    def attach(self, targets, recorder, core):
+        return attach(targets, recorder)
+
+
+ADAPTER = TransformersAdapter()
+
+
+def _roles(model, path: str) -> list[tuple[str, str]]:
+    """``[(module path, role), ...]`` of an encoder-decoder model's encoder and decoder, as it declares
+    them (``config.is_encoder_decoder``, ``get_encoder()``, ``get_decoder()``); empty otherwise."""
+    if not getattr(model.config, "is_encoder_decoder", False):
         return []
-    from transformers import PreTrainedModel
+    paths = {id(module): name for name, module in model.named_modules()}
+    roles = []
+    for role, getter in (("encoder", "get_encoder"), ("decoder", "get_decoder")):
+        try:
+            part = getattr(model, getter)()
+        except (AttributeError, NotImplementedError, TypeError, ValueError):
+            continue
+        sub = paths.get(id(part))
+        if part is not None and part is not model and sub is not None:
+            roles.append((f"{path}.{sub}" if path and sub else sub or path, role))
+    return roles
 
-    available = dict(modules)
-    targets: list[Target] = []
-    for name, module in modules:
-        if isinstance(module, PreTrainedModel) and not _inside_pretrained(name, available, PreTrainedModel):
-            found = []
-            _walk(module, name, _specs(module), available, claimed, found, PreTrainedModel)
-            targets += [
-                Target(path, m, kind, ADAPTER, detail=(index, module)) for path, m, kind, index in found
-            ]
-    return targets
+
+def _role_of(path: str, roles: list[tuple[str, str]]) -> str | None:
+    for prefix, role in roles:
+        if path == prefix or path.startswith(prefix + ".") or not prefix:
+            return role
+    return None
+
+
+def _block(path: str, everything: dict, model) -> str:
+    """The decoder or encoder layer a module is in: the class the model records ``hidden_states``
+    from, else transformers' ``GradientCheckpointingLayer`` (every layer class), else a list element."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layer_classes: tuple = (GradientCheckpointingLayer,)
+    spec = (getattr(model, "can_record_outputs", None) or {}).get("hidden_states")
+    target_class = getattr(spec, "target_class", spec if isinstance(spec, type) else None)
+    if isinstance(target_class, type):
+        layer_classes = (target_class, GradientCheckpointingLayer)
+    parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        ancestor = ".".join(parts[:end])
+        if isinstance(everything.get(ancestor), layer_classes):
+            return ancestor
+    return block_of(path, everything)
 
 
 def _inside_pretrained(name, available, PreTrainedModel) -> bool:
@@ -89,7 +164,7 @@ def _walk(module, path, specs, available, claimed, targets, PreTrainedModel) -> 
 def attach(targets, recorder):
     from transformers import PreTrainedModel
 
-    models = list({id(target.detail[1]): target.detail[1] for target in targets}.values())
+    models = list({id(target.payload.model): target.payload.model for target in targets}.values())
     saved = _implementations(models, PreTrainedModel)
     handles = []
     try:
@@ -133,7 +208,7 @@ def _detach(handles, saved) -> None:
 
 
 def _hook(target, recorder, saved):
-    index = target.detail[0]
+    index = target.payload.index
 
     def after(module, args, output):
         weights = output[index] if isinstance(output, tuple) and len(output) > index else None

@@ -19,33 +19,51 @@ from __future__ import annotations
 
 import threading
 
-from visualizer._adapters import Target
+from visualizer._adapters import Target, block_of
 
-__all__ = ["attach", "find"]
+__all__ = ["ADAPTER"]
 
-ADAPTER = __name__.rsplit(".", 1)[-1]
+ADAPTER_NAME = "torch"
 
 
-def find(model, modules, claimed) -> list[Target]:
-    from torch import nn
+class TorchAdapter:
+    """``nn.MultiheadAttention``; roles and kinds from ``nn.Transformer*`` layers and their attributes."""
 
-    parents = {}
-    for _, module in modules:
-        for child_name, child in module.named_children():
-            parents[id(child)] = (module, child_name)
-    targets = []
-    for name, module in modules:
-        if id(module) in claimed or not isinstance(module, nn.MultiheadAttention):
-            continue
-        parent, attribute = parents.get(id(module), (None, ""))
-        kind, role = "self", None
-        if isinstance(parent, nn.TransformerDecoderLayer):
-            role = "decoder"
-            kind = "cross" if attribute == "multihead_attn" else "self"
-        elif isinstance(parent, nn.TransformerEncoderLayer):
-            role = "encoder"
-        targets.append(Target(name, module, kind, ADAPTER, role=role))
-    return targets
+    name = ADAPTER_NAME
+    framework = "torch"
+    supports = "nn.MultiheadAttention (also inside nn.Transformer* layers)"
+
+    def find(self, model, modules, claimed, core) -> list:
+        from torch import nn
+
+        everything = dict(model.named_modules())
+        parents = {}
+        for _, module in everything.items():
+            for child_name, child in module.named_children():
+                parents[id(child)] = (module, child_name)
+        targets: list = []
+        for name, module in modules:
+            if id(module) in claimed or not isinstance(module, nn.MultiheadAttention):
+                continue
+            parent, attribute = parents.get(id(module), (None, ""))
+            kind, role, block = "self", None, None
+            if isinstance(parent, nn.TransformerDecoderLayer):
+                # torch's decoder layer: self_attn over the target, multihead_attn over the memory.
+                role, kind = "decoder", "cross" if attribute == "multihead_attn" else "self"
+                block = name.rsplit(".", 1)[0] if "." in name else ""
+            elif isinstance(parent, nn.TransformerEncoderLayer):
+                role = "encoder"
+                block = name.rsplit(".", 1)[0] if "." in name else ""
+            else:
+                block = block_of(name, everything)
+            targets.append(Target(name, module, ADAPTER_NAME, kind=kind, role=role, block=block))
+        return targets
+
+    def attach(self, targets, recorder, core):
+        return attach(targets, recorder)
+
+
+ADAPTER = TorchAdapter()
 
 
 def attach(targets, recorder):

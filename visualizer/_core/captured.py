@@ -17,20 +17,17 @@ import types
 import warnings
 import weakref
 
-from visualizer._records import PASSTHROUGH, convert
-from visualizer._rewrite import NEVER, bind, cached_instrument
-from visualizer._targets import describe
+from visualizer._core.records import PASSTHROUGH, convert
+from visualizer._core.rewrite import NEVER, bind, cached_instrument
+from visualizer._core.targets import describe
+from visualizer._errors import CaptureWarning
 
-__all__ = ["CaptureWarning", "Captured", "Tap"]
+__all__ = ["Captured", "Tap"]
 
 
 # Names in a function's code that suggest a fused attention kernel, which never
 # materialises the attention map the user asked for.
 _FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
-
-
-class CaptureWarning(UserWarning):
-    """Something was not recorded, or not recorded as asked; the message says why and what to do."""
 
 
 class Tap:

@@ -12,24 +12,52 @@ Any module that follows the convention is recorded this way, timm's or not.
 
 from __future__ import annotations
 
-from visualizer._adapters import Target
+from visualizer._adapters import Target, block_of
 from visualizer._adapters._windows import Windows
-from visualizer._targets import describe, resolve
+from visualizer._core import describe, resolve
 
-__all__ = ["attach", "find"]
+__all__ = ["ADAPTER"]
 
 VARIABLE = "attn"
 
 
-def find(model, modules, claimed) -> list[Target]:
-    targets = []
-    for name, module in modules:
-        if id(module) in claimed or not isinstance(getattr(module, "fused_attn", None), bool):
-            continue
-        function = _function(type(module))
-        if function is not None:
-            targets.append(Target(name, module, "self", __name__.rsplit(".", 1)[-1], detail=function))
-    return targets
+class TimmAdapter:
+    """timm's attention modules: switched to their unfused path, ``attn`` read by a get_local tap."""
+
+    name = "timm"
+    framework = "timm"
+    supports = "timm attention modules (those with a `fused_attn` switch)"
+
+    def find(self, model, modules, claimed, core) -> list:
+        everything = dict(model.named_modules())
+        targets: list = []
+        for name, module in modules:
+            if id(module) in claimed or not isinstance(getattr(module, "fused_attn", None), bool):
+                continue
+            function = _function(type(module))
+            if function is not None:
+                targets.append(
+                    Target(name, module, self.name, block=block_of(name, everything), payload=function)
+                )
+        return targets
+
+    def attach(self, targets, recorder, core):
+        windows = Windows(recorder, _cause, core)
+        switched: list = []
+        try:
+            for function in {target.payload: None for target in targets}:
+                windows.tap(function, VARIABLE)
+            for target in targets:
+                windows.watch(target, (target.payload,))
+                switched.append((target.module, target.module.fused_attn))
+                target.module.fused_attn = False
+        except BaseException:
+            _detach(windows, switched)
+            raise
+        return lambda: _detach(windows, switched)
+
+
+ADAPTER = TimmAdapter()
 
 
 def _function(cls):
@@ -41,22 +69,6 @@ def _function(cls):
         return resolve(forward, (VARIABLE,), "timm attention")
     except (TypeError, ValueError):
         return None
-
-
-def attach(targets, recorder):
-    windows = Windows(recorder, _cause)
-    switched = []
-    try:
-        for function in {target.detail: None for target in targets}:
-            windows.tap(function, VARIABLE)
-        for target in targets:
-            windows.watch(target, (target.detail,))
-            switched.append((target.module, target.module.fused_attn))
-            target.module.fused_attn = False
-    except BaseException:
-        _detach(windows, switched)
-        raise
-    return lambda: _detach(windows, switched)
 
 
 def _detach(windows, switched) -> None:

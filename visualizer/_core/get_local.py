@@ -10,16 +10,19 @@ swaps the original back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import types
 import warnings
 import weakref
+from collections.abc import Callable
+from typing import Any
 
-from visualizer._captured import Captured, CaptureWarning, Tap
-from visualizer._records import _UNSET, STORES, RecordCache, RecordStore
-from visualizer._rewrite import RewriteError
-from visualizer._targets import describe, resolve, wrapped_chain
+from visualizer._core.captured import Captured, Tap
+from visualizer._core.records import _UNSET, STORES, RecordCache, RecordStore
+from visualizer._core.targets import describe, resolve, wrapped_chain
+from visualizer._errors import CaptureWarning, RewriteError
 
-__all__ = ["GetLocal", "get_local"]
+__all__ = ["CaptureInfo", "GetLocal", "get_local"]
 
 
 class _Decorator:
@@ -235,6 +238,64 @@ class GetLocal:
                     raise
         return obj
 
+    # -- the internal API: what capture_attention and the adapters use ------------------
+
+    def captures(self) -> list[CaptureInfo]:
+        """Every function the user captures with ``get_local(...)``, as :class:`CaptureInfo`."""
+        with self._lock:
+            return [_info(func, entry) for func, entry in list(self._captured.items()) if entry.user]
+
+    def capture_of(self, obj) -> CaptureInfo | None:
+        """How ``obj`` (a function, or anything wrapping one) is captured now, by the user or by taps;
+        None when it is not."""
+        try:
+            chain = wrapped_chain(obj, "get_local.capture_of")
+        except TypeError:
+            return None
+        with self._lock:
+            for func in chain:
+                entry = self._captured.get(func)
+                if entry is not None:
+                    return _info(func, entry)
+        return None
+
+    def open_tap(
+        self,
+        obj,
+        variable: str,
+        on_record: Callable[[Any], None],
+        on_missing: Callable[[list[str]], None],
+    ) -> Tap:
+        """Send ``variable``'s raw value to ``on_record`` each time ``obj`` returns, until the tap closes.
+
+        Works whether or not capture is active, and leaves :attr:`cache` alone. If the user
+        already captures ``obj`` with several names including ``variable``, the tap shares that
+        capture and hands over only ``variable``. ``on_missing(unbound_names)`` hears of calls
+        that returned with it unassigned. Both run inside the function's return: they must be
+        quick and must not raise. Close the returned :class:`Tap` to stop.
+        """
+        func = resolve(obj, (variable,), f"capture of {variable!r}")
+        with self._lock:
+            entry = self._captured.get(func)
+            names = entry.names if entry is not None and variable in entry.names else (variable,)
+        if len(names) == 1:
+            return self._tap(func, names, on_record, on_missing)
+        position = names.index(variable)
+        return self._tap(func, names, lambda values: on_record(values[position]), on_missing)
+
+    def reset(self) -> None:
+        """Back to a fresh state: nothing captured, inactive, default options, empty cache.
+
+        Open taps keep their functions instrumented until they close.
+        """
+        self.deactivate()
+        for info in self.captures():
+            self.undo(info.function)
+        self.configure(store="numpy", max_records=None)
+        self.clear()
+        with self._lock:
+            self._owners.clear()
+
     # -- taps: raw values for capture_attention, apart from the user's cache ----------
 
     def _tap(self, obj, names: tuple, on_record, on_missing) -> Tap:
@@ -291,6 +352,22 @@ class GetLocal:
             stacklevel=4,
         )
         return key
+
+
+@dataclasses.dataclass(frozen=True)
+class CaptureInfo:
+    """How one function is captured: its variable names, its cache key (None when only taps use
+    it), whether the user captures it with ``get_local(...)``, and how many taps are open."""
+
+    function: types.FunctionType
+    names: tuple[str, ...]
+    key: str | None
+    user: bool
+    taps: int
+
+
+def _info(func: types.FunctionType, entry: Captured) -> CaptureInfo:
+    return CaptureInfo(func, entry.names, entry.key if entry.user else None, entry.user, len(entry.taps))
 
 
 def _check_names(names: tuple) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import difflib
 import functools
 import types
 
-from visualizer._rewrite import refusal, variables
+from visualizer._core.rewrite import refusal, variables
 
 __all__ = ["describe", "resolve", "unwrap", "wrapped_chain"]
 
