@@ -137,7 +137,8 @@ class AttentionCapture:
         if not found:  # (get_local functions no module runs still count: the model may call them)
             not_supported = f" {_refusals(refused)}" if refused else ""
             raise ValueError(
-                f"capture_attention found no attention module it can record in {model_name}.{not_supported} "
+                f"capture_attention found no attention module in {model_name} that it can record."
+                f"{not_supported} "
                 f"It records {supported()}. Fix: decorate the function that computes your attention map, "
                 "e.g. @get_local('attn') on its forward, and keep the map in that local variable."
             )

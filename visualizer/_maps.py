@@ -350,7 +350,8 @@ class AttentionMaps(Sequence):
             if not captured:
                 raise IndexError(f"no layer was captured, so there is no layer {key}. {self!r}")
             raise IndexError(
-                f"layer {key} is out of range: {len(captured)} layers were captured (0..{len(captured) - 1}); "
+                f"layer {key} is out of range: {len(captured)} layers were captured "
+                f"(0..{len(captured) - 1}); "
                 "maps.at(n) looks a layer up by its index among all attention modules of the model"
             )
         return captured[key]

@@ -65,7 +65,8 @@ def test_the_users_active_capture_keeps_its_own_records(public_get_local):
     with torch.no_grad(), capture_attention(model, layers=1) as maps:
         model(torch.randn(1, 3, 8))
     assert len(public_get_local.cache["SelfAttention.forward"]) == 2 and len(maps) == 1
-    torch.testing.assert_close(torch.from_numpy(public_get_local.cache["SelfAttention.forward"][1]), maps[1])
+    torch.testing.assert_close(torch.from_numpy(public_get_local.cache["SelfAttention.forward"][1]), maps[0])
+    assert maps.at(1) is maps[0] and maps.info(0).index == 1 and maps.info(0).path == "1"
 
 
 def test_a_decorated_global_helper_belongs_to_the_module_that_calls_it(public_get_local):
@@ -112,7 +113,8 @@ def test_decorated_functions_the_model_never_calls_are_not_layers(public_get_loc
     with torch.no_grad(), capture_attention(model) as maps:
         model(torch.randn(1, 4, 8))
     assert len(maps) == 2 and maps[-1] is maps["layers.1.self_attn"]
-    assert [entry.name for entry in maps.entries()] == ["layers.0.self_attn", "layers.1.self_attn", "scores"]
+    assert [info.path for info in maps.selected] == ["layers.0.self_attn", "layers.1.self_attn", "scores"]
+    assert [info.calls for info in maps.selected] == [1, 1, 0] and not maps.selected[2].module
 
 
 def test_a_users_capture_of_multihead_attention_does_not_get_in_the_way(public_get_local):

@@ -42,8 +42,12 @@ def test_nothing_run_inside_the_block_warns_and_lookups_explain(tiny_transformer
         with capture_attention(tiny_transformer) as maps:
             pass
     assert len(maps) == 0
-    with pytest.raises(KeyError, match="did not run while capture was on"):
+    with pytest.raises(IndexError, match="no layer was captured.*ran while capture was on"):
         maps[0]
+    with pytest.raises(KeyError, match="did not run while capture was on"):
+        maps["encoder.layers.0.self_attn"]
+    with pytest.raises(KeyError, match="did not run while capture was on"):
+        maps.at(0)
     with pytest.raises(LookupError, match="nothing captured"):
         maps.stack()
 

@@ -114,8 +114,8 @@ def test_select_modules_by_regex_on_their_names(tiny_transformer):
     ):
         tiny_transformer(src, tgt)
     assert maps.names == ["decoder.layers.0.multihead_attn", "decoder.layers.1.multihead_attn"]
-    assert [entry.index for entry in maps.entries()] == [3, 5]
-    assert maps.structured() == {"decoder": [{"cross_attention": maps[3]}, {"cross_attention": maps[5]}]}
+    assert [info.index for info in maps.infos] == [3, 5]
+    assert maps.structured() == {"decoder": [{"cross_attention": maps[0]}, {"cross_attention": maps[1]}]}
 
 
 def test_attention_inside_a_custom_module_in_training_mode():

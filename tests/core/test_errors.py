@@ -120,7 +120,7 @@ def test_tracebacks_point_at_the_same_lines_and_columns(gl, args):
 
 
 def test_rewrite_failure_reports_the_disassembly(gl, monkeypatch):
-    from visualizer import _rewrite
+    from visualizer._core import rewrite as _rewrite
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bytecode failure")

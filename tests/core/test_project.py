@@ -34,3 +34,15 @@ def test_constraints_pin_what_the_issue_requires():
     )
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     assert pins["bytecode"] == "0.19.1"
+
+
+def test_package_metadata_lives_in_pyproject_and_all_is_the_union_of_the_extras():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "transformer-visualizer" and project["dynamic"] == ["version"]
+    extras = project["optional-dependencies"]
+    union = {requirement for name, group in extras.items() if name != "all" for requirement in group}
+    assert set(extras["all"]) == union
+    assert (ROOT / "visualizer" / "py.typed").exists()
+    assert "setup()" in (ROOT / "setup.py").read_text()  # the shim the agreed layout keeps

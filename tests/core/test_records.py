@@ -94,14 +94,25 @@ def test_public_surface_is_small():
     import visualizer
 
     assert visualizer.__all__ == [
+        "CHANNELS",
+        "TOKENS",
         "AttentionCapture",
         "AttentionMaps",
         "CaptureError",
         "CaptureWarning",
+        "Channels",
+        "LayerInfo",
+        "LayoutError",
+        "RewriteError",
+        "Tokens",
+        "UsageError",
+        "WeightsError",
+        "Windows",
         "__version__",
         "capture_attention",
         "get_local",
     ]
+    assert all(hasattr(visualizer, name) for name in visualizer.__all__)
     assert isinstance(visualizer.__version__, str)
 
 

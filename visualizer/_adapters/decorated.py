@@ -22,7 +22,7 @@ __all__ = ["ADAPTER"]
 
 
 class DecoratedAdapter:
-    """Functions and methods the user decorates with ``get_local``, attributed to the modules that run them."""
+    """Functions and methods decorated with ``get_local``, attributed to the modules that run them."""
 
     name = "get_local"
     framework = None

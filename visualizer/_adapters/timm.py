@@ -25,7 +25,7 @@ class TimmAdapter:
     """timm's attention modules: switched to their unfused path, ``attn`` read by a get_local tap."""
 
     name = "timm"
-    framework = "timm"
+    framework = None  # any module following timm's convention, timm's or not
     supports = "timm attention modules (those with a `fused_attn` switch)"
 
     def find(self, model, modules, claimed, core) -> list:

@@ -17,7 +17,7 @@ import types
 import warnings
 import weakref
 
-from visualizer._core.records import PASSTHROUGH, convert
+from visualizer._core.records import PASSTHROUGH, Channel, convert
 from visualizer._core.rewrite import NEVER, bind, cached_instrument
 from visualizer._core.targets import describe
 from visualizer._errors import CaptureWarning
@@ -84,7 +84,7 @@ class Captured:
         self.key = key
         self.user = key is not None  # captured through get_local(...), not only tapped
         self.taps: tuple[Tap, ...] = ()
-        self.channel = None  # opened on first install: no cache key before capture is on
+        self.channel: Channel | None = None  # opened on first install: no cache key before capture is on
         self.original: types.CodeType | None = None
         self.installed: types.CodeType | None = None
         self.guard: type = NEVER  # the one exact type the fast path accepts, set on first use
@@ -102,8 +102,8 @@ class Captured:
         """The user now captures this function too (it was only tapped): records get ``key``."""
         self.key = key
         if self.owner._active:  # the channel must exist before `recording` turns true
-            self.channel = self.owner._store.channel(key)
-            self.channel.listeners.add(self)
+            channel = self.channel = self.owner._store.channel(key)
+            channel.listeners.add(self)
         self.user = True
         self.sync()
         self.rebind()
@@ -137,12 +137,12 @@ class Captured:
         self._swap_in(func)
 
     def uninstall(self) -> None:
-        func, installed = self.func_ref(), self.installed
+        func, installed, original = self.func_ref(), self.installed, self.original
         self.installed = None
-        if func is None or installed is None:
+        if func is None or installed is None or original is None:
             return
         if func.__code__ is installed:
-            func.__code__ = self.original
+            func.__code__ = original
         else:
             warnings.warn(
                 f"get_local: the code of {describe(func)} was replaced by someone else while "
@@ -162,12 +162,15 @@ class Captured:
     def _swap_in(self, func: types.FunctionType) -> None:
         """Give ``func`` the instrumented code, bound to the current list, guard and options."""
         # Taps see every value, so the bytecode fast path (which bypasses Python) is off then.
-        fast = self.channel is not None and self.channel.fast and self.recording and not self.taps
+        channel, original = self.channel, self.original
+        if original is None:  # install() sets it before the first swap
+            raise RuntimeError(f"get_local: {describe(func)} has no original code to instrument")
+        fast = channel is not None and channel.fast and self.recording and not self.taps
         self.installed = bind(
-            cached_instrument(self.original, self.names),
+            cached_instrument(original, self.names),
             recorder=self.record if len(self.names) == 1 else self.record_many,
             on_missing=self.missing,
-            records=self.channel.records if fast else None,
+            records=channel.records if channel is not None and fast else None,
             guard=self.guard if fast else NEVER,
         )
         func.__code__ = self.installed
@@ -178,27 +181,29 @@ class Captured:
         """The slow path for one variable: convert, store, maybe enable the fast path."""
         for tap in self.taps:
             tap.on_record(value)
-        if not self.recording:
+        channel = self.channel
+        if channel is None or not self.recording:
             return
         if type(value) in PASSTHROUGH:
-            self.channel.add(value)
+            channel.add(value)
             if self.guard is NEVER:
                 self.guard = type(value)
-                if self.channel.fast and not self.taps:
+                if channel.fast and not self.taps:
                     self.rebind()
         else:
-            self.channel.add(self._convert(value))
+            channel.add(self._convert(value))
 
     def record_many(self, *values) -> None:
         for tap in self.taps:
             tap.on_record(values)
-        if not self.recording:
+        channel = self.channel
+        if channel is None or not self.recording:
             return
         for value in values:
             if type(value) not in PASSTHROUGH:
                 values = tuple([self._convert(value) for value in values])
                 break
-        self.channel.add(values)
+        channel.add(values)
 
     def _convert(self, value):
         store = self.owner._store.store

@@ -15,6 +15,7 @@ import copy
 import sys
 import threading
 import weakref
+from typing import Any
 
 __all__ = ["PASSTHROUGH", "STORES", "Channel", "RecordCache", "RecordStore", "Records", "convert"]
 
@@ -34,7 +35,7 @@ class Records(list):
     """
 
     __slots__ = ()
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __reduce_ex__(self, protocol):
         return (list, (list(self),))
@@ -93,7 +94,7 @@ class RecordCache(dict):
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
 
-    def __ior__(self, other):
+    def __ior__(self, other):  # type: ignore[misc]
         self.update(other)
         return self
 
@@ -292,21 +293,22 @@ def _rebuild(container, store: str, ancestors: tuple):
             return rebuilt
         except Exception:
             return items
+    elements: Any
     for item in container:
         if type(item) not in PASSTHROUGH:
-            items = [_convert(item, store, ancestors) for item in container]
+            elements = [_convert(item, store, ancestors) for item in container]
             break
     else:  # nothing to convert (the common case): a shallow copy will do
-        items = container
+        elements = container
     if kind in (list, tuple, set, frozenset):
-        return kind(items)
+        return kind(elements)
     try:
         if isinstance(container, tuple) and hasattr(container, "_fields"):
-            return kind(*items)  # a namedtuple
-        return kind(items)
+            return kind(*elements)  # a namedtuple
+        return kind(elements)
     except Exception:  # a subclass with a constructor of its own: keep its base type
         base = next(base for base in (list, tuple, set, frozenset) if isinstance(container, base))
-        return base(items)
+        return base(elements)
 
 
 def _convert_tensor(tensor, store: str, torch):
