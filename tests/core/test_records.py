@@ -116,13 +116,14 @@ def test_public_surface_is_small():
     assert isinstance(visualizer.__version__, str)
 
 
-def test_a_container_subclass_with_its_own_constructor_keeps_its_base_type():
+def test_a_container_subclass_with_its_own_constructor_keeps_its_type_without_calling_it():
     class Pair(tuple):
         def __new__(cls, first, second):  # not callable with one iterable
             return super().__new__(cls, (first, second))
 
-    converted = convert(Pair(1, [2]), "numpy")
-    assert type(converted) is tuple and converted == (1, [2])
+    original = Pair(1, [2])
+    converted = convert(original, "numpy")
+    assert type(converted) is Pair and converted == (1, [2]) and converted[1] is not original[1]
 
 
 def test_options_take_effect_at_once_and_only_a_bound_change_rebinds(gl):

@@ -13,6 +13,8 @@ instrumented code object serves both, so the two never fight over ``__code__``.
 
 from __future__ import annotations
 
+import sys
+import threading
 import types
 import warnings
 import weakref
@@ -25,9 +27,27 @@ from visualizer._errors import CaptureWarning
 __all__ = ["Captured", "Tap"]
 
 
+# Set while this thread converts a record: a captured function that the conversion runs
+# (a container subclass's method, say) is not the user's call, and must not record again.
+_CONVERTING = threading.local()
+
+
 # Names in a function's code that suggest a fused attention kernel, which never
 # materialises the attention map the user asked for.
 _FUSED_HINTS = ("fused_attn", "scaled_dot_product_attention", "sdpa", "flash")
+
+
+def _profiling() -> bool:
+    """Whether a profiler runs (sys.setprofile, or sys.monitoring's profiler slot on 3.12+).
+
+    Profilers count calls per code object, and pstats keeps one entry per function name: if
+    the code changed to the fast path mid-profile, the calls before the change would vanish
+    from the report. So the code stays as it is while one runs (the slow path records the same).
+    """
+    if sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)
+    return monitoring is not None and monitoring.get_tool(monitoring.PROFILER_ID) is not None
 
 
 class Tap:
@@ -179,6 +199,8 @@ class Captured:
 
     def record(self, value) -> None:
         """The slow path for one variable: convert, store, maybe enable the fast path."""
+        if getattr(_CONVERTING, "on", False):
+            return
         for tap in self.taps:
             tap.on_record(value)
         channel = self.channel
@@ -188,12 +210,14 @@ class Captured:
             channel.add(value)
             if self.guard is NEVER:
                 self.guard = type(value)
-                if channel.fast and not self.taps:
+                if channel.fast and not self.taps and not _profiling():
                     self.rebind()
         else:
             channel.add(self._convert(value))
 
     def record_many(self, *values) -> None:
+        if getattr(_CONVERTING, "on", False):
+            return
         for tap in self.taps:
             tap.on_record(values)
         channel = self.channel
@@ -207,6 +231,7 @@ class Captured:
 
     def _convert(self, value):
         store = self.owner._store.store
+        _CONVERTING.on = True
         try:
             return convert(value, store)
         except RecursionError:  # returning at the recursion limit: not even a warning fits
@@ -218,6 +243,8 @@ class Captured:
                 f"{self.key} as {store!r} ({type(exc).__name__}: {exc}); it was stored as it is.",
             )
             return value
+        finally:
+            _CONVERTING.on = False
 
     def missing(self, exc: BaseException) -> None:
         """The probe found a variable unassigned: record nothing for this call, warn once."""

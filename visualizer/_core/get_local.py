@@ -135,6 +135,10 @@ class GetLocal:
 
         >>> with get_local.activated(store="tensor") as cache:
         ...     model(x)
+
+        The cache is the one :attr:`cache`, cumulative like the original tool's: records of
+        functions still captured from before the block stay (call :meth:`clear` first for an
+        empty one); a function captured anew after :meth:`undo` starts with none.
         """
         with self._lock:
             was_active = self._active
@@ -183,7 +187,11 @@ class GetLocal:
     # -- per function ---------------------------------------------------------------------
 
     def undo(self, obj):
-        """Stop capturing ``obj`` for good: its original code comes back. Returns ``obj``."""
+        """Stop capturing ``obj`` for good: its original code comes back. Returns ``obj``.
+
+        Its records stay in the cache until :meth:`clear`; capturing it again starts its key
+        afresh, so an ``activated()`` block after that shows only the new capture's records.
+        """
         func = self._find(obj, "get_local.undo")
         with self._lock:
             entry = self._captured[func]
@@ -227,9 +235,13 @@ class GetLocal:
                         f"call get_local.undo({func.__name__}) first to capture other names."
                     )
                 if not entry.user:
-                    entry.adopt(self._key(func))
+                    key = self._key(func)
+                    self._store.restart(key)
+                    entry.adopt(key)
                 return obj
-            entry = self._captured[func] = Captured(self, func, names, self._key(func))
+            key = self._key(func)
+            self._store.restart(key)  # a capture anew does not inherit the records of an undone one
+            entry = self._captured[func] = Captured(self, func, names, key)
             if self._active:
                 try:
                     entry.install()

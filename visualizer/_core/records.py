@@ -11,7 +11,9 @@ torch is already in ``sys.modules``, so this module never imports torch or numpy
 
 from __future__ import annotations
 
+import collections
 import copy
+import copyreg
 import sys
 import threading
 import weakref
@@ -176,6 +178,19 @@ class RecordStore:
                 self.reattach(channel)
             return channel
 
+    def restart(self, key: str) -> None:
+        """Start ``key`` afresh for a function captured anew, if no captured function uses it now.
+
+        The records of an earlier capture of that key (before get_local.undo) leave the cache;
+        lists handed out before keep them.
+        """
+        with self.lock:
+            channel = self._channels.get(key)
+            if channel is not None and not channel.listeners:
+                del self._channels[key]
+                if dict.get(self.cache, key) is channel.records:
+                    dict.__delitem__(self.cache, key)
+
     def check_assignment(self, key, value) -> None:
         if key in self._channels and not isinstance(value, list):
             raise TypeError(
@@ -277,7 +292,13 @@ def _convert(value, store: str, ancestors: tuple):
 
 
 def _rebuild(container, store: str, ancestors: tuple):
-    """A copy of ``container`` around converted items, of the same type where possible."""
+    """A copy of ``container`` around converted items, of the same type where possible.
+
+    A subclass of a built-in container is rebuilt through its built-in base alone: its own
+    ``__new__``, ``__init__`` and ``__setitem__`` never run (they may be captured code, or
+    have side effects), and its instance attributes and slots are copied, an attribute that
+    held a converted item getting the converted one (a ModelOutput keeps its fields twice).
+    """
     kind = type(container)
     if isinstance(container, dict):
         items = {
@@ -286,13 +307,8 @@ def _rebuild(container, store: str, ancestors: tuple):
         }
         if kind is dict:
             return items
-        try:  # keeps a defaultdict's factory, an OrderedDict's order, a ModelOutput's fields
-            rebuilt = copy.copy(container)
-            for key, item in items.items():
-                rebuilt[key] = item
-            return rebuilt
-        except Exception:
-            return items
+        converted = {id(container[key]): item for key, item in items.items() if item is not container[key]}
+        return _subclass_copy(container, kind, list(items.items()), converted) or items
     elements: Any
     for item in container:
         if type(item) not in PASSTHROUGH:
@@ -302,13 +318,52 @@ def _rebuild(container, store: str, ancestors: tuple):
         elements = container
     if kind in (list, tuple, set, frozenset):
         return kind(elements)
+    converted = {}
+    if elements is not container:
+        converted = {id(old): new for old, new in zip(container, elements, strict=True) if new is not old}
+    rebuilt = _subclass_copy(container, kind, list(elements), converted)
+    if rebuilt is not None:
+        return rebuilt
+    base = next(base for base in (list, tuple, set, frozenset) if isinstance(container, base))
+    return base(elements)
+
+
+def _subclass_copy(container, kind: type, contents: list, converted: dict):
+    """``kind`` rebuilt around ``contents`` through built-in methods only; None if that fails."""
     try:
-        if isinstance(container, tuple) and hasattr(container, "_fields"):
-            return kind(*elements)  # a namedtuple
-        return kind(elements)
-    except Exception:  # a subclass with a constructor of its own: keep its base type
-        base = next(base for base in (list, tuple, set, frozenset) if isinstance(container, base))
-        return base(elements)
+        if isinstance(container, collections.OrderedDict):
+            rebuilt = collections.OrderedDict.__new__(kind)
+            for key, value in contents:
+                collections.OrderedDict.__setitem__(rebuilt, key, value)
+        elif isinstance(container, dict):
+            rebuilt = dict.__new__(kind)
+            if isinstance(container, collections.defaultdict):
+                collections.defaultdict.default_factory.__set__(rebuilt, container.default_factory)
+            dict.update(rebuilt, contents)
+        elif isinstance(container, list):
+            rebuilt = list.__new__(kind)
+            list.extend(rebuilt, contents)
+        elif isinstance(container, set):
+            rebuilt = set.__new__(kind)
+            set.update(rebuilt, contents)
+        elif isinstance(container, tuple):
+            rebuilt = tuple.__new__(kind, contents)  # a namedtuple too, as its _make does
+        else:
+            rebuilt = frozenset.__new__(kind, contents)
+        state = getattr(container, "__dict__", None)
+        if state:
+            object.__getattribute__(rebuilt, "__dict__").update(
+                {name: converted.get(id(value), value) for name, value in state.items()}
+            )
+        for name in copyreg._slotnames(kind):  # type: ignore[attr-defined]
+            try:
+                value = object.__getattribute__(container, name)
+            except AttributeError:
+                continue
+            object.__setattr__(rebuilt, name, converted.get(id(value), value))
+        return rebuilt
+    except Exception:  # an exotic subclass: the caller keeps its base type
+        return None
 
 
 def _convert_tensor(tensor, store: str, torch):
