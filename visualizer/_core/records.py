@@ -330,6 +330,7 @@ def _rebuild(container, store: str, ancestors: tuple):
 
 def _subclass_copy(container, kind: type, contents: list, converted: dict):
     """``kind`` rebuilt around ``contents`` through built-in methods only; None if that fails."""
+    rebuilt: Any
     try:
         if isinstance(container, collections.OrderedDict):
             rebuilt = collections.OrderedDict.__new__(kind)
@@ -338,7 +339,8 @@ def _subclass_copy(container, kind: type, contents: list, converted: dict):
         elif isinstance(container, dict):
             rebuilt = dict.__new__(kind)
             if isinstance(container, collections.defaultdict):
-                collections.defaultdict.default_factory.__set__(rebuilt, container.default_factory)
+                factory = vars(collections.defaultdict)["default_factory"]  # the C member, not a subclass's
+                factory.__set__(rebuilt, container.default_factory)
             dict.update(rebuilt, contents)
         elif isinstance(container, list):
             rebuilt = list.__new__(kind)
