@@ -13,6 +13,7 @@ captured it says so, with the cause and the fix, instead of handing back an empt
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 
 from visualizer._adapters import attach, find_targets, supported
@@ -31,6 +32,7 @@ def capture_attention(
     dtype=None,
     keep_grad: bool = False,
     max_calls: int | None = None,
+    threads: str = "own",
     get_local=None,
 ) -> AttentionCapture:
     """Record every attention map ``model`` computes inside a ``with`` block.
@@ -51,6 +53,10 @@ def capture_attention(
     max_calls: keep at most this many calls per module, the oldest dropped first
         (generation loops); None keeps all.
 
+    threads: ``"own"`` (default) records only the calls made in the thread that starts the
+        capture, so a model that another thread uses meanwhile (a server, a prefetching
+        worker) does not mix that thread's calls into the maps; ``"all"`` records every
+        thread's calls (running the model in worker threads on purpose), in the order they end.
     get_local: the :class:`~visualizer._core.GetLocal` whose decorated functions count as
         attention and whose taps read timm's maps; the global ``visualizer.get_local`` by default.
 
@@ -64,6 +70,7 @@ def capture_attention(
         dtype=dtype,
         keep_grad=keep_grad,
         max_calls=max_calls,
+        threads=threads,
         get_local=get_local,
     )
 
@@ -72,7 +79,16 @@ class AttentionCapture:
     """A capture of one model's attention maps; see :func:`capture_attention`."""
 
     def __init__(
-        self, model, *, layers=None, device=None, dtype=None, keep_grad=False, max_calls=None, get_local=None
+        self,
+        model,
+        *,
+        layers=None,
+        device=None,
+        dtype=None,
+        keep_grad=False,
+        max_calls=None,
+        threads="own",
+        get_local=None,
     ) -> None:
         from visualizer._core import GetLocal
         from visualizer._core import get_local as global_get_local
@@ -106,6 +122,10 @@ class AttentionCapture:
             )
         if not isinstance(keep_grad, bool):
             raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
+        if threads not in ("own", "all"):
+            raise ValueError(f"capture_attention(): threads must be 'own' or 'all', not {threads!r}")
+        self.threads = threads
+        self._thread: int | None = None  # the ident of the thread that started it, for "own"
         self.model = model
         self.core = get_local
         self.layers = layers
@@ -167,6 +187,7 @@ class AttentionCapture:
             self._handles[id(target)] = builder.add(info)
         self.maps = builder.maps
         self._model_runs = 0
+        self._thread = threading.get_ident() if self.threads == "own" else None
         if refused:
             warnings.warn(f"capture_attention: {_refusals(refused)}", CaptureWarning, stacklevel=3)
         detachers = attach(selected, self, self.core)
@@ -174,6 +195,8 @@ class AttentionCapture:
         return self.maps
 
     def _model_ran(self, module, args) -> None:
+        if self._thread is not None and threading.get_ident() != self._thread:
+            return
         self._model_runs += 1
 
     def stop(self, check: bool = True) -> AttentionMaps | None:
@@ -191,9 +214,13 @@ class AttentionCapture:
     # -- the Recorder protocol (called from hooks and taps) ------------------------------
 
     def ran(self, target) -> None:
+        if self._thread is not None and threading.get_ident() != self._thread:
+            return
         self._builder.ran(self._handles[id(target)])
 
     def record(self, target, weights, layout=None) -> None:
+        if self._thread is not None and threading.get_ident() != self._thread:
+            return
         handle = self._handles[id(target)]
         weights = _as_map(weights)
         if isinstance(weights, str):
@@ -208,6 +235,8 @@ class AttentionCapture:
         self._builder.record(handle, weights, layout)
 
     def missing(self, target, cause: str) -> None:
+        if self._thread is not None and threading.get_ident() != self._thread:
+            return
         self._builder.missing(self._handles[id(target)], cause)
 
     # -- diagnosis ------------------------------------------------------------------------------

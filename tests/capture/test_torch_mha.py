@@ -135,3 +135,60 @@ def test_attention_inside_a_custom_module_in_training_mode():
         model(x).sum().backward()
     assert maps.names == ["0.attention", "1.attention"]
     assert maps[1].grad_fn is not None
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_nested_and_overlapping_captures_of_one_encoder_all_get_the_maps(grad):
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    x = torch.randn(1, 5, 8)
+    with torch.set_grad_enabled(grad):
+        expected = encoder(x)
+        with capture_attention(encoder) as outer:
+            with capture_attention(encoder, layers=[1]) as inner:
+                out = encoder(x)
+            encoder(x)  # the outer capture alone
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert len(inner) == 1 and len(outer.calls(1)) == 2 and len(outer.calls(0)) == 2
+    assert inner[0] is outer.calls(1)[0] or torch.equal(inner[0], outer.calls(1)[0])
+    layer = encoder.layers[1].self_attn
+    _, reference = layer(x := encoder.layers[0](x), x, x, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(inner[0], reference, atol=1e-6, rtol=0)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in encoder.modules())
+
+
+@pytest.mark.parametrize("threads", ["own", "all"])
+def test_another_threads_calls_are_kept_out_unless_asked_for(threads):
+    import threading
+
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    started, stop = threading.Event(), threading.Event()
+    other_calls = []
+
+    def serve():
+        while not stop.is_set():
+            with torch.no_grad():
+                encoder(torch.randn(1, 3, 8))
+            other_calls.append(1)
+            started.set()
+
+    worker = threading.Thread(target=serve)
+    worker.start()
+    try:
+        started.wait(10)
+        with torch.no_grad(), capture_attention(encoder, threads=threads) as maps:
+            before = len(other_calls)
+            encoder(torch.randn(1, 5, 8))
+            while len(other_calls) < before + 3:  # the other thread runs the model meanwhile
+                stop.wait(0.001)
+    finally:
+        stop.set()
+        worker.join()
+    if threads == "own":
+        assert len(maps) == 2 and maps[0].shape == (1, 2, 5, 5)
+    else:
+        calls = maps.calls(0)
+        assert len(calls) >= 3 and {tuple(c.shape[-2:]) for c in calls} == {(5, 5), (3, 3)}
+    with pytest.raises(ValueError, match="threads must be 'own' or 'all'"):
+        capture_attention(encoder, threads="mine")

@@ -18,6 +18,7 @@ of the output stay exactly zero, as without capture.
 from __future__ import annotations
 
 import threading
+import weakref
 
 from visualizer._adapters import Target, block_of
 
@@ -67,19 +68,22 @@ ADAPTER = TorchAdapter()
 
 
 def attach(targets, recorder):
-    handles = []
+    attached: list = []
     try:
         for target in targets:
-            handles.extend(_hook(target, recorder))
+            _Shared.of(target.module).add(target, recorder)
+            attached.append(target)
     except BaseException:
-        _detach(handles)
+        _detach(attached, recorder)
         raise
-    return lambda: _detach(handles)
+    return lambda: _detach(attached, recorder)
 
 
-def _detach(handles) -> None:
-    for handle in handles:
-        handle.remove()
+def _detach(targets, recorder) -> None:
+    for target in targets:
+        shared = _SHARED.get(target.module)
+        if shared is not None:
+            shared.remove(target, recorder)
 
 
 # MultiheadAttention.forward(query, key, value, key_padding_mask, need_weights, attn_mask,
@@ -96,45 +100,90 @@ _POSITIONAL = (
 )
 
 
-def _hook(target, recorder):
-    asked = threading.local()  # what each (possibly nested) caller asked for, per thread
+class _Shared:
+    """The one pair of hooks on a MultiheadAttention module, serving every capture open on it.
 
-    def before(module, args, kwargs):
-        recorder.ran(target)
+    Nested and overlapping captures of one model each get every map: the hooks force the
+    weights once, hand them to every capture's recorder, and give the caller what it asked for.
+    """
+
+    __slots__ = ("__weakref__", "asked", "handles", "listeners", "module")
+
+    @classmethod
+    def of(cls, module) -> _Shared:
+        with _LOCK:
+            shared = _SHARED.get(module)
+            if shared is None:
+                shared = _SHARED[module] = cls(module)
+            return shared
+
+    def __init__(self, module) -> None:
+        self.module = weakref.ref(module)
+        self.listeners: tuple = ()  # ((target, recorder), ...), replaced whole
+        self.asked = threading.local()  # what each (possibly nested) caller asked for, per thread
+        self.handles = (
+            module.register_forward_pre_hook(self.before, with_kwargs=True),
+            module.register_forward_hook(self.after, with_kwargs=True, always_call=True),
+        )
+
+    def add(self, target, recorder) -> None:
+        with _LOCK:
+            self.listeners = (*self.listeners, (target, recorder))
+
+    def remove(self, target, recorder) -> None:
+        with _LOCK:
+            self.listeners = tuple(
+                pair for pair in self.listeners if not (pair[0] is target and pair[1] is recorder)
+            )
+            if not self.listeners:
+                for handle in self.handles:
+                    handle.remove()
+                module = self.module()
+                if module is not None and _SHARED.get(module) is self:
+                    del _SHARED[module]
+
+    def before(self, module, args, kwargs):
+        listeners = self.listeners
+        if not listeners:
+            return None
+        for target, recorder in listeners:
+            recorder.ran(target)
         if 4 < len(args) <= len(_POSITIONAL):  # flags passed by position: move them to keywords
             kwargs = {**dict(zip(_POSITIONAL, args)), **kwargs}
             args = ()
         else:  # (more than all of them makes torch raise its own TypeError)
             kwargs = dict(kwargs)
-        stack = getattr(asked, "stack", None)
+        stack = getattr(self.asked, "stack", None)
         if stack is None:
-            stack = asked.stack = []
-        stack.append((kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True)))
+            stack = self.asked.stack = []
+        stack.append((kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True), listeners))
         kwargs["need_weights"] = True
         kwargs["average_attn_weights"] = False
         return args, kwargs
 
-    def after(module, args, kwargs, output):
-        stack = getattr(asked, "stack", None)
+    def after(self, module, args, kwargs, output):
+        stack = getattr(self.asked, "stack", None)
         if not stack:
             return None
-        need_weights, average = stack.pop()
+        need_weights, average, listeners = stack.pop()
         if output is None:  # forward raised
             return None
         out, weights = output
+        for target, recorder in listeners:
+            if weights is None:
+                recorder.missing(
+                    target, f"{target.name} returned no weights although need_weights=True was passed"
+                )
+            else:
+                recorder.record(target, weights)
         if weights is None:
-            recorder.missing(
-                target, f"{target.name} returned no weights although need_weights=True was passed"
-            )
             return None
-        recorder.record(target, weights)
         if not need_weights:
             return out, None
         if average:
             return out, weights.mean(dim=-3)
         return out, weights
 
-    return (
-        target.module.register_forward_pre_hook(before, with_kwargs=True),
-        target.module.register_forward_hook(after, with_kwargs=True, always_call=True),
-    )
+
+_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Shared
+_LOCK = threading.Lock()
