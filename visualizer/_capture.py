@@ -17,6 +17,7 @@ import threading
 import warnings
 
 from visualizer._adapters import attach, find_targets, supported
+from visualizer._copy_guard import guard, release
 from visualizer._errors import CaptureError, CaptureWarning
 from visualizer._maps import AttentionMaps, MapsBuilder
 from visualizer._structure import LayerInfo
@@ -137,6 +138,7 @@ class AttentionCapture:
         self._grad_lost = False
         self._model_runs = 0
         self._selected: list = []
+        self._guarded: list = []  # the modules made copyable while this capture is open
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -190,9 +192,24 @@ class AttentionCapture:
         self._thread = threading.get_ident() if self.threads == "own" else None
         if refused:
             warnings.warn(f"capture_attention: {_refusals(refused)}", CaptureWarning, stacklevel=3)
-        detachers = attach(selected, self, self.core)
-        self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
+        self._attach()
+        self._guarded = list(self.model.modules())
+        guard(self, self._guarded)
         return self.maps
+
+    def _attach(self) -> None:
+        detachers = attach(self._selected, self, self.core)
+        self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
+
+    def suspend(self) -> None:
+        """Take the capture off the model for a moment (a copy of it is being made); see resume()."""
+        detachers, self._detachers = self._detachers, []
+        for detach in reversed(detachers):
+            detach()
+
+    def resume(self) -> None:
+        """Put the capture back after suspend()."""
+        self._attach()
 
     def _model_ran(self, module, args) -> None:
         if self._thread is not None and threading.get_ident() != self._thread:
@@ -207,6 +224,8 @@ class AttentionCapture:
         detachers, self._detachers = self._detachers, []
         for detach in reversed(detachers):
             detach()
+        release(self, self._guarded)
+        self._guarded = []
         if check and self.maps is not None:
             self._diagnose()  # warnings point at the caller of stop() or at the `with` statement
         return self.maps
