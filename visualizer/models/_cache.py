@@ -7,8 +7,9 @@ PosixPath('/home/me/.cache/transformer-visualizer')
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from visualizer._files import replacing
 
 __all__ = ["cache_dir", "read_arrays", "write_arrays"]
 
@@ -39,17 +40,9 @@ def write_arrays(path: Path, arrays: dict, metadata: dict[str, str]) -> None:
     from safetensors.numpy import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(arrays, temporary, metadata=metadata)
-        # mkstemp makes the file private (0600); a cache is no secret, and a shared
-        # VISUALIZER_CACHE must be readable by the others who use it.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    # Readable by all (0644): a shared VISUALIZER_CACHE must be readable by the others who use it.
+    with replacing(path) as temporary:
+        save_file(arrays, str(temporary), metadata=metadata)
 
 
 def read_arrays(path: Path) -> tuple[dict, dict[str, str]]:
