@@ -385,7 +385,8 @@ def summary(request):
         "failed",
     ):
         for reason, names in sorted(REASONS[outcome].items(), key=lambda kv: -len(kv[1])):
-            lines.append(f"  {outcome} ({len(names)}): {reason}: {', '.join(names[:8])}")
+            shown = names if outcome != "skipped" else names[:8]  # every model that needed the fallback
+            lines.append(f"  {outcome} ({len(names)}): {reason}: {', '.join(shown)}")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         for line in lines:
