@@ -75,7 +75,7 @@ def test_vision_models_match_eager_output_attentions(family):
     for captured, expected in zip(maps, reference):
         torch.testing.assert_close(captured, expected, atol=1e-6, rtol=0)
     assert model.config._attn_implementation == "sdpa"
-    assert set(maps.structured()) == {"encoder"}
+    assert set(maps.structured()) == {"layers"}  # one stack: role None, as its `attentions` field says
 
 
 def test_a_model_that_cannot_switch_to_eager_raises_with_the_fix(tiny_bert, padded_batch, monkeypatch):

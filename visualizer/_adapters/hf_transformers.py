@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from visualizer._adapters import Target, block_of
+from visualizer._adapters import Refusal, Target, block_of
+from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
+from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
 
 __all__ = ["ADAPTER"]
 
@@ -25,12 +27,14 @@ ADAPTER_NAME = "transformers"
 class Payload:
     """Where a module's weights are in its output, and the PreTrainedModel whose table named it."""
 
-    index: int
+    index: int | None  # None: a window layer, whose weights are found by their shape
     model: Any
+    windowed: bool = False
 
 
 class TransformersAdapter:
-    """transformers models: switched to eager, weights read where ``_can_record_outputs`` declares them."""
+    """transformers models: switched to eager, weights read where ``_can_record_outputs`` declares them,
+    else through the model's own ``output_attentions`` (see ``_hf_fallback``)."""
 
     name = ADAPTER_NAME
     framework = "transformers"
@@ -41,26 +45,32 @@ class TransformersAdapter:
 
         available = dict(modules)
         everything = dict(model.named_modules())
-        targets: list = []
+        found_all: list = []
         for name, module in modules:
             if isinstance(module, PreTrainedModel) and not _inside_pretrained(
                 name, available, PreTrainedModel
             ):
-                found: list = []
-                _walk(module, name, _specs(module), available, claimed, found, PreTrainedModel)
-                roles = _roles(module, name)
-                for path, m, kind, index in found:
-                    targets.append(
-                        Target(
-                            path,
-                            m,
-                            self.name,
-                            kind=kind,
-                            role=_role_of(path, roles),
-                            block=_block(path, everything, module),
-                            payload=Payload(index, module),
-                        )
-                    )
+                found_all.extend(self._find_unit(module, name, available, claimed, everything))
+        return found_all
+
+    def _find_unit(self, module, name, available, claimed, everything) -> list:
+        from transformers import PreTrainedModel
+
+        found: list = []
+        _walk(module, name, _specs(module), available, claimed, found, PreTrainedModel)
+        found = _windowed(found, everything, available, claimed)
+        roles = _roles(module, name)
+        if not found:
+            return _fallback(self.name, module, name, available, claimed, everything, roles)
+        targets = []
+        for path, m, kind, index in found:
+            payload = Payload(index, module, windowed=is_window_layer(m))
+            block = path if payload.windowed else _block(path, everything, module)
+            targets.append(
+                Target(
+                    path, m, self.name, kind=kind, role=_role_of(path, roles), block=block, payload=payload
+                )
+            )
         return targets
 
     def attach(self, targets, recorder, core):
@@ -68,6 +78,62 @@ class TransformersAdapter:
 
 
 ADAPTER = TransformersAdapter()
+
+
+def _windowed(found: list, everything: dict, available: dict, claimed: dict) -> list:
+    """A module the table names that holds window layers (a Swin stage, which returns only its last
+    block's weights) gives way to its window layers, each recorded on its own."""
+    result = []
+    for path, module, kind, index in found:
+        inner = [
+            (name, m)
+            for name, m in everything.items()
+            if name.startswith(path + ".") and is_window_layer(m) and name in available
+        ]
+        if not inner or is_window_layer(module):
+            result.append((path, module, kind, index))
+            continue
+        claimed.pop(id(module), None)
+        for name, m in inner:
+            claimed[id(m)] = name
+            result.append((name, m, kind, None))
+    return result
+
+
+def _fallback(adapter, module, name, available, claimed, everything, roles) -> list:
+    """Targets through ``output_attentions`` for a model with no attention in its table, or a Refusal."""
+    plan = find_fallback(module, name, available, claimed)
+    if isinstance(plan, str):
+        return [] if not _has_attention_classes(module) else [Refusal(name, module, adapter, plan)]
+    config = getattr(module, "config", None)
+    decoder_config = bool(
+        getattr(config, "add_cross_attention", False) or getattr(config, "is_decoder", False)
+    )
+    targets, seen = [], {}
+    for path, m in plan:
+        role = _role_of(path, roles)
+        block = _block(path, everything, module)
+        position = seen.get(block, 0)
+        seen[block] = position + 1
+        cross = position > 0 and (role == "decoder" or (role is None and decoder_config))
+        claimed[id(m)] = path
+        targets.append(
+            Target(
+                path,
+                m,
+                adapter,
+                kind="cross" if cross else "self",
+                role=role,
+                block=block,
+                payload=FallbackPayload(module),
+            )
+        )
+    return targets
+
+
+def _has_attention_classes(module) -> bool:
+    """Whether a model without a usable plan still looks like it has attention (so say why it is refused)."""
+    return getattr(module, "_supports_attention_backend", False) or getattr(module, "_supports_sdpa", False)
 
 
 def _roles(model, path: str) -> list[tuple[str, str]]:
@@ -106,6 +172,10 @@ def _block(path: str, everything: dict, model) -> str:
     if isinstance(target_class, type):
         layer_classes = (target_class, GradientCheckpointingLayer)
     parts = path.split(".")
+    for end in range(len(parts) - 1, 0, -1):  # a window layer (Swin block) is a block of its own
+        ancestor = ".".join(parts[:end])
+        if is_window_layer(everything.get(ancestor)):
+            return ancestor
     for end in range(len(parts) - 1, 0, -1):
         ancestor = ".".join(parts[:end])
         if isinstance(everything.get(ancestor), layer_classes):
@@ -166,18 +236,39 @@ def attach(targets, recorder):
 
     models = list({id(target.payload.model): target.payload.model for target in targets}.values())
     saved = _implementations(models, PreTrainedModel)
-    handles = []
+    closers: list = []
     try:
         for model in models:
             if model.config._attn_implementation != "eager":
                 model.set_attn_implementation("eager")
-        for target in targets:
-            handles.append(target.module.register_forward_pre_hook(lambda m, a, t=target: recorder.ran(t)))
-            handles.append(target.module.register_forward_hook(_hook(target, recorder, saved)))
+        roots = _roots(models)
+        windows = WindowLayers(roots) if any(_has_windows(root) for root in roots) else None
+        table = [target for target in targets if isinstance(target.payload, Payload)]
+        for target in table:
+            pre = target.module.register_forward_pre_hook(lambda m, a, t=target: recorder.ran(t))
+            post = target.module.register_forward_hook(_hook(target, recorder, windows))
+            closers.extend((pre.remove, post.remove))
+        for model in models:
+            mine = [t for t in targets if isinstance(t.payload, FallbackPayload) and t.payload.model is model]
+            if mine:
+                closers.append(Unit(model, mine, recorder, windows).close)
+        if windows is not None:  # after the targets' hooks: a window layer's layout outlives its own hook
+            windows.install()
+            closers.append(windows.close)
     except BaseException:
-        _detach(handles, saved)
+        _detach(closers, saved)
         raise
-    return lambda: _detach(handles, saved)
+    return lambda: _detach(closers, saved)
+
+
+def _roots(models) -> list:
+    """The models that are not inside another of ``models``."""
+    inner = {id(m) for model in models for m in model.modules() if m is not model}
+    return [model for model in models if id(model) not in inner]
+
+
+def _has_windows(model) -> bool:
+    return any(is_window_layer(module) for module in model.modules())
 
 
 def _implementations(models, PreTrainedModel) -> list[tuple]:
@@ -200,27 +291,45 @@ def _collect(config, configs) -> None:
             _collect(sub, configs)
 
 
-def _detach(handles, saved) -> None:
-    for handle in handles:
-        handle.remove()
+def _detach(closers, saved) -> None:
+    for close in reversed(closers):
+        close()
     for config, implementation in saved:
         config._attn_implementation_internal = implementation
 
 
-def _hook(target, recorder, saved):
+def _hook(target, recorder, windows):
     index = target.payload.index
+    windowed = target.payload.windowed
 
     def after(module, args, output):
-        weights = output[index] if isinstance(output, tuple) and len(output) > index else None
-        if weights is None:
-            recorder.missing(target, _cause(module, saved))
+        layout = windows.current() if windows is not None else None
+        if windowed:
+            weights = _window_weights(output, layout)
         else:
-            recorder.record(target, weights)
+            weights = (
+                output[index] if isinstance(output, tuple) and -len(output) <= index < len(output) else None
+            )
+        if weights is None:
+            recorder.missing(target, _cause(module))
+        else:
+            recorder.record(target, weights, layout)
 
     return after
 
 
-def _cause(module, saved) -> str:
+def _window_weights(output, layout):
+    """A window layer's weights: the (batch x windows, heads, n, n) tensor of its output, n = window size."""
+    if layout is None or not isinstance(output, tuple):
+        return None
+    n = layout.window[0] * layout.window[1]
+    for value in output[1:]:
+        if getattr(value, "dim", None) is not None and value.dim() == 4 and tuple(value.shape[-2:]) == (n, n):
+            return value
+    return None
+
+
+def _cause(module) -> str:
     config = getattr(module, "config", None)
     implementation = getattr(config, "_attn_implementation", "unknown")
     return (
