@@ -89,7 +89,10 @@ class Unit:
         self.index: dict[type, int] = {}  # attention class -> position of its weights in its output
         self.handles = [
             model.register_forward_pre_hook(self._enter, with_kwargs=True),
-            model.register_forward_hook(self._leave, with_kwargs=True, always_call=True),
+            # Prepended: with captures nested or overlapping, the last one opened reads the output first,
+            # while the attentions that the earlier ones forced are still in it; the first one opened
+            # strips them last, if the caller did not ask for them.
+            model.register_forward_hook(self._leave, with_kwargs=True, always_call=True, prepend=True),
         ]
         for target in targets:
             self.handles.append(target.module.register_forward_pre_hook(self._ran(target)))

@@ -17,6 +17,7 @@ from typing import Any
 from visualizer._adapters import Refusal, Target, block_of
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
+from visualizer._adapters._switches import hold
 
 __all__ = ["ADAPTER"]
 
@@ -271,14 +272,15 @@ def _has_windows(model) -> bool:
     return any(is_window_layer(module) for module in model.modules())
 
 
-def _implementations(models, PreTrainedModel) -> list[tuple]:
-    """``[(config, implementation), ...]`` for every config of ``models``, to restore later."""
-    configs = {}
+def _implementations(models, PreTrainedModel) -> list:
+    """A release function for every config of ``models``, each holding its attention implementation
+    (restored when the last capture that switched it lets go; see ``_switches``)."""
+    configs: dict = {}
     for model in models:
         for module in model.modules():
             if isinstance(module, PreTrainedModel):
                 _collect(module.config, configs)
-    return [(config, config._attn_implementation_internal) for config in configs.values()]
+    return [hold(config, "_attn_implementation_internal") for config in configs.values()]
 
 
 def _collect(config, configs) -> None:
@@ -294,8 +296,8 @@ def _collect(config, configs) -> None:
 def _detach(closers, saved) -> None:
     for close in reversed(closers):
         close()
-    for config, implementation in saved:
-        config._attn_implementation_internal = implementation
+    for release in saved:
+        release()
 
 
 def _hook(target, recorder, windows):
