@@ -95,13 +95,14 @@ def test_bert_writes_figures_and_a_head_view(tiny_bert_folder, tmp_path):
         ),
         (
             [*VIT, "--layer", "12", "IMAGE"],
-            r"--layer 12 is out of range: the model has 12 layers, so valid layers are 0..11",
+            r"--layer: layer 12 is out of range; there are 12 layers \(valid: 0..11, or -12..-1\)",
         ),
         (
             [*VIT, "--heads", "0,3", "IMAGE"],
-            r"--heads 3 is out of range: the model has 3 heads, so valid heads are 0..2",
+            r"--heads: head 3 is out of range; there are 3 heads \(valid: 0..2, or -3..-1\)",
         ),
-        (["bert", "--layers", "6", "hi"], r"--layers 6 is out of range: the model has 6 layers"),
+        (["bert", "--layers", "6", "hi"], r"--layers: layer 6 is out of range; there are 6 layers"),
+        (["bert", "--heads", "0,0", "hi"], r"--heads selects head 0 more than once"),
         (["bert", "  "], "text 1 is empty"),
         (["vit", "--weights", "w.pth"], "--weights and --random-weights go with --model NAME"),
     ],

@@ -5,7 +5,15 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from visualizer.cli._common import UsageError, check_index, check_indices, output_folder, progress, write_json
+from visualizer.cli._common import (
+    UsageError,
+    check_index,
+    check_indices,
+    check_token_layers,
+    output_folder,
+    progress,
+    write_json,
+)
 
 __all__ = ["run"]
 
@@ -116,6 +124,7 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
     )
     from visualizer.view import image_view
 
+    check_token_layers(maps, label)
     count, heads = len(maps), maps[0].shape[1]
     layers = check_indices(args.layers, count, "layer", "--layers")
     chosen_heads = check_indices(args.heads, heads, "head", "--heads")
