@@ -129,7 +129,8 @@ def entropy(attn):
     Row ``q`` contributes ``-sum_k p[q, k] * log(p[q, k])`` with ``0 * log 0 = 0``; rows are
     taken as given (softmax rows sum to 1). A head attending to a single key scores 0; one
     spreading evenly over K keys scores ``log(K)``. Queries and keys may differ in number
-    (cross-attention).
+    (cross-attention). It reads one layer's map: given an ``AttentionMaps``, it asks for one
+    (``maps[i]``, ``maps["path"]``) rather than pick.
     """
     a = as_array(attn, "entropy(): attn")
     if a.ndim not in (3, 4):
@@ -152,7 +153,9 @@ def top_k_pairs(attn, k: int):
     ``attn`` is (queries, keys), or (heads, queries, keys), which is averaged over the heads
     first. Pick one batch item yourself (``attn[0]``). Ties keep row-major order (lower query,
     then lower key); ``k`` larger than the number of pairs returns all of them. Indices are
-    ``int`` and weights ``float``.
+    ``int`` and weights ``float``. Pass one layer's map; an ``AttentionMaps`` is refused
+    (TypeError), as by :func:`entropy`. For a windowed layer, ``maps.scatter(name)[0]``
+    gives the pairs as token indices.
     """
     k = positive_int(k, "top_k_pairs(): k")
     a = as_array(attn, "top_k_pairs(): attn")
