@@ -7,6 +7,12 @@ dtype('float32')
 ((1, 6, 197, 197), True)
 >>> as_rgb_uint8(picture, "image").shape                    # uint8 or float in [0, 1], RGB, RGBA or gray
 (224, 224, 3)
+>>> layer_infos(maps)[0].layout                             # an AttentionMaps declares each layer
+Tokens()
+
+An ``AttentionMaps`` is a sequence of per-layer maps like any other, and it also says what
+each layer is (:func:`layer_infos`); :func:`require_token_layers` refuses the layers whose
+declared layout is not tokens. Plain maps declare nothing, and nothing is guessed for them.
 
 ``what`` names the argument in the error messages, e.g. "rollout(): attentions". Torch is
 never imported here: a tensor is recognised only when torch is already in ``sys.modules``.
@@ -21,14 +27,19 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from visualizer._maps import AttentionMaps
+from visualizer._structure import LayerInfo, require_tokens
+
 __all__ = [
     "as_array",
-    "as_index",
     "as_rgb_uint8",
+    "layer_infos",
+    "layer_label",
     "layer_map",
     "layer_maps",
     "patch_grid",
     "prefix_count",
+    "require_token_layers",
     "split_layers",
 ]
 
@@ -41,6 +52,11 @@ def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     ``keep_integers`` (a uint8 picture stays uint8).
     """
     kind = type(value).__name__
+    if isinstance(value, AttentionMaps):
+        raise TypeError(
+            f"{what} is one layer's map, not an AttentionMaps of {len(value)} layers; pick one: maps[i] or "
+            "maps['path'] (maps.scatter('path') puts a windowed layer on the token grid)"
+        )
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu()
@@ -109,6 +125,32 @@ def split_layers(attentions, what: str) -> list:
     return items
 
 
+def layer_infos(attentions) -> list[LayerInfo] | None:
+    """The declared :class:`LayerInfo` of each captured layer of an ``AttentionMaps``, in order.
+
+    None for plain maps (a list, a dict, a tensor): they declare nothing, and nothing is
+    guessed from names or shapes.
+    """
+    return attentions.infos if isinstance(attentions, AttentionMaps) else None
+
+
+def require_token_layers(infos: list[LayerInfo] | None, chosen, what: str) -> None:
+    """LayoutError unless every chosen layer is declared with a tokens layout (plain maps pass)."""
+    if infos is None:
+        return
+    for i in chosen:
+        require_tokens(infos[i].layout, f"{what}: layer {i} ({infos[i].path!r})")
+
+
+def layer_label(info: LayerInfo | None, position: int) -> str:
+    """A short caption: ``"layer 3"``, ``"decoder layer 1, cross"``; plain maps: ``"layer <position>"``."""
+    if info is None:
+        return f"layer {position}"
+    role = f"{info.role} " if info.role else ""
+    kind = ", cross" if info.kind == "cross" else ""
+    return f"{role}layer {info.depth}{kind}"
+
+
 def layer_map(value, what: str) -> np.ndarray:
     """One layer's map as a float array, (heads, queries, keys) or (batch, heads, queries, keys)."""
     a = as_array(value, what)
@@ -119,9 +161,14 @@ def layer_map(value, what: str) -> np.ndarray:
     return a
 
 
-def layer_maps(attentions, what: str) -> tuple[list[np.ndarray], bool]:
-    """Every layer as a (batch, heads, Q, K) float array, and whether a batch axis came in."""
-    layers = [layer_map(item, f"{what}[{i}]") for i, item in enumerate(split_layers(attentions, what))]
+def layer_maps(attentions, what: str, positions=None) -> tuple[list[np.ndarray], bool]:
+    """Every layer as a (batch, heads, Q, K) float array, and whether a batch axis came in.
+
+    ``positions``: the layers' indices to name in messages, when ``attentions`` is a selection.
+    """
+    items = split_layers(attentions, what)
+    positions = list(range(len(items))) if positions is None else list(positions)
+    layers = [layer_map(item, f"{what}[{i}]") for i, item in zip(positions, items)]
     if len({a.ndim for a in layers}) > 1:
         shapes = [a.shape for a in layers]
         raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
@@ -129,24 +176,13 @@ def layer_maps(attentions, what: str) -> tuple[list[np.ndarray], bool]:
     if not batched:
         layers = [a[None] for a in layers]
     first = layers[0].shape
-    for i, a in enumerate(layers):
+    for i, a in zip(positions, layers):
         if (a.shape[0], a.shape[-2], a.shape[-1]) != (first[0], first[-2], first[-1]):
             raise ValueError(
-                f"{what}: layer {i} has shape {a.shape} but layer 0 has {first}; batch size, queries and "
-                "keys must agree across layers"
+                f"{what}: layer {i} has shape {a.shape} but layer {positions[0]} has {first}; batch size, "
+                "queries and keys must agree across layers"
             )
     return layers, batched
-
-
-def as_index(value, size: int, what: str, things: str) -> int:
-    """A checked index into ``size`` things; negative counts from the end."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an int, not {value!r}")
-    if not -size <= value < size:
-        raise ValueError(
-            f"{what} is {value}, out of range: there are {size} {things} (valid: {-size}..{size - 1})"
-        )
-    return int(value) % size
 
 
 def prefix_count(value, what: str) -> int:

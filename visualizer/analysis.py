@@ -10,6 +10,14 @@ Every function takes numpy arrays or torch tensors (detached and moved to the CP
 fp16 widened to float32) and returns numpy arrays or plain Python values. Shapes are written
 (batch, heads, queries, keys); the batch axis is optional everywhere and comes back only
 when it went in. Only numpy is needed: torch is never imported here.
+
+Given an ``AttentionMaps``, every function reads what the capture declared about each
+layer (``maps.infos``: path, role, kind, block, depth, layout) and never guesses from
+module names. Functions that need token-to-token maps (:func:`rollout`,
+:func:`mean_attention_distance`) refuse windowed (Swin) and channel (XCiT) layouts with a
+:class:`~visualizer.LayoutError` that says what to do, e.g. ``maps.scatter(name)``.
+Plain inputs (lists, dicts, arrays) declare nothing: they are taken as token maps, and
+:func:`attention_stats` reports their role, kind and layout as unknown (None).
 """
 
 from __future__ import annotations
@@ -20,7 +28,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from visualizer._arrays import as_array, as_index, layer_maps, patch_grid, prefix_count
+from visualizer._arrays import (
+    as_array,
+    layer_infos,
+    layer_maps,
+    patch_grid,
+    prefix_count,
+    require_token_layers,
+)
+from visualizer._maps import AttentionMaps
+from visualizer._validate import index, positive_int
 
 __all__ = ["attention_stats", "entropy", "mean_attention_distance", "rollout", "top_k_pairs"]
 
@@ -61,6 +78,10 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     (The popular vit-explain code instead ranks the whole flattened matrix, keeps only the
     (0, 0) entry, edits only the first batch item, and normalises without ``keepdim``, which
     divides by column sums.)
+
+    An ``AttentionMaps`` must hold self-attention of one stack with a tokens layout, as its
+    capture declares: cross-attention, a mix of encoder and decoder layers, or windowed and
+    channel layouts are refused (select layers with ``capture_attention(model, layers=...)``).
     """
     if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"rollout(): head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}")
@@ -71,8 +92,11 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
             f"rollout(): discard_ratio must be in [0, 1), not {discard_ratio!r}: it is the fraction "
             "of each row's weights set to 0, and at least one must stay"
         )
+    infos = layer_infos(attentions)
+    if infos is not None:  # before any conversion: windowed layers differ in shape
+        _check_chainable(infos)
     layers, batched = layer_maps(attentions, "rollout(): attentions")
-    start = as_index(start_layer, len(layers), "rollout(): start_layer", "layers")
+    start = index(start_layer, len(layers), "rollout(): start_layer", "layer")
     for i, attn in enumerate(layers):
         if np.isnan(attn).any() or (attn < 0).any():
             raise ValueError(
@@ -105,7 +129,8 @@ def entropy(attn):
     Row ``q`` contributes ``-sum_k p[q, k] * log(p[q, k])`` with ``0 * log 0 = 0``; rows are
     taken as given (softmax rows sum to 1). A head attending to a single key scores 0; one
     spreading evenly over K keys scores ``log(K)``. Queries and keys may differ in number
-    (cross-attention).
+    (cross-attention). It reads one layer's map: given an ``AttentionMaps``, it asks for one
+    (``maps[i]``, ``maps["path"]``) rather than pick.
     """
     a = as_array(attn, "entropy(): attn")
     if a.ndim not in (3, 4):
@@ -128,12 +153,11 @@ def top_k_pairs(attn, k: int):
     ``attn`` is (queries, keys), or (heads, queries, keys), which is averaged over the heads
     first. Pick one batch item yourself (``attn[0]``). Ties keep row-major order (lower query,
     then lower key); ``k`` larger than the number of pairs returns all of them. Indices are
-    ``int`` and weights ``float``.
+    ``int`` and weights ``float``. Pass one layer's map; an ``AttentionMaps`` is refused
+    (TypeError), as by :func:`entropy`. For a windowed layer, ``maps.scatter(name)[0]``
+    gives the pairs as token indices.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"top_k_pairs(): k must be an int >= 1, not {k!r}")
-    if k < 1:
-        raise ValueError(f"top_k_pairs(): k must be >= 1, not {k}")
+    k = positive_int(k, "top_k_pairs(): k")
     a = as_array(attn, "top_k_pairs(): attn")
     if a.ndim == 3:
         a = a.mean(axis=0, dtype=np.float64)
@@ -176,7 +200,25 @@ def mean_attention_distance(
     ``renormalize=False`` the weights on prefix tokens count as distance 0, as in some
     public re-implementations. A query with no weight on any patch is left out of the mean
     (all such queries: NaN).
+
+    ``attn`` may also be an ``AttentionMaps``: the result is then every layer's, stacked,
+    (layers, batch, heads). Each layer must be declared with a tokens layout; for one
+    windowed (Swin) layer, pass ``maps.scatter(name)`` with ``cls_token=False`` and
+    ``grid=maps.layout(name).size``.
     """
+    if isinstance(attn, AttentionMaps):
+        infos = attn.infos
+        require_token_layers(infos, range(len(infos)), "mean_attention_distance()")
+        distances = [
+            mean_attention_distance(m, grid, cls_token, patch_size, renormalize=renormalize) for m in attn
+        ]
+        if len({d.shape for d in distances}) > 1:
+            shapes = ", ".join(f"{info.path} {d.shape}" for info, d in zip(infos, distances))
+            raise ValueError(
+                f"mean_attention_distance(): the layers give (batch, heads) of different shapes ({shapes}); "
+                "pass them one at a time, maps[i]"
+            )
+        return np.stack(distances)
     a = as_array(attn, "mean_attention_distance(): attn")
     if a.ndim not in (3, 4):
         raise ValueError(
@@ -214,49 +256,90 @@ def attention_stats(maps) -> dict:
 
     >>> stats = attention_stats(attention_maps)     # AttentionMaps, {name: map} or [map, ...]
     >>> stats["layers"][0]
-    {'name': 'blocks.0.attn', 'stack': None, 'layer': 0, 'type': 'self', 'shape': [1, 6, 197, 197],
-     'mean': 0.0051, 'std': 0.021, 'min': 1.2e-09, 'max': 0.98, 'entropy': 3.9}
+    {'name': 'blocks.0.attn', 'stack': None, 'layer': 0, 'type': 'self', 'block': 'blocks.0',
+     'layout': 'tokens', 'call': 0, 'shape': [1, 6, 197, 197], 'mean': 0.0051, 'std': 0.021,
+     'min': 1.2e-09, 'max': 0.98, 'entropy': 3.9}
 
     ``maps`` is one of:
 
-    - an ``AttentionMaps``: with ``structured()``, its encoder/decoder layout gives each map's
-      stack and type, and ``names`` its module path;
+    - an ``AttentionMaps``: each entry reports what the capture declared (``maps.infos``):
+      ``name``, the module path; ``stack``, its role ("encoder", "decoder", or None for a
+      single-stack model); ``type``, its kind ("self" or "cross"); ``block``, the path of
+      its block; ``layer``, the block's depth within its role, from 0; ``layout``, the
+      layout's name ("tokens", "windows", "channels"); and ``call``, which call of the
+      layer (every call of a layer that ran several times has its own entry);
     - a dict ``{name: map}``; a value that is a list of maps (a ``get_local.cache``) becomes
       ``name[0]``, ``name[1]``, ...;
     - a sequence of maps, named ``layer.0``, ``layer.1``, ...
 
-    Each map is (batch, heads, queries, keys), any shape really. Entries come in model order
-    with: ``name``; ``stack`` ("encoder", "decoder", or None when the name does not say);
-    ``layer``, counted from 0 within its stack and type; ``type``, "cross" when the structure
-    or the name says so (cross, encoder_attn, EncDecAttention, multihead_attn) or the map is
-    not square, else "self"; ``shape``; ``mean``, ``std``, ``min``, ``max`` over all values;
-    and ``entropy``, the mean row entropy in nats over batch, heads and queries (None if the
-    map has negative values). All values are plain Python; a non-finite number becomes None.
+    Plain maps (the last two) declare nothing and nothing is guessed, from names or shapes:
+    their ``stack``, ``type``, ``block``, ``layout`` and ``call`` are None, and ``layer`` is
+    their position in the input.
+
+    Every entry also has ``shape``; ``mean``, ``std``, ``min``, ``max`` over all values; and
+    ``entropy``, the mean row entropy in nats over all rows (None if the map has negative
+    values). All values are plain Python; a non-finite number becomes None.
     """
     entries = []
-    counters: dict = {}
-    for name, stack, kind, value in _named_maps(maps):
+    for name, declared, value in _entries(maps):
         a = as_array(value, f"attention_stats(): map {name!r}")
         if a.ndim < 2 or a.size == 0:
             raise ValueError(
                 f"attention_stats(): map {name!r} has shape {a.shape}; a map needs at least (queries, keys)"
             )
-        if kind is None:
-            kind = _kind_from_name(name, a.shape)
-        layer = counters.get((stack, kind), 0)
-        counters[(stack, kind)] = layer + 1
+        if declared is None:
+            declared = {"stack": None, "layer": len(entries), "type": None, "block": None, "layout": None}
+            declared["call"] = None
         with np.errstate(all="ignore"):  # inf or NaN maps give None below, not warnings
-            entries.append(_summary(name, stack, layer, kind, a))
+            entries.append({"name": str(name), **declared, **_summary(a)})
     return {"layers": entries}
 
 
-def _summary(name, stack, layer: int, kind: str, a: np.ndarray) -> dict:
+def _entries(maps):
+    """(name, declared fields or None, map) for each map, in model order."""
+    if isinstance(maps, AttentionMaps):
+        for position, info in enumerate(maps.infos):
+            for call, value in enumerate(maps.calls(position)):
+                declared = {
+                    "stack": info.role,
+                    "layer": info.depth,
+                    "type": info.kind,
+                    "block": info.block,
+                    "layout": maps.layout(position, call).name,
+                    "call": call,
+                }
+                yield info.path, declared, value
+        return
+    if isinstance(maps, Mapping):
+        pairs = list(maps.items())
+    elif isinstance(maps, (str, bytes)) or maps is None:
+        raise TypeError(
+            f"attention_stats(): maps must be AttentionMaps, a dict or a sequence, not {type(maps).__name__}"
+        )
+    elif isinstance(maps, np.ndarray) or hasattr(maps, "detach"):
+        raise TypeError(
+            "attention_stats(): maps must be AttentionMaps, a dict {name: map} or a list of maps, not one "
+            "array; for a stacked (layers, ...) array pass list(array)"
+        )
+    else:
+        try:
+            pairs = [(f"layer.{i}", item) for i, item in enumerate(maps)]
+        except TypeError:
+            raise TypeError(
+                "attention_stats(): maps must be AttentionMaps, a dict or a sequence, "
+                f"not {type(maps).__name__}"
+            ) from None
+    for name, value in pairs:
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                yield f"{name}[{i}]", None, item
+        else:
+            yield name, None, value
+
+
+def _summary(a: np.ndarray) -> dict:
     plogp = None if (a < 0).any() else a * np.log(np.where(a > 0, a, 1))
     return {
-        "name": str(name),
-        "stack": stack,
-        "layer": layer,
-        "type": kind,
         "shape": [int(n) for n in a.shape],
         "mean": _plain(a.mean(dtype=np.float64)),
         "std": _plain(a.std(dtype=np.float64)),
@@ -264,6 +347,26 @@ def _summary(name, stack, layer: int, kind: str, a: np.ndarray) -> dict:
         "max": _plain(a.max()),
         "entropy": None if plogp is None else _plain(-plogp.sum(axis=-1, dtype=np.float64).mean()),
     }
+
+
+def _check_chainable(infos) -> None:
+    """Rollout chains the self-attention of one stack, on tokens: what the capture declared must say so."""
+    require_token_layers(infos, range(len(infos)), "rollout()")
+    cross = [info.path for info in infos if info.kind != "self"]
+    if cross:
+        raise ValueError(
+            f"rollout(): {', '.join(cross[:4])} {'is' if len(cross) == 1 else 'are'} declared "
+            "cross-attention, which cannot be chained through layers; roll out one stack's "
+            "self-attention, e.g. "
+            "[maps[i] for i, info in enumerate(maps.infos) if info.role == 'encoder' and info.kind == 'self']"
+        )
+    roles = list(dict.fromkeys(info.role for info in infos))
+    if len(roles) > 1:
+        raise ValueError(
+            f"rollout(): the maps mix layers of the {' and '.join(map(str, roles))} stacks; tokens of one "
+            "stack are not those of the other, so roll out one of them, e.g. "
+            "[maps[i] for i, info in enumerate(maps.infos) if info.role == 'encoder']"
+        )
 
 
 def _fuse(attn: np.ndarray, head_fusion: str) -> np.ndarray:
@@ -307,77 +410,3 @@ def _check_probabilities(a: np.ndarray, what: str) -> None:
 def _plain(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-_CROSS_MARKERS = ("cross", "encoder_attn", "encdecattention", "enc_dec", "multihead_attn", "src_attn")
-
-
-def _kind_from_name(name, shape) -> str:
-    lowered = str(name).lower()
-    if any(marker in lowered for marker in _CROSS_MARKERS):
-        return "cross"
-    if len(shape) >= 2 and shape[-1] != shape[-2]:
-        return "cross"
-    return "self"
-
-
-def _stack_from_name(name) -> str | None:
-    for part in str(name).lower().split("."):
-        if "decoder" in part:
-            return "decoder"
-        if "encoder" in part:
-            return "encoder"
-    return None
-
-
-def _named_maps(maps):
-    """(name, stack, kind or None, map) for each map, in model order."""
-    structured = getattr(maps, "structured", None)
-    if callable(structured) and not isinstance(maps, Mapping):
-        try:
-            layout = structured()
-        except (TypeError, ValueError, NotImplementedError):
-            layout = None
-        if isinstance(layout, Mapping):
-            flat = list(maps)
-            names = list(getattr(maps, "names", []) or [])
-            for stack, layer_list in layout.items():
-                for i, layer in enumerate(layer_list):
-                    for key, tensor in layer.items():
-                        kind = "cross" if "cross" in str(key).lower() else "self"
-                        # The same tensor objects come back from iteration: that gives the module path.
-                        position = next((j for j, t in enumerate(flat) if t is tensor), None)
-                        known = position is not None and position < len(names)
-                        name = names[position] if known else f"{stack}.{i}.{key}"
-                        yield name, str(stack), kind, tensor
-            return
-    names = getattr(maps, "names", None)
-    if isinstance(maps, Mapping):
-        pairs = list(maps.items())
-    elif isinstance(maps, (str, bytes)) or maps is None:
-        raise TypeError(
-            f"attention_stats(): maps must be AttentionMaps, a dict or a sequence, not {type(maps).__name__}"
-        )
-    elif isinstance(maps, np.ndarray) or hasattr(maps, "detach"):
-        raise TypeError(
-            "attention_stats(): maps must be AttentionMaps, a dict {name: map} or a list of maps, not one "
-            "array; for a stacked (layers, ...) array pass list(array)"
-        )
-    else:
-        try:
-            items = list(maps)
-        except TypeError:
-            raise TypeError(
-                "attention_stats(): maps must be AttentionMaps, a dict or a sequence, "
-                f"not {type(maps).__name__}"
-            ) from None
-        if names is not None and len(list(names)) == len(items):
-            pairs = list(zip(names, items))
-        else:
-            pairs = [(f"layer.{i}", item) for i, item in enumerate(items)]
-    for name, value in pairs:
-        if isinstance(value, (list, tuple)):
-            for i, item in enumerate(value):
-                yield f"{name}[{i}]", _stack_from_name(name), None, item
-        else:
-            yield name, _stack_from_name(name), None, value

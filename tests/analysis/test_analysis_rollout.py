@@ -119,7 +119,12 @@ def test_negative_start_layer_counts_from_the_end():
         ([np.ones((1, 3, 3))], {"discard_ratio": 1.0}, ValueError, r"\[0, 1\)"),
         ([np.ones((1, 3, 3))], {"discard_ratio": -0.1}, ValueError, r"\[0, 1\)"),
         ([np.ones((1, 3, 3))], {"discard_ratio": "0.5"}, TypeError, "discard_ratio"),
-        ([np.ones((1, 3, 3))], {"start_layer": 1}, ValueError, "valid: -1..0"),
+        (
+            [np.ones((1, 3, 3))],
+            {"start_layer": 1},
+            IndexError,
+            r"layer 1 is out of range.*valid: 0..0, or -1..-1",
+        ),
         ([np.ones((1, 3, 3))], {"start_layer": 0.5}, TypeError, "start_layer"),
     ],
 )

@@ -9,7 +9,6 @@ import torch
 
 from visualizer._arrays import (
     as_array,
-    as_index,
     as_rgb_uint8,
     layer_maps,
     patch_grid,
@@ -139,15 +138,10 @@ def test_layer_maps_refuses_layers_that_do_not_fit_together(attentions, match):
         layer_maps(attentions, "maps")
 
 
-# -- indices and the patch grid ---------------------------------------------------------------
+# -- prefix tokens and the patch grid (indices: test_validate.py) ------------------------------
 
 
-def test_as_index_prefix_count_and_patch_grid():
-    assert as_index(-1, 4, "head", "heads") == 3 and as_index(np.int64(2), 4, "head", "heads") == 2
-    with pytest.raises(ValueError, match=r"head is 4, out of range: there are 4 heads \(valid: -4..3\)"):
-        as_index(4, 4, "head", "heads")
-    with pytest.raises(TypeError, match="head must be an int, not True"):
-        as_index(True, 4, "head", "heads")
+def test_prefix_count_and_patch_grid():
     assert prefix_count(True, "cls") == 1 and prefix_count(5, "cls") == 5
     with pytest.raises(ValueError, match="count >= 0 of prefix tokens, not -1"):
         prefix_count(-1, "cls")

@@ -95,14 +95,25 @@ def test_bert_writes_figures_and_a_head_view(tiny_bert_folder, tmp_path):
         ),
         (
             [*VIT, "--layer", "12", "IMAGE"],
-            r"--layer 12 is out of range: the model has 12 layers, so valid layers are 0..11",
+            r"--layer: layer 12 is out of range; there are 12 layers \(valid: 0..11, or -12..-1\)",
         ),
         (
             [*VIT, "--heads", "0,3", "IMAGE"],
-            r"--heads 3 is out of range: the model has 3 heads, so valid heads are 0..2",
+            r"--heads: head 3 is out of range; there are 3 heads \(valid: 0..2, or -3..-1\)",
         ),
-        (["bert", "--layers", "6", "hi"], r"--layers 6 is out of range: the model has 6 layers"),
+        (["bert", "--layers", "6", "hi"], r"--layers: layer 6 is out of range; there are 6 layers"),
+        (["bert", "--heads", "0,0", "hi"], r"--heads selects head 0 more than once"),
         (["bert", "  "], "text 1 is empty"),
+        # Windowed attention: refused by its declared layout (or, while the timm adapter does not
+        # declare it yet, by the shape of its maps), never drawn as if it were a token map.
+        (
+            ["vit", "--model", "swin_tiny_patch4_window7_224", "--random-weights", "--size", "56", "IMAGE"],
+            r"'layers.0.blocks.0.attn' (has layout windows|has maps of shape \(4, 3, 49, 49\)).*Python API",
+        ),
+        (
+            ["vit", "--model", "xcit_nano_12_p16_224", "--random-weights", "--size", "64", "IMAGE"],
+            r"(layout channels|needs a ViT-style model).*Python API",
+        ),
         (["vit", "--weights", "w.pth"], "--weights and --random-weights go with --model NAME"),
     ],
 )
@@ -123,3 +134,26 @@ def test_the_module_and_the_console_script_run_without_a_traceback(tmp_path):
         result = subprocess.run([*command, "vit", str(tmp_path / "nope.jpg")], capture_output=True, text=True)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert "no such file" in result.stderr
+
+
+def test_layers_declared_with_windows_or_channels_are_a_usage_error():
+    from analysis.declared_maps import build, info, softmax
+
+    from visualizer._structure import CHANNELS, Windows
+    from visualizer.cli._common import UsageError, check_token_layers
+
+    windows = Windows(window=(2, 2), grid=(1, 1))
+    maps = build(
+        [
+            (info("blocks.0.attn", 0), softmax(1, 2, 5, 5)),
+            (info("blocks.1.attn", 1, layout=windows), softmax(1, 2, 4, 4)),
+        ]
+    )
+    with pytest.raises(
+        UsageError, match=r"m: attention layer 'blocks.1.attn' has layout windows \(2x2.*scatter.*Python API"
+    ):
+        check_token_layers(maps, "m")
+    channels = build([(info("blocks.0.attn", 0, layout=CHANNELS), softmax(1, 2, 8, 8))])
+    with pytest.raises(UsageError, match="layout channels"):
+        check_token_layers(channels, "m")
+    check_token_layers(build([(info("a", 0), softmax(1, 2, 5, 5))]), "m")  # tokens pass

@@ -216,3 +216,30 @@ def test_importing_the_demos_package_imports_no_torch():
 
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         visualizer.demos.nothing
+
+
+def test_the_whole_copy_model_is_structured_by_its_declared_roles():
+    """nn.Transformer's layers declare encoder and decoder roles: the flow plot and the demo read them."""
+    pytest.importorskip("matplotlib")
+    from visualizer import capture_attention
+    from visualizer.plots import plot_attention_flow
+
+    task = train_copy_task(seed=1, steps=0, layers=2)  # untrained: the structure is what is tested
+    src = task.held_out(2)
+    with capture_attention(task.model) as maps, torch.no_grad():
+        task.model(src, task.decoder_input(src))
+    assert [(i.role, i.kind, i.depth) for i in maps.infos] == [
+        ("encoder", "self", 0),
+        ("encoder", "self", 1),
+        ("decoder", "self", 0),
+        ("decoder", "cross", 0),
+        ("decoder", "self", 1),
+        ("decoder", "cross", 1),
+    ]
+    structured = maps.structured()
+    assert [sorted(block) for block in structured["decoder"]] == [["cross_attention", "self_attention"]] * 2
+    torch.testing.assert_close(task.cross_attention(src), structured["decoder"][-1]["cross_attention"])
+    fig = plot_attention_flow(maps, layers=[-1])
+    shown = [ax for ax in fig.axes if ax.get_visible() and not hasattr(ax, "_colorbar")]
+    assert len(shown) == 3 and all(ax.get_title().endswith("layer 1") for ax in shown)
+    np.testing.assert_allclose(shown[2].images[0].get_array(), maps[5][0].mean(0).numpy())

@@ -124,8 +124,8 @@ def test_float_gray_and_rgba_images_are_accepted(maps):
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda img, m: plot_grid_to_grid(img, m[0], query=(3, 0)), ValueError, "query row"),
-        (lambda img, m: plot_grid_to_grid(img, m[0], query=10), ValueError, "query"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], query=(3, 0)), IndexError, "query row"),
+        (lambda img, m: plot_grid_to_grid(img, m[0], query=10), IndexError, r"query \(1 prefix \+ 3 x 3"),
         (lambda img, m: plot_grid_to_grid(img, m[0], query="cls"), TypeError, "query"),
         (lambda img, m: plot_grid_to_grid(img, m[0], grid=(2, 2)), ValueError, "2 x 2 has 4 patches"),
         (lambda img, m: plot_grid_to_grid(img, m[0], prefix_tokens=2), ValueError, "not a square number"),

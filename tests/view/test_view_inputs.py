@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from analysis.declared_maps import build, info
 from view_data import config_of, softmax_maps
 
 from visualizer._arrays import as_rgb_uint8
@@ -11,10 +12,13 @@ from visualizer.view._maps import stack_attentions
 TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
 
 
-class NamedMaps(list):
-    """Stands in for AttentionMaps: a sequence of per-layer maps with module paths in .names."""
+PATHS = ["encoder.layer.0.attention", "encoder.layer.1.attention"]
 
-    names = ["encoder.layer.0.attention", "encoder.layer.1.attention"]
+
+def declared(maps):
+    """An AttentionMaps (through MapsBuilder) of ``maps``, declared at PATHS with a tokens layout."""
+    torch = pytest.importorskip("torch")
+    return build([(info(path, i), torch.from_numpy(m)) for i, (path, m) in enumerate(zip(PATHS, maps))])
 
 
 # -- shapes and kinds ------------------------------------------------------------------------
@@ -47,21 +51,27 @@ def test_torch_tensors_of_any_float_dtype():
     np.testing.assert_array_equal(stacked, np.stack([m[0].numpy() for m in maps]))
 
 
-def test_layer_labels_come_from_names_and_follow_the_selection(maps):
-    stack = stack_attentions(NamedMaps(maps), layers=[-1], heads=[2, 0])
+def test_layer_labels_come_from_declared_paths_and_follow_the_selection(maps):
+    stack = stack_attentions(declared(maps), layers=[-1], heads=[2, 0])
     assert stack.layer_labels == ["encoder.layer.1.attention"]
     assert stack.head_labels == ["2", "0"]
     np.testing.assert_array_equal(stack.maps, maps[1][0][[2, 0]][None])
     assert stack_attentions(maps, layers=1).layer_labels == ["layer 1"]
+
+    # A plain list with a .names attribute is still a plain list: nothing is read from it.
+    class Named(list):
+        names = PATHS
+
+    assert stack_attentions(Named(maps)).layer_labels == ["layer 0", "layer 1"]
     # A torch tensor's .names are dimension names, never layer labels.
     torch = pytest.importorskip("torch")
     assert stack_attentions(torch.from_numpy(np.stack(maps))).layer_labels == ["layer 0", "layer 1"]
 
 
 def test_the_view_shows_names_tokens_and_selection(maps):
-    document = head_view(NamedMaps(maps), TOKENS, heads=[1], title="t").html
+    document = head_view(declared(maps), TOKENS, heads=[1], title="t").html
     config = config_of(document)
-    assert config["layers"] == NamedMaps.names
+    assert config["layers"] == PATHS
     assert config["heads"] == ["1"]
     assert config["tokens"] == TOKENS
     assert config["maps"]["shape"] == [2, 1, 5, 5]
@@ -97,19 +107,19 @@ def test_bad_attentions_are_refused_with_the_cause(attentions, error, message):
 
 
 def test_out_of_range_selections_name_the_valid_range(maps):
-    with pytest.raises(ValueError, match=r"layer 2 is out of range; there are 2 layers \(valid: 0 to 1"):
+    with pytest.raises(IndexError, match=r"layer 2 is out of range; there are 2 layers \(valid: 0..1"):
         stack_attentions(maps, layers=[0, 2])
-    with pytest.raises(ValueError, match=r"heads: head -4 is out of range; there are 3 heads"):
+    with pytest.raises(IndexError, match=r"heads: head -4 is out of range; there are 3 heads"):
         stack_attentions(maps, heads=-4)
-    with pytest.raises(ValueError, match="batch=2 is out of range.*batch size 2"):
+    with pytest.raises(IndexError, match=r"batch \(attentions\[0\] \(2, 3, 5, 5\)\): batch item 2 is out of"):
         stack_attentions(maps, batch=2)
-    with pytest.raises(ValueError, match="repeats a layer"):
+    with pytest.raises(ValueError, match="selects layer 1 more than once"):
         stack_attentions(maps, layers=[1, -1])
     with pytest.raises(ValueError, match="select at least one head"):
         stack_attentions(maps, heads=[])
-    with pytest.raises(TypeError, match="must hold ints"):
+    with pytest.raises(TypeError, match=r"heads: a head index must be an int, not 0.5"):
         stack_attentions(maps, heads=[0.5])
-    with pytest.raises(TypeError, match="layers must be None, an int or a sequence"):
+    with pytest.raises(TypeError, match="layers must be None, an int or a list of ints"):
         stack_attentions(maps, layers="0")
     with pytest.raises(TypeError, match="batch must be an int"):
         stack_attentions(maps, batch=True)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visualizer.cli._common import UsageError, check_index, check_indices, output_folder, progress, write_json
+from visualizer.cli._common import (
+    UsageError,
+    check_index,
+    check_indices,
+    check_token_layers,
+    output_folder,
+    progress,
+    write_json,
+)
 
 __all__ = ["run"]
 
@@ -57,6 +65,7 @@ def _figures(folder: Path, maps, tokens: list[str], text: str, label: str, args)
     from visualizer.plots import plot_head_grid, plot_layers, plot_token_heatmap
     from visualizer.view import head_view
 
+    check_token_layers(maps, label)
     count, heads = len(maps), maps[0].shape[1]
     layers = check_indices(args.layers, count, "layer", "--layers")
     chosen_heads = check_indices(args.heads, heads, "head", "--heads")

@@ -1,4 +1,9 @@
-"""What both CLI jobs share: the error for bad input, index lists, output folders, progress."""
+"""What both CLI jobs share: the error for bad input, index lists, output folders, progress.
+
+>>> check_indices([0, -1], 12, "layer", "--layers")
+[0, 11]
+>>> check_token_layers(maps, "--model swin_tiny_patch4_window7_224")   # UsageError: windows, not tokens
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,15 @@ import re
 import sys
 from pathlib import Path
 
-from visualizer._errors import UsageError
+from visualizer._errors import LayoutError, UsageError
+from visualizer._structure import require_tokens
+from visualizer._validate import index, indices
 
 __all__ = [
     "UsageError",
     "check_index",
     "check_indices",
+    "check_token_layers",
     "index_list",
     "output_folder",
     "progress",
@@ -34,22 +42,36 @@ def index_list(text: str) -> list[int]:
     return values
 
 
-def check_index(index: int, count: int, what: str, option: str) -> int:
-    """``index`` made non-negative, or a UsageError naming the valid range."""
-    if not -count <= index < count:
-        raise UsageError(
-            f"{option} {index} is out of range: the model has {count} {what}s, so valid {what}s are "
-            f"0..{count - 1} (or -{count}..-1)"
-        )
-    return index % count
+def check_index(value: int, count: int, what: str, option: str) -> int:
+    """``value`` made non-negative, or a UsageError naming the valid range (:mod:`visualizer._validate`)."""
+    try:
+        return index(value, count, option, what)
+    except (IndexError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
 
 
-def check_indices(indices, count: int, what: str, option: str) -> list[int]:
-    """Every index checked, duplicates dropped, order kept; all of ``range(count)`` for None."""
-    if indices is None:
-        return list(range(count))
-    chosen = [check_index(index, count, what, option) for index in indices]
-    return list(dict.fromkeys(chosen))
+def check_indices(values, count: int, what: str, option: str) -> list[int]:
+    """Every index checked, in order; all of ``range(count)`` for None; a repeat is a UsageError."""
+    try:
+        return indices(values, count, option, what)
+    except (IndexError, TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def check_token_layers(maps, model: str) -> None:
+    """UsageError unless every captured layer of ``maps`` is declared with a tokens layout.
+
+    The figures and views of the CLI are token-to-token maps; a windowed (Swin) or channel
+    (XCiT) model is refused before anything is drawn, with the way out.
+    """
+    for info in maps.infos:
+        try:
+            require_tokens(info.layout, f"{model}: attention layer {info.path!r}")
+        except LayoutError as exc:
+            raise UsageError(
+                f"{exc} The command line draws token attention only (ViT, DeiT, DINOv2, BERT); for this "
+                "model use the Python API."
+            ) from None
 
 
 def output_folder(out: Path, name: str) -> Path:

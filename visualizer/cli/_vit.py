@@ -5,7 +5,15 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
-from visualizer.cli._common import UsageError, check_index, check_indices, output_folder, progress, write_json
+from visualizer.cli._common import (
+    UsageError,
+    check_index,
+    check_indices,
+    check_token_layers,
+    output_folder,
+    progress,
+    write_json,
+)
 
 __all__ = ["run"]
 
@@ -116,15 +124,14 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
     )
     from visualizer.view import image_view
 
+    check_token_layers(maps, label)
     count, heads = len(maps), maps[0].shape[1]
     layers = check_indices(args.layers, count, "layer", "--layers")
     chosen_heads = check_indices(args.heads, heads, "head", "--heads")
     detail = (
         check_index(args.layer, count, "layer", "--layer") if args.layer is not None else (2 * count) // 3
     )
-    grid = tuple(int(n) for n in model.patch_embed.grid_size)
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
-    patch = int(model.patch_embed.patch_size[0])
+    grid, prefix, patch = _geometry(model, maps, label)
     geometry = {"grid": grid, "prefix_tokens": prefix}
     layer_map = maps[detail]
 
@@ -169,3 +176,31 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
     }
     written.append(write_json(folder / "stats.json", stats))
     return written
+
+
+def _geometry(model, maps, label: str) -> tuple[tuple[int, int], int, int]:
+    """(grid, prefix tokens, patch size) of a ViT-like model, checked against every captured map.
+
+    The figures lay each layer's (1, heads, T, T) map over the patch grid, T = prefix +
+    rows * cols; a model whose maps are not that (windows a capture did not declare, pooled
+    stages) is refused here, in one line, rather than drawn wrong.
+    """
+    embed = getattr(model, "patch_embed", None)
+    grid, size = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
+    if grid is None or size is None:
+        raise UsageError(
+            f"{label}: the command line needs a ViT-style model with patch_embed.grid_size and patch_size; "
+            "for this model use the Python API (capture_attention and visualizer.plots)"
+        )
+    grid = (int(grid[0]), int(grid[1]))
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    tokens = prefix + grid[0] * grid[1]
+    for info, attention in zip(maps.infos, maps):
+        if tuple(attention.shape[0:1]) + tuple(attention.shape[2:]) != (1, tokens, tokens):
+            raise UsageError(
+                f"{label}: layer {info.path!r} has maps of shape {tuple(attention.shape)}, not (1, heads, "
+                f"{tokens}, {tokens}) for {prefix} prefix token(s) and a {grid[0]}x{grid[1]} patch grid; the "
+                "command line draws token attention over a patch grid (ViT, DeiT, DINOv2); for this model "
+                "use the Python API"
+            )
+    return grid, prefix, int(size[0])

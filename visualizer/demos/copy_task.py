@@ -335,12 +335,11 @@ def _last_cross_attention(model: CopyTransformer, src: torch.Tensor, tgt: torch.
     """The last decoder layer's cross-attention, (batch, heads, queries, keys), via capture_attention."""
     from visualizer import capture_attention
 
-    with capture_attention(model, layers=_CROSS_ATTENTION) as maps:
+    last = model.transformer.decoder.layers[-1]
+    with capture_attention(model, layers=lambda path, module: module is last.multihead_attn) as maps:
         model(src, tgt)
+    # The torch adapter declares nn.TransformerDecoderLayer's multihead_attn a decoder cross-attention.
     return maps.structured()["decoder"][-1]["cross_attention"]
-
-
-_CROSS_ATTENTION = r"transformer\.decoder\.layers\.\d+\.multihead_attn"
 
 
 def _sample(settings: CopyTaskSettings, batch: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -9,8 +9,16 @@ Every function returns a ``matplotlib.figure.Figure`` made without pyplot (nothi
 shown by itself, nothing piles up in pyplot, any backend works) and never calls
 ``plt.show()``. Single-panel plots take ``ax=`` to draw into your own figure. Maps may be
 numpy arrays or torch tensors, with or without the batch axis (``batch=0`` picks the
-item), and every plot takes ``cmap``, ``vmin``/``vmax`` and ``title``. matplotlib is
+item), and every plot takes ``cmap``, ``vmin``/``vmax`` and ``title``; every heatmap and
+overlay takes ``scale=`` ("linear", "sqrt", "log"), through one colour norm. matplotlib is
 imported on the first call, not with this package.
+
+Plots of many layers (``plot_layers``, ``plot_cls_attention``, ``plot_rollout``,
+``plot_attention_distance``, ``plot_attention_flow``) take an ``AttentionMaps`` and read
+what its capture declared: captions and depths from ``maps.infos``, the flow's columns
+from ``maps.structured()`` (encoder-decoder or single stack). Layers declared with windows
+(Swin) or channels (XCiT) are refused with a LayoutError; ``maps.scatter(name)`` puts one
+windowed layer on the token grid, as a plain map any plot draws.
 """
 
 from visualizer.plots._flow import plot_attention_distance, plot_attention_flow

@@ -1,6 +1,7 @@
-"""Attention across a model: the encoder-decoder flow, and mean attention distance against depth.
+"""Attention across a model: the flow through its stacks, and mean attention distance against depth.
 
->>> plot_attention_flow(maps.structured(), source_tokens=src, target_tokens=tgt)
+>>> plot_attention_flow(maps, source_tokens=src, target_tokens=tgt)     # encoder-decoder: 3 columns
+>>> plot_attention_flow(bert_maps, tokens=tokens)                       # one stack: 1 column
 >>> plot_attention_distance(vit_maps, patch_size=14)       # the ViT paper's Fig. 7, for your model
 """
 
@@ -10,14 +11,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from visualizer._arrays import prefix_count
+from visualizer._arrays import layer_infos, prefix_count, require_token_layers
+from visualizer._maps import AttentionMaps
+from visualizer._validate import indices
 from visualizer.analysis import mean_attention_distance
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
     draw_matrix,
     figure_for,
-    index_selection,
     layer_selection,
     mpl,
     panel_grid,
@@ -27,11 +29,14 @@ from visualizer.plots._inputs import (
 
 __all__ = ["plot_attention_distance", "plot_attention_flow"]
 
-#: The three columns of the flow figure: (stack, key in a layer's dict, heading).
+#: The columns of the flow figure, left to right: (stack, key in a block's dict, heading,
+#: which tokens label the queries, which the keys). A figure shows those its maps have.
 FLOW = (
-    ("encoder", "self_attention", "encoder self-attention\nsource → source"),
-    ("decoder", "self_attention", "→ decoder self-attention\ntarget → target"),
-    ("decoder", "cross_attention", "→ cross-attention\ntarget → source"),
+    ("encoder", "self_attention", "encoder self-attention\nsource → source", "source", "source"),
+    ("decoder", "self_attention", "decoder self-attention\ntarget → target", "target", "target"),
+    ("decoder", "cross_attention", "cross-attention\ntarget → source", "target", "source"),
+    ("layers", "self_attention", "self-attention\ntoken → token", "tokens", "tokens"),
+    ("layers", "cross_attention", "cross-attention\ntoken → key", "tokens", None),
 )
 
 
@@ -41,8 +46,10 @@ def plot_attention_flow(
     layers=None,
     head: int | None = None,
     batch: int = 0,
+    call: int | None = None,
     source_tokens=None,
     target_tokens=None,
+    tokens=None,
     axes: str = "image",
     cmap="viridis",
     vmin=None,
@@ -51,48 +58,59 @@ def plot_attention_flow(
     title: str | None = None,
     figsize=None,
 ):
-    """Encoder-decoder attention, one row per layer: encoder self → decoder self → cross.
+    """Attention through the model's stacks, one row per block: encoder self → decoder self → cross.
 
-    >>> fig = plot_attention_flow(maps.structured(), source_tokens=src, target_tokens=tgt)
-    >>> fig = plot_attention_flow(maps, layers=[-1])            # AttentionMaps: structured() is called
+    >>> fig = plot_attention_flow(maps, source_tokens=src, target_tokens=tgt)   # an encoder-decoder
+    >>> fig = plot_attention_flow(maps.structured(), layers=[-1])               # the same, as a dict
+    >>> fig = plot_attention_flow(bert_maps, tokens=tokens)                     # a single stack
 
-    ``structured`` is ``{'encoder': [{'self_attention': map}, ...], 'decoder':
-    [{'self_attention': map, 'cross_attention': map}, ...]}`` (``AttentionMaps.structured()``),
-    or an object with that ``structured()`` method. Each map is (heads, Q, K) or (batch,
-    heads, Q, K); ``head=None`` averages the heads. ``layers`` selects rows (None: all); a
-    stack with fewer layers leaves its cells empty. Cross-attention has the target tokens
-    as queries and the source tokens as keys; each panel has its own colorbar, since the
-    three kinds of map differ in scale.
+    ``structured`` is an ``AttentionMaps`` (its :meth:`structured` is read, for ``call``
+    when its layers ran several times), or that dict: ``{'encoder': [{'self_attention':
+    map}, ...], 'decoder': [{'self_attention': map, 'cross_attention': map}, ...]}`` for an
+    encoder-decoder model, ``{'layers': [{'self_attention': map}, ...]}`` for a model with
+    one stack (an encoder or a decoder alone works too); or any object with a
+    ``structured()`` method returning it. The figure has one column per kind of map present
+    (see :data:`FLOW`), one row per block; ``layers`` selects rows (None: all), and a stack
+    with fewer blocks leaves its cells empty. Each map is (heads, Q, K) or (batch, heads,
+    Q, K); ``head=None`` averages the heads. Cross-attention has the target tokens as
+    queries and the source tokens as keys; ``tokens`` label a single stack. Each panel has
+    its own colorbar, since the kinds of map differ in scale.
+
+    An ``AttentionMaps`` captions rows with each block's declared depth, and must declare a
+    tokens layout for every layer (windowed and channel layers are refused: LayoutError).
+    A block's second attention of one kind (``'self_attention:<path>'``) is not drawn.
     """
     what = "plot_attention_flow()"
     check_axes(axes, what)
-    layout = structured.structured() if callable(getattr(structured, "structured", None)) else structured
-    if not isinstance(layout, Mapping):
-        raise TypeError(
-            f"{what}: structured must be the dict from AttentionMaps.structured() or an object "
-            f"with that method, not {type(structured).__name__}"
-        )
-    encoder, decoder = list(layout.get("encoder") or []), list(layout.get("decoder") or [])
-    if not encoder or not decoder or not any("cross_attention" in layer for layer in decoder):
+    layout, depth_of = _structure(structured, call, what)
+    columns = [column for column in FLOW if any(column[1] in block for block in layout.get(column[0]) or [])]
+    if not columns:
         raise ValueError(
-            f"{what} needs an encoder-decoder model: encoder layers, and decoder layers with "
-            f"'cross_attention'; got {_describe(layout)}"
+            f"{what} needs blocks under 'encoder'/'decoder' or 'layers', each a dict with "
+            f"'self_attention' or 'cross_attention'; got {_describe(layout)}"
         )
-    rows = index_selection(layers, max(len(encoder), len(decoder)), f"{what}: layers", "layers")
-    labels = {"source": source_tokens, "target": target_tokens}
-    fig, panels, _ = panel_grid(3 * len(rows), 3, (3.8, 3.2), extra_width=0.6, figsize=figsize, what=what)
+    stacks = {stack: list(layout.get(stack) or []) for stack, *_ in columns}
+    rows = indices(layers, max(len(blocks) for blocks in stacks.values()), f"{what}: layers", "layer")
+    labels = {"source": source_tokens, "target": target_tokens, "tokens": tokens}
+    width = len(columns)
+    fig, panels, _ = panel_grid(
+        width * len(rows), width, (3.8, 3.2), extra_width=0.6, figsize=figsize, what=what
+    )
     for r, layer in enumerate(rows):
-        for c, (stack, key, heading) in enumerate(FLOW):
-            ax = panels[3 * r + c]
-            block = encoder if stack == "encoder" else decoder
-            if layer >= len(block) or key not in block[layer]:
+        for c, (stack, key, heading, query_side, key_side) in enumerate(columns):
+            ax = panels[width * r + c]
+            blocks = stacks[stack]
+            if layer >= len(blocks) or key not in blocks[layer]:
                 ax.set_visible(False)
                 continue
-            m = single_map(block[layer][key], batch, head, f"{what}: {stack}[{layer}]['{key}']")
-            query_side = "source" if stack == "encoder" else "target"
-            key_side = "target" if key == "self_attention" and stack == "decoder" else "source"
+            attention = blocks[layer][key]
+            m = single_map(attention, batch, head, f"{what}: {stack}[{layer}]['{key}']")
             queries = token_labels(labels[query_side], m.shape[0], what, f"{query_side}_tokens")
-            keys = token_labels(labels[key_side], m.shape[1], what, f"{key_side}_tokens")
+            keys = (
+                None
+                if key_side is None
+                else token_labels(labels[key_side], m.shape[1], what, f"{key_side}_tokens")
+            )
             image = draw_matrix(
                 ax,
                 m,
@@ -105,11 +123,34 @@ def plot_attention_flow(
                 scale=scale,
                 what=what,
             )
-            ax.set_title((heading + "\n" if r == 0 else "") + f"layer {layer}", fontsize=9)
+            depth = depth_of.get(id(attention), layer)
+            heading = (heading if width == 1 or c == 0 else "→ " + heading) + "\n" if r == 0 else ""
+            ax.set_title(heading + f"layer {depth}", fontsize=9)
             add_colorbar(fig, image, ax=ax, shrink=0.75)
     fused = "mean over heads" if head is None else f"head {head}"
     fig.suptitle(title or f"attention flow ({fused})")
     return fig
+
+
+def _structure(structured, call, what: str) -> tuple[Mapping, dict[int, int]]:
+    """The structured dict, and the declared depth of each of its maps (by identity) where known."""
+    if isinstance(structured, AttentionMaps):
+        infos = layer_infos(structured)
+        require_token_layers(infos, range(len(infos)), what)
+        layout = structured.structured(call)
+        maps = [structured[i] if call is None else structured[i, call] for i in range(len(infos))]
+        return layout, {id(m): info.depth for m, info in zip(maps, infos)}
+    if call is not None:
+        raise ValueError(
+            f"{what}: call= picks a call of an AttentionMaps; pass maps.structured(call) as it is"
+        )
+    layout = structured.structured() if callable(getattr(structured, "structured", None)) else structured
+    if not isinstance(layout, Mapping):
+        raise TypeError(
+            f"{what}: structured must be an AttentionMaps, the dict from its structured(), or an object "
+            f"with that method, not {type(structured).__name__}"
+        )
+    return layout, {}
 
 
 def plot_attention_distance(
@@ -133,15 +174,20 @@ def plot_attention_distance(
     >>> fig = plot_attention_distance(maps, patch_size=14)      # y in pixels, 14 px patches
 
     ``maps`` is a sequence of per-layer (heads, T, T) or (batch, heads, T, T) maps, or one
-    stacked array. Each dot is one head of one layer: the attention-weighted mean distance
-    between query and key patches (:func:`visualizer.analysis.mean_attention_distance`,
-    ``renormalize`` goes to it), in patches, or pixels when ``patch_size`` is given.
+    stacked array, or an ``AttentionMaps`` (x is then each block's declared depth; its
+    selected layers must have a tokens layout, LayoutError otherwise). Each dot is one head
+    of one layer: the attention-weighted mean distance between query and key patches
+    (:func:`visualizer.analysis.mean_attention_distance`, ``renormalize`` goes to it), in
+    patches, or pixels when ``patch_size`` is given.
     ``batch=None`` averages the distance over the batch, as the paper averages over
     images; an int picks one item. ``cmap`` colors the heads; ``vmin``/``vmax`` set the
     y-axis limits. The black line is the mean over heads.
     """
     what = "plot_attention_distance()"
-    chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
+    chosen, selected, _ = layer_selection(maps, batch, layers, f"{what}: maps")
+    infos = layer_infos(maps)
+    if infos is not None and len({infos[i].role for i in chosen}) == 1:
+        chosen = [infos[i].depth for i in chosen]  # the declared depth of each block
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     distances = []
     for layer in selected:

@@ -10,6 +10,13 @@ Maps are (batch, heads, T, T) with ``T = prefix_tokens + rows * cols``: ``prefix
 square from T when not given. The image is (H, W, 3) uint8 or float in [0, 1], the picture
 the model saw (not normalised); patch (r, c) covers the r-th of ``rows`` equal bands from
 the top and the c-th of ``cols`` from the left, so overlays line up for any image size.
+
+Every plot here takes ``scale=`` ("linear", "sqrt", "log"), the colour scale of the matrix
+plots (:func:`visualizer.plots._inputs.color_norm`). An ``AttentionMaps`` must declare a
+tokens layout for the layers drawn: windowed (Swin) and channel (XCiT) layers are refused
+with a LayoutError; ``maps.scatter(name)`` gives one windowed layer on the token grid, which
+``plot_grid_to_grid(image, maps.scatter(name), prefix_tokens=0, grid=maps.layout(name).size)``
+draws.
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import as_index, patch_grid, prefix_count
+from visualizer._arrays import patch_grid, prefix_count
+from visualizer._validate import index
 from visualizer.analysis import rollout
 from visualizer.plots._inputs import (
     add_colorbar,
+    color_norm,
     figure_for,
     head_maps,
     image_rgb,
@@ -48,6 +57,7 @@ def plot_grid_to_grid(
     cmap="turbo",
     vmin=None,
     vmax=None,
+    scale: str = "linear",
     title: str | None = None,
     interpolation: str = "nearest",
     ax=None,
@@ -63,9 +73,9 @@ def plot_grid_to_grid(
     so the whole attention row is shown, the weight on each written in its cell. The left
     panel shows the image with the query outlined in red, the right one the row over it.
     With ``ax=`` only the right panel is drawn, there. ``attn`` is (heads, T, T) or
-    (batch, heads, T, T); ``head=None`` averages the heads. The color scale spans the
-    patches' weights unless ``vmin``/``vmax`` are given; a prefix weight above it shows the
-    top color, and its number tells the rest.
+    (batch, heads, T, T); ``head=None`` averages the heads. The color scale (``scale``)
+    spans the patches' weights unless ``vmin``/``vmax`` are given; a prefix weight above it
+    shows the top color, and its number tells the rest.
     """
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
@@ -76,7 +86,7 @@ def plot_grid_to_grid(
     q = _query_index(query, rows, cols, prefix, what)
     row = m[q]
     patches = row[prefix:].reshape(rows, cols)
-    norm = _norm(patches, vmin, vmax)
+    norm = color_norm(scale, vmin, vmax, patches, what)
     if ax is None:
         panel = _panel_size(rgb, cols, prefix, 4.6)
         fig, (left, right), _ = panel_grid(2, 2, panel, extra_width=0.9, figsize=figsize, what=what)
@@ -110,6 +120,7 @@ def plot_cls_attention(
     cmap="turbo",
     vmin=None,
     vmax=None,
+    scale: str = "linear",
     title: str | None = None,
     interpolation: str = "nearest",
     ax=None,
@@ -125,11 +136,13 @@ def plot_cls_attention(
     row's weight lands on the patches at all (the rest goes to prefix tokens). Without
     ``vmin``/``vmax`` each panel is scaled to its own maximum, so weak and strong layers are
     both readable (the colorbar then reads "÷ panel max"); with them, all panels share that
-    scale. ``show_image`` adds the plain image first; ``ax=`` draws one selected layer there.
+    scale. ``scale`` is the color scale ("linear", "sqrt", "log"). ``show_image`` adds the
+    plain image first; ``ax=`` draws one selected layer there. An ``AttentionMaps`` captions
+    each panel with what its capture declared ("layer 3", "encoder layer 1").
     """
     what = "plot_cls_attention()"
     rgb = image_rgb(image, f"{what}: image")
-    chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
+    chosen, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
     tokens = selected[0].shape[-1]
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     rows, cols = patch_grid(tokens, grid, prefix, what)
@@ -151,16 +164,18 @@ def plot_cls_attention(
         fig, only = figure_for(ax, figsize, what)
         panels = [only]
     heat = None
-    for panel, index, layer in zip(panels, chosen, selected):
+    for panel, label, layer in zip(panels, labels, selected):
         heads = _square_heads(layer, 0, what)
         m = _fuse_heads(heads, head, what)
         patches = m[q, prefix:].reshape(rows, cols)
         on_patches = float(patches.sum() / max(m[q].sum(), 1e-12))
         shown = patches if fixed else patches / max(float(patches.max()), 1e-12)
-        norm = _norm(shown, vmin, vmax) if fixed else mpl().colors.Normalize(0.0, 1.0)
+        # Each panel on its own maximum: 0..1 (log: from the smallest weight shown, up to 1).
+        low, high = (vmin, vmax) if fixed else (None if scale == "log" else 0.0, 1.0)
+        norm = color_norm(scale, low, high, shown, what)
         geometry = _draw_image(panel, rgb, rows, cols, 0)
         heat = _overlay(panel, shown, geometry, cmap, norm, alpha, interpolation, what)
-        panel.set_title(f"layer {index}\n{on_patches:.0%} on patches", fontsize=9)
+        panel.set_title(f"{label}\n{on_patches:.0%} on patches", fontsize=9)
     label = "attention" if fixed else "attention ÷ panel max"
     _solid_colorbar(add_colorbar(fig, heat, ax=panels, shrink=0.8, label=label))
     who = "CLS" if q == 0 and prefix else _token_name(q, prefix, cols)
@@ -187,6 +202,7 @@ def plot_rollout(
     cmap="turbo",
     vmin=None,
     vmax=None,
+    scale: str = "linear",
     title: str | None = None,
     interpolation: str = "nearest",
     ax=None,
@@ -199,8 +215,8 @@ def plot_rollout(
 
     ``attentions`` is anything :func:`visualizer.analysis.rollout` takes (``head_fusion``,
     ``discard_ratio`` and ``start_layer`` go to it), or a precomputed 2-D (T, T) rollout.
-    The query's rollout row over the patches is drawn on the image; the color scale spans
-    it unless ``vmin``/``vmax`` are given. ``ax=`` draws only the overlay.
+    The query's rollout row over the patches is drawn on the image; the color scale
+    (``scale``) spans it unless ``vmin``/``vmax`` are given. ``ax=`` draws only the overlay.
     """
     what = "plot_rollout()"
     rgb = image_rgb(image, f"{what}: image")
@@ -212,12 +228,12 @@ def plot_rollout(
             attentions, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
         )
         if result.ndim == 3:
-            result = result[as_index(batch, result.shape[0], f"{what}: batch", "batch items")]
+            result = result[index(batch, result.shape[0], f"{what}: batch", "batch item")]
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     rows, cols = patch_grid(result.shape[-1], grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
     patches = result[q, prefix:].reshape(rows, cols)
-    norm = _norm(patches, vmin, vmax)
+    norm = color_norm(scale, vmin, vmax, patches, what)
     if ax is None:
         panel = _panel_size(rgb, cols, 0, 4.4)
         fig, (left, right), _ = panel_grid(2, 2, panel, extra_width=0.9, figsize=figsize, what=what)
@@ -335,14 +351,6 @@ def _solid_colorbar(colorbar) -> None:
     colorbar.solids.set_alpha(1.0)
 
 
-def _norm(values: np.ndarray, vmin, vmax):
-    low = float(np.nanmin(values)) if vmin is None else vmin
-    high = float(np.nanmax(values)) if vmax is None else vmax
-    if high <= low:
-        high = low + 1e-12
-    return mpl().colors.Normalize(low, high)
-
-
 # -- inputs ---------------------------------------------------------------------------------------
 
 
@@ -350,7 +358,7 @@ def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
     """(heads, T, T) -> (T, T): the mean over heads, or one head."""
     if head is None:
         return heads.mean(axis=0)
-    return heads[as_index(head, heads.shape[0], f"{what}: head", "heads")]
+    return heads[index(head, heads.shape[0], f"{what}: head", "head")]
 
 
 def _square_heads(attn, batch: int, what: str) -> np.ndarray:
@@ -369,11 +377,10 @@ def _query_index(query, rows: int, cols: int, prefix: int, what: str) -> int:
     if query is None:
         return prefix + (rows // 2) * cols + cols // 2
     if isinstance(query, numbers.Integral) and not isinstance(query, bool):
-        things = f"tokens ({prefix} prefix + {rows} x {cols} patches)"
-        return as_index(query, tokens, f"{what}: query", things)
+        return index(query, tokens, f"{what}: query ({prefix} prefix + {rows} x {cols} patches)", "token")
     if isinstance(query, tuple) and len(query) == 2:
-        r = as_index(query[0], rows, f"{what}: query row", "patch rows")
-        c = as_index(query[1], cols, f"{what}: query column", "patch columns")
+        r = index(query[0], rows, f"{what}: query row", "patch row")
+        c = index(query[1], cols, f"{what}: query column", "patch column")
         return prefix + r * cols + c
     raise TypeError(f"{what}: query must be a token index (int), a patch (row, col) or None, not {query!r}")
 

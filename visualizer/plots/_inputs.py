@@ -14,11 +14,19 @@ spans several panels (plain "constrained" clips them there).
 from __future__ import annotations
 
 import io
-import numbers
 
 import numpy as np
 
-from visualizer._arrays import as_array, as_index, as_rgb_uint8, layer_maps
+from visualizer._arrays import (
+    as_array,
+    as_rgb_uint8,
+    layer_infos,
+    layer_label,
+    layer_maps,
+    require_token_layers,
+    split_layers,
+)
+from visualizer._validate import SCALES, color_limits, index, indices, positive_int
 
 __all__ = [
     "AXES",
@@ -29,7 +37,6 @@ __all__ = [
     "figure_for",
     "head_maps",
     "image_rgb",
-    "index_selection",
     "label_fontsize",
     "layer_selection",
     "mpl",
@@ -43,8 +50,7 @@ __all__ = [
 #: "cartesian" puts it bottom left with x = query and y = key.
 AXES = ("image", "cartesian")
 
-#: Color scales for matrices (see color_norm).
-SCALES = ("linear", "sqrt", "log")
+# SCALES (from visualizer._validate): the color scales of every plot, see color_norm.
 
 
 def mpl():
@@ -126,9 +132,7 @@ def panel_grid(
     if ncols is None:
         # Up to 8 panels: 4 a row. More: the width of 4 to 6 that leaves the fewest empty cells.
         ncols = min(count, 4) if count <= 8 else min(range(4, 7), key=lambda n: (-count % n, n))
-    if isinstance(ncols, bool) or not isinstance(ncols, numbers.Integral) or ncols < 1:
-        raise ValueError(f"{what}: ncols must be an int >= 1 or None, not {ncols!r}")
-    ncols = min(int(ncols), count)
+    ncols = min(positive_int(ncols, f"{what}: ncols"), count)
     nrows = -(-count // ncols)
     if figsize is None:
         figsize = (panel[0] * ncols + extra_width, panel[1] * nrows + 0.4)
@@ -144,7 +148,7 @@ def pick_batch(a: np.ndarray, batch: int, batched: bool, what: str) -> np.ndarra
     """Drop the batch axis, checking the index, when the array has one."""
     if not batched:
         return a
-    return a[as_index(batch, a.shape[0], f"{what}: batch", "batch items")]
+    return a[index(batch, a.shape[0], f"{what}: batch", "batch item")]
 
 
 def head_maps(attn, batch: int, what: str) -> np.ndarray:
@@ -167,34 +171,28 @@ def single_map(attn, batch: int, head, what: str) -> np.ndarray:
     heads = head_maps(attn, batch, what)
     if head is None:
         return heads.mean(axis=0)
-    return heads[as_index(head, heads.shape[0], f"{what}: head", "heads")]
+    return heads[index(head, heads.shape[0], f"{what}: head", "head")]
 
 
-def layer_selection(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[np.ndarray]]:
-    """Selected layer indices and their (heads, Q, K) maps, from anything rollout() accepts.
+def layer_selection(
+    maps, batch: int | None, layers, what: str
+) -> tuple[list[int], list[np.ndarray], list[str]]:
+    """Selected layer positions, their (heads, Q, K) maps and captions, from anything rollout() takes.
 
-    ``batch=None`` keeps every item: the maps are then (batch, heads, Q, K).
+    ``batch=None`` keeps every item: the maps are then (batch, heads, Q, K). An
+    ``AttentionMaps`` gives the captions (:func:`visualizer._arrays.layer_label`) and must
+    declare a tokens layout for every selected layer; only the selected layers are
+    converted, and only they must agree in shape.
     """
-    all_layers, batched = layer_maps(maps, what)
-    chosen = index_selection(layers, len(all_layers), f"{what}: layers", "layers")
+    infos = layer_infos(maps)
+    items = split_layers(maps, what)
+    chosen = indices(layers, len(items), f"{what}: layers", "layer")
+    require_token_layers(infos, chosen, what)
+    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
+    labels = [layer_label(None if infos is None else infos[i], i) for i in chosen]
     if batch is None:
-        return chosen, [all_layers[i] for i in chosen]
-    return chosen, [pick_batch(all_layers[i], batch, True, what) for i in chosen]
-
-
-def index_selection(selection, size: int, what: str, things: str) -> list[int]:
-    """Checked indices from None (all of them), an int or a list of ints; negative ones count from the end."""
-    if selection is None:
-        return list(range(size))
-    if isinstance(selection, numbers.Integral) and not isinstance(selection, bool):
-        selection = [selection]
-    try:
-        items = list(selection)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, a list of ints or None, not {selection!r}") from None
-    if not items:
-        raise ValueError(f"{what} is empty; pass None for all {things}")
-    return [as_index(i, size, what, things) for i in items]
+        return chosen, selected, labels
+    return chosen, [pick_batch(layer, batch, True, what) for layer in selected], labels
 
 
 def check_axes(axes: str, what: str) -> str:
@@ -229,28 +227,16 @@ def label_fontsize(count: int) -> float:
 
 
 def color_norm(scale: str, vmin, vmax, values: np.ndarray, what: str):
-    """A matplotlib norm: ``linear``, ``sqrt`` (a power of 0.5) or ``log``; limits default to the data.
+    """The matplotlib norm of every plot: ``linear``, ``sqrt`` (a power of 0.5) or ``log``.
 
-    Attention is mostly tiny weights and a few large ones: ``sqrt`` and ``log`` show the
-    structure a linear scale crushes to one color. ``log`` starts at 1e-4 of the maximum
-    when ``vmin`` is not given, so exact zeros do not stretch it.
+    Limits default to the data (:func:`visualizer._validate.color_limits`). Attention is
+    mostly tiny weights and a few large ones: ``sqrt`` and ``log`` show the structure a
+    linear scale crushes to one color.
     """
     colors = mpl().colors
-    if scale not in SCALES:
-        raise ValueError(f"{what}: scale must be one of {SCALES}, not {scale!r}")
-    high = float(np.nanmax(values)) if vmax is None else float(vmax)
+    low, high = color_limits(scale, vmin, vmax, values, what)
     if scale == "log":
-        positive = values[values > 0]
-        floor = high * 1e-4
-        low = max(float(positive.min()), floor) if vmin is None and positive.size else vmin
-        if low is None or low <= 0:
-            raise ValueError(
-                f"{what}: a log scale needs vmin > 0 and some positive weights, not vmin={vmin!r}"
-            )
-        return colors.LogNorm(low, max(high, low * (1 + 1e-9)), clip=True)
-    low = float(np.nanmin(values)) if vmin is None else float(vmin)
-    if high <= low:
-        high = low + 1e-12
+        return colors.LogNorm(low, high, clip=True)
     if scale == "sqrt":
         return colors.PowerNorm(0.5, low, high, clip=True)
     return colors.Normalize(low, high)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_index
+from visualizer._validate import index, indices
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -21,7 +21,6 @@ from visualizer.plots._inputs import (
     draw_matrix,
     figure_for,
     head_maps,
-    index_selection,
     layer_selection,
     panel_grid,
     single_map,
@@ -84,7 +83,7 @@ def plot_head(
         elif head is None:
             title = f"mean over {heads.shape[0]} heads"
         else:
-            title = f"head {as_index(head, heads.shape[0], what, 'heads')}"
+            title = f"head {index(head, heads.shape[0], f'{what}: head', 'head')}"
     ax.set_title(title)
     if colorbar:
         add_colorbar(fig, image, ax=ax, label="attention")
@@ -163,7 +162,7 @@ def plot_head_grid(
     """
     what = "plot_head_grid()"
     all_heads = head_maps(attn, batch, f"{what}: attn")
-    chosen = index_selection(heads, all_heads.shape[0], f"{what}: heads", "heads")
+    chosen = indices(heads, all_heads.shape[0], f"{what}: heads", "head")
     return _panels(
         [all_heads[h] for h in chosen],
         [f"head {h}" for h in chosen],
@@ -206,17 +205,20 @@ def plot_layers(
     >>> fig = plot_layers(maps, head=0, layers=[0, 5, 11])
 
     ``maps`` is what :func:`visualizer.analysis.rollout` takes: a sequence of per-layer
-    (heads, Q, K) or (batch, heads, Q, K) maps, or one stacked array.
+    (heads, Q, K) or (batch, heads, Q, K) maps, or one stacked array, or an
+    ``AttentionMaps``, whose panels are captioned with what the capture declared ("layer 3",
+    "decoder layer 1, cross"); its selected layers must have a tokens layout (LayoutError
+    otherwise). The selected layers must agree in queries and keys.
     """
     what = "plot_layers()"
-    chosen, selected = layer_selection(maps, batch, layers, f"{what}: maps")
+    _, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
     panels = [single_map(m, 0, head, f"{what}: maps") for m in selected]
     kind = "mean over heads" if head is None else f"head {head}"
     if title is None:
         title = f"attention by layer ({kind})"
     return _panels(
         panels,
-        [f"layer {i}" for i in chosen],
+        labels,
         what,
         tokens=tokens,
         key_tokens=key_tokens,

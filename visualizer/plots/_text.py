@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_index
+from visualizer._validate import index
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -56,7 +56,7 @@ def plot_token_heatmap(
     what = "plot_token_heatmap()"
     check_axes(axes, what)
     heads = head_maps(attn, batch, f"{what}: attn")
-    m = heads.mean(axis=0) if head is None else heads[as_index(head, len(heads), f"{what}: head", "heads")]
+    m = heads.mean(axis=0) if head is None else heads[index(head, len(heads), f"{what}: head", "head")]
     if tokens is None:
         raise TypeError(
             f"{what}: tokens is required, a list of strings with one per query; for a map "

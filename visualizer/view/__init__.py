@@ -7,8 +7,10 @@
 <AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
 
 ``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
-(heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis;
-the ``.names`` of an ``AttentionMaps`` label the layers. In a notebook a view shows itself
+(heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
+or an ``AttentionMaps``, whose declared module paths label the layers (a layer declared
+with windows or channels is refused: LayoutError; ``maps.scatter(name)`` puts a windowed
+layer on the token grid). In a notebook a view shows itself
 (``_repr_html_``: a sandboxed ``<iframe srcdoc>``, so no requireJS, CDN or extension);
 ``view.display(inline=True)`` puts the bare markup in the page instead.
 
