@@ -115,12 +115,10 @@ class AttentionCapture:
                 device = torch.device(device)
             except (RuntimeError, TypeError) as exc:
                 raise ValueError(f"capture_attention(): {device!r} is not a device ({exc})") from None
-        if max_calls is not None and (
-            isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1
-        ):
-            raise ValueError(
-                f"capture_attention(): max_calls must be a positive int or None, not {max_calls!r}"
-            )
+        if max_calls is not None:
+            from visualizer._validate import positive_int
+
+            max_calls = positive_int(max_calls, "capture_attention(max_calls=...)")
         if not isinstance(keep_grad, bool):
             raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
         if threads not in ("own", "all"):
@@ -379,22 +377,23 @@ def _select(found: list, layers, model_name: str) -> list:
             "capture_attention(layers=...) takes None, an int, a module path or regex, a list of those, "
             f"or a callable, not {type(layers).__name__}"
         ) from None
+    from visualizer._validate import index  # (numpy: not imported with visualizer itself)
+
+    argument = "capture_attention(layers=...)"
     wanted: set[int] = set()
+    given: list = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, str, re.Pattern)):
             raise TypeError(
                 f"capture_attention(layers=...): {item!r} is neither a layer index, a module path nor a regex"
             )
         if isinstance(item, int):
-            if not -len(found) <= item < len(found):
-                raise IndexError(
-                    f"capture_attention(layers=...): layer {item} is out of range; {model_name} has "
-                    f"{len(found)} attention modules, so valid indices are 0..{len(found) - 1} "
-                    f"(or -{len(found)}..-1)"
-                )
-            wanted.add(item % len(found))
+            position = index(item, len(found), argument, f"{model_name} attention module")
+            given.append(position)
+            wanted.add(position)
             continue
         if isinstance(item, str) and item in names:
+            given.append(names.index(item))
             wanted.add(names.index(item))
             continue
         try:
@@ -412,6 +411,11 @@ def _select(found: list, layers, model_name: str) -> list:
                 f"attention module (a regex must match the whole path); module paths: {_listing(names)}"
             )
         wanted.update(matched)
+    if len(set(given)) != len(given):  # the one policy of visualizer._validate: name each once
+        repeated = sorted({names[i] for i in given if given.count(i) > 1})
+        raise ValueError(
+            f"{argument} selects {', '.join(repeated)} more than once ({items!r}); name each once"
+        )
     return [target for i, target in enumerate(found) if i in wanted]
 
 

@@ -69,13 +69,15 @@ class Windows:
     The token grid (``tokens``, rows x cols) is padded at the bottom and right to
     ``grid`` windows of ``window`` tokens each, rolled by ``-shift`` (Swin's cyclic shift),
     then cut into windows, row-major, image after image; tokens inside a window are row-major
-    too. :func:`window_positions` undoes that.
+    too. With ``shift_before_pad`` (timm's order) the unpadded grid is rolled first and padded
+    after (transformers pads first). :func:`window_positions` undoes either.
     """
 
     window: tuple[int, int]
     grid: tuple[int, int]
     shift: tuple[int, int] = (0, 0)
     tokens: tuple[int, int] | None = None  # unpadded; None: exactly grid x window
+    shift_before_pad: bool = False
 
     name: ClassVar[str] = "windows"
 
@@ -137,8 +139,14 @@ def window_positions(layout: Windows) -> list[list[int]]:
             window = []
             for i in range(wh):
                 for j in range(ww):
-                    # The windows were cut from the grid rolled by -shift: undo the roll.
-                    y, x = (r * wh + i + sh) % ph, (c * ww + j + sw) % pw
+                    y, x = r * wh + i, c * ww + j  # on the padded, rolled grid
+                    if layout.shift_before_pad:  # rolled on the unpadded grid, then padded
+                        if y >= rows or x >= cols:
+                            window.append(-1)
+                            continue
+                        y, x = (y + sh) % rows, (x + sw) % cols
+                    else:  # padded, then rolled: undo the roll on the padded grid
+                        y, x = (y + sh) % ph, (x + sw) % pw
                     window.append(y * cols + x if y < rows and x < cols else -1)
             positions.append(window)
     return positions

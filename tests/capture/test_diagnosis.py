@@ -88,13 +88,16 @@ def test_keep_grad_under_no_grad_warns(tiny_transformer):
         ({"dtype": "float16"}, TypeError, "dtype must be a torch.dtype"),
         ({"dtype": torch.int8}, ValueError, "floating-point dtype"),
         ({"device": "gpu:7"}, ValueError, "'gpu:7' is not a device"),
-        ({"max_calls": 0}, ValueError, "max_calls must be a positive int"),
+        ({"max_calls": 0}, ValueError, r"max_calls=...\) must be an int >= 1"),
+        ({"max_calls": 2.0}, TypeError, r"max_calls=...\) must be an int >= 1"),
+        ({"layers": [1, -5]}, ValueError, "selects encoder.layers.1.self_attn more than once"),
         ({"keep_grad": "yes"}, TypeError, "keep_grad must be True or False"),
         (
             {"layers": 6},
             IndexError,
             re.escape(
-                "layer 6 is out of range; Transformer has 6 attention modules, so valid indices are 0..5"
+                "Transformer attention module 6 is out of range; there are 6 Transformer attention modules "
+                "(valid: 0..5, or -6..-1)"
             ),
         ),
         ({"layers": [0, 2.5]}, TypeError, "2.5 is neither a layer index"),
