@@ -69,13 +69,16 @@ class Windows:
     The token grid (``tokens``, rows x cols) is padded at the bottom and right to
     ``grid`` windows of ``window`` tokens each, rolled by ``-shift`` (Swin's cyclic shift),
     then cut into windows, row-major, image after image; tokens inside a window are row-major
-    too. :func:`window_positions` undoes that.
+    too. With ``shift_first`` the unpadded grid is rolled first and padded after (timm's
+    Swin); the two orders differ only when there is both a shift and padding.
+    :func:`window_positions` undoes that.
     """
 
     window: tuple[int, int]
     grid: tuple[int, int]
     shift: tuple[int, int] = (0, 0)
     tokens: tuple[int, int] | None = None  # unpadded; None: exactly grid x window
+    shift_first: bool = False  # roll the unpadded grid, then pad (timm) instead of pad, then roll
 
     name: ClassVar[str] = "windows"
 
@@ -137,9 +140,14 @@ def window_positions(layout: Windows) -> list[list[int]]:
             window = []
             for i in range(wh):
                 for j in range(ww):
-                    # The windows were cut from the grid rolled by -shift: undo the roll.
-                    y, x = (r * wh + i + sh) % ph, (c * ww + j + sw) % pw
-                    window.append(y * cols + x if y < rows and x < cols else -1)
+                    y, x = r * wh + i, c * ww + j
+                    if layout.shift_first:  # rolled by -shift on the unpadded grid, then padded
+                        inside = y < rows and x < cols
+                        y, x = (y + sh) % rows, (x + sw) % cols
+                    else:  # padded, then rolled by -shift: undo the roll
+                        y, x = (y + sh) % ph, (x + sw) % pw
+                        inside = y < rows and x < cols
+                    window.append(y * cols + x if inside else -1)
             positions.append(window)
     return positions
 
