@@ -142,7 +142,10 @@ INVENTORY: dict[str, Plan | str] = {
     M + "crossvit.CrossAttention": dataclasses.replace(
         NO_SWITCH, kind="cross", note="the other branch's class token queries this branch's tokens"
     ),
-    M + "csatv2.SpatialTransformerBlock": dataclasses.replace(NO_SWITCH, shape=_one_head),
+    M + "csatv2.SpatialTransformerBlock": (
+        "multiplies (batch, tokens) queries and keys, so its softmax map is (batch, batch), across the "
+        "images of a batch, not between tokens"
+    ),
     M + "davit.ChannelAttention": dataclasses.replace(NO_SWITCH, layout="channels"),
     M + "davit.ChannelAttentionV2": dataclasses.replace(NO_SWITCH, layout="channels"),
     M + "davit.WindowAttention": _WINDOWED,
