@@ -13,7 +13,13 @@ captured ancestor) with maps equal to the reference to 1e-5 (or to the adapter p
 ``derive`` of it: talking heads, differential attention, ConViT's gated mix), or be refused,
 its reason in the CaptureWarning.
 
-Counts (``pytest -s tests/capture/test_timm_registry.py`` prints them): FILLED IN BELOW.
+Counts (``pytest -s tests/capture/test_timm_registry.py`` prints them; timm 1.0.31, torch 2.14):
+98 families; 103 models tried (95 families and 8 ``EXTRAS`` configs for attention classes the
+first variants do not use: ViT with latent/PRR pooling, differential and parallel blocks,
+HaloNet, LambdaNet, CLIP ResNet's AttentionPool2d); 205 modules captured, 151 refused (each
+with its reason), 0 uncovered; 3 families left out (``LEFT_OUT``: mobilenetv5, nasnet,
+pnasnet: their only or smallest variants take 10-40 s a forward on 2 cores; nasnet and
+pnasnet have no attention). The file runs in about 65 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -157,7 +163,7 @@ def _build(family: str):
 
 
 def _reference(model, side):
-    """(input, probe) after a forward under the probe; without a side, S px first, else the configured size."""
+    """(input, probe) after a forward under the probe; with no side, S px first, else the configured size."""
     sides = [side] if side else [S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
     for attempt, size in enumerate(sides):
         torch.manual_seed(1)
