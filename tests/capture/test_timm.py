@@ -37,7 +37,7 @@ def test_maps_equal_a_hand_computation_whatever_the_kernel(tiny_vit, fused):
         torch.testing.assert_close(attention.sum(-1), torch.ones(2, 3, 5), atol=1e-6, rtol=0)
     torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=0)
     assert [block.attn.fused_attn for block in tiny_vit.blocks] == [fused] * 3  # back as it was
-    assert Attention.forward.__code__ is original and Attention.forward not in get_local._captured
+    assert Attention.forward.__code__ is original and get_local.capture_of(Attention.forward) is None
 
 
 def test_everything_comes_back_after_an_exception_in_the_forward(tiny_vit):
@@ -51,7 +51,7 @@ def test_everything_comes_back_after_an_exception_in_the_forward(tiny_vit):
     hook.remove()
     assert maps.names == ["blocks.0.attn"]
     assert all(block.attn.fused_attn for block in tiny_vit.blocks)
-    assert Attention.forward not in get_local._captured
+    assert get_local.capture_of(Attention.forward) is None
     assert not any(block.attn._forward_hooks or block.attn._forward_pre_hooks for block in tiny_vit.blocks)
 
 
@@ -59,9 +59,11 @@ def test_lookup_by_path_index_and_regex_selection(tiny_vit):
     with torch.no_grad(), capture_attention(tiny_vit, layers=r"blocks\.(0|2)\.attn") as maps:
         tiny_vit(torch.randn(1, 3, 32, 32))
     assert maps.names == ["blocks.0.attn", "blocks.2.attn"]
-    assert maps[2] is maps["blocks.2.attn"] and maps[-1] is maps[2]
-    with pytest.raises(KeyError, match=r"layer 1 was not captured; selected layers: \[0\] blocks.0.attn"):
-        maps[1]
+    assert maps.at(2) is maps["blocks.2.attn"] and maps[-1] is maps[1] is maps.at(2)
+    with pytest.raises(
+        KeyError, match=r"attention module 1 was not captured; selected layers: \[0\] blocks.0.attn"
+    ):
+        maps.at(1)
     assert maps.stack().shape == (2, 1, 3, 5, 5)
     # the unselected block ran on timm's fused path, untouched
     assert all(block.attn.fused_attn for block in tiny_vit.blocks)
@@ -89,4 +91,4 @@ def test_users_own_get_local_capture_keeps_recording_alongside(public_get_local,
     assert len(records) == 3 and len(maps) == 3
     for (attn, _q), captured in zip(records, maps):
         torch.testing.assert_close(torch.from_numpy(attn), captured)
-    assert Attention.forward in public_get_local._captured  # still the user's capture
+    assert public_get_local.capture_of(Attention.forward) is not None  # still the user's capture

@@ -1,85 +1,219 @@
-"""timm's attention modules (ViT, DeiT, DINOv2, EVA, BEiT, ...), fused kernel or not.
+"""timm's attention modules, every class of timm 1.0 that computes attention probabilities.
 
-timm's attention classes share one convention: a per-instance ``fused_attn`` switch, and
-an unfused path that keeps the probabilities in a local ``attn``. The fused path
-(``F.scaled_dot_product_attention``, the default) never computes them. During capture
-each selected instance is switched to the unfused path, and ``attn`` is taken at return
-by a get_local tap on the class's own, unmodified ``forward``; afterwards the switch goes
-back to what it was. Outputs agree with the fused path to float rounding (~1e-6).
+>>> with capture_attention(swin) as maps:
+...     swin(images)
+>>> maps.info("layers.0.blocks.1.attn").layout      # Windows(window=(7, 7), grid=(8, 8), shift=(3, 3), ...)
+>>> maps.scatter("layers.0.blocks.1.attn").shape    # (batch, heads, H*W, H*W)
 
-Any module that follows the convention is recorded this way, timm's or not.
+Each class is listed in ``_timm_inventory.INVENTORY``, captured or refused with a reason
+(the refusal reaches the user as a CaptureWarning). A captured module's map is the local
+variable (``attn`` mostly) that holds it when the method returns, taken by a get_local tap
+on the class's own, unmodified code; classes with a ``fused_attn`` switch are switched to
+their unfused path for the capture and back after (outputs agree to float rounding). Any
+other module with a ``fused_attn`` switch and a local ``attn`` (timm's convention, timm's
+class or not) is captured the same way, as token attention.
+
+Declared structure: role None (timm models are single-stack); block via ``block_of``; kind
+"self" where queries and keys come from one sequence -- class attention (CaiT, VOLO, XCiT:
+the class token is part of the sequence) and attention pooling whose query is a token of
+the input or its mean (``AttentionPool2d``, ``SimPool``) included -- and "cross" where the
+queries are not from the keys' sequence: ``AttentionPoolLatent``'s learned latent queries,
+CrossViT's class token from the other branch. Layout: tokens (batch, heads, queries, keys);
+channels for cross-covariance attention (XCiT ``XCA``, EdgeNeXt, DaViT channel attention);
+windows for Swin v1/v2/v2-cr, windowed SAM ViT blocks and MaxViT block partitions, read per
+call from the block's input (``_timm_windows``), so ``maps.scatter`` puts them back on the
+token grid. Maps that are not a softmax output (talking heads mixed after the softmax,
+differential attention, ConViT's gated mix) are kept as the module uses them; the plan's
+``derive`` says how they follow from the probabilities.
 """
 
 from __future__ import annotations
 
-from visualizer._adapters import Target, block_of
+import dataclasses
+from typing import Any
+
+from visualizer._adapters import Refusal, Target, block_of
+from visualizer._adapters._switches import hold
+from visualizer._adapters._timm_inventory import Plan, plan_for
+from visualizer._adapters._timm_windows import Placement, place
 from visualizer._adapters._windows import Windows
 from visualizer._core import describe, resolve
+from visualizer._structure import CHANNELS, TOKENS
+from visualizer._structure import Windows as WindowsLayout
 
-__all__ = ["ADAPTER"]
+__all__ = ["ADAPTER", "Payload"]
 
-VARIABLE = "attn"
+GENERIC = Plan()
+
+
+@dataclasses.dataclass(frozen=True)
+class Payload:
+    """What attach needs for one target: the function holding the map, and how to read it."""
+
+    function: Any
+    plan: Plan
+    placement: Placement | None = None
 
 
 class TimmAdapter:
-    """timm's attention modules: switched to their unfused path, ``attn`` read by a get_local tap."""
+    """timm's attention modules: the map read from a local by a get_local tap, fused kernels switched off."""
 
     name = "timm"
-    framework = None  # any module following timm's convention, timm's or not
-    supports = "timm attention modules (those with a `fused_attn` switch)"
+    framework = None  # any module following timm's convention (a `fused_attn` switch), timm's or not
+    supports = "timm attention modules (every timm attention class, or any with a `fused_attn` switch)"
 
     def find(self, model, modules, claimed, core) -> list:
         everything = dict(model.named_modules())
-        targets: list = []
+        found: list = []
         for name, module in modules:
-            if id(module) in claimed or not isinstance(getattr(module, "fused_attn", None), bool):
+            if id(module) in claimed:
                 continue
-            function = _function(type(module))
-            if function is not None:
-                targets.append(
-                    Target(name, module, self.name, block=block_of(name, everything), payload=function)
+            entry = plan_for(type(module))
+            if entry is None:
+                if not isinstance(getattr(module, "fused_attn", None), bool):
+                    continue
+                function = _function(type(module), GENERIC)
+                if function is not None:
+                    found.append(_target(self.name, name, module, everything, Payload(function, GENERIC)))
+                continue
+            if isinstance(entry, str):
+                found.append(Refusal(name, module, self.name, entry))
+                continue
+            placement = place(name, module, everything)
+            if isinstance(placement, str):
+                found.append(Refusal(name, module, self.name, placement))
+                continue
+            if entry.layout == "windows" and placement is None:
+                reason = (
+                    f"{type(module).__qualname__} runs outside the block that cuts its windows, so the "
+                    "window layout is unknown"
                 )
-        return targets
+                found.append(Refusal(name, module, self.name, reason))
+                continue
+            function = _function(type(module), entry)
+            if function is None:
+                reason = (
+                    f"{type(module).__qualname__}.{entry.method} has no local {entry.variable!r} in this "
+                    "timm version; decorate the function that computes the map with get_local"
+                )
+                found.append(Refusal(name, module, self.name, reason))
+                continue
+            found.append(_target(self.name, name, module, everything, Payload(function, entry, placement)))
+        return found
 
     def attach(self, targets, recorder, core):
-        windows = Windows(recorder, _cause, core)
+        layouts = _Layouts(recorder)
+        windows = Windows(layouts, _cause, core)
         switched: list = []
+        handles: list = []
         try:
-            for function in {target.payload: None for target in targets}:
-                windows.tap(function, VARIABLE)
+            for function, variable in {(t.payload.function, t.payload.plan.variable): None for t in targets}:
+                windows.tap(function, variable)
             for target in targets:
-                windows.watch(target, (target.payload,))
-                switched.append((target.module, target.module.fused_attn))
-                target.module.fused_attn = False
+                payload = target.payload
+                windows.watch(target, (payload.function,))
+                if payload.placement is not None:
+                    handles.append(layouts.follow(target, payload.placement))
+                if payload.plan.switch and isinstance(getattr(target.module, "fused_attn", None), bool):
+                    # Held until the last capture open on the module ends (captures may overlap).
+                    switched.append(hold(target.module, "fused_attn"))
+                    target.module.fused_attn = False
         except BaseException:
-            _detach(windows, switched)
+            _detach(windows, switched, handles)
             raise
-        return lambda: _detach(windows, switched)
+        return lambda: _detach(windows, switched, handles)
 
 
 ADAPTER = TimmAdapter()
 
 
-def _function(cls):
-    """The function holding ``attn`` behind ``cls.forward``, or None."""
-    forward = getattr(cls, "forward", None)
-    if forward is None:
+def _target(adapter: str, name: str, module, everything: dict, payload: Payload) -> Target:
+    plan, placement = payload.plan, payload.placement
+    if placement is not None:
+        layout = _static_windows(placement)
+    else:
+        layout = CHANNELS if plan.layout == "channels" else TOKENS
+    return Target(
+        name,
+        module,
+        adapter,
+        kind=plan.kind,
+        block=block_of(name, everything),
+        layout=layout,
+        payload=payload,
+    )
+
+
+def _static_windows(placement: Placement) -> WindowsLayout:
+    """The layout declared before any call: from the block's configured feature size where it has one."""
+    block = placement.block
+    size = getattr(block, "input_resolution", None) or getattr(block, "feat_size", None)
+    window = getattr(block, "window_size", None) or getattr(block, "partition_size")
+    window = (window, window) if isinstance(window, int) else tuple(int(w) for w in window)
+    shift = tuple(int(s) for s in getattr(block, "shift_size", (0, 0)))
+    if size is None:
+        return WindowsLayout(window=window, grid=(1, 1))
+    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    grid = (-(-size[0] // window[0]), -(-size[1] // window[1]))
+    return WindowsLayout(window=window, grid=grid, shift=shift, tokens=size, shift_before_pad=True)
+
+
+class _Layouts:
+    """The recorder the taps report to: fixes each map's shape and adds the layout of the call."""
+
+    def __init__(self, recorder) -> None:
+        self.recorder = recorder
+        self.current: dict[int, WindowsLayout] = {}  # id(target) -> the layout of its running call
+
+    def follow(self, target, placement: Placement):
+        def pre_hook(block, args, kwargs):
+            inputs = args if args else tuple(kwargs.values())
+            if inputs:
+                self.current[id(target)] = placement.windows(block, inputs)
+
+        return placement.block.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def ran(self, target) -> None:
+        self.recorder.ran(target)
+
+    def record(self, target, weights, layout=None) -> None:
+        shape = target.payload.plan.shape
+        if shape is not None and hasattr(weights, "dim"):
+            weights = shape(target.module, weights)
+        self.recorder.record(target, weights, self.current.get(id(target), layout))
+
+    def missing(self, target, cause: str) -> None:
+        self.recorder.missing(target, cause)
+
+
+def _function(cls, plan: Plan):
+    """The function holding ``plan.variable`` behind ``cls.<plan.method>``, or None."""
+    method = getattr(cls, plan.method, None)
+    if method is None:
         return None
     try:
-        return resolve(forward, (VARIABLE,), "timm attention")
+        return resolve(method, (plan.variable,), "timm attention")
     except (TypeError, ValueError):
         return None
 
 
-def _detach(windows, switched) -> None:
-    for module, fused in switched:
-        module.fused_attn = fused
+def _detach(windows, switched, handles) -> None:
+    for release in switched:
+        release()
+    for handle in handles:
+        handle.remove()
     windows.close()
 
 
 def _cause(target, function, unbound) -> str:
+    variable = target.payload.plan.variable
+    switched = (
+        f" although capture switched {target.name}.fused_attn off"
+        if isinstance(getattr(target.module, "fused_attn", None), bool)
+        else ""
+    )
     return (
-        f"{describe(function)} returned without assigning {VARIABLE!r} although capture switched "
-        f"{target.name}.fused_attn off; this class's unfused path does not keep the probabilities in "
-        f"{VARIABLE!r}. Decorate the function that computes them with get_local('<name>') instead."
+        f"{describe(function)} returned without assigning {variable!r}{switched}; this path of the class "
+        f"does not keep the probabilities in {variable!r}. Decorate the function that computes them with "
+        "get_local('<name>') instead."
     )
