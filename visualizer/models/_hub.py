@@ -88,8 +88,8 @@ def hub_offline_requested(kwargs: dict) -> bool:
 
 @contextlib.contextmanager
 def hub_offline() -> Iterator[None]:
-    """huggingface_hub's offline mode for the block (for callers such as timm that offer no
-    ``local_files_only``): every hub request in the process fails at once, files come from the cache.
+    """huggingface_hub's offline mode for the block (timm offers no ``local_files_only``): every hub
+    request in the process fails at once, and files come from the cache.
 
     It is process-wide: a hub request from another thread during the block fails too.
     """
@@ -155,7 +155,8 @@ def cache_first(
     not_cached: Callable[[str], WeightsError],
     refresh: bool = False,
 ) -> T:
-    """``load(True)`` (cache only); if the files are not cached, ``load(False)`` when the hub answers.
+    """``load(True)`` (cache only, in :func:`hub_offline`); if the files are not cached, ``load(False)``
+    when the hub answers.
 
     ``offline``: the user keeps the hub out (see :func:`hub_offline_requested`), so a cache
     miss is final. ``not_cached(reason)`` builds the error for a miss that cannot be filled.
@@ -165,7 +166,10 @@ def cache_first(
     if refresh:
         return load(False)
     try:
-        return load(True)
+        # Offline mode as well as the cache: huggingface_hub otherwise still fetches, once per
+        # process, a registry for its user-agent header, even with local_files_only=True.
+        with hub_offline():
+            return load(True)
     except OSError as error:  # huggingface_hub's cache misses derive from it
         if not is_cache_miss(error):
             raise

@@ -12,7 +12,6 @@ from visualizer.models._hub import (
     OFFLINE_HOWTO,
     cache_first,
     hub_cache,
-    hub_offline,
     hub_offline_requested,
     is_cache_miss,
     is_local_path,
@@ -220,10 +219,7 @@ def _named_timm(name: str, pretrained: bool, kwargs: dict):
     import timm
 
     def create(local: bool):
-        try:
-            if local:
-                with hub_offline():  # timm has no local_files_only: huggingface_hub's switch
-                    return timm.create_model(name, pretrained=pretrained, **kwargs)
+        try:  # timm has no local_files_only: cache_first's offline mode keeps it to the cache
             return timm.create_model(name, pretrained=pretrained, **kwargs)
         except OSError as error:  # urllib's, requests' and huggingface_hub's errors all derive from it
             if local and is_cache_miss(error):
