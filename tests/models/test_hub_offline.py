@@ -181,3 +181,51 @@ def test_a_name_not_cached_fails_at_once_and_says_how_offline_use_works(hub_home
     assert results[key]["network"] == ["huggingface.co"]  # one probe, nothing else
     assert "Retrying in" not in stderr
     print(f"{key}: failed after {results[key]['seconds']:.1f} s")
+
+
+@pytest.fixture
+def local_endpoint(monkeypatch):
+    """A server on a local port as the hub's endpoint: ``answer(True)`` replies to HTTP, ``answer(False)``
+    accepts connections and never says a word. huggingface_hub's offline switch is lifted meanwhile."""
+    import http.server
+    import socket
+    import threading
+
+    from huggingface_hub import constants
+
+    servers = []
+
+    def start(answers: bool) -> str:
+        if answers:
+            server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server.shutdown)
+            port = server.server_address[1]
+        else:
+            silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts; nobody reads or replies
+            servers.append(silent.close)
+            port = silent.getsockname()[1]
+        endpoint = f"http://127.0.0.1:{port}"
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        return endpoint
+
+    yield start
+    for stop in servers:
+        stop()
+
+
+def test_the_probe_counts_any_http_answer_as_reachable(local_endpoint):
+    from visualizer.models._hub import hub_unreachable
+
+    local_endpoint(True)  # the handler answers every request with 501: still an answer
+    assert hub_unreachable(timeout=5) is None
+
+
+def test_the_probe_gives_up_on_a_hub_that_never_answers(local_endpoint):
+    from visualizer.models._hub import hub_unreachable
+
+    endpoint = local_endpoint(False)
+    reason = hub_unreachable(timeout=0.5)
+    assert reason is not None and reason.startswith(f"{endpoint} ")
+    assert "Timeout" in reason or "did not answer within 0.5 s" in reason

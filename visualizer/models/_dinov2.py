@@ -255,9 +255,7 @@ def _read_cache(path: Path, sha256: str) -> tuple[dict | None, str | None]:
         return None, None
     try:
         arrays, metadata = read_arrays(path)
-    except (
-        Exception
-    ) as error:  # safetensors raises several types for a damaged file; all mean "convert again"
+    except Exception as error:  # safetensors raises several types for a damaged file: convert again
         return None, f"could not be read ({type(error).__name__}: {error})"
     if metadata.get("source_sha256") != sha256:
         return None, f"was converted from another source file (sha256 {metadata.get('source_sha256')})"

@@ -132,7 +132,7 @@ def hub_unreachable(timeout: float = PROBE_TIMEOUT) -> str | None:
 
     def probe() -> None:
         try:
-            get_session().head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
+            get_session().head(constants.ENDPOINT, timeout=timeout)  # redirects are not followed
             outcome["error"] = None
         except Exception as error:  # every failure means the same: no hub from here
             outcome["error"] = error
