@@ -28,10 +28,18 @@ indexed (``"layer"``, ``"head"``, ``"attention module"``). Pure Python and numpy
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
+import sys
 
-import numpy as np
+
+def _bools() -> tuple:
+    """bool, and numpy's bool when numpy is in use (this module imports no numpy itself, so the
+    command line's checks run on a core-only install)."""
+    numpy = sys.modules.get("numpy")
+    return (bool, numpy.bool_) if numpy is not None else (bool,)
+
 
 __all__ = ["SCALES", "check_scale", "color_limits", "index", "indices", "positive_int"]
 
@@ -40,7 +48,7 @@ SCALES = ("linear", "sqrt", "log")
 
 
 def _integer(value, argument: str, what: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
+    if isinstance(value, _bools()):
         raise TypeError(f"{argument}: a {what} index must be an int, not the bool {value!r}")
     if isinstance(value, numbers.Integral):
         return int(value)
@@ -70,7 +78,7 @@ def indices(items, size: int, argument: str, what: str) -> list[int]:
     """Checked, non-negative indices, in the order given; None selects all ``size`` of them."""
     if items is None:
         return list(range(size))
-    if isinstance(items, (numbers.Integral, np.bool_)) or (
+    if isinstance(items, (numbers.Integral, *_bools())) or (
         hasattr(items, "__index__") and getattr(items, "ndim", 0) == 0
     ):
         items = [items]
@@ -96,7 +104,7 @@ def indices(items, size: int, argument: str, what: str) -> list[int]:
 
 def positive_int(value, argument: str) -> int:
     """An int of at least 1 (a count: ``k``, ``ncols``)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if isinstance(value, _bools()) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{argument} must be an int >= 1, not {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{argument} must be an int >= 1, not {value}")
@@ -113,7 +121,7 @@ def check_scale(scale, argument: str) -> str:
 def _limit(value, name: str, argument: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, _bools()) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise TypeError(f"{argument}: {name} must be a finite number or None, not {value!r}")
     return float(value)
 
@@ -129,6 +137,8 @@ def color_limits(scale: str, vmin, vmax, values, argument: str) -> tuple[float, 
     low, high = _limit(vmin, "vmin", argument), _limit(vmax, "vmax", argument)
     if low is not None and high is not None and low >= high:
         raise ValueError(f"{argument}: vmin ({low:g}) must be below vmax ({high:g})")
+    import numpy as np
+
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     if high is None:
