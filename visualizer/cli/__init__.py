@@ -18,12 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
 
 __all__ = ["main"]
 
 DEFAULT_OUT = "visualizer-output"
-SAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,11 +17,12 @@ from visualizer.cli._common import (
 __all__ = ["run"]
 
 MAX_TOKENS = 512
+SAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 
 def run(args) -> list[Path]:
     """Write figures, a head view and statistics for each text; returns the files written."""
-    texts = [text.strip() for text in args.text]
+    texts = [text.strip() for text in args.text] or [SAMPLE_TEXT]
     for i, text in enumerate(texts, 1):
         if not text:
             raise UsageError(f"text {i} is empty")
