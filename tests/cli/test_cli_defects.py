@@ -54,3 +54,51 @@ def test_bert_without_text_runs_on_the_default_sentence(tmp_path, cache):
     assert stats["tokens"][:4] == ["[CLS]", "the", "cat", "sat"]
     assert files_under(out / "text-1") == ["heads.png", "layers.png", "stats.json", "tokens.png", "view.html"]
     assert "Wrote 5 files" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """Two small PNGs and a text file named like an image."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pictures")
+    for i, name in enumerate(["one.png", "two.png"]):
+        pixels = np.random.default_rng(i).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+    (folder / "x.png").write_text("not an image", encoding="utf-8")
+    return folder
+
+
+def one_error_line(result, pattern: str) -> None:
+    import re
+
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and re.search(pattern, errors[0]), result.stderr
+
+
+def test_every_image_is_checked_before_the_model_loads(tmp_path, cache, pictures):
+    out = tmp_path / "out"
+    # An unknown model would be the error if the model loaded first; x.png is, before anything runs.
+    result = cli(
+        "vit", "--model", "no_such_model", pictures / "one.png", pictures / "x.png", "--out", out, cache=cache
+    )
+    one_error_line(result, r"x\.png is not an image file PIL can read")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "pattern"),
+    [
+        (["--layers", "12"], r"--layers: layer 12 is out of range; there are 12 layers"),
+        (["--heads", "6"], r"--heads: head 6 is out of range; there are 3 heads"),
+        (["--layer", "20"], r"--layer: layer 20 is out of range; there are 12 layers"),
+    ],
+)
+def test_layer_and_head_options_fail_before_anything_is_written(option, pattern, tmp_path, cache, pictures):
+    out = tmp_path / "out"
+    result = cli(*VIT, pictures / "one.png", pictures / "two.png", *option, "--out", out, cache=cache)
+    one_error_line(result, pattern)
+    assert not out.exists()  # no empty folder left behind

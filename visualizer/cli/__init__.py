@@ -20,6 +20,7 @@ from pathlib import Path
 
 from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
+from visualizer.cli._outputs import Outputs
 
 __all__ = ["main"]
 
@@ -30,28 +31,44 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure, 2 bad input)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    outputs = Outputs(args.out)
     try:
+        outputs.check()
         if args.command is None:
-            written = _defaults(args)
+            written = _defaults(args, outputs)
         elif args.command == "vit":
             from visualizer.cli import _vit
 
-            written = _vit.run(args)
+            written = _vit.run(args, outputs)
         else:
             from visualizer.cli import _bert
 
-            written = _bert.run(args)
+            written = _bert.run(args, outputs)
     except UsageError as exc:
+        outputs.discard()
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        _kept(outputs.written, parser.prog)
         return 2
     except KeyboardInterrupt:
+        outputs.discard()
         print(f"{parser.prog}: interrupted", file=sys.stderr)
+        _kept(outputs.written, parser.prog)
         return 130
+    except BaseException:
+        outputs.discard()  # a bug: its traceback follows, but no partial input stays behind
+        raise
     _report(written, args.out)
     return 0
 
 
-def _defaults(args) -> list[Path]:
+def _kept(written: list[Path], prog: str) -> None:
+    if written:
+        print(f"{prog}: kept the {len(written)} files of the inputs done before:", file=sys.stderr)
+        for path in written:
+            print(f"  {path}", file=sys.stderr)
+
+
+def _defaults(args, outputs: Outputs) -> list[Path]:
     from visualizer.cli import _bert, _vit
 
     print(
@@ -64,7 +81,8 @@ def _defaults(args) -> list[Path]:
     bert_args = argparse.Namespace(
         **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False}
     )
-    return _vit.run(vit_args) + _bert.run(bert_args)
+    _vit.run(vit_args, outputs)
+    return _bert.run(bert_args, outputs)
 
 
 def _report(written: list[Path], out: Path) -> None:
