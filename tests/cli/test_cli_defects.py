@@ -102,3 +102,42 @@ def test_layer_and_head_options_fail_before_anything_is_written(option, pattern,
     result = cli(*VIT, pictures / "one.png", pictures / "two.png", *option, "--out", out, cache=cache)
     one_error_line(result, pattern)
     assert not out.exists()  # no empty folder left behind
+
+
+def png_header_only(path: pathlib.Path, width: int, height: int) -> None:
+    """A PNG that declares width x height (RGB) with one empty data chunk: PIL refuses it on opening."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"")
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, cache, pictures):
+    huge = tmp_path / "huge.png"
+    png_header_only(huge, 20000, 20000)
+    result = cli(*VIT, pictures / "one.png", huge, "--out", tmp_path / "out", cache=cache)
+    one_error_line(result, r"huge\.png is too large to decode safely .*400000000 pixels.*downscale")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, cache, pictures):
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    for out, pattern in [
+        (afile, r"--out .*afile is not a folder"),
+        (afile / "sub", r"--out .*sub is not a folder \(.*afile is a file\)"),
+    ]:
+        one_error_line(cli(*VIT, pictures / "one.png", "--out", out, cache=cache), pattern)
+    # A folder on a file system that refuses writes even to root (sysfs): the error comes from
+    # writing, after the model ran, and is still one line.
+    if not pathlib.Path("/sys/kernel").is_dir():
+        pytest.skip("no /sys/kernel here")
+    result = cli(*VIT, pictures / "one.png", "--out", "/sys/kernel", cache=cache)
+    one_error_line(result, r"cannot (create the folder|write) /sys/kernel/one")
