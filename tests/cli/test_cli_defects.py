@@ -141,3 +141,21 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, cache, pi
         pytest.skip("no /sys/kernel here")
     result = cli(*VIT, pictures / "one.png", "--out", "/sys/kernel", cache=cache)
     one_error_line(result, r"cannot (create the folder|write) /sys/kernel/one")
+
+
+def test_each_input_gets_its_own_folder_whatever_its_name(tmp_path, cache, pictures):
+    import shutil
+
+    names = ["猫.png", "犬.png", "a.png", "a.jpg", "sub/a.png", 'we:ird*"name.png']
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(pictures / "one.png", tmp_path / name)
+    out = tmp_path / "out"
+    result = cli(*VIT, *(tmp_path / name for name in names), "--out", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == sorted(["猫", "犬", "a-png", "a-jpg", "a-png-2", "we-ird-name"])
+    assert all(len(files_under(out / folder)) == 8 for folder in folders)
+    assert "Wrote 48 files" in result.stdout
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert len(listed) == 6 and len(set(listed)) == 6  # one line per folder, none twice
