@@ -159,3 +159,23 @@ def test_each_input_gets_its_own_folder_whatever_its_name(tmp_path, cache, pictu
     assert "Wrote 48 files" in result.stdout
     listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
     assert len(listed) == 6 and len(set(listed)) == 6  # one line per folder, none twice
+
+
+def test_a_long_text_is_truncated_with_a_warning_and_capped_figures(tmp_path, cache):
+    from PIL import Image
+
+    words = "the cat sat on a mat because it was tired and then the dog ran".split()
+    text = " ".join(words[i % len(words)] for i in range(700))
+    out = tmp_path / "out"
+    result = cli("bert", text, "--out", out, cache=cache)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "has 702 tokens; kept the first 512" in warnings[0], result.stderr
+    stats = json.loads((out / "text-1" / "stats.json").read_text(encoding="utf-8"))
+    assert (stats["tokens_total"], stats["tokens_kept"], stats["truncated"]) == (702, 512, True)
+    assert len(stats["tokens"]) == 512 and text.startswith(stats["text"]) and len(stats["text"]) < len(text)
+    assert stats["text"].split() == (words * 34)[:510]  # 510 words + [CLS] and [SEP]: 512 tokens
+    for name in ("tokens.png", "heads.png", "layers.png"):
+        with Image.open(out / "text-1" / name) as figure:
+            assert max(figure.size) <= 4000, (name, figure.size)
+    assert (out / "text-1" / "view.html").stat().st_size < 3_000_000

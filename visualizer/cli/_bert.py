@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from visualizer.cli._common import UsageError, check_indices, progress
@@ -10,6 +11,8 @@ from visualizer.cli._outputs import Outputs
 __all__ = ["run"]
 
 MAX_TOKENS = 512
+FIGURE_TOKENS = 64  # figures show the first 64 tokens: beyond that, labels are unreadable
+VIEW_TOKENS = 128  # the interactive view: the first 128 (each of them costs layers * heads * tokens)
 SAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 
@@ -36,16 +39,40 @@ def run(args, outputs: Outputs) -> list[Path]:
 
     device = _device(args.device)
     model.to(device)
+    limit = min(MAX_TOKENS, getattr(getattr(model, "config", None), "max_position_embeddings", MAX_TOKENS))
     for i, text in enumerate(progress(texts, "texts"), 1):
-        encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_TOKENS)
+        encoded, used, total = _encode(tokenizer, text, limit)
         tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+        if total > len(tokens):
+            print(
+                f"warning: text {i} has {total} tokens; kept the first {len(tokens)} (the model's limit), "
+                f"up to {used[-20:]!r}",
+                file=sys.stderr,
+            )
         with torch.no_grad(), capture_attention(model, device="cpu") as maps:
             plan = _plan(model, maps.selected, args, label)
             model(**{key: value.to(device) for key, value in encoded.items()})
         folder = outputs.folder(f"text-{i}")
-        _figures(outputs, folder, maps, tokens, text, label, plan)
+        _figures(outputs, folder, maps, tokens, {"text": used, "tokens_total": total}, label, plan)
         outputs.done(folder)
     return outputs.written
+
+
+def _encode(tokenizer, text: str, limit: int):
+    """(encoding of at most ``limit`` tokens, the part of ``text`` they cover, the untruncated count)."""
+    total = len(tokenizer(text)["input_ids"])
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(
+        text, return_tensors="pt", truncation=True, max_length=limit, return_offsets_mapping=fast
+    )
+    if total <= encoded["input_ids"].shape[1]:
+        used = text
+    elif fast:
+        used = text[: int(encoded["offset_mapping"][0, :, 1].max())]
+    else:
+        used = tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True)
+    encoded.pop("offset_mapping", None)
+    return encoded, used, total
 
 
 def _model(args):
@@ -63,7 +90,7 @@ def _model(args):
     return model, tokenizer, f"{args.model} ({'random weights' if args.random_weights else 'pretrained'})"
 
 
-def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], text: str, label: str, plan) -> None:
+def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dict, label: str, plan) -> None:
     from visualizer.analysis import attention_stats, entropy, top_k_pairs
     from visualizer.plots import plot_head_grid, plot_layers, plot_token_heatmap
     from visualizer.view import head_view
@@ -71,20 +98,36 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], text: str,
     layers, detail = plan["layers"], plan["detail"]
     chosen_heads = plan["heads"] or check_indices(None, maps[0].shape[1], "head", "--heads")
     layer_map = maps[detail]
+    text = input["text"]
+    n, note = _window(len(tokens), FIGURE_TOKENS)
+    window = [maps[i][..., :n, :n] for i in range(len(maps))]
     figures = {
-        "tokens.png": plot_token_heatmap(layer_map, tokens, title=f"layer {detail}, mean of heads"),
-        "heads.png": plot_head_grid(layer_map, tokens, heads=chosen_heads, title=f"layer {detail}, heads"),
-        "layers.png": plot_layers(maps, layers=layers, tokens=tokens, title="each layer, mean of heads"),
+        "tokens.png": plot_token_heatmap(
+            window[detail], tokens[:n], title=f"layer {detail}, mean of heads{note}"
+        ),
+        "heads.png": plot_head_grid(
+            window[detail], tokens[:n], heads=chosen_heads, title=f"layer {detail}, heads{note}"
+        ),
+        "layers.png": plot_layers(
+            window, layers=layers, tokens=tokens[:n], title=f"each layer, mean of heads{note}"
+        ),
     }
     for name, figure in figures.items():
         outputs.figure(folder, name, figure)
-    view = head_view(maps, tokens, layers=layers, heads=chosen_heads, title=f"{label}: {text[:60]}")
+    n, note = _window(len(tokens), VIEW_TOKENS)
+    window = [maps[i][..., :n, :n] for i in range(len(maps))]
+    view = head_view(
+        window, tokens[:n], layers=layers, heads=chosen_heads, title=f"{label}: {text[:60]}{note}"
+    )
     outputs.text(folder, "view.html", view.html)
     strongest = top_k_pairs(layer_map[0], 10)
     stats = {
         "model": label,
-        "text": text,
+        "text": text,  # what the model read: the whole input, or the part its token limit kept
         "tokens": tokens,
+        "tokens_total": input["tokens_total"],
+        "tokens_kept": len(tokens),
+        "truncated": input["tokens_total"] > len(tokens),
         "entropy_per_head": [entropy(maps[i][0]).round(4).tolist() for i in layers],
         f"top_pairs_layer_{detail}": [
             {"query": tokens[q], "key": tokens[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
@@ -93,3 +136,10 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], text: str,
         **attention_stats(maps),
     }
     outputs.json(folder, "stats.json", stats)
+
+
+def _window(count: int, limit: int) -> tuple[int, str]:
+    """(tokens shown, a title note) for a figure that shows at most ``limit`` of ``count`` tokens."""
+    if count <= limit:
+        return count, ""
+    return limit, f" (first {limit} of {count} tokens)"

@@ -34,6 +34,7 @@ _RESERVED = {
     *(f"COM{i}" for i in range(1, 10)),
     *(f"LPT{i}" for i in range(1, 10)),
 }
+MAX_SIDE = 4000  # pixels: a figure larger than this is saved at a lower resolution
 MAX_NAME_BYTES = 150  # file systems allow 255 bytes a name; leave room for suffixes
 
 
@@ -96,7 +97,9 @@ class Outputs:
         return folder
 
     def figure(self, folder: Path, name: str, figure, dpi: float = 110) -> Path:
-        """Save a matplotlib figure as PNG (atomically) and close it."""
+        """Save a matplotlib figure as PNG (atomically, at most ~MAX_SIDE pixels a side) and close it."""
+        width, height = figure.get_size_inches()
+        dpi = min(dpi, 0.95 * MAX_SIDE / max(width, height, 1e-6))
         try:
             with self._target(folder, name) as (path, temporary):
                 figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
