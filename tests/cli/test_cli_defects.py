@@ -179,3 +179,13 @@ def test_a_long_text_is_truncated_with_a_warning_and_capped_figures(tmp_path, ca
         with Image.open(out / "text-1" / name) as figure:
             assert max(figure.size) <= 4000, (name, figure.size)
     assert (out / "text-1" / "view.html").stat().st_size < 3_000_000
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, cache, pictures):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"junk\n")
+    result = cli(
+        *VIT[:2], "vit_tiny_patch16_224", "--weights", junk, pictures / "one.png", cache=cache, cwd=tmp_path
+    )
+    one_error_line(result, r"could not read .*junk\.pth as a checkpoint for 'vit_tiny_patch16_224'")
+    assert not (tmp_path / "visualizer-output").exists()

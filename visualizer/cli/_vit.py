@@ -117,6 +117,14 @@ def _model(args):
         raise UsageError(
             f"could not load {args.model!r} with {args.weights}: {str(exc).splitlines()[0]}"
         ) from None
+    except Exception as exc:  # unpickling a file that is not a checkpoint raises about anything
+        if args.weights is None:
+            raise
+        reason = (str(exc).splitlines() or [""])[0]
+        raise UsageError(
+            f"could not read {args.weights} as a checkpoint for {args.model!r} ({type(exc).__name__}: "
+            f"{reason}); give a timm state dict saved with torch.save"
+        ) from None
     kind = "random weights" if args.random_weights else f"weights from {args.weights or 'the hub'}"
     return model, f"{args.model} ({kind})"
 
