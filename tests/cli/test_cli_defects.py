@@ -21,14 +21,14 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cache")
 
 
-def cli(*args, cache, cwd=None, timeout=600):
+def cli(*args, cache, cwd=None, timeout=600, encoding="utf-8"):
     """``python -m visualizer *args``: the completed process (text output)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "HF_HUB_OFFLINE": "1",
         "VISUALIZER_CACHE": str(cache),
-        "PYTHONIOENCODING": "utf-8",
+        "PYTHONIOENCODING": encoding,
     }
     return subprocess.run(
         [sys.executable, "-m", "visualizer", *map(str, args)],
@@ -189,3 +189,12 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line(tmp_path, cache, pictures):
     )
     one_error_line(result, r"could not read .*junk\.pth as a checkpoint for 'vit_tiny_patch16_224'")
     assert not (tmp_path / "visualizer-output").exists()
+
+
+def test_a_unicode_name_on_an_ascii_console_is_escaped_not_a_traceback(tmp_path, cache, pictures):
+    import shutil
+
+    shutil.copy(pictures / "one.png", tmp_path / "猫.png")
+    result = cli(*VIT, tmp_path / "猫.png", "--out", tmp_path / "out", cache=cache, encoding="ascii")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "\\u732b/" in result.stdout and (tmp_path / "out" / "猫" / "stats.json").is_file()

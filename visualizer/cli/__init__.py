@@ -29,6 +29,11 @@ DEFAULT_OUT = "visualizer-output"
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure, 2 bad input)."""
+    for stream in (sys.stdout, sys.stderr):  # a path named 猫 on an ASCII console: 猫 escaped, no traceback
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     parser = _parser()
     args = parser.parse_args(argv)
     outputs = Outputs(args.out)
