@@ -95,6 +95,10 @@ def test_every_image_is_checked_before_the_model_loads(tmp_path, cache, pictures
         (["--layers", "12"], r"--layers: layer 12 is out of range; there are 12 layers"),
         (["--heads", "6"], r"--heads: head 6 is out of range; there are 3 heads"),
         (["--layer", "20"], r"--layer: layer 20 is out of range; there are 12 layers"),
+        (
+            ["--size", "4096"],
+            r"--size 4096: 65537 tokens a layer make \d+ GiB of attention maps \(12 layers x 3 heads",
+        ),
     ],
 )
 def test_layer_and_head_options_fail_before_anything_is_written(option, pattern, tmp_path, cache, pictures):

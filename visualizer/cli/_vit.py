@@ -18,6 +18,8 @@ from visualizer.cli._outputs import Outputs
 
 __all__ = ["run"]
 
+MAX_MAP_BYTES = 4 * 2**30  # the attention maps of one image, kept for the figures and the view
+
 
 def run(args, outputs: Outputs) -> list[Path]:
     """Write figures, a view and statistics for each image; returns the files written.
@@ -69,6 +71,15 @@ def _plan(model, infos, args, label: str) -> dict:
     heads = heads_of(model, infos)
     if heads is not None:
         plan["heads"] = check_indices(args.heads, heads, "head", "--heads")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is not None and heads is not None:  # the maps are kept: (layers, heads, T, T) float32
+        tokens = int(grid[0]) * int(grid[1]) + int(getattr(model, "num_prefix_tokens", 1))
+        nbytes = count * heads * tokens**2 * 4
+        if nbytes > MAX_MAP_BYTES:
+            raise UsageError(
+                f"--size {args.size}: {tokens} tokens a layer make {nbytes / 2**30:.0f} GiB of attention "
+                f"maps ({count} layers x {heads} heads x {tokens}^2 floats); use a smaller --size, e.g. 224"
+            )
     return plan
 
 
