@@ -7,9 +7,15 @@
     python -m visualizer vit --help
 
 Each run writes PNG figures, an interactive HTML view (self-contained, offline) and a
-statistics JSON per input into an output folder, and prints where they are. Bad input
-(a missing file, a file that is not an image, an unknown model, a layer or head out of
-range) gets one clear line and exit status 2, never a traceback.
+statistics JSON per input into its own folder under --out (named after the input, Unicode
+kept, clashes made unique: ``a.png`` and ``a.jpg`` -> ``a-png``, ``a-jpg``), every file
+atomically, and prints where they are. Every input and option is checked before a model
+loads (layer and head ranges right after it loads, before the first forward). Bad input
+(a missing file, a file that is not an image, an image too large to decode, an unknown
+model, a layer or head out of range, an --out that cannot be written) gets one line
+``error: ...`` and exit status 2, never a traceback; what an unfinished input wrote is
+removed. A text longer than the model's 512 tokens is truncated with a warning; text
+figures show at most the first 64 tokens and say so.
 """
 
 from __future__ import annotations
