@@ -7,9 +7,15 @@
     python -m visualizer vit --help
 
 Each run writes PNG figures, an interactive HTML view (self-contained, offline) and a
-statistics JSON per input into an output folder, and prints where they are. Bad input
-(a missing file, a file that is not an image, an unknown model, a layer or head out of
-range) gets one clear line and exit status 2, never a traceback.
+statistics JSON per input into its own folder under --out (named after the input, Unicode
+kept, clashes made unique: ``a.png`` and ``a.jpg`` -> ``a-png``, ``a-jpg``), every file
+atomically, and prints where they are. Every input and option is checked before a model
+loads (layer and head ranges right after it loads, before the first forward). Bad input
+(a missing file, a file that is not an image, an image too large to decode, an unknown
+model, a layer or head out of range, an --out that cannot be written) gets one line
+``error: ...`` and exit status 2, never a traceback; what an unfinished input wrote is
+removed. A text longer than the model's 512 tokens is truncated with a warning; text
+figures show at most the first 64 tokens and say so.
 """
 
 from __future__ import annotations
@@ -18,40 +24,62 @@ import argparse
 import sys
 from pathlib import Path
 
+from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
+from visualizer.cli._outputs import Outputs
 
 __all__ = ["main"]
 
 DEFAULT_OUT = "visualizer-output"
-SAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure, 2 bad input)."""
+    for stream in (sys.stdout, sys.stderr):  # a path named 猫 on an ASCII console: 猫 escaped, no traceback
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     parser = _parser()
     args = parser.parse_args(argv)
+    outputs = Outputs(args.out)
     try:
+        outputs.check()
         if args.command is None:
-            written = _defaults(args)
+            written = _defaults(args, outputs)
         elif args.command == "vit":
             from visualizer.cli import _vit
 
-            written = _vit.run(args)
+            written = _vit.run(args, outputs)
         else:
             from visualizer.cli import _bert
 
-            written = _bert.run(args)
+            written = _bert.run(args, outputs)
     except UsageError as exc:
+        outputs.discard()
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        _kept(outputs.written, parser.prog)
         return 2
     except KeyboardInterrupt:
+        outputs.discard()
         print(f"{parser.prog}: interrupted", file=sys.stderr)
+        _kept(outputs.written, parser.prog)
         return 130
+    except BaseException:
+        outputs.discard()  # a bug: its traceback follows, but no partial input stays behind
+        raise
     _report(written, args.out)
     return 0
 
 
-def _defaults(args) -> list[Path]:
+def _kept(written: list[Path], prog: str) -> None:
+    if written:
+        print(f"{prog}: kept the {len(written)} files of the inputs done before:", file=sys.stderr)
+        for path in written:
+            print(f"  {path}", file=sys.stderr)
+
+
+def _defaults(args, outputs: Outputs) -> list[Path]:
     from visualizer.cli import _bert, _vit
 
     print(
@@ -64,7 +92,8 @@ def _defaults(args) -> list[Path]:
     bert_args = argparse.Namespace(
         **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False}
     )
-    return _vit.run(vit_args) + _bert.run(bert_args)
+    _vit.run(vit_args, outputs)
+    return _bert.run(bert_args, outputs)
 
 
 def _report(written: list[Path], out: Path) -> None:

