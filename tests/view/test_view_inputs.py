@@ -7,6 +7,8 @@ from view_data import config_of, softmax_maps
 
 from visualizer._arrays import as_rgb_uint8
 from visualizer.view import head_view, image_view
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._document import Fragment
 from visualizer.view._maps import stack_attentions
 
 TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
@@ -223,3 +225,31 @@ def test_save_and_iframe_arguments(maps, tmp_path):
         view.iframe(height=10)
     assert "height:400px" in view.iframe(height=400)
     assert repr(view).startswith("<AttentionView head: 2 layers x 3 heads, 5 x 5 tokens, 0.0")
+
+
+@pytest.mark.parametrize(
+    "tokens, title, message",
+    [
+        (["a", "b\ud800", "c", "d", "e"], None, r"tokens\[1\] 'b\\ud800' cannot be encoded as UTF-8"),
+        (TOKENS, "bad \udcff title", r"title 'bad \\udcff title' cannot be encoded as UTF-8"),
+    ],
+)
+def test_text_that_cannot_be_utf8_is_refused_before_anything_is_written(
+    maps, tmp_path, tokens, title, message
+):
+    target = tmp_path / "view.html"
+    target.write_text("the old view", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        head_view(maps, tokens, title=title).save(target)
+    assert target.read_text(encoding="utf-8") == "the old view"
+
+
+def test_a_failed_save_leaves_the_old_file_intact(tmp_path):
+    # A document that slipped past the checks (a label with a lone surrogate) must not truncate the target.
+    view = AttentionView("head", Fragment(["<div>layer \ud800</div>"]), title="t", height=100, summary="s")
+    target = tmp_path / "view.html"
+    target.write_text("the old view", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800'.*nothing was written"):
+        view.save(target)
+    assert target.read_text(encoding="utf-8") == "the old view"
+    assert [p.name for p in tmp_path.iterdir()] == ["view.html"]  # no temporary left behind

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
-from visualizer.view._document import check_title, plural, render_fragment
+from visualizer.view._document import check_text, check_title, plural, render_fragment
 from visualizer.view._maps import stack_attentions
 
 __all__ = ["head_view"]
@@ -83,4 +83,6 @@ def _check_tokens(tokens, argument: str) -> list[str]:
                 f"{argument} must hold strings; got {item!r} ({type(item).__name__}). "
                 "For token ids, use tokenizer.convert_ids_to_tokens(ids)"
             )
+    for position, item in enumerate(items):
+        check_text(item, f"{argument}[{position}]")
     return items
