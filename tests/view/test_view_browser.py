@@ -72,7 +72,7 @@ def text_maps():
 
 
 def test_head_view_hover_and_selection(page, text_maps, tmp_path):
-    view = head_view(text_maps, TOKENS, title="head view test")
+    view = head_view(text_maps, TOKENS, layer=0, head="all", title="head view test")
     open_view(page, view.save(tmp_path / "head.html"))
     assert page.evaluate("document.title") == "head view test"
     assert state(page)["layer"] == "0" and state(page)["head"] == "all"
@@ -114,6 +114,57 @@ def test_head_view_hover_and_selection(page, text_maps, tmp_path):
     assert canvas_digest(page, ".tvz-lines") != head_two
     page.browser.pump(0.1)
     assert page.errors == []
+
+
+def test_head_view_opens_where_asked_and_a_click_pins(page, text_maps, tmp_path):
+    # By default: two thirds of the way down ((2 * 3) // 3 = layer 2) and one head, not all of them.
+    open_view(page, head_view(text_maps, TOKENS).save(tmp_path / "default.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("2", "0")
+    assert page.evaluate("document.querySelector('.tvz-layer').value") == "2"
+    view = head_view(text_maps, TOKENS, layers=[0, 2], heads=[1, 3], layer=2, head=3)
+    open_view(page, view.save(tmp_path / "head.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("1", "1")  # positions among the kept ones
+    assert page.evaluate("document.querySelector('.tvz-layer').value") == "1"
+    assert page.evaluate("document.querySelector('.tvz-head.tvz-on').dataset.head") == "1"
+    everything = canvas_digest(page, ".tvz-lines")
+    decoded = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])
+
+    def key_weights():
+        shown = page.evaluate(
+            "[...document.querySelectorAll('.tvz-right .tvz-weight')].map(w => w.textContent)"
+        )
+        return [float(w) for w in shown]
+
+    # Click the query "cat": pinned; the highlight and its weights stay after the mouse leaves.
+    page.click(*page.center_of(".tvz-left .tvz-token", 2))
+    pinned = canvas_digest(page, ".tvz-lines")
+    assert state(page)["pinned"] == "true" and state(page)["hover"] == "q2" and pinned != everything
+    page.move_mouse(900, 800)
+    page.move_mouse(*page.center_of(".tvz-left .tvz-token", 4))  # hovering another token changes nothing
+    assert state(page)["hover"] == "q2" and canvas_digest(page, ".tvz-lines") == pinned
+    np.testing.assert_allclose(key_weights(), decoded[1, 1, 2], atol=6e-3)  # layer 2, head 3, query 2
+    assert page.evaluate("document.querySelectorAll('.tvz-pinned').length") == 1
+    # A click on another token pins that one; a click on the pinned one releases it.
+    page.click(*page.center_of(".tvz-left .tvz-token", 4))
+    assert state(page)["hover"] == "q4" and state(page)["pinned"] == "true"
+    page.click(*page.center_of(".tvz-left .tvz-token", 4))
+    assert state(page)["pinned"] == "false"
+    page.move_mouse(900, 800)
+    assert state(page)["hover"] == "" and canvas_digest(page, ".tvz-lines") == everything
+    page.browser.pump(0.1)
+    assert page.errors == []
+
+
+def test_image_view_opens_on_the_layer_and_head_asked(page, tmp_path):
+    maps = [softmax_maps((1, 3, 16, 16), seed=40 + layer) for layer in range(12)]
+    picture = np.full((60, 100, 3), 128, dtype=np.uint8)
+    open_view(page, image_view(maps, picture, grid=(3, 5)).save(tmp_path / "default.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("8", "mean")  # not the last layer
+    view = image_view(maps, picture, grid=(3, 5), layers=[3, 5, 11], layer=5, head=2)
+    open_view(page, view.save(tmp_path / "asked.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("1", "2")
+    caption = page.evaluate("document.querySelectorAll('.tvz-panel figcaption')[1].textContent")
+    assert caption.endswith("layer 5 · head 2")
 
 
 @pytest.fixture(scope="module")

@@ -253,3 +253,35 @@ def test_a_failed_save_leaves_the_old_file_intact(tmp_path):
         view.save(target)
     assert target.read_text(encoding="utf-8") == "the old view"
     assert [p.name for p in tmp_path.iterdir()] == ["view.html"]  # no temporary left behind
+
+
+def test_initial_layer_and_head(vit_maps, picture, maps):
+    # Defaults: two thirds of the way down the kept layers; the image view on the mean, the head view
+    # on one head.
+    assert config_of(image_view(vit_maps, picture).html)["initial"]["layer"] == (2 * 3) // 3
+    assert config_of(head_view(maps, TOKENS).html)["initial"] == {"layer": (2 * 2) // 3, "head": 0}
+    # Asked ones are indices into all layers and heads, stored as positions among those kept.
+    config = config_of(image_view(vit_maps, picture, layers=[2, 0], layer=0, head=-1).html)
+    assert config["initial"]["layer"] == 1 and config["initial"]["head"] == 1
+    assert config_of(head_view(maps, TOKENS, heads=[2, 1], head=1).html)["initial"]["head"] == 1
+    assert config_of(head_view(maps, TOKENS, head="mean").html)["initial"]["head"] == "mean"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"layer": 3}, IndexError, r"image_view\(\): layer: layer 3 is out of range; there are 3 layers"),
+        ({"layer": 1.0}, TypeError, r"image_view\(\): layer: a layer index must be an int"),
+        ({"layers": [0, 2], "layer": 1}, ValueError, r"layer 1 is not among the kept layers \[0, 2\]"),
+        (
+            {"heads": [1], "head": 0},
+            ValueError,
+            r"head 0 is not among the kept heads \[1\]; add it to heads=",
+        ),
+        ({"head": "all"}, ValueError, r"head must be a head index or one of \('mean',\), not 'all'"),
+        ({"head": True}, TypeError, r"a head index must be an int, not the bool True"),
+    ],
+)
+def test_bad_initial_layer_or_head_is_refused(vit_maps, picture, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        image_view(vit_maps, picture, **kwargs)
