@@ -54,7 +54,7 @@ def plot_attention_flow(
     cmap="viridis",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     figsize=None,
 ):

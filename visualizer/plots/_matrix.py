@@ -22,6 +22,7 @@ from visualizer.plots._inputs import (
     figure_for,
     head_maps,
     layer_selection,
+    matrix_scale,
     panel_grid,
     single_map,
     token_labels,
@@ -41,7 +42,7 @@ def plot_head(
     cmap="viridis",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     colorbar: bool = True,
     ax=None,
@@ -57,7 +58,10 @@ def plot_head(
     unless ``key_tokens`` are given). ``axes="image"`` puts queries on rows from the top and
     keys on columns; ``axes="cartesian"`` puts the origin bottom left, x = query, y = key.
     ``scale`` is "linear", "sqrt" or "log": the last two bring out the many small weights
-    next to a few large ones (all matrix plots take it).
+    next to a few large ones (all matrix plots take it). None (the default) picks "sqrt" up to
+    the 99.5th percentile of the weights for maps with more than 64 keys (``DENSE_KEYS``: a
+    ViT's 197 or 257 tokens), where a linear scale is nearly all one colour, and "linear"
+    for shorter ones; the colorbar shows 0 and, when weights lie above its top, an arrow.
     """
     what = "plot_head()"
     check_axes(axes, what)
@@ -101,7 +105,7 @@ def plot_heads(
     cmap="viridis",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -148,7 +152,7 @@ def plot_head_grid(
     cmap="viridis",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -194,7 +198,7 @@ def plot_layers(
     cmap="viridis",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -255,9 +259,13 @@ def _panels(
     queries, keys = _labels(tokens, key_tokens, maps[0].shape, what)
     panel = (3.6, 3.4) if queries is not None or keys is not None else (3.0, 2.8)
     fig, panels, columns = panel_grid(len(maps), ncols, panel, extra_width=0.8, figsize=figsize, what=what)
+    every = np.stack(maps)
+    extend = "neither"
     if shared_scale:
-        norm = color_norm(scale, vmin, vmax, np.concatenate([m.ravel() for m in maps]), what)
+        scale, vmax = matrix_scale(scale, vmax, every, what)
+        norm = color_norm(scale, vmin, vmax, every, what)
         vmin, vmax = norm.vmin, norm.vmax
+        extend = "max" if float(every.max()) > vmax * (1 + 1e-6) else "neither"
     images = []
     for i, (ax, m, name) in enumerate(zip(panels, maps, titles)):
         bottom = i + columns >= len(maps)
@@ -281,7 +289,7 @@ def _panels(
         if not shared_scale:
             add_colorbar(fig, images[-1], ax=ax, shrink=0.8)
     if shared_scale:
-        add_colorbar(fig, images[-1], ax=panels, shrink=0.8, label="attention")
+        add_colorbar(fig, images[-1], ax=panels, shrink=0.8, label="attention", extend=extend)
     if title:
         fig.suptitle(title)
     return fig

@@ -37,7 +37,7 @@ def plot_token_heatmap(
     cmap="Blues",
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     colorbar: bool = True,
     ax=None,
