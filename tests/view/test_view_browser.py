@@ -10,18 +10,20 @@ VISUALIZER_REQUIRE_BROWSER=1 (CI), where a missing browser fails.
 import json
 import os
 
+import matplotlib
 import numpy as np
 import pytest
 from view_browser import Chromium, find_chromium
 from view_data import config_of, embedded, softmax_maps
 
+from visualizer.plots._colors import colormap_table
 from visualizer.view import head_view, image_view
 from visualizer.view._codec import decode_maps
 
 READY = (
     "(() => { const r = document.querySelector('.tvz');return r && (r.dataset.ready || r.dataset.error); })()"
 )
-INFERNO_TOP = (252, 255, 164)
+TOP = tuple(colormap_table()[-1])  # the top colour of the colour map every figure uses
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +167,13 @@ def test_image_view_opens_on_the_layer_and_head_asked(page, tmp_path):
     assert (state(page)["layer"], state(page)["head"]) == ("1", "2")
     caption = page.evaluate("document.querySelectorAll('.tvz-panel figcaption')[1].textContent")
     assert caption.endswith("layer 5 · head 2")
+    # cmap= changes the colours: the brightest patch of the CLS row is drawn in viridis' top colour.
+    view = image_view(maps, picture, grid=(3, 5), layer=5, head=2, cmap="viridis")
+    open_view(page, view.save(tmp_path / "viridis.html"))
+    row = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])[5, 2, 0, 1:]
+    top = int(row.argmax())
+    viridis_top = [round(255 * c) for c in matplotlib.colormaps["viridis"](1.0)[:3]]
+    assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(viridis_top, abs=3)
 
 
 @pytest.fixture(scope="module")
@@ -209,9 +218,9 @@ def test_image_view_hover_pin_and_selection(page, image_case, tmp_path):
         # The brightest patch of the row (patches only, after the CLS key) is drawn in the top colour.
         row = decoded[layer, heads, query, 1:].mean(0)
         top = int(row.argmax())
-        assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(INFERNO_TOP, abs=3)
+        assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(TOP, abs=3)
         low = int(row.argmin())
-        assert sum(heat_pixel(page, low // 5, low % 5)[:3]) < sum(INFERNO_TOP) * row[low] / row[top] + 60
+        assert sum(heat_pixel(page, low // 5, low % 5)[:3]) < sum(TOP) * row[low] / row[top] + 60
 
     check_heat(1, [0, 1, 2], 0)  # starts on the last layer, CLS row, mean of heads
     heat = canvas_digest(page, ".tvz-overlay", 1)

@@ -285,3 +285,20 @@ def test_initial_layer_and_head(vit_maps, picture, maps):
 def test_bad_initial_layer_or_head_is_refused(vit_maps, picture, kwargs, error, message):
     with pytest.raises(error, match=message):
         image_view(vit_maps, picture, **kwargs)
+
+
+def test_image_view_colours_come_from_the_colour_map_of_the_figures(vit_maps, picture):
+    import matplotlib
+
+    from visualizer.plots._colors import ATTENTION_CMAP
+
+    table = np.array(config_of(image_view(vit_maps, picture).html)["colormap"])
+    np.testing.assert_allclose(
+        table, matplotlib.colormaps[ATTENTION_CMAP](np.linspace(0, 1, 64))[:, :3] * 255, atol=0.5
+    )
+    table = np.array(config_of(image_view(vit_maps, picture, cmap="viridis").html)["colormap"])
+    np.testing.assert_allclose(
+        table, matplotlib.colormaps["viridis"](np.linspace(0, 1, 64))[:, :3] * 255, atol=0.5
+    )
+    with pytest.raises(ValueError, match="cmap 'rainbowz' is not a matplotlib colour map"):
+        image_view(vit_maps, picture, cmap="rainbowz")

@@ -15,6 +15,7 @@ from visualizer._arrays import layer_infos, prefix_count, require_token_layers
 from visualizer._maps import AttentionMaps
 from visualizer._validate import indices
 from visualizer.analysis import mean_attention_distance
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -51,7 +52,7 @@ def plot_attention_flow(
     target_tokens=None,
     tokens=None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str | None = None,

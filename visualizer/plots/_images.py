@@ -28,6 +28,7 @@ import numpy as np
 from visualizer._arrays import patch_grid, prefix_count
 from visualizer._validate import index
 from visualizer.analysis import rollout
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     color_norm,
@@ -54,7 +55,7 @@ def plot_grid_to_grid(
     head: int | None = None,
     batch: int = 0,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",
@@ -117,7 +118,7 @@ def plot_cls_attention(
     ncols: int | None = None,
     show_image: bool = True,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",
@@ -199,7 +200,7 @@ def plot_rollout(
     discard_ratio: float = 0.0,
     start_layer: int = 0,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",

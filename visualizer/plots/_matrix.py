@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from visualizer._validate import index, indices
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -39,7 +40,7 @@ def plot_head(
     tokens=None,
     key_tokens=None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str | None = None,
@@ -102,7 +103,7 @@ def plot_heads(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str | None = None,
@@ -149,7 +150,7 @@ def plot_head_grid(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str | None = None,
@@ -195,7 +196,7 @@ def plot_layers(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str | None = None,

@@ -15,6 +15,7 @@ import math
 import operator
 
 from visualizer._arrays import as_rgb_uint8
+from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
@@ -36,6 +37,7 @@ def image_view(
     heads=None,
     layer=None,
     head="mean",
+    cmap=ATTENTION_CMAP,
     batch: int = 0,
     title: str | None = None,
 ) -> AttentionView:
@@ -50,7 +52,10 @@ def image_view(
     - ``layer``: the layer the view opens on (an index into all layers, one of those kept);
       None: the kept layer two thirds of the way down, ``(2 * kept) // 3`` (layer 8 of 12),
       not the last: a DINOv2's last layer is dominated by its artefact tokens;
-    - ``head``: the head it opens on (an index, one of those kept) or ``"mean"`` (default).
+    - ``head``: the head it opens on (an index, one of those kept) or ``"mean"`` (default);
+    - ``cmap``: the heat map's colours, a matplotlib colour map (name or Colormap; sampled at
+      64 steps when the view is built, so this needs matplotlib), by default the one of every
+      figure (``visualizer.plots._colors.ATTENTION_CMAP``).
     """
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
     start_layer = initial_layer(stack, layer, "image_view()")
@@ -84,6 +89,7 @@ def image_view(
         "grid": [rows, cols],
         "prefix": prefix,
         "panel": panel,
+        "colormap": colormap_table(cmap),
         # Start where a ViT is most telling: the CLS row of a middle-to-late layer, or the middle patch.
         "initial": {
             "layer": start_layer,

@@ -1,0 +1,73 @@
+"""What a researcher judges in a figure: one colour map, titles that say what is shown, the CLS cell."""
+
+import matplotlib
+import numpy as np
+import pytest
+from plot_checks import panels, softmax_maps
+
+from visualizer.plots import (
+    plot_attention_flow,
+    plot_cls_attention,
+    plot_grid_to_grid,
+    plot_head,
+    plot_head_grid,
+    plot_heads,
+    plot_layers,
+    plot_rollout,
+    plot_token_heatmap,
+)
+from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def vit(rng):
+    """Three layers of a ViT-like map: 2 heads, CLS + a 3x4 grid; and a 30x40 picture."""
+    maps = [softmax_maps(rng, 1, 2, 13, 13) for _ in range(3)]
+    return maps, np.full((30, 40, 3), 0.5)
+
+
+def heatmaps(fig):
+    """The colour-mapped images of a figure (not the RGB pictures under overlays)."""
+    return [image for ax in panels(fig) for image in ax.images if image.get_array().ndim == 2]
+
+
+def every_plot(vit, **options):
+    maps, picture = vit
+    tokens = [f"t{i}" for i in range(13)]
+    flow = {"layers": [{"self_attention": m} for m in maps]}
+    geometry = {"grid": (3, 4)}
+    return {
+        "plot_head": plot_head(maps[0], **options),
+        "plot_heads": plot_heads(maps[0], **options),
+        "plot_head_grid": plot_head_grid(maps[0], tokens, **options),
+        "plot_layers": plot_layers(maps, **options),
+        "plot_token_heatmap": plot_token_heatmap(maps[0], tokens, **options),
+        "plot_attention_flow": plot_attention_flow(flow, **options),
+        "plot_grid_to_grid": plot_grid_to_grid(picture, maps[0], **geometry, **options),
+        "plot_cls_attention": plot_cls_attention(picture, maps, **geometry, **options),
+        "plot_rollout": plot_rollout(picture, maps, **geometry, **options),
+    }
+
+
+def test_every_attention_plot_uses_one_colour_map_and_cmap_changes_it(vit):
+    assert ATTENTION_CMAP in matplotlib.colormaps
+    for name, fig in every_plot(vit).items():
+        assert {image.get_cmap().name for image in heatmaps(fig)} == {ATTENTION_CMAP}, name
+    for name, fig in every_plot(vit, cmap="viridis").items():
+        assert {image.get_cmap().name for image in heatmaps(fig)} == {"viridis"}, name
+
+
+def test_the_view_colour_table_is_sampled_from_matplotlib():
+    table = colormap_table("viridis", steps=5)
+    expected = matplotlib.colormaps["viridis"](np.linspace(0, 1, 5))[:, :3] * 255
+    np.testing.assert_allclose(table, expected, atol=0.5)
+    assert colormap_table()[-1] == [round(255 * c) for c in matplotlib.colormaps[ATTENTION_CMAP](1.0)[:3]]
+    with pytest.raises(ValueError, match="cmap 'nope' is not a matplotlib colour map"):
+        colormap_table("nope")
+    with pytest.raises(TypeError, match="cmap must be a colour map name or a matplotlib Colormap"):
+        colormap_table(3)
