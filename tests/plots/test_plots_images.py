@@ -51,7 +51,7 @@ def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_ce
     np.testing.assert_allclose(overlay.get_array(), row[1:].reshape(3, 3))
     # The CLS weight is written in its cell.
     assert f"{row[0]:.2f}" in [t.get_text() for t in right.texts]
-    assert titles(fig) == ["query: patch (1, 2)", "attention of patch (1, 2)"]
+    assert titles(fig) == ["query: patch (1, 2)", "attention of patch (1, 2), mean of heads"]
 
 
 def test_grid_to_grid_query_forms_and_prefix_tokens(image, maps):

@@ -71,3 +71,53 @@ def test_the_view_colour_table_is_sampled_from_matplotlib():
         colormap_table("nope")
     with pytest.raises(TypeError, match="cmap must be a colour map name or a matplotlib Colormap"):
         colormap_table(3)
+
+
+@pytest.fixture
+def declared(vit):
+    """The same three layers as an AttentionMaps of a model called "TinyViT"."""
+    from analysis.declared_maps import build, info
+
+    torch = pytest.importorskip("torch")
+    maps, _ = vit
+    return build([(info(f"blocks.{i}.attn", i), torch.from_numpy(m)) for i, m in enumerate(maps)], "TinyViT")
+
+
+def suptitle(fig):
+    return fig._suptitle.get_text() if fig._suptitle is not None else ""
+
+
+def test_titles_say_the_model_layers_heads_and_rollout_settings(vit, declared):
+    maps, picture = vit
+    geometry = {"grid": (3, 4)}
+    assert suptitle(plot_layers(declared)) == "TinyViT: attention by layer (mean of heads)"
+    assert suptitle(plot_layers(declared, head=1)) == "TinyViT: attention by layer (head 1)"
+    assert suptitle(plot_layers(maps)) == "attention by layer (mean of heads)"  # plain maps: no model
+    cls = plot_cls_attention(picture, declared, head=0, **geometry)
+    assert suptitle(cls) == "TinyViT: CLS attention over the image (head 0)"
+    assert suptitle(plot_attention_flow(declared)) == "TinyViT: attention flow (mean of heads)"
+    rolled = plot_rollout(picture, declared, **geometry, head_fusion="max", discard_ratio=0.9, start_layer=1)
+    assert (
+        panels(rolled)[1].get_title() == "TinyViT: rollout of layers 1-2\n(max of heads, discard ratio 0.9)"
+    )
+    last = plot_rollout(picture, maps, **geometry, start_layer=-1)
+    assert panels(last)[1].get_title() == "rollout of layer 2\n(mean of heads, discard ratio 0)"
+    grid = plot_grid_to_grid(picture, maps[0], query=(1, 2), head=1, **geometry)
+    assert panels(grid)[1].get_title() == "attention of patch (1, 2), head 1"
+    assert panels(plot_head(maps[0], head=None))[0].get_title() == "mean of 2 heads"
+
+
+@pytest.mark.parametrize("count, shape", [(5, (2, 3)), (6, (2, 3)), (7, (2, 4)), (8, (2, 4)), (12, (3, 4))])
+def test_layer_panels_fill_their_grid_and_every_bottom_panel_has_x_labels(rng, count, shape):
+    tokens = [f"t{i}" for i in range(6)]
+    maps = [softmax_maps(rng, 1, 2, 6, 6) for _ in range(count)]
+    fig = plot_layers(maps, tokens=tokens)
+    grid = panels(fig)[0].get_subplotspec().get_gridspec()
+    assert (grid.nrows, grid.ncols) == shape
+    empty = shape[0] * shape[1] - count
+    assert empty < shape[1] / 2 + 1  # never a blank half row
+    for i, ax in enumerate(panels(fig)):
+        below = i + shape[1] < count  # a panel under this one
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels == ([""] * 6 if below else tokens), (i, labels)
+        assert ax.get_xlabel() == ("" if below else "key")

@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import patch_grid, prefix_count
+from visualizer._arrays import patch_grid, prefix_count, split_layers
 from visualizer._validate import index
 from visualizer.analysis import rollout
 from visualizer.plots._colors import ATTENTION_CMAP
@@ -36,8 +36,10 @@ from visualizer.plots._inputs import (
     head_maps,
     image_rgb,
     layer_selection,
+    model_of,
     mpl,
     panel_grid,
+    what_is_shown,
 )
 
 __all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
@@ -100,7 +102,7 @@ def plot_grid_to_grid(
     heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
     _prefix_cells(right, row[:prefix], geometry, heat)
     _outline(right, q, geometry)
-    right.set_title(title or f"attention of {_token_name(q, prefix, cols)}")
+    right.set_title(title or f"attention of {_token_name(q, prefix, cols)}, {what_is_shown(head)}")
     _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention"))
     return fig
 
@@ -180,9 +182,8 @@ def plot_cls_attention(
     label = "attention" if fixed else "attention ÷ panel max"
     _solid_colorbar(add_colorbar(fig, heat, ax=panels, shrink=0.8, label=label))
     who = "CLS" if q == 0 and prefix else _token_name(q, prefix, cols)
-    fused = "mean over heads" if head is None else f"head {head}"
     if ax is None:
-        fig.suptitle(title or f"{who} attention over the image ({fused})")
+        fig.suptitle(title or f"{model_of(maps)}{who} attention over the image ({what_is_shown(head)})")
     elif title:
         panels[0].set_title(title)
     return fig
@@ -224,12 +225,22 @@ def plot_rollout(
     precomputed = getattr(attentions, "ndim", None) == 2
     if precomputed:
         result = _square_heads(attentions, 0, what)[0]
+        if title is None:
+            title = "rollout"
     else:
         result = rollout(
             attentions, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
         )
         if result.ndim == 3:
             result = result[index(batch, result.shape[0], f"{what}: batch", "batch item")]
+        if title is None:
+            count = len(split_layers(attentions, f"{what}: attentions"))
+            start = start_layer % count if -count <= start_layer < count else start_layer
+            span = f"layer {start}" if start == count - 1 else f"layers {start}-{count - 1}"
+            title = (
+                f"{model_of(attentions)}rollout of {span}\n({head_fusion} of heads, "
+                f"discard ratio {discard_ratio:g})"
+            )
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     rows, cols = patch_grid(result.shape[-1], grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
@@ -244,8 +255,6 @@ def plot_rollout(
         fig, right = figure_for(ax, figsize, what)
     geometry = _draw_image(right, rgb, rows, cols, 0)
     heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
-    if title is None:
-        title = "rollout" if precomputed else f"rollout ({head_fusion} of heads, discard {discard_ratio:g})"
     right.set_title(title)
     _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="rollout weight"))
     return fig

@@ -41,6 +41,8 @@ __all__ = [
     "DENSE_QUANTILE",
     "label_fontsize",
     "matrix_scale",
+    "model_of",
+    "what_is_shown",
     "layer_selection",
     "mpl",
     "panel_grid",
@@ -85,6 +87,17 @@ def matrix_scale(scale, vmax, values: np.ndarray, what: str = "plot") -> tuple[s
         vmax = float(np.nanquantile(values, DENSE_QUANTILE))
         vmax = vmax if vmax > 0 else None
     return "sqrt", vmax
+
+
+def model_of(maps) -> str:
+    """``"VisionTransformer: "``, the model's name and a colon, for an ``AttentionMaps``; else ""."""
+    name = getattr(maps, "model_name", None) if layer_infos(maps) is not None else None
+    return f"{name}: " if isinstance(name, str) and name else ""
+
+
+def what_is_shown(head) -> str:
+    """The heads a map fuses, as titles say it: ``"mean of heads"`` or ``"head 3"``."""
+    return "mean of heads" if head is None else f"head {head}"
 
 
 def mpl():
@@ -164,8 +177,10 @@ def panel_grid(
     The grid is always two-dimensional (``squeeze=False``), so one row or one panel works.
     """
     if ncols is None:
-        # Up to 8 panels: 4 a row. More: the width of 4 to 6 that leaves the fewest empty cells.
-        ncols = min(count, 4) if count <= 8 else min(range(4, 7), key=lambda n: (-count % n, n))
+        # Up to 4 panels: one row. Up to 8: 3 or 4 a row, more: 4 to 6, whichever leaves the fewest
+        # empty cells (6 panels: 3 + 3, not 4 + 2 beside a blank half row).
+        widths = range(3, 5) if count <= 8 else range(4, 7)
+        ncols = count if count <= 4 else min(widths, key=lambda n: (-count % n, n))
     ncols = min(positive_int(ncols, f"{what}: ncols"), count)
     nrows = -(-count // ncols)
     if figsize is None:

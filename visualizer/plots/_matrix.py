@@ -24,9 +24,11 @@ from visualizer.plots._inputs import (
     head_maps,
     layer_selection,
     matrix_scale,
+    model_of,
     panel_grid,
     single_map,
     token_labels,
+    what_is_shown,
 )
 
 __all__ = ["plot_head", "plot_head_grid", "plot_heads", "plot_layers"]
@@ -86,7 +88,7 @@ def plot_head(
         if _ndim(attn) == 2:
             title = "attention"
         elif head is None:
-            title = f"mean over {heads.shape[0]} heads"
+            title = f"mean of {heads.shape[0]} heads"
         else:
             title = f"head {index(head, heads.shape[0], f'{what}: head', 'head')}"
     ax.set_title(title)
@@ -218,9 +220,8 @@ def plot_layers(
     what = "plot_layers()"
     _, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
     panels = [single_map(m, 0, head, f"{what}: maps") for m in selected]
-    kind = "mean over heads" if head is None else f"head {head}"
     if title is None:
-        title = f"attention by layer ({kind})"
+        title = f"{model_of(maps)}attention by layer ({what_is_shown(head)})"
     return _panels(
         panels,
         labels,
