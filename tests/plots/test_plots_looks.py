@@ -3,7 +3,7 @@
 import matplotlib
 import numpy as np
 import pytest
-from plot_checks import panels, softmax_maps
+from plot_checks import colorbars, panels, softmax_maps
 
 from visualizer.plots import (
     plot_attention_flow,
@@ -121,3 +121,41 @@ def test_layer_panels_fill_their_grid_and_every_bottom_panel_has_x_labels(rng, c
         labels = [t.get_text() for t in ax.get_xticklabels()]
         assert labels == ([""] * 6 if below else tokens), (i, labels)
         assert ax.get_xlabel() == ("" if below else "key")
+
+
+def cls_cell(ax):
+    """The coloured CLS cell: the filled rectangle at the prefix column's top (not the grey backing)."""
+    (cell,) = [
+        p
+        for p in ax.patches
+        if p.get_fill()
+        and (p.get_x(), p.get_y()) == (0.0, 0.0)
+        and tuple(p.get_facecolor()[:3]) != (0.85,) * 3
+    ]
+    return tuple(cell.get_facecolor())
+
+
+def test_a_cls_weight_above_the_patch_scale_gets_a_scale_of_its_own(vit):
+    _, picture = vit
+    a = np.full((1, 13, 13), 1 / 13)  # CLS + 3x4 patches
+    a[0, 5] = [0.4] + [0.05] * 12  # the query (patch 4): 0.4 on CLS, patches at most 0.06
+    a[0, 5, 3], a[0, 5, 4] = 0.06, 0.04
+    fig = plot_grid_to_grid(picture, a, query=5, grid=(3, 4))
+    right = panels(fig)[1]
+    heat = right.images[1]
+    weight = a[0, 5, 0]
+    assert weight > heat.norm.vmax  # on the patches' scale it would be clipped to the top colour
+    main, own = sorted(colorbars(fig), key=lambda bar: bar.get_position().x0, reverse=True)
+    assert main.get_ylabel() == "attention (patches)" and own.get_ylabel() == f"CLS {weight:.3g} (own scale)"
+    assert own._colorbar.norm.vmin == 0 and own._colorbar.norm.vmax == pytest.approx(weight)
+    assert cls_cell(right) == pytest.approx(heat.get_cmap()(own._colorbar.norm(weight)))
+    assert f"{weight:.2f}" in [t.get_text() for t in right.texts]
+
+    # A CLS weight inside the patches' scale stays on it: one colorbar.
+    b = a.copy()
+    b[0, 5, 0], b[0, 5, 3] = 0.01, 0.45
+    fig = plot_grid_to_grid(picture, b, query=5, grid=(3, 4))
+    right = panels(fig)[1]
+    (bar,) = colorbars(fig)
+    assert bar.get_ylabel() == "attention"
+    assert cls_cell(right) == pytest.approx(right.images[1].get_cmap()(right.images[1].norm(0.01)))

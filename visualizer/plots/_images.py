@@ -73,12 +73,14 @@ def plot_grid_to_grid(
 
     ``query`` is a patch as (row, col), a token index (0 is CLS), or None for the centre
     patch. The prefix tokens get a column of cells left of the image, top down (CLS first),
-    so the whole attention row is shown, the weight on each written in its cell. The left
+    so the whole attention row is shown, the weight on each written in its cell. When a
+    prefix weight lies above the patches' colour scale (it would be clipped to the top
+    colour), the prefix cells get a scale of their own, 0 to their largest weight, shown by a
+    second colorbar on the left ("CLS (own scale)"), and the main one reads "attention (patches)". The left
     panel shows the image with the query outlined in red, the right one the row over it.
     With ``ax=`` only the right panel is drawn, there. ``attn`` is (heads, T, T) or
     (batch, heads, T, T); ``head=None`` averages the heads. The color scale (``scale``)
-    spans the patches' weights unless ``vmin``/``vmax`` are given; a prefix weight above it
-    shows the top color, and its number tells the rest.
+    spans the patches' weights unless ``vmin``/``vmax`` are given.
     """
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
@@ -100,10 +102,26 @@ def plot_grid_to_grid(
         fig, right = figure_for(ax, figsize, what)
     geometry = _draw_image(right, rgb, rows, cols, prefix)
     heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
-    _prefix_cells(right, row[:prefix], geometry, heat)
+    # A prefix weight above the patches' scale (CLS often takes 0.07 where patches top out at 0.03)
+    # would be clipped to the top colour: those cells then get a scale of their own, with its colorbar.
+    weights = row[:prefix]
+    own = prefix > 0 and float(weights.max()) > heat.norm.vmax * (1 + 1e-6)
+    cells = (
+        color_norm(scale, vmin if scale == "log" else 0.0, float(weights.max()), weights, what)
+        if own
+        else heat.norm
+    )
+    _prefix_cells(right, weights, geometry, heat.get_cmap(), cells)
     _outline(right, q, geometry)
     right.set_title(title or f"attention of {_token_name(q, prefix, cols)}, {what_is_shown(head)}")
-    _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention"))
+    _solid_colorbar(
+        add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention (patches)" if own else "attention")
+    )
+    if own:
+        names = f"CLS {float(weights[0]):.3g}" if prefix == 1 else "prefix tokens"
+        scalar = mpl().cm.ScalarMappable(norm=cells, cmap=heat.get_cmap())
+        bar = fig.colorbar(scalar, ax=right, location="left", shrink=0.8, label=f"{names} (own scale)")
+        bar.ax.yaxis.set_ticks_position("left")
     return fig
 
 
@@ -328,12 +346,12 @@ def _overlay(
     )
 
 
-def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
-    """Color each prefix token's cell by its weight, on the overlay's scale, with the number."""
+def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, cmap, norm) -> None:
+    """Color each prefix token's cell by its weight on ``norm`` (the overlay's or their own), numbered."""
     patches = mpl().patches
     for token, weight in enumerate(weights):
         x, y = geometry.cell(token)
-        color = heat.get_cmap()(heat.norm(weight))
+        color = cmap(norm(weight))
         ax.add_patch(
             patches.Rectangle(
                 (x, y), geometry.cell_w, geometry.cell_h, facecolor=color, edgecolor="0.3", linewidth=0.5
@@ -341,10 +359,10 @@ def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
         )
         ax.text(
             x + geometry.cell_w / 2,
-            y + geometry.cell_h * 0.55,
+            y + geometry.cell_h * 0.97,  # under the token's name, at the cell's bottom
             f"{weight:.2f}",
             ha="center",
-            va="center",
+            va="bottom",
             fontsize=6,
             color="black",
             bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0},

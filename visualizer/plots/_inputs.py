@@ -105,6 +105,7 @@ def mpl():
     try:
         import matplotlib
         import matplotlib.axes
+        import matplotlib.cm
         import matplotlib.colors
         import matplotlib.figure
         import matplotlib.patches
