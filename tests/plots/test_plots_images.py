@@ -37,7 +37,7 @@ def red_outlines(ax):
 
 def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_cell(image, maps):
     fig = plot_grid_to_grid(image, maps[1], query=(1, 2))
-    check_figure(fig, 2, n_colorbars=1)
+    check_figure(fig, 2)
     left, right = panels(fig)
     # The prefix column is one patch wide (30 px) left of the image, so the image spans x 30..120.
     assert left.images[0].get_extent() == [30.0, 120.0, 60.0, 0.0]
@@ -49,9 +49,10 @@ def test_grid_to_grid_outlines_the_query_patch_and_draws_its_row_with_the_cls_ce
     assert overlay.get_extent() == right.images[0].get_extent()  # aligned with the image
     row = maps[1, 0].mean(0)[1 + 1 * 3 + 2]
     np.testing.assert_allclose(overlay.get_array(), row[1:].reshape(3, 3))
-    # The CLS weight is written in its cell.
+    # The CLS weight is written in its cell; above the patches' scale, it gets its own colorbar.
     assert f"{row[0]:.2f}" in [t.get_text() for t in right.texts]
-    assert titles(fig) == ["query: patch (1, 2)", "attention of patch (1, 2)"]
+    assert len(colorbars(fig)) == 1 + bool(row[0] > row[1:].max())
+    assert titles(fig) == ["query: patch (1, 2)", "attention of patch (1, 2), mean of heads"]
 
 
 def test_grid_to_grid_query_forms_and_prefix_tokens(image, maps):

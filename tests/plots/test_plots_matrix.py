@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from plot_checks import check_figure, colorbars, panels, softmax_maps, titles
 
 from visualizer.plots import plot_head, plot_head_grid, plot_heads, plot_layers, plot_token_heatmap
@@ -182,3 +183,59 @@ def test_unlabelled_small_maps_get_whole_token_positions_as_ticks(rng):
     fig.canvas.draw()
     for ticks in (ax.get_xticks(), ax.get_yticks()):
         assert len(ticks) >= 3 and np.array_equal(ticks, np.round(ticks))
+
+
+def dense_map(rng, tokens=257):
+    """A ViT-like layer: most weights near 1/T, a few strong ones (the diagonal, a CLS column)."""
+    logits = rng.normal(size=(2, tokens, tokens))
+    logits[:, :, 0] += 3.0
+    logits[:, np.arange(tokens), np.arange(tokens)] += 4.0
+    e = np.exp(logits)
+    return e / e.sum(-1, keepdims=True)
+
+
+def label_boxes(fig, axis):
+    """The drawn tick labels of ``axis``: those of ticks inside the axis' view."""
+    renderer = fig.canvas.get_renderer()
+    low, high = sorted(axis.get_view_interval())
+    return [
+        label.get_window_extent(renderer)
+        for tick, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+        if low <= tick <= high and label.get_text()
+    ]
+
+
+@pytest.mark.parametrize("plot", [plot_head, plot_heads])
+def test_dense_maps_default_to_a_sqrt_scale_with_readable_ticks_and_a_zero(rng, plot):
+    a = dense_map(rng)
+    fig = plot(a)
+    FigureCanvasAgg(fig).draw()
+    norm = panels(fig)[0].images[0].norm
+    shown = a[0] if plot is plot_head else np.concatenate([a, a.mean(0, keepdims=True)])
+    assert type(norm).__name__ == "PowerNorm" and norm.gamma == 0.5
+    assert norm.vmin == 0.0 and norm.vmax == pytest.approx(np.quantile(shown, 0.995))
+    # The median weight: on a linear scale in the bottom 2% of the colours, here 5 times higher.
+    linear = np.median(shown) / shown.max()
+    assert linear < 0.02 and norm(np.median(shown)) > 5 * linear
+    (bar,) = colorbars(fig)
+    assert 0.0 in bar.get_yticks() and bar._colorbar.extend == "max"  # weights above the top: an arrow
+    for ax in panels(fig):
+        for axis in (ax.xaxis, ax.yaxis):
+            boxes = label_boxes(fig, axis)
+            assert 3 <= len(boxes) <= 7
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_short_maps_and_explicit_scales_keep_the_whole_linear_range(rng):
+    small = softmax_maps(rng, 2, 12, 12)
+    norm = panels(plot_head(small))[0].images[0].norm
+    assert type(norm).__name__ == "Normalize" and (norm.vmin, norm.vmax) == (
+        0.0,
+        pytest.approx(small[0].max()),
+    )
+    a = dense_map(rng)
+    fig = plot_head(a, scale="linear")
+    norm = panels(fig)[0].images[0].norm
+    assert type(norm).__name__ == "Normalize" and norm.vmax == pytest.approx(a[0].max())
+    assert 0.0 in colorbars(fig)[0]._colorbar.get_ticks() and colorbars(fig)[0]._colorbar.extend == "neither"
+    assert panels(plot_head(a, vmax=0.5))[0].images[0].norm.vmax == 0.5  # sqrt, but the top asked

@@ -10,18 +10,20 @@ VISUALIZER_REQUIRE_BROWSER=1 (CI), where a missing browser fails.
 import json
 import os
 
+import matplotlib
 import numpy as np
 import pytest
 from view_browser import Chromium, find_chromium
 from view_data import config_of, embedded, softmax_maps
 
+from visualizer.plots._colors import colormap_table
 from visualizer.view import head_view, image_view
 from visualizer.view._codec import decode_maps
 
 READY = (
     "(() => { const r = document.querySelector('.tvz');return r && (r.dataset.ready || r.dataset.error); })()"
 )
-INFERNO_TOP = (252, 255, 164)
+TOP = tuple(colormap_table()[-1])  # the top colour of the colour map every figure uses
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def text_maps():
 
 
 def test_head_view_hover_and_selection(page, text_maps, tmp_path):
-    view = head_view(text_maps, TOKENS, title="head view test")
+    view = head_view(text_maps, TOKENS, layer=0, head="all", title="head view test")
     open_view(page, view.save(tmp_path / "head.html"))
     assert page.evaluate("document.title") == "head view test"
     assert state(page)["layer"] == "0" and state(page)["head"] == "all"
@@ -114,6 +116,64 @@ def test_head_view_hover_and_selection(page, text_maps, tmp_path):
     assert canvas_digest(page, ".tvz-lines") != head_two
     page.browser.pump(0.1)
     assert page.errors == []
+
+
+def test_head_view_opens_where_asked_and_a_click_pins(page, text_maps, tmp_path):
+    # By default: two thirds of the way down ((2 * 3) // 3 = layer 2) and one head, not all of them.
+    open_view(page, head_view(text_maps, TOKENS).save(tmp_path / "default.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("2", "0")
+    assert page.evaluate("document.querySelector('.tvz-layer').value") == "2"
+    view = head_view(text_maps, TOKENS, layers=[0, 2], heads=[1, 3], layer=2, head=3)
+    open_view(page, view.save(tmp_path / "head.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("1", "1")  # positions among the kept ones
+    assert page.evaluate("document.querySelector('.tvz-layer').value") == "1"
+    assert page.evaluate("document.querySelector('.tvz-head.tvz-on').dataset.head") == "1"
+    everything = canvas_digest(page, ".tvz-lines")
+    decoded = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])
+
+    def key_weights():
+        shown = page.evaluate(
+            "[...document.querySelectorAll('.tvz-right .tvz-weight')].map(w => w.textContent)"
+        )
+        return [float(w) for w in shown]
+
+    # Click the query "cat": pinned; the highlight and its weights stay after the mouse leaves.
+    page.click(*page.center_of(".tvz-left .tvz-token", 2))
+    pinned = canvas_digest(page, ".tvz-lines")
+    assert state(page)["pinned"] == "true" and state(page)["hover"] == "q2" and pinned != everything
+    page.move_mouse(900, 800)
+    page.move_mouse(*page.center_of(".tvz-left .tvz-token", 4))  # hovering another token changes nothing
+    assert state(page)["hover"] == "q2" and canvas_digest(page, ".tvz-lines") == pinned
+    np.testing.assert_allclose(key_weights(), decoded[1, 1, 2], atol=6e-3)  # layer 2, head 3, query 2
+    assert page.evaluate("document.querySelectorAll('.tvz-pinned').length") == 1
+    # A click on another token pins that one; a click on the pinned one releases it.
+    page.click(*page.center_of(".tvz-left .tvz-token", 4))
+    assert state(page)["hover"] == "q4" and state(page)["pinned"] == "true"
+    page.click(*page.center_of(".tvz-left .tvz-token", 4))
+    assert state(page)["pinned"] == "false"
+    page.move_mouse(900, 800)
+    assert state(page)["hover"] == "" and canvas_digest(page, ".tvz-lines") == everything
+    page.browser.pump(0.1)
+    assert page.errors == []
+
+
+def test_image_view_opens_on_the_layer_and_head_asked(page, tmp_path):
+    maps = [softmax_maps((1, 3, 16, 16), seed=40 + layer) for layer in range(12)]
+    picture = np.full((60, 100, 3), 128, dtype=np.uint8)
+    open_view(page, image_view(maps, picture, grid=(3, 5)).save(tmp_path / "default.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("8", "mean")  # not the last layer
+    view = image_view(maps, picture, grid=(3, 5), layers=[3, 5, 11], layer=5, head=2)
+    open_view(page, view.save(tmp_path / "asked.html"))
+    assert (state(page)["layer"], state(page)["head"]) == ("1", "2")
+    caption = page.evaluate("document.querySelectorAll('.tvz-panel figcaption')[1].textContent")
+    assert caption.endswith("layer 5 · head 2")
+    # cmap= changes the colours: the brightest patch of the CLS row is drawn in viridis' top colour.
+    view = image_view(maps, picture, grid=(3, 5), layer=5, head=2, cmap="viridis")
+    open_view(page, view.save(tmp_path / "viridis.html"))
+    row = decode_maps(embedded(view.html, "tvz-data"), config_of(view.html)["maps"])[5, 2, 0, 1:]
+    top = int(row.argmax())
+    viridis_top = [round(255 * c) for c in matplotlib.colormaps["viridis"](1.0)[:3]]
+    assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(viridis_top, abs=3)
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +218,9 @@ def test_image_view_hover_pin_and_selection(page, image_case, tmp_path):
         # The brightest patch of the row (patches only, after the CLS key) is drawn in the top colour.
         row = decoded[layer, heads, query, 1:].mean(0)
         top = int(row.argmax())
-        assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(INFERNO_TOP, abs=3)
+        assert heat_pixel(page, top // 5, top % 5)[:3] == pytest.approx(TOP, abs=3)
         low = int(row.argmin())
-        assert sum(heat_pixel(page, low // 5, low % 5)[:3]) < sum(INFERNO_TOP) * row[low] / row[top] + 60
+        assert sum(heat_pixel(page, low // 5, low % 5)[:3]) < sum(TOP) * row[low] / row[top] + 60
 
     check_heat(1, [0, 1, 2], 0)  # starts on the last layer, CLS row, mean of heads
     heat = canvas_digest(page, ".tvz-overlay", 1)

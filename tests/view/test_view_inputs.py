@@ -7,6 +7,8 @@ from view_data import config_of, softmax_maps
 
 from visualizer._arrays import as_rgb_uint8
 from visualizer.view import head_view, image_view
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._document import Fragment
 from visualizer.view._maps import stack_attentions
 
 TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
@@ -223,3 +225,80 @@ def test_save_and_iframe_arguments(maps, tmp_path):
         view.iframe(height=10)
     assert "height:400px" in view.iframe(height=400)
     assert repr(view).startswith("<AttentionView head: 2 layers x 3 heads, 5 x 5 tokens, 0.0")
+
+
+@pytest.mark.parametrize(
+    "tokens, title, message",
+    [
+        (["a", "b\ud800", "c", "d", "e"], None, r"tokens\[1\] 'b\\ud800' cannot be encoded as UTF-8"),
+        (TOKENS, "bad \udcff title", r"title 'bad \\udcff title' cannot be encoded as UTF-8"),
+    ],
+)
+def test_text_that_cannot_be_utf8_is_refused_before_anything_is_written(
+    maps, tmp_path, tokens, title, message
+):
+    target = tmp_path / "view.html"
+    target.write_text("the old view", encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        head_view(maps, tokens, title=title).save(target)
+    assert target.read_text(encoding="utf-8") == "the old view"
+
+
+def test_a_failed_save_leaves_the_old_file_intact(tmp_path):
+    # A document that slipped past the checks (a label with a lone surrogate) must not truncate the target.
+    view = AttentionView("head", Fragment(["<div>layer \ud800</div>"]), title="t", height=100, summary="s")
+    target = tmp_path / "view.html"
+    target.write_text("the old view", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800'.*nothing was written"):
+        view.save(target)
+    assert target.read_text(encoding="utf-8") == "the old view"
+    assert [p.name for p in tmp_path.iterdir()] == ["view.html"]  # no temporary left behind
+
+
+def test_initial_layer_and_head(vit_maps, picture, maps):
+    # Defaults: two thirds of the way down the kept layers; the image view on the mean, the head view
+    # on one head.
+    assert config_of(image_view(vit_maps, picture).html)["initial"]["layer"] == (2 * 3) // 3
+    assert config_of(head_view(maps, TOKENS).html)["initial"] == {"layer": (2 * 2) // 3, "head": 0}
+    # Asked ones are indices into all layers and heads, stored as positions among those kept.
+    config = config_of(image_view(vit_maps, picture, layers=[2, 0], layer=0, head=-1).html)
+    assert config["initial"]["layer"] == 1 and config["initial"]["head"] == 1
+    assert config_of(head_view(maps, TOKENS, heads=[2, 1], head=1).html)["initial"]["head"] == 1
+    assert config_of(head_view(maps, TOKENS, head="mean").html)["initial"]["head"] == "mean"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"layer": 3}, IndexError, r"image_view\(\): layer: layer 3 is out of range; there are 3 layers"),
+        ({"layer": 1.0}, TypeError, r"image_view\(\): layer: a layer index must be an int"),
+        ({"layers": [0, 2], "layer": 1}, ValueError, r"layer 1 is not among the kept layers \[0, 2\]"),
+        (
+            {"heads": [1], "head": 0},
+            ValueError,
+            r"head 0 is not among the kept heads \[1\]; add it to heads=",
+        ),
+        ({"head": "all"}, ValueError, r"head must be a head index or one of \('mean',\), not 'all'"),
+        ({"head": True}, TypeError, r"a head index must be an int, not the bool True"),
+    ],
+)
+def test_bad_initial_layer_or_head_is_refused(vit_maps, picture, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        image_view(vit_maps, picture, **kwargs)
+
+
+def test_image_view_colours_come_from_the_colour_map_of_the_figures(vit_maps, picture):
+    import matplotlib
+
+    from visualizer.plots._colors import ATTENTION_CMAP
+
+    table = np.array(config_of(image_view(vit_maps, picture).html)["colormap"])
+    np.testing.assert_allclose(
+        table, matplotlib.colormaps[ATTENTION_CMAP](np.linspace(0, 1, 64))[:, :3] * 255, atol=0.5
+    )
+    table = np.array(config_of(image_view(vit_maps, picture, cmap="viridis").html)["colormap"])
+    np.testing.assert_allclose(
+        table, matplotlib.colormaps["viridis"](np.linspace(0, 1, 64))[:, :3] * 255, atol=0.5
+    )
+    with pytest.raises(ValueError, match="cmap 'rainbowz' is not a matplotlib colour map"):
+        image_view(vit_maps, picture, cmap="rainbowz")

@@ -10,8 +10,12 @@ shown by itself, nothing piles up in pyplot, any backend works) and never calls
 ``plt.show()``. Single-panel plots take ``ax=`` to draw into your own figure. Maps may be
 numpy arrays or torch tensors, with or without the batch axis (``batch=0`` picks the
 item), and every plot takes ``cmap``, ``vmin``/``vmax`` and ``title``; every heatmap and
-overlay takes ``scale=`` ("linear", "sqrt", "log"), through one colour norm. matplotlib is
-imported on the first call, not with this package.
+overlay takes ``scale=`` ("linear", "sqrt", "log"), through one colour norm, starting at 0.
+Matrix plots default to ``scale=None``: "sqrt" up to the 99.5th percentile of the weights
+for maps with more than 64 keys (a ViT's 197 or 257 tokens: on a linear scale nearly every
+cell is the bottom colour), "linear" below; the colorbar ends in an arrow when weights lie
+above its top. Axes show at most 6 whole-number ticks. matplotlib is imported on the first
+call, not with this package.
 
 Plots of many layers (``plot_layers``, ``plot_cls_attention``, ``plot_rollout``,
 ``plot_attention_distance``, ``plot_attention_flow``) take an ``AttentionMaps`` and read

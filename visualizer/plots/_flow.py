@@ -15,16 +15,19 @@ from visualizer._arrays import layer_infos, prefix_count, require_token_layers
 from visualizer._maps import AttentionMaps
 from visualizer._validate import indices
 from visualizer.analysis import mean_attention_distance
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
     draw_matrix,
     figure_for,
     layer_selection,
+    model_of,
     mpl,
     panel_grid,
     single_map,
     token_labels,
+    what_is_shown,
 )
 
 __all__ = ["plot_attention_distance", "plot_attention_flow"]
@@ -51,10 +54,10 @@ def plot_attention_flow(
     target_tokens=None,
     tokens=None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     figsize=None,
 ):
@@ -127,8 +130,7 @@ def plot_attention_flow(
             heading = (heading if width == 1 or c == 0 else "→ " + heading) + "\n" if r == 0 else ""
             ax.set_title(heading + f"layer {depth}", fontsize=9)
             add_colorbar(fig, image, ax=ax, shrink=0.75)
-    fused = "mean over heads" if head is None else f"head {head}"
-    fig.suptitle(title or f"attention flow ({fused})")
+    fig.suptitle(title or f"{model_of(structured)}attention flow ({what_is_shown(head)})")
     return fig
 
 
@@ -213,7 +215,7 @@ def plot_attention_distance(
     ax.grid(True, alpha=0.3)
     if heads <= 16:
         ax.legend(fontsize=7, ncols=2 if heads > 6 else 1, loc="best")
-    ax.set_title(title or "mean attention distance per head")
+    ax.set_title(title or f"{model_of(maps)}mean attention distance per head")
     return fig
 
 

@@ -25,9 +25,10 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import patch_grid, prefix_count
+from visualizer._arrays import patch_grid, prefix_count, split_layers
 from visualizer._validate import index
 from visualizer.analysis import rollout
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     color_norm,
@@ -35,8 +36,10 @@ from visualizer.plots._inputs import (
     head_maps,
     image_rgb,
     layer_selection,
+    model_of,
     mpl,
     panel_grid,
+    what_is_shown,
 )
 
 __all__ = ["plot_cls_attention", "plot_grid_to_grid", "plot_rollout"]
@@ -54,7 +57,7 @@ def plot_grid_to_grid(
     head: int | None = None,
     batch: int = 0,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",
@@ -70,12 +73,14 @@ def plot_grid_to_grid(
 
     ``query`` is a patch as (row, col), a token index (0 is CLS), or None for the centre
     patch. The prefix tokens get a column of cells left of the image, top down (CLS first),
-    so the whole attention row is shown, the weight on each written in its cell. The left
+    so the whole attention row is shown, the weight on each written in its cell. When a
+    prefix weight lies above the patches' colour scale (it would be clipped to the top
+    colour), the prefix cells get a scale of their own, 0 to their largest weight, shown by a
+    second colorbar on the left ("CLS (own scale)"), and the main one reads "attention (patches)". The left
     panel shows the image with the query outlined in red, the right one the row over it.
     With ``ax=`` only the right panel is drawn, there. ``attn`` is (heads, T, T) or
     (batch, heads, T, T); ``head=None`` averages the heads. The color scale (``scale``)
-    spans the patches' weights unless ``vmin``/``vmax`` are given; a prefix weight above it
-    shows the top color, and its number tells the rest.
+    spans the patches' weights unless ``vmin``/``vmax`` are given.
     """
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
@@ -97,10 +102,26 @@ def plot_grid_to_grid(
         fig, right = figure_for(ax, figsize, what)
     geometry = _draw_image(right, rgb, rows, cols, prefix)
     heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
-    _prefix_cells(right, row[:prefix], geometry, heat)
+    # A prefix weight above the patches' scale (CLS often takes 0.07 where patches top out at 0.03)
+    # would be clipped to the top colour: those cells then get a scale of their own, with its colorbar.
+    weights = row[:prefix]
+    own = prefix > 0 and float(weights.max()) > heat.norm.vmax * (1 + 1e-6)
+    cells = (
+        color_norm(scale, vmin if scale == "log" else 0.0, float(weights.max()), weights, what)
+        if own
+        else heat.norm
+    )
+    _prefix_cells(right, weights, geometry, heat.get_cmap(), cells)
     _outline(right, q, geometry)
-    right.set_title(title or f"attention of {_token_name(q, prefix, cols)}")
-    _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention"))
+    right.set_title(title or f"attention of {_token_name(q, prefix, cols)}, {what_is_shown(head)}")
+    _solid_colorbar(
+        add_colorbar(fig, heat, ax=right, shrink=0.8, label="attention (patches)" if own else "attention")
+    )
+    if own:
+        names = f"CLS {float(weights[0]):.3g}" if prefix == 1 else "prefix tokens"
+        scalar = mpl().cm.ScalarMappable(norm=cells, cmap=heat.get_cmap())
+        bar = fig.colorbar(scalar, ax=right, location="left", shrink=0.8, label=f"{names} (own scale)")
+        bar.ax.yaxis.set_ticks_position("left")
     return fig
 
 
@@ -117,7 +138,7 @@ def plot_cls_attention(
     ncols: int | None = None,
     show_image: bool = True,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",
@@ -179,9 +200,8 @@ def plot_cls_attention(
     label = "attention" if fixed else "attention ÷ panel max"
     _solid_colorbar(add_colorbar(fig, heat, ax=panels, shrink=0.8, label=label))
     who = "CLS" if q == 0 and prefix else _token_name(q, prefix, cols)
-    fused = "mean over heads" if head is None else f"head {head}"
     if ax is None:
-        fig.suptitle(title or f"{who} attention over the image ({fused})")
+        fig.suptitle(title or f"{model_of(maps)}{who} attention over the image ({what_is_shown(head)})")
     elif title:
         panels[0].set_title(title)
     return fig
@@ -199,7 +219,7 @@ def plot_rollout(
     discard_ratio: float = 0.0,
     start_layer: int = 0,
     alpha: float = 0.6,
-    cmap="turbo",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
     scale: str = "linear",
@@ -223,12 +243,22 @@ def plot_rollout(
     precomputed = getattr(attentions, "ndim", None) == 2
     if precomputed:
         result = _square_heads(attentions, 0, what)[0]
+        if title is None:
+            title = "rollout"
     else:
         result = rollout(
             attentions, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
         )
         if result.ndim == 3:
             result = result[index(batch, result.shape[0], f"{what}: batch", "batch item")]
+        if title is None:
+            count = len(split_layers(attentions, f"{what}: attentions"))
+            start = start_layer % count if -count <= start_layer < count else start_layer
+            span = f"layer {start}" if start == count - 1 else f"layers {start}-{count - 1}"
+            title = (
+                f"{model_of(attentions)}rollout of {span}\n({head_fusion} of heads, "
+                f"discard ratio {discard_ratio:g})"
+            )
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     rows, cols = patch_grid(result.shape[-1], grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
@@ -243,8 +273,6 @@ def plot_rollout(
         fig, right = figure_for(ax, figsize, what)
     geometry = _draw_image(right, rgb, rows, cols, 0)
     heat = _overlay(right, patches, geometry, cmap, norm, alpha, interpolation, what)
-    if title is None:
-        title = "rollout" if precomputed else f"rollout ({head_fusion} of heads, discard {discard_ratio:g})"
     right.set_title(title)
     _solid_colorbar(add_colorbar(fig, heat, ax=right, shrink=0.8, label="rollout weight"))
     return fig
@@ -318,12 +346,12 @@ def _overlay(
     )
 
 
-def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
-    """Color each prefix token's cell by its weight, on the overlay's scale, with the number."""
+def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, cmap, norm) -> None:
+    """Color each prefix token's cell by its weight on ``norm`` (the overlay's or their own), numbered."""
     patches = mpl().patches
     for token, weight in enumerate(weights):
         x, y = geometry.cell(token)
-        color = heat.get_cmap()(heat.norm(weight))
+        color = cmap(norm(weight))
         ax.add_patch(
             patches.Rectangle(
                 (x, y), geometry.cell_w, geometry.cell_h, facecolor=color, edgecolor="0.3", linewidth=0.5
@@ -331,10 +359,10 @@ def _prefix_cells(ax, weights: np.ndarray, geometry: _Geometry, heat) -> None:
         )
         ax.text(
             x + geometry.cell_w / 2,
-            y + geometry.cell_h * 0.55,
+            y + geometry.cell_h * 0.97,  # under the token's name, at the cell's bottom
             f"{weight:.2f}",
             ha="center",
-            va="center",
+            va="bottom",
             fontsize=6,
             color="black",
             bbox={"facecolor": "white", "alpha": 0.6, "pad": 0.5, "linewidth": 0},

@@ -26,7 +26,7 @@ from visualizer._arrays import (
     require_token_layers,
     split_layers,
 )
-from visualizer._validate import SCALES, color_limits, index, indices, positive_int
+from visualizer._validate import SCALES, check_scale, color_limits, index, indices, positive_int
 
 __all__ = [
     "AXES",
@@ -37,7 +37,12 @@ __all__ = [
     "figure_for",
     "head_maps",
     "image_rgb",
+    "DENSE_KEYS",
+    "DENSE_QUANTILE",
     "label_fontsize",
+    "matrix_scale",
+    "model_of",
+    "what_is_shown",
     "layer_selection",
     "mpl",
     "panel_grid",
@@ -52,12 +57,55 @@ AXES = ("image", "cartesian")
 
 # SCALES (from visualizer._validate): the color scales of every plot, see color_norm.
 
+#: Matrix plots default to ``scale="sqrt"`` for maps with more keys than this, "linear" below.
+#: A softmax row over T keys averages 1/T: past ~64 keys (a ViT's 197 or 257 tokens) a linear
+#: scale paints nearly every cell the bottom colour and only the few large weights show.
+DENSE_KEYS = 64
+
+#: The default top of a dense map's colour scale, as a quantile of its weights: the 0.5% largest
+#: (a query's own key, a CLS or register column) would otherwise squash the rest into the bottom colours.
+DENSE_QUANTILE = 0.995
+
+#: At most this many ticks on a matrix's axes (whole token positions), so labels never collide.
+MATRIX_TICKS = 6
+
+
+def matrix_scale(scale, vmax, values: np.ndarray, what: str = "plot") -> tuple[str, float | None]:
+    """(scale, vmax) of a matrix plot: ``scale`` and ``vmax`` as given, or the defaults for None.
+
+    A map with more than :data:`DENSE_KEYS` keys defaults to ``"sqrt"`` with ``vmax`` at the
+    :data:`DENSE_QUANTILE` quantile of its weights (the colorbar then ends in an arrow: the
+    few weights above it share the top colour; pass ``vmax=`` for the full range); a shorter
+    one to ``"linear"`` over the whole range.
+    """
+    values = np.asarray(values)
+    if scale is not None:
+        return check_scale(scale, what), vmax
+    if values.shape[-1] <= DENSE_KEYS:
+        return "linear", vmax
+    if vmax is None and values.size:
+        vmax = float(np.nanquantile(values, DENSE_QUANTILE))
+        vmax = vmax if vmax > 0 else None
+    return "sqrt", vmax
+
+
+def model_of(maps) -> str:
+    """``"VisionTransformer: "``, the model's name and a colon, for an ``AttentionMaps``; else ""."""
+    name = getattr(maps, "model_name", None) if layer_infos(maps) is not None else None
+    return f"{name}: " if isinstance(name, str) and name else ""
+
+
+def what_is_shown(head) -> str:
+    """The heads a map fuses, as titles say it: ``"mean of heads"`` or ``"head 3"``."""
+    return "mean of heads" if head is None else f"head {head}"
+
 
 def mpl():
     """The matplotlib package, imported on first use, with the submodules the plots need."""
     try:
         import matplotlib
         import matplotlib.axes
+        import matplotlib.cm
         import matplotlib.colors
         import matplotlib.figure
         import matplotlib.patches
@@ -130,8 +178,10 @@ def panel_grid(
     The grid is always two-dimensional (``squeeze=False``), so one row or one panel works.
     """
     if ncols is None:
-        # Up to 8 panels: 4 a row. More: the width of 4 to 6 that leaves the fewest empty cells.
-        ncols = min(count, 4) if count <= 8 else min(range(4, 7), key=lambda n: (-count % n, n))
+        # Up to 4 panels: one row. Up to 8: 3 or 4 a row, more: 4 to 6, whichever leaves the fewest
+        # empty cells (6 panels: 3 + 3, not 4 + 2 beside a blank half row).
+        widths = range(3, 5) if count <= 8 else range(4, 7)
+        ncols = count if count <= 4 else min(widths, key=lambda n: (-count % n, n))
     ncols = min(positive_int(ncols, f"{what}: ncols"), count)
     nrows = -(-count // ncols)
     if figsize is None:
@@ -229,11 +279,14 @@ def label_fontsize(count: int) -> float:
 def color_norm(scale: str, vmin, vmax, values: np.ndarray, what: str):
     """The matplotlib norm of every plot: ``linear``, ``sqrt`` (a power of 0.5) or ``log``.
 
-    Limits default to the data (:func:`visualizer._validate.color_limits`). Attention is
+    Limits default to 0 (for weights >= 0; log: the smallest weight) and the data's maximum
+    (:func:`visualizer._validate.color_limits`). Attention is
     mostly tiny weights and a few large ones: ``sqrt`` and ``log`` show the structure a
     linear scale crushes to one color.
     """
     colors = mpl().colors
+    if vmin is None and scale != "log" and np.size(values) and np.nanmin(values) >= 0:
+        vmin = 0.0  # weights: the scale starts at 0, and the colorbar shows it
     low, high = color_limits(scale, vmin, vmax, values, what)
     if scale == "log":
         return colors.LogNorm(low, high, clip=True)
@@ -243,17 +296,23 @@ def color_norm(scale: str, vmin, vmax, values: np.ndarray, what: str):
 
 
 def add_colorbar(fig, mappable, **kwargs):
-    """``fig.colorbar``, with ticks evenly spread along a square-root scale.
+    """``fig.colorbar``, with ticks evenly spread along a square-root scale, and an arrow at the top
+    (``extend="max"``) when the mappable holds weights above the scale's top, unless ``extend`` is given.
 
     On a ``sqrt`` scale the default ticks (0.1, 0.2, ...) bunch together at the top, where
     the scale is compressed, and their labels overlap.
     """
-    bar = fig.colorbar(mappable, **kwargs)
     norm = mappable.norm
+    if "extend" not in kwargs:
+        data = mappable.get_array()
+        above = data is not None and np.size(data) and float(np.nanmax(data)) > norm.vmax * (1 + 1e-6)
+        kwargs["extend"] = "max" if above else "neither"
+    bar = fig.colorbar(mappable, **kwargs)
     if isinstance(norm, mpl().colors.PowerNorm) and norm.vmax > norm.vmin:
         positions = np.linspace(0.0, 1.0, 5) ** (1.0 / norm.gamma)
         ticks = norm.vmin + (norm.vmax - norm.vmin) * positions
-        bar.set_ticks([float(f"{tick:.2g}") for tick in ticks])
+        rounded = [float(f"{tick:.2g}") for tick in ticks]
+        bar.set_ticks(rounded, labels=[f"{tick:.2g}" for tick in rounded])
     return bar
 
 
@@ -268,7 +327,7 @@ def draw_matrix(
     query_tokens=None,
     key_tokens=None,
     show_labels=(True, True),
-    scale: str = "linear",
+    scale: str | None = None,
     interpolation: str = "antialiased",
     what: str = "plot",
 ):
@@ -285,6 +344,7 @@ def draw_matrix(
     else:
         shown, origin, xlabel, ylabel = m.T, "lower", "query", "key"
         xticks, yticks = query_tokens, key_tokens
+    scale, vmax = matrix_scale(scale, vmax, m, what)
     norm = color_norm(scale, vmin, vmax, m, what)
     image = ax.imshow(
         shown,
@@ -295,9 +355,9 @@ def draw_matrix(
         aspect="equal" if max(shown.shape) <= 3 * min(shown.shape) else "auto",
     )
     show_x, show_y = show_labels
-    integer = mpl().ticker.MaxNLocator(integer=True)  # token positions, never 2.5
-    ax.xaxis.set_major_locator(integer)
-    ax.yaxis.set_major_locator(mpl().ticker.MaxNLocator(integer=True))
+    # Whole token positions (never 2.5), a handful of them, so labels cannot run together.
+    ax.xaxis.set_major_locator(mpl().ticker.MaxNLocator(nbins=MATRIX_TICKS, integer=True))
+    ax.yaxis.set_major_locator(mpl().ticker.MaxNLocator(nbins=MATRIX_TICKS, integer=True))
     if xticks is not None:
         ax.set_xticks(
             range(len(xticks)),

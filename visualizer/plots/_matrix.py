@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from visualizer._validate import index, indices
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -22,9 +23,12 @@ from visualizer.plots._inputs import (
     figure_for,
     head_maps,
     layer_selection,
+    matrix_scale,
+    model_of,
     panel_grid,
     single_map,
     token_labels,
+    what_is_shown,
 )
 
 __all__ = ["plot_head", "plot_head_grid", "plot_heads", "plot_layers"]
@@ -38,10 +42,10 @@ def plot_head(
     tokens=None,
     key_tokens=None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     colorbar: bool = True,
     ax=None,
@@ -57,7 +61,10 @@ def plot_head(
     unless ``key_tokens`` are given). ``axes="image"`` puts queries on rows from the top and
     keys on columns; ``axes="cartesian"`` puts the origin bottom left, x = query, y = key.
     ``scale`` is "linear", "sqrt" or "log": the last two bring out the many small weights
-    next to a few large ones (all matrix plots take it).
+    next to a few large ones (all matrix plots take it). None (the default) picks "sqrt" up to
+    the 99.5th percentile of the weights for maps with more than 64 keys (``DENSE_KEYS``: a
+    ViT's 197 or 257 tokens), where a linear scale is nearly all one colour, and "linear"
+    for shorter ones; the colorbar shows 0 and, when weights lie above its top, an arrow.
     """
     what = "plot_head()"
     check_axes(axes, what)
@@ -81,7 +88,7 @@ def plot_head(
         if _ndim(attn) == 2:
             title = "attention"
         elif head is None:
-            title = f"mean over {heads.shape[0]} heads"
+            title = f"mean of {heads.shape[0]} heads"
         else:
             title = f"head {index(head, heads.shape[0], f'{what}: head', 'head')}"
     ax.set_title(title)
@@ -98,10 +105,10 @@ def plot_heads(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -145,10 +152,10 @@ def plot_head_grid(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -191,10 +198,10 @@ def plot_layers(
     key_tokens=None,
     ncols: int | None = None,
     axes: str = "image",
-    cmap="viridis",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     shared_scale: bool = True,
     figsize=None,
@@ -213,9 +220,8 @@ def plot_layers(
     what = "plot_layers()"
     _, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
     panels = [single_map(m, 0, head, f"{what}: maps") for m in selected]
-    kind = "mean over heads" if head is None else f"head {head}"
     if title is None:
-        title = f"attention by layer ({kind})"
+        title = f"{model_of(maps)}attention by layer ({what_is_shown(head)})"
     return _panels(
         panels,
         labels,
@@ -255,9 +261,13 @@ def _panels(
     queries, keys = _labels(tokens, key_tokens, maps[0].shape, what)
     panel = (3.6, 3.4) if queries is not None or keys is not None else (3.0, 2.8)
     fig, panels, columns = panel_grid(len(maps), ncols, panel, extra_width=0.8, figsize=figsize, what=what)
+    every = np.stack(maps)
+    extend = "neither"
     if shared_scale:
-        norm = color_norm(scale, vmin, vmax, np.concatenate([m.ravel() for m in maps]), what)
+        scale, vmax = matrix_scale(scale, vmax, every, what)
+        norm = color_norm(scale, vmin, vmax, every, what)
         vmin, vmax = norm.vmin, norm.vmax
+        extend = "max" if float(every.max()) > vmax * (1 + 1e-6) else "neither"
     images = []
     for i, (ax, m, name) in enumerate(zip(panels, maps, titles)):
         bottom = i + columns >= len(maps)
@@ -281,7 +291,7 @@ def _panels(
         if not shared_scale:
             add_colorbar(fig, images[-1], ax=ax, shrink=0.8)
     if shared_scale:
-        add_colorbar(fig, images[-1], ax=panels, shrink=0.8, label="attention")
+        add_colorbar(fig, images[-1], ax=panels, shrink=0.8, label="attention", extend=extend)
     if title:
         fig.suptitle(title)
     return fig

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from visualizer._validate import index
+from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
@@ -34,10 +35,10 @@ def plot_token_heatmap(
     batch: int = 0,
     axes: str = "image",
     annotate: bool | None = None,
-    cmap="Blues",
+    cmap=ATTENTION_CMAP,
     vmin=None,
     vmax=None,
-    scale: str = "linear",
+    scale: str | None = None,
     title: str | None = None,
     colorbar: bool = True,
     ax=None,

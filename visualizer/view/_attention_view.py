@@ -21,6 +21,7 @@ import html
 import os
 import pathlib
 
+from visualizer._files import write_text
 from visualizer.view._document import Fragment, new_id, render_page
 
 __all__ = ["AttentionView"]
@@ -66,7 +67,7 @@ class AttentionView:
         return self._fragment.with_id(new_id())
 
     def save(self, path) -> pathlib.Path:
-        """Write the document to ``path`` (UTF-8) and return it as a Path."""
+        """Write the document to ``path`` (UTF-8, atomically: whole or not at all) and return it as a Path."""
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or a path; got {type(path).__name__}")
         path = pathlib.Path(path)
@@ -77,7 +78,18 @@ class AttentionView:
             raise FileNotFoundError(
                 f"cannot save to {path}: the folder {path.parent} does not exist; create it first"
             )
-        path.write_text(self.html, encoding="utf-8")
+        document = self.html
+        try:
+            document.encode("utf-8")
+        except UnicodeEncodeError as error:
+            around = document[max(0, error.start - 40) : error.end + 40]
+            raise ValueError(
+                f"cannot save the view as UTF-8: it holds the lone surrogate {document[error.start]!r} "
+                f"in ...{around!r}...; fix that token, title or label (nothing was written, {path} is "
+                "as it was)"
+            ) from None
+        # Atomic: a reader, a crash or an error never leaves a partial or empty file behind.
+        write_text(path, document)
         return path
 
     def iframe(self, height: int | None = None) -> str:

@@ -18,7 +18,16 @@ import re
 import uuid
 from importlib import resources
 
-__all__ = ["Fragment", "check_title", "new_id", "plural", "read_static", "render_fragment", "render_page"]
+__all__ = [
+    "Fragment",
+    "check_text",
+    "check_title",
+    "new_id",
+    "plural",
+    "read_static",
+    "render_fragment",
+    "render_page",
+]
 
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 
@@ -39,7 +48,24 @@ def check_title(title, default: str) -> str:
         return default
     if not isinstance(title, str):
         raise TypeError(f"title must be a str or None; got {type(title).__name__}")
-    return title
+    return check_text(title, "title")
+
+
+def check_text(text: str, argument: str) -> str:
+    """``text``, refused with a ValueError naming it when it cannot be saved as UTF-8.
+
+    A lone surrogate (``"\\ud800"``, e.g. from bytes decoded with ``errors="surrogateescape"``)
+    is a valid Python str but no UTF-8 text: the view could never be saved.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start : error.end]
+        raise ValueError(
+            f"{argument} {text!r} cannot be encoded as UTF-8 (it holds the lone surrogate {bad!r} at "
+            f"{error.start}); fix the text, e.g. text.encode('utf-8', 'replace').decode('utf-8')"
+        ) from None
+    return text
 
 
 def plural(count: int, noun: str) -> str:

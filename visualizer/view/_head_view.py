@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
-from visualizer.view._document import check_title, plural, render_fragment
-from visualizer.view._maps import stack_attentions
+from visualizer.view._document import check_text, check_title, plural, render_fragment
+from visualizer.view._maps import initial_head, initial_layer, stack_attentions
 
 __all__ = ["head_view"]
 
@@ -22,7 +22,16 @@ _ROW_PX = 22  # keep in step with ROW in static/head_view.js
 
 
 def head_view(
-    attentions, tokens, *, key_tokens=None, layers=None, heads=None, batch: int = 0, title: str | None = None
+    attentions,
+    tokens,
+    *,
+    key_tokens=None,
+    layers=None,
+    heads=None,
+    layer=None,
+    head=None,
+    batch: int = 0,
+    title: str | None = None,
 ) -> AttentionView:
     """An interactive head view of text attention: pick a layer, a head, all heads or their mean.
 
@@ -30,9 +39,17 @@ def head_view(
     - ``key_tokens``: one string per key, when keys differ from queries (cross-attention);
       by default the keys are ``tokens``;
     - ``layers``, ``heads``: indices to keep (negative ones count from the end), to focus or
-      to make the file smaller; ``batch``: which item of a batched map.
+      to make the file smaller; ``batch``: which item of a batched map;
+    - ``layer``: the layer the view opens on (an index into all layers, one of those kept);
+      None: the kept layer two thirds of the way down, ``(2 * kept) // 3``;
+    - ``head``: the head it opens on (an index, one of those kept), ``"mean"`` or ``"all"``
+      (every head in its own colour: a hairball on long inputs); None: the first kept head.
+
+    Hover a token to see only its lines; click it to pin it (click again to release).
     """
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
+    start_layer = initial_layer(stack, layer, "head_view()")
+    start_head = initial_head(stack, head, ("mean", "all"), "head_view()")
     _, _, queries, keys = stack.maps.shape
     tokens = _check_tokens(tokens, "tokens")
     if len(tokens) != queries:
@@ -60,7 +77,7 @@ def head_view(
         "maps": meta,
         "tokens": tokens,
         "key_tokens": key_tokens,
-        "initial": {"layer": 0, "head": "all"},
+        "initial": {"layer": start_layer, "head": start_head},
     }
     layer_count, head_count = len(stack.layer_labels), len(stack.head_labels)
     height = 140 + max(queries, keys) * _ROW_PX + 28 * (head_count > 14)
@@ -83,4 +100,6 @@ def _check_tokens(tokens, argument: str) -> list[str]:
                 f"{argument} must hold strings; got {item!r} ({type(item).__name__}). "
                 "For token ids, use tokenizer.convert_ids_to_tokens(ids)"
             )
+    for position, item in enumerate(items):
+        check_text(item, f"{argument}[{position}]")
     return items

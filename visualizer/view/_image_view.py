@@ -15,11 +15,12 @@ import math
 import operator
 
 from visualizer._arrays import as_rgb_uint8
+from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._image import png_base64
-from visualizer.view._maps import stack_attentions
+from visualizer.view._maps import initial_head, initial_layer, stack_attentions
 
 __all__ = ["image_view"]
 
@@ -34,6 +35,9 @@ def image_view(
     prefix_tokens: int = 1,
     layers=None,
     heads=None,
+    layer=None,
+    head="mean",
+    cmap=ATTENTION_CMAP,
     batch: int = 0,
     title: str | None = None,
 ) -> AttentionView:
@@ -44,9 +48,18 @@ def image_view(
     - ``prefix_tokens``: tokens before the patches: 1 for a ViT's CLS, 5 for DINOv2 with
       4 registers, 0 for none. They get buttons ("CLS", "reg1", ...) to show their rows;
     - ``layers``, ``heads``: indices to keep (negative ones count from the end), to focus or
-      to make the file smaller; ``batch``: which item of a batched map.
+      to make the file smaller; ``batch``: which item of a batched map;
+    - ``layer``: the layer the view opens on (an index into all layers, one of those kept);
+      None: the kept layer two thirds of the way down, ``(2 * kept) // 3`` (layer 8 of 12),
+      not the last: a DINOv2's last layer is dominated by its artefact tokens;
+    - ``head``: the head it opens on (an index, one of those kept) or ``"mean"`` (default);
+    - ``cmap``: the heat map's colours, a matplotlib colour map (name or Colormap; sampled at
+      64 steps when the view is built, so this needs matplotlib), by default the one of every
+      figure (``visualizer.plots._colors.ATTENTION_CMAP``).
     """
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
+    start_layer = initial_layer(stack, layer, "image_view()")
+    start_head = initial_head(stack, head, ("mean",), "image_view()")
     _, _, queries, keys = stack.maps.shape
     if queries != keys:
         raise ValueError(
@@ -76,10 +89,11 @@ def image_view(
         "grid": [rows, cols],
         "prefix": prefix,
         "panel": panel,
-        # Start where a ViT is most telling: the CLS row of the last layer, or the middle patch.
+        "colormap": colormap_table(cmap),
+        # Start where a ViT is most telling: the CLS row of a middle-to-late layer, or the middle patch.
         "initial": {
-            "layer": len(stack.layer_labels) - 1,
-            "head": "mean",
+            "layer": start_layer,
+            "head": start_head,
             "query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2,
         },
     }

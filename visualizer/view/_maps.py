@@ -29,7 +29,7 @@ import numpy as np
 from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
 from visualizer._validate import index, indices
 
-__all__ = ["LayerStack", "stack_attentions"]
+__all__ = ["LayerStack", "initial_head", "initial_layer", "stack_attentions"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,49 @@ class LayerStack:
     maps: object  # numpy float32, (layers, heads, queries, keys)
     layer_labels: list[str]
     head_labels: list[str]
+    layer_index: tuple[int, ...] = ()  # the kept layers, as indices into all of them
+    head_index: tuple[int, ...] = ()
+    layer_count: int = 0  # how many layers and heads there were before the selection
+    head_count: int = 0
+
+
+def initial_layer(stack: LayerStack, layer, what: str) -> int:
+    """The position, among the kept layers, of the layer a view opens on.
+
+    ``layer`` is an index into all the layers (the numbering of ``layers=``) and must be one
+    of those kept; None picks the kept layer two thirds of the way down,
+    ``(2 * kept) // 3``: a middle-to-late layer, where a ViT's attention is most telling
+    (DINOv2's last layer is dominated by its artefact tokens, its first ones are local).
+    """
+    if layer is None:
+        return (2 * len(stack.layer_index)) // 3 if len(stack.layer_index) > 1 else 0
+    chosen = index(layer, stack.layer_count, f"{what}: layer", "layer")
+    if chosen not in stack.layer_index:
+        raise ValueError(
+            f"{what}: layer {layer} is not among the kept layers {list(stack.layer_index)}; add it to "
+            "layers= or drop layer="
+        )
+    return stack.layer_index.index(chosen)
+
+
+def initial_head(stack: LayerStack, head, modes: tuple[str, ...], what: str):
+    """The head a view opens on: a position among the kept heads, or one of ``modes`` ("mean", "all").
+
+    None: the first kept head.
+    """
+    if head is None:
+        return 0
+    if isinstance(head, str):
+        if head not in modes:
+            raise ValueError(f"{what}: head must be a head index or one of {modes}, not {head!r}")
+        return head
+    chosen = index(head, stack.head_count, f"{what}: head", "head")
+    if chosen not in stack.head_index:
+        raise ValueError(
+            f"{what}: head {head} is not among the kept heads {list(stack.head_index)}; add it to "
+            "heads= or drop head="
+        )
+    return stack.head_index.index(chosen)
 
 
 def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> LayerStack:
@@ -79,4 +122,12 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
             "Pass the softmax probabilities, not the scores before the softmax."
         )
     labels = [infos[i].path if infos is not None else f"layer {i}" for i in layer_index]
-    return LayerStack(maps, labels, [str(h) for h in head_index])
+    return LayerStack(
+        maps,
+        labels,
+        [str(h) for h in head_index],
+        tuple(layer_index),
+        tuple(head_index),
+        len(per_layer),
+        arrays[0].shape[0],
+    )

@@ -1,9 +1,11 @@
 /* The head view: query tokens on the left, key tokens on the right, one line per weight.
-   Needs runtime.js. Sets root.dataset.layer / head / hover so tests and tools can read the state. */
+   Needs runtime.js. Sets root.dataset.layer / head / hover / pinned so tests and tools can read the state.
+   Hovering a token shows its lines; a click pins it (the lines stay when the mouse leaves), a click on
+   the pinned token releases it, a click on another token pins that one. */
 
 async function tvzView(root, config, maps) {
   const ROW = 22, GAP = 200, MIN_WEIGHT = 0.005;
-  const state = {layer: config.initial.layer, head: config.initial.head, hover: null};
+  const state = {layer: config.initial.layer, head: config.initial.head, hover: null, pinned: false};
   const queries = config.tokens, keys = config.key_tokens || config.tokens;
   const main = root.querySelector(".tvz-main");
   const box = tvzEl("div", "tvz-headview");
@@ -19,8 +21,14 @@ async function tvzView(root, config, maps) {
     cell.title = token;
     const weight = tvzEl("span", "tvz-weight");
     if (side === "q") cell.append(weight, text); else cell.append(text, weight);
-    cell.addEventListener("mouseenter", () => { state.hover = {side, index}; draw(); });
-    cell.addEventListener("mouseleave", () => { state.hover = null; draw(); });
+    cell.addEventListener("mouseenter", () => { if (!state.pinned) { state.hover = {side, index}; draw(); } });
+    cell.addEventListener("mouseleave", () => { if (!state.pinned) { state.hover = null; draw(); } });
+    cell.addEventListener("click", () => {
+      const same = state.hover && state.hover.side === side && state.hover.index === index;
+      state.pinned = !(state.pinned && same);
+      state.hover = {side, index};
+      draw();
+    });
     parent.appendChild(cell);
     return cell;
   });
@@ -28,7 +36,7 @@ async function tvzView(root, config, maps) {
   tvzControls(root, config, state, ["all", "mean"], () => draw());
   root.querySelector(".tvz-info").textContent =
     "Each line joins a query (left) to a key (right); its opacity is the attention weight. " +
-    "Hover a token to see only its lines and the weights.";
+    "Hover a token to see only its lines and the weights; click to pin it, click it again to release.";
 
   const colorOf = head => state.head === "mean" ? "#34495e" : tvzHeadColor(head);
 
@@ -65,6 +73,9 @@ async function tvzView(root, config, maps) {
     root.dataset.layer = String(state.layer);
     root.dataset.head = String(state.head);
     root.dataset.hover = hover ? hover.side + hover.index : "";
+    root.dataset.pinned = String(state.pinned);
+    for (const cell of leftCells.concat(rightCells)) cell.classList.remove("tvz-pinned");
+    if (state.pinned && hover) (hover.side === "q" ? leftCells : rightCells)[hover.index].classList.add("tvz-pinned");
   }
 
   /* Under hover, the other column shows the (mean over the chosen heads) weight of each token. */

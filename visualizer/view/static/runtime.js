@@ -76,14 +76,14 @@ class TvzMaps {
   }
 }
 
-/* Inferno, sampled at 9 points; enough for a smooth ramp with linear interpolation. */
-const TVZ_INFERNO = [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
-                     [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]];
+/* The view's colour map: config.colormap, RGB rows sampled from matplotlib's colour map when the view
+   was built (the one of every figure unless cmap= chose another), set by tvzStart. */
+let tvzTable = [[0, 0, 0], [255, 255, 255]];
 
 function tvzColormap(t) {
-  t = Math.min(1, Math.max(0, t)) * (TVZ_INFERNO.length - 1);
-  const i = Math.min(TVZ_INFERNO.length - 2, Math.floor(t)), f = t - i;
-  const a = TVZ_INFERNO[i], b = TVZ_INFERNO[i + 1];
+  t = Math.min(1, Math.max(0, t)) * (tvzTable.length - 1);
+  const i = Math.min(tvzTable.length - 2, Math.floor(t)), f = t - i;
+  const a = tvzTable[i], b = tvzTable[i + 1];
   return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
 }
 
@@ -160,6 +160,7 @@ async function tvzStart(root, view) {
   const status = root.querySelector(".tvz-status");
   try {
     const config = JSON.parse(root.querySelector(".tvz-config").textContent);
+    if (config.colormap) tvzTable = config.colormap;
     const packed = tvzBase64Bytes(root.querySelector(".tvz-data").textContent);
     const maps = new TvzMaps(config.maps, await tvzInflate(packed, config.maps.compression));
     if (config.title) root.querySelector(".tvz-title").textContent = config.title;
