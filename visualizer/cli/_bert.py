@@ -124,7 +124,12 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
     n, note = _window(len(tokens), VIEW_TOKENS)
     window = [maps[i][..., :n, :n] for i in range(len(maps))]
     view = head_view(
-        window, tokens[:n], layers=layers, heads=chosen_heads, title=f"{label}: {text[:60]}{note}"
+        window,
+        tokens[:n],
+        layers=layers,
+        heads=chosen_heads,
+        layer=detail if detail in layers else None,  # opens where the figures look
+        title=f"{label}: {text[:60]}{note}",
     )
     outputs.text(folder, "view.html", view.html)
     strongest = top_k_pairs(layer_map[0], 10)

@@ -202,7 +202,13 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
     for name, figure in figures.items():
         outputs.figure(folder, name, figure)
     view = image_view(
-        maps, shown, **geometry, layers=layers, heads=chosen_heads, title=f"{label}: {folder.name}"
+        maps,
+        shown,
+        **geometry,
+        layers=layers,
+        heads=chosen_heads,
+        layer=detail if detail in layers else None,  # opens where the figures look
+        title=f"{label}: {folder.name}",
     )
     outputs.text(folder, "view.html", view.html)
     stats = {
