@@ -110,13 +110,13 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
     window = [maps[i][..., :n, :n] for i in range(len(maps))]
     figures = {
         "tokens.png": plot_token_heatmap(
-            window[detail], tokens[:n], title=f"layer {detail}, mean of heads{note}"
+            window[detail], tokens[:n], title=f"{label}: layer {detail}, mean of heads{note}"
         ),
         "heads.png": plot_head_grid(
-            window[detail], tokens[:n], heads=chosen_heads, title=f"layer {detail}, heads{note}"
+            window[detail], tokens[:n], heads=chosen_heads, title=f"{label}: layer {detail}, heads{note}"
         ),
         "layers.png": plot_layers(
-            window, layers=layers, tokens=tokens[:n], title=f"each layer, mean of heads{note}"
+            window, layers=layers, tokens=tokens[:n], title=f"{label}: each layer, mean of heads{note}"
         ),
     }
     for name, figure in figures.items():

@@ -183,20 +183,22 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
 
     figures = {
         "head.png": plot_head(
-            layer_map, head=chosen_heads[0], title=f"layer {detail}, head {chosen_heads[0]}"
+            layer_map, head=chosen_heads[0], title=f"{label}: layer {detail}, head {chosen_heads[0]}"
         ),
         "heads.png": (
-            plot_heads(layer_map, title=f"layer {detail}: every head and their mean")
+            plot_heads(layer_map, title=f"{label}: layer {detail}: every head and their mean")
             if len(chosen_heads) == heads
-            else plot_head_grid(layer_map, heads=chosen_heads, title=f"layer {detail}: heads {chosen_heads}")
+            else plot_head_grid(
+                layer_map, heads=chosen_heads, title=f"{label}: layer {detail}: heads {chosen_heads}"
+            )
         ),
         "grids.png": plot_grid_to_grid(
-            shown, layer_map, **geometry, title=f"layer {detail}: the centre patch"
+            shown, layer_map, **geometry, title=f"{label}: layer {detail}: the centre patch"
         ),
         "cls.png": plot_cls_attention(
-            shown, maps, layers=layers, **geometry, title="CLS attention, mean of heads"
+            shown, maps, layers=layers, **geometry, title=f"{label}: CLS attention, mean of heads"
         ),
-        "rollout.png": plot_rollout(shown, maps, **geometry, title="attention rollout of the CLS token"),
+        "rollout.png": plot_rollout(shown, maps, **geometry),  # its own title: model, layers, fusion, discard
         "distance.png": plot_attention_distance(maps, **geometry, patch_size=patch, layers=layers),
     }
     for name, figure in figures.items():
