@@ -165,9 +165,9 @@ class AttentionCapture:
         selected = self._selected = _select(found, self.layers, model_name)
         modules = sum(target.module is not None for target in found)
         builder = self._builder = MapsBuilder(model_name, modules, self.max_calls)
-        depths: dict[tuple, dict[str, int]] = {}
-        for index, target in enumerate(found):  # depth counts blocks of one role, selected or not
-            blocks = depths.setdefault((target.role,), {})
+        depths: dict[str | None, dict[str, int]] = {}  # role -> {block: depth}
+        for target in found:  # depth counts the blocks of one role, selected or not
+            blocks = depths.setdefault(target.role, {})
             blocks.setdefault(target.block, len(blocks))
         chosen = {id(target) for target in selected}
         for index, target in enumerate(found):
@@ -179,7 +179,7 @@ class AttentionCapture:
                 role=target.role,
                 kind=target.kind,
                 block=target.block,
-                depth=depths[(target.role,)][target.block],
+                depth=depths[target.role][target.block],
                 layout=target.layout,
                 adapter=target.adapter,
                 module=target.module is not None,
@@ -209,8 +209,12 @@ class AttentionCapture:
         """Put the capture back after suspend()."""
         self._attach()
 
+    def _foreign(self) -> bool:
+        """Whether the call reporting now runs in another thread than a threads="own" capture's."""
+        return self._thread is not None and threading.get_ident() != self._thread
+
     def _model_ran(self, module, args) -> None:
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._foreign():
             return
         self._model_runs += 1
 
@@ -231,12 +235,12 @@ class AttentionCapture:
     # -- the Recorder protocol (called from hooks and taps) ------------------------------
 
     def ran(self, target) -> None:
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._foreign():
             return
         self._builder.ran(self._handles[id(target)])
 
     def record(self, target, weights, layout=None) -> None:
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._foreign():
             return
         handle = self._handles[id(target)]
         weights = _as_map(weights)
@@ -252,7 +256,7 @@ class AttentionCapture:
         self._builder.record(handle, weights, layout)
 
     def missing(self, target, cause: str) -> None:
-        if self._thread is not None and threading.get_ident() != self._thread:
+        if self._foreign():
             return
         self._builder.missing(self._handles[id(target)], cause)
 

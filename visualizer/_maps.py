@@ -83,9 +83,6 @@ class MapsBuilder:
     def diagnose(self, text: str | None) -> None:
         self.maps._diagnosis = text
 
-    def runs(self, handle: int) -> int:
-        return self._layers[handle].runs
-
     def status(self, handle: int) -> tuple[int, int, list[str]]:
         """(runs, calls kept, causes of misses) of one layer."""
         layer = self._layers[handle]
