@@ -1,4 +1,14 @@
-"""Shared fixtures: a fresh, isolated get_local for each test."""
+"""Shared fixtures: a fresh, isolated get_local for each test.
+
+No model hub can be reached from CI, and huggingface_hub retries an unreachable hub for a long
+time: the whole suite runs with the hub kept out, set here before anything imports
+huggingface_hub (it reads the variable once, at import). Tests of the online paths unset it in
+subprocesses of their own.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 
