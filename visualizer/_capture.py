@@ -35,6 +35,7 @@ def capture_attention(
     max_calls: int | None = None,
     threads: str = "own",
     get_local=None,
+    lazy: bool | None = None,
 ) -> AttentionCapture:
     """Record every attention map ``model`` computes inside a ``with`` block.
 
@@ -60,6 +61,15 @@ def capture_attention(
         thread's calls (running the model in worker threads on purpose), in the order they end.
     get_local: the :class:`~visualizer._core.GetLocal` whose decorated functions count as
         attention and whose taps read timm's maps; the global ``visualizer.get_local`` by default.
+    lazy: how maps are obtained. A module whose kernel is ``scaled_dot_product_attention``
+        (transformers' ``sdpa``, timm's fused path, ``nn.MultiheadAttention``) can keep its own
+        kernel: the capture keeps what defines the map (queries, keys, masks, scale) and
+        rebuilds the map exactly when it is read, in linear memory (``maps.rows`` reads rows
+        without building the rest). ``None`` (default) rebuilds wherever that is exact and
+        computes the other maps eagerly; ``True`` requires it, and raises naming the modules
+        that cannot; ``False`` computes every map eagerly, as the module's unfused path does.
+        ``maps.info(key).rebuilt`` says which way each layer went, ``eager_reason`` why.
+        ``device``, ``dtype`` and ``keep_grad`` apply to what is kept (queries and keys).
 
     It also works as ``capture = capture_attention(model); maps = capture.start(); ...;
     capture.stop()``.
@@ -73,6 +83,7 @@ def capture_attention(
         max_calls=max_calls,
         threads=threads,
         get_local=get_local,
+        lazy=lazy,
     )
 
 
@@ -90,6 +101,7 @@ class AttentionCapture:
         max_calls=None,
         threads="own",
         get_local=None,
+        lazy=None,
     ) -> None:
         from visualizer._core import GetLocal
         from visualizer._core import get_local as global_get_local
@@ -121,6 +133,10 @@ class AttentionCapture:
             max_calls = positive_int(max_calls, "capture_attention(max_calls=...)")
         if not isinstance(keep_grad, bool):
             raise TypeError(f"capture_attention(): keep_grad must be True or False, not {keep_grad!r}")
+        if lazy not in (None, True, False) or (lazy is not None and not isinstance(lazy, bool)):
+            raise TypeError(f"capture_attention(): lazy must be None, True or False, not {lazy!r}")
+        self.lazy = lazy
+        self._dropout = 0.0  # the largest dropout a rebuilt call ran with
         if threads not in ("own", "all"):
             raise ValueError(f"capture_attention(): threads must be 'own' or 'all', not {threads!r}")
         self.threads = threads
@@ -163,6 +179,7 @@ class AttentionCapture:
                 "e.g. @get_local('attn') on its forward, and keep the map in that local variable."
             )
         selected = self._selected = _select(found, self.layers, model_name)
+        self._decide(selected, model_name)
         modules = sum(target.module is not None for target in found)
         builder = self._builder = MapsBuilder(model_name, modules, self.max_calls)
         depths: dict[str | None, dict[str, int]] = {}  # role -> {block: depth}
@@ -183,6 +200,8 @@ class AttentionCapture:
                 layout=target.layout,
                 adapter=target.adapter,
                 module=target.module is not None,
+                rebuilt=target.lazy,
+                eager_reason=None if target.lazy else self._eager_reason(target),
             )
             self._handles[id(target)] = builder.add(info)
         self.maps = builder.maps
@@ -194,6 +213,27 @@ class AttentionCapture:
         self._guarded = list(self.model.modules())
         guard(self, self._guarded)
         return self.maps
+
+    def _decide(self, selected: list, model_name: str) -> None:
+        """Which targets keep their kernel (lazy) and which compute their maps eagerly."""
+        for target in selected:
+            target.lazy = self.lazy is not False and target.rebuild is None
+        if self.lazy is True:
+            cannot = [target for target in selected if not target.lazy]
+            if cannot:
+                listed = "; ".join(f"{target.name}: {target.rebuild}" for target in cannot[:6])
+                more = f" and {len(cannot) - 6} more" if len(cannot) > 6 else ""
+                raise ValueError(
+                    f"capture_attention(lazy=True): {len(cannot)} selected attention module(s) of "
+                    f"{model_name} cannot be rebuilt from what their kernel receives ({listed}{more}). "
+                    "Use lazy=None to rebuild where exact and compute the others eagerly, or select "
+                    "other layers."
+                )
+
+    def _eager_reason(self, target) -> str:
+        if self.lazy is False:
+            return "capture_attention(lazy=False) computes every map eagerly"
+        return str(target.rebuild)
 
     def _attach(self) -> None:
         detachers = attach(self._selected, self, self.core)
@@ -243,6 +283,11 @@ class AttentionCapture:
         if self._foreign():
             return
         handle = self._handles[id(target)]
+        from visualizer._lazy import Recipe
+
+        if isinstance(weights, Recipe):
+            self._builder.record(handle, self._keep(weights), layout)
+            return
         weights = _as_map(weights)
         if isinstance(weights, str):
             self.missing(target, weights)
@@ -254,6 +299,26 @@ class AttentionCapture:
         if self.device is not None or self.dtype is not None:
             weights = weights.to(device=self.device, dtype=self.dtype)
         self._builder.record(handle, weights, layout)
+
+    def record_eager(self, target, weights, layout=None, reason: str = "") -> None:
+        """A lazy target's call that had to be computed eagerly (``reason`` says why)."""
+        if self._foreign():
+            return
+        self._builder.note_eager(self._handles[id(target)], reason)
+        self.record(target, weights, layout)
+
+    def _keep(self, recipe):
+        """What a Recipe keeps: its own copies of views into larger tensors, detached unless
+        keep_grad, on ``device`` and in ``dtype``."""
+        if not self.keep_grad:
+            recipe = recipe.detach()
+        elif not (recipe.query.requires_grad or recipe.key.requires_grad):
+            self._grad_lost = True
+        recipe = recipe.compact()
+        if self.device is not None or self.dtype is not None:
+            recipe = recipe.to(device=self.device, dtype=self.dtype)
+        self._dropout = max(self._dropout, recipe.dropout)
+        return recipe
 
     def missing(self, target, cause: str) -> None:
         if self._foreign():
@@ -308,6 +373,14 @@ class AttentionCapture:
         if partial:
             warnings.warn(
                 f"capture_attention: some calls of {_names(partial)} produced no weights. {_causes(partial)}",
+                CaptureWarning,
+                stacklevel=4,
+            )
+        if self._dropout > 0:
+            warnings.warn(
+                f"capture_attention: some rebuilt layers ran with attention dropout (p={self._dropout:g}, "
+                "the model is in training mode); their maps are the probabilities before dropout. Call "
+                "model.eval(), or capture with lazy=False for the maps after dropout.",
                 CaptureWarning,
                 stacklevel=4,
             )

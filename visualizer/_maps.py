@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from visualizer._lazy import BLOCK_ROWS, Recipe
 from visualizer._structure import LayerInfo, Layout, Tokens, Windows, require_tokens, window_positions
 
 __all__ = ["AttentionMaps", "MapsBuilder"]
@@ -31,7 +33,7 @@ __all__ = ["AttentionMaps", "MapsBuilder"]
 class _Layer:
     """What was captured from one attention module (or get_local function); owned by the builder."""
 
-    __slots__ = ("calls", "dropped", "info", "layouts", "misses", "runs")
+    __slots__ = ("calls", "dropped", "eager_reason", "info", "layouts", "misses", "runs")
 
     def __init__(self, info: LayerInfo) -> None:
         self.info = info  # calls=0 here; LayerInfo handed out carries the live count
@@ -40,10 +42,20 @@ class _Layer:
         self.runs = 0  # forward calls seen, with or without weights
         self.misses: list[str] = []  # why calls produced no weights
         self.dropped = 0  # oldest calls dropped by max_calls
+        self.eager_reason: str | None = info.eager_reason  # why a call was computed eagerly
 
     def public(self) -> LayerInfo:
         layout = self.layouts[-1] if self.layouts else self.info.layout
-        return dataclasses.replace(self.info, calls=len(self.calls), layout=layout)
+        rebuilt = bool(self.calls) and isinstance(self.calls[-1], Recipe)
+        if not self.calls:
+            rebuilt = self.info.rebuilt
+        return dataclasses.replace(
+            self.info,
+            calls=len(self.calls),
+            layout=layout,
+            rebuilt=rebuilt,
+            eager_reason=None if rebuilt else self.eager_reason,
+        )
 
 
 class MapsBuilder:
@@ -65,6 +77,7 @@ class MapsBuilder:
         self._layers[handle].runs += 1
 
     def record(self, handle: int, weights: Any, layout: Layout | None) -> None:
+        """One call: the map, or the :class:`~visualizer._lazy.Recipe` that rebuilds it."""
         layer = self._layers[handle]
         with self._lock:
             layer.calls.append(weights)
@@ -73,6 +86,10 @@ class MapsBuilder:
                 del layer.calls[0]
                 del layer.layouts[0]
                 layer.dropped += 1
+
+    def note_eager(self, handle: int, reason: str) -> None:
+        """The next call of a rebuilt layer is computed eagerly, for ``reason``."""
+        self._layers[handle].eager_reason = reason
 
     def missing(self, handle: int, cause: str) -> None:
         layer = self._layers[handle]
@@ -171,8 +188,59 @@ class AttentionMaps(Sequence):
         return [(layer.info.path, self._single(layer)) for layer in self._captured()]
 
     def calls(self, key: int | str) -> list:
-        """Every call's map of one layer, in order."""
-        return list(self._layer(key).calls)
+        """Every call's map of one layer, in order (rebuilt ones built now)."""
+        return [_value(call) for call in self._layer(key).calls]
+
+    def shape(self, key: int | str, call: int | None = None) -> tuple[int, ...]:
+        """The shape of one layer's map (of one call), without building it."""
+        value = self._raw(self._layer(key), call)
+        return value.shape if isinstance(value, Recipe) else tuple(value.shape)
+
+    def recipe(self, key: int | str, call: int | None = None) -> Recipe | None:
+        """What the map of a rebuilt layer is rebuilt from (queries, keys, masks, scale; see
+        :class:`~visualizer._lazy.Recipe`), or None where the map was captured eagerly."""
+        value = self._raw(self._layer(key), call)
+        return value if isinstance(value, Recipe) else None
+
+    def rows(self, key: int | str, queries: Any, heads: Any = None, call: int | None = None):
+        """Query rows of one layer's map, (batch, heads, len(queries), keys), without building
+        the rest of it where the map is rebuilt.
+
+        queries: an int, a slice, a list or a 1-D tensor of query positions; heads: the same
+        forms, or None for all heads; call: which call, for a layer that ran several times.
+        """
+        from visualizer._lazy import query_positions
+
+        value = self._raw(self._layer(key), call)
+        if isinstance(value, Recipe):
+            return value.rows(queries, heads)
+        if value.dim() != 4:  # pragma: no cover - the capture keeps 4-D maps
+            raise ValueError(f"rows() needs a (batch, heads, queries, keys) map, not {tuple(value.shape)}")
+        positions = query_positions(queries, value.shape[2], value.device)
+        value = value.index_select(2, positions)
+        if heads is not None:
+            value = value.index_select(1, query_positions(heads, value.shape[1], value.device, "head"))
+        return value
+
+    def row_blocks(self, key: int | str, size: int = BLOCK_ROWS, heads: Any = None, call: int | None = None):
+        """``(first row, rows)`` for consecutive blocks of ``size`` query rows of one layer's map,
+        each (batch, heads, rows, keys): a rebuilt map is never held whole."""
+        from visualizer._validate import positive_int
+
+        size = positive_int(size, "row_blocks(size=...)")
+        queries = self.shape(key, call)[2]
+        for start in range(0, queries, size):
+            yield start, self.rows(key, slice(start, min(start + size, queries)), heads, call)
+
+    def kept_bytes(self) -> int:
+        """Bytes of every tensor the maps keep (maps, or queries, keys and masks), each storage once."""
+        seen: dict[tuple, int] = {}
+        for layer in self._layers:
+            for value in layer.calls:
+                for tensor in value.tensors() if isinstance(value, Recipe) else [value]:
+                    storage = tensor.untyped_storage()
+                    seen[(storage.data_ptr(), tensor.device)] = storage.nbytes()
+        return sum(seen.values())
 
     def at(self, index: int, call: int | None = None):
         """The map of the attention module at model-order ``index`` among all attention modules
@@ -220,7 +288,7 @@ class AttentionMaps(Sequence):
             layer = captured[position]
             if value is layer.info.path or (isinstance(value, str) and value == layer.info.path):
                 return position
-            if any(value is call for call in layer.calls):
+            if any(value is call or value is _built(call) for call in layer.calls):
                 return position
         raise ValueError(f"{type(value).__name__} is not a captured map nor a captured layer's path")
 
@@ -319,12 +387,14 @@ class AttentionMaps(Sequence):
         lines = [f"<AttentionMaps of {self._model_name}: {len(captured)} layers"]
         for position, layer in enumerate(captured):
             info = layer.info
-            shape = tuple(layer.calls[-1].shape)
+            last = layer.calls[-1]
+            shape = last.shape if isinstance(last, Recipe) else tuple(last.shape)
             calls = f" x {len(layer.calls)} calls" if len(layer.calls) > 1 else ""
+            how = ", rebuilt" if isinstance(last, Recipe) else ""
             name = info.path or "'' (the model itself)"
             role = f"{info.role} " if info.role else ""
             layout = "" if isinstance(layer.layouts[-1], Tokens) else f", {layer.layouts[-1].name}"
-            lines.append(f"  [{position}] {name}: {role}{info.kind}-attention {shape}{layout}{calls}")
+            lines.append(f"  [{position}] {name}: {role}{info.kind}-attention {shape}{layout}{how}{calls}")
         return "\n".join(lines) + ">"
 
     # -- internals ---------------------------------------------------------------------------
@@ -363,6 +433,14 @@ class AttentionMaps(Sequence):
 
     def _call(self, layer: _Layer, call: Any):
         self._check_call(layer, call)
+        return _value(layer.calls[call])
+
+    def _raw(self, layer: _Layer, call: int | None):
+        """The kept value of one call (a map or a Recipe); None asks for the only call."""
+        if call is None:
+            self._single(layer, build=False)
+            return layer.calls[0]
+        self._check_call(layer, call)
         return layer.calls[call]
 
     def _unknown(self, what: str) -> str:
@@ -383,7 +461,7 @@ class AttentionMaps(Sequence):
         )
         return f"{path!r} did not run while capture was on.{why}"
 
-    def _single(self, layer: _Layer):
+    def _single(self, layer: _Layer, build: bool = True):
         if len(layer.calls) > 1:
             path = layer.info.path
             raise ValueError(
@@ -391,7 +469,7 @@ class AttentionMaps(Sequence):
                 f"maps[{path!r}, -1] for the last, maps.calls({path!r}) for all of them, "
                 "or maps.stack(call=i) / maps.structured(call=i) for call i of every layer."
             )
-        return layer.calls[0]
+        return _value(layer.calls[0]) if build else layer.calls[0]
 
     def _maps(self, call: int | None) -> list:
         captured = self._captured()
@@ -400,6 +478,29 @@ class AttentionMaps(Sequence):
         if call is None:
             return [self._single(layer) for layer in captured]
         return [self._call(layer, call) for layer in captured]
+
+
+def _value(kept):
+    """A kept call as its map: a Recipe is rebuilt now, unless the map built last time is still
+    held somewhere (then that one, so that ``maps[0] is maps[0]`` while you keep it)."""
+    if not isinstance(kept, Recipe):
+        return kept
+    ref = _BUILT.get(kept)
+    built = ref() if ref is not None else None
+    if built is None:
+        built = kept.full()
+        _BUILT[kept] = weakref.ref(built)
+    return built
+
+
+def _built(kept):
+    """The map last built from ``kept`` if it is still alive, else None."""
+    ref = _BUILT.get(kept) if isinstance(kept, Recipe) else None
+    return ref() if ref is not None else None
+
+
+#: Recipe -> weak reference to the map last built from it (nothing keeps a built map alive).
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _scatter_windows(weights, layout: Windows, path: str):

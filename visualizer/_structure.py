@@ -170,6 +170,10 @@ class LayerInfo:
     adapter: which adapter captured it (``"transformers"``, ``"timm"``, ``"torch"``, ``"get_local"``).
     calls: how many calls are kept.
     module: False for a get_local function recorded wherever it runs.
+    rebuilt: True where the module kept its own kernel and the map is rebuilt on demand from
+        the queries, keys and masks it received; False where the map was computed eagerly and
+        kept (for a layer whose calls went both ways, that of the last call).
+    eager_reason: why the map was not rebuilt (None where it was).
     """
 
     path: str
@@ -182,6 +186,8 @@ class LayerInfo:
     adapter: str
     calls: int = 0
     module: bool = True
+    rebuilt: bool = False
+    eager_reason: str | None = None
 
 
 def require_tokens(layout: Layout, what: str) -> None:

@@ -79,8 +79,12 @@ def test_vision_models_match_eager_output_attentions(family):
 
 
 def test_a_model_that_cannot_switch_to_eager_raises_with_the_fix(tiny_bert, padded_batch, monkeypatch):
+    """Eager capture (lazy=False) switches the model to eager; rebuilt capture needs no switch."""
     ids, mask = padded_batch
     monkeypatch.setattr(type(tiny_bert), "set_attn_implementation", lambda self, implementation: None)
+    with torch.no_grad(), capture_attention(tiny_bert) as maps:
+        tiny_bert(ids, attention_mask=mask)
+    assert len(maps) == 2 and all(info.rebuilt for info in maps.infos)
     with pytest.raises(CaptureError, match=r"nothing was captured.*'sdpa'.*attn_implementation='eager'"):
-        with torch.no_grad(), capture_attention(tiny_bert):
+        with torch.no_grad(), capture_attention(tiny_bert, lazy=False):
             tiny_bert(ids, attention_mask=mask)

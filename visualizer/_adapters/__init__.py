@@ -13,7 +13,10 @@ its own module of this package and listed in :data:`REGISTRY`, most specific fir
   and layout the framework declares and a typed payload of the adapter's own; and the
   attention modules it knows but cannot record, each a :class:`Refusal` saying why;
 - ``attach(targets, recorder, core) -> detach``: make those modules produce weights and
-  send them to ``recorder`` (:class:`Recorder`); ``detach()`` undoes every change.
+  send them to ``recorder`` (:class:`Recorder`); ``detach()`` undoes every change. A target
+  whose ``lazy`` the capture set keeps its own kernel and sends a
+  :class:`~visualizer._lazy.Recipe` instead of the weights; ``find`` says in each target's
+  ``rebuild`` whether that is exact for it (None) or why not.
 
 ``core`` is the :class:`~visualizer._core.GetLocal` the capture uses.
 """
@@ -65,6 +68,12 @@ class Target(Generic[P]):
     block: str | None = None  # None: the module itself
     layout: Layout = TOKENS
     payload: P = None  # type: ignore[assignment]
+    #: Why this module's map cannot be rebuilt from what its kernel receives (see
+    #: ``visualizer._lazy``); None where it can. Set by the adapter in ``find``.
+    rebuild: str | None = "its adapter records the map as the module computes it"
+    #: Set by the capture before ``attach``: record what defines the map (a Recipe), leaving
+    #: the module's own kernel on, instead of the map itself.
+    lazy: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("self", "cross"):
@@ -96,7 +105,8 @@ class Recorder(Protocol):
 
     def record(self, target: Target, weights: Any, layout: Layout | None = None) -> None:
         """Attention weights of one call, shaped as ``layout`` (the target's own when None) says:
-        (batch, heads, queries, keys) for tokens, or (heads, queries, keys) for one sequence."""
+        (batch, heads, queries, keys) for tokens, or (heads, queries, keys) for one sequence;
+        or, for a lazy target, the :class:`~visualizer._lazy.Recipe` that rebuilds them."""
 
     def missing(self, target: Target, cause: str) -> None:
         """A call produced no weights; ``cause`` says why and how to fix it."""

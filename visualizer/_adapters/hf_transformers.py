@@ -1,7 +1,10 @@
 """Hugging Face transformers models (BERT, ViT, DINOv2, and any model that declares its attentions).
 
 transformers 5.x defaults to ``sdpa``, which computes no weights: ``output_attentions=True``
-then returns an empty tuple. Every model declares which modules produce its attention
+then returns an empty tuple. A model running ``sdpa`` keeps it: each attention module's
+kernel call is watched (``_sdpa``) and its queries, keys, mask and scale kept, as transformers
+built them for sdpa, to rebuild the map on demand. Otherwise (``lazy=False``, or another
+implementation): Every model declares which modules produce its attention
 weights, and at which output position, in ``_can_record_outputs`` (the same table its
 own ``output_attentions`` uses). During capture the model is switched to ``eager`` with
 its own ``set_attn_implementation``, those modules' outputs are read by forward hooks,
@@ -12,9 +15,12 @@ built by the model for the implementation in use, so eager masks it correctly.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import re
 from typing import Any
 
-from visualizer._adapters import Refusal, Target, block_of
+from visualizer._adapters import Refusal, Target, _sdpa, block_of
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
 from visualizer._adapters._switches import hold
@@ -67,11 +73,11 @@ class TransformersAdapter:
         for path, m, kind, index in found:
             payload = Payload(index, module, windowed=is_window_layer(m))
             block = path if payload.windowed else _block(path, everything, module)
-            targets.append(
-                Target(
-                    path, m, self.name, kind=kind, role=_role_of(path, roles), block=block, payload=payload
-                )
+            target = Target(
+                path, m, self.name, kind=kind, role=_role_of(path, roles), block=block, payload=payload
             )
+            target.rebuild = _rebuild(module, m, payload)
+            targets.append(target)
         return targets
 
     def attach(self, targets, recorder, core):
@@ -130,6 +136,45 @@ def _fallback(adapter, module, name, available, claimed, everything, roles) -> l
             )
         )
     return targets
+
+
+def _rebuild(model, module, payload: Payload) -> str | None:
+    """None where the module's map can be rebuilt from its sdpa kernel call; else why not."""
+    if payload.windowed:
+        return "window layers are recorded as they compute their maps"
+    single = _one_kernel_call(type(module))
+    if single is not None:
+        return single
+    config = getattr(module, "config", None) or model.config
+    implementation = getattr(config, "_attn_implementation", None) or model.config._attn_implementation
+    if implementation != "sdpa":
+        return (
+            f"the model runs attention implementation {implementation!r}, not 'sdpa', so its map is computed "
+            "eagerly (load it with attn_implementation='sdpa' to keep the fused kernel)"
+        )
+    return None
+
+
+_INTERFACE = re.compile(r"(\w+)\s*(?::[^=\n]+)?=\s*ALL_ATTENTION_FUNCTIONS\.get_interface\(")
+
+
+@functools.cache
+def _one_kernel_call(cls) -> str | None:
+    """None where ``cls.forward`` calls the attention function it takes from transformers'
+    ``ALL_ATTENTION_FUNCTIONS`` exactly once (so one kernel call defines its map), read from its
+    source as transformers itself decides whether a model can switch implementations; else why not."""
+    name = cls.__qualname__
+    try:
+        source = inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return f"the source of {name}.forward cannot be read, so its kernel calls are not known"
+    found = _INTERFACE.search(source)
+    if found is None:
+        return f"{name}.forward does not take its attention function from ALL_ATTENTION_FUNCTIONS"
+    calls = len(re.findall(rf"\b{re.escape(found.group(1))}\(", source))
+    if calls != 1:
+        return f"{name}.forward calls its attention function {calls} times (its map is not one softmax)"
+    return None
 
 
 def _has_attention_classes(module) -> bool:
@@ -236,10 +281,12 @@ def attach(targets, recorder):
     from transformers import PreTrainedModel
 
     models = list({id(target.payload.model): target.payload.model for target in targets}.values())
-    saved = _implementations(models, PreTrainedModel)
+    eager_models = [m for m in models if any(t.payload.model is m and not t.lazy for t in targets)]
+    saved = _implementations(eager_models, PreTrainedModel)
     closers: list = []
+    rebuilt: dict[int, Any] = {}  # id(target) -> the Recipe of its running call
     try:
-        for model in models:
+        for model in eager_models:
             if model.config._attn_implementation != "eager":
                 model.set_attn_implementation("eager")
         roots = _roots(models)
@@ -247,8 +294,11 @@ def attach(targets, recorder):
         table = [target for target in targets if isinstance(target.payload, Payload)]
         for target in table:
             pre = target.module.register_forward_pre_hook(lambda m, a, t=target: recorder.ran(t))
-            post = target.module.register_forward_hook(_hook(target, recorder, windows))
-            closers.extend((pre.remove, post.remove))
+            closers.append(pre.remove)
+            if target.lazy:  # before the output hook, which then knows whether a recipe came
+                closers.append(_sdpa.watch(target, target.module, _kernel_calls(rebuilt)))
+            post = target.module.register_forward_hook(_hook(target, recorder, windows, rebuilt))
+            closers.append(post.remove)
         for model in models:
             mine = [t for t in targets if isinstance(t.payload, FallbackPayload) and t.payload.model is model]
             if mine:
@@ -300,12 +350,44 @@ def _detach(closers, saved) -> None:
         release()
 
 
-def _hook(target, recorder, windows):
+def _kernel_calls(rebuilt: dict):
+    """The watcher's report: the Recipe of a call that made exactly one kernel call."""
+
+    def done(target, calls) -> None:
+        module = target.module
+        heads = getattr(module, "num_heads", None) or getattr(
+            getattr(module, "config", None), "num_attention_heads", None
+        )
+        groups = getattr(module, "num_key_value_groups", 1)
+        groups = groups if isinstance(groups, int) and groups > 0 else 1
+        rebuilt[id(target)] = (
+            _sdpa.recipe(calls[0], heads=heads if isinstance(heads, int) else None, groups=groups)
+            if len(calls) == 1
+            else len(calls)
+        )
+
+    return done
+
+
+def _hook(target, recorder, windows, rebuilt):
     index = target.payload.index
     windowed = target.payload.windowed
 
     def after(module, args, output):
         layout = windows.current() if windows is not None else None
+        if target.lazy:
+            kept = rebuilt.pop(id(target), 0)
+            if not isinstance(kept, int):
+                recorder.record(target, kept, layout)
+                return
+            weights = (
+                output[index] if isinstance(output, tuple) and -len(output) <= index < len(output) else None
+            )
+            if weights is not None:  # the model was switched to eager after all (a nested model)
+                recorder.record_eager(target, weights, layout, "its model ran eagerly")
+            else:
+                recorder.missing(target, _no_kernel_call(module, kept))
+            return
         if windowed:
             weights = _window_weights(output, layout)
         else:
@@ -329,6 +411,14 @@ def _window_weights(output, layout):
         if getattr(value, "dim", None) is not None and value.dim() == 4 and tuple(value.shape[-2:]) == (n, n):
             return value
     return None
+
+
+def _no_kernel_call(module, calls: int) -> str:
+    what = "made no call to" if calls == 0 else f"made {calls} calls to"
+    return (
+        f"{type(module).__name__} {what} torch.nn.functional.scaled_dot_product_attention in one forward, so "
+        "its map cannot be rebuilt from the kernel's inputs. Fix: capture_attention(model, lazy=False)."
+    )
 
 
 def _cause(module) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from visualizer._adapters import Refusal, Target, block_of
+from visualizer._adapters import Refusal, Target, _sdpa, block_of
 from visualizer._adapters._switches import hold
 from visualizer._adapters._timm_inventory import Plan, plan_for
 from visualizer._adapters._timm_windows import Placement, place
@@ -74,7 +74,12 @@ class TimmAdapter:
                     continue
                 function = _function(type(module), GENERIC)
                 if function is not None:
-                    found.append(_target(self.name, name, module, everything, Payload(function, GENERIC)))
+                    target = _target(self.name, name, module, everything, Payload(function, GENERIC))
+                    target.rebuild = (
+                        f"{type(module).__qualname__} is not a timm class, so what its fused path "
+                        "computes is not known; its map is computed on its unfused path"
+                    )
+                    found.append(target)
                 continue
             if isinstance(entry, str):
                 found.append(Refusal(name, module, self.name, entry))
@@ -106,14 +111,21 @@ class TimmAdapter:
         windows = Windows(layouts, _cause, core)
         switched: list = []
         handles: list = []
+        eager = [target for target in targets if not target.lazy]
         try:
-            for function, variable in {(t.payload.function, t.payload.plan.variable): None for t in targets}:
+            for function, variable in {(t.payload.function, t.payload.plan.variable): None for t in eager}:
                 windows.tap(function, variable)
             for target in targets:
                 payload = target.payload
-                windows.watch(target, (payload.function,))
                 if payload.placement is not None:
                     handles.append(layouts.follow(target, payload.placement))
+                if target.lazy:  # its fused kernel stays on; the kernel call is watched
+                    handles.append(
+                        _Unwatch(target.module.register_forward_pre_hook(layouts.ran_hook(target)))
+                    )
+                    handles.append(_Unwatch(_sdpa.watch(target, target.module, layouts.kernel_calls)))
+                    continue
+                windows.watch(target, (payload.function,))
                 if payload.plan.switch and isinstance(getattr(target.module, "fused_attn", None), bool):
                     # Held until the last capture open on the module ends (captures may overlap).
                     switched.append(hold(target.module, "fused_attn"))
@@ -133,7 +145,7 @@ def _target(adapter: str, name: str, module, everything: dict, payload: Payload)
         layout = _static_windows(placement)
     else:
         layout = CHANNELS if plan.layout == "channels" else TOKENS
-    return Target(
+    target = Target(
         name,
         module,
         adapter,
@@ -142,6 +154,34 @@ def _target(adapter: str, name: str, module, everything: dict, payload: Payload)
         layout=layout,
         payload=payload,
     )
+    target.rebuild = _rebuild(module, plan)
+    return target
+
+
+def _rebuild(module, plan: Plan) -> str | None:
+    """None where the module's fused path is one scaled_dot_product_attention call whose inputs
+    define the map; else why the map is computed eagerly."""
+    name = type(module).__qualname__
+    if plan.derive is not None or plan.shape is not None or plan.variable != "attn" or not plan.switch:
+        return f"{name}'s map is not one softmax of its queries and keys"
+    if plan.layout == "channels":
+        return f"{name} attends across channels"
+    if getattr(module, "fused_attn", None) is not True:
+        return f"{name}.fused_attn is off, so the module computes its map itself"
+    return None
+
+
+class _Unwatch:
+    """A handle-like wrapper: ``remove()`` calls the function."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def remove(self) -> None:
+        remove = getattr(self.function, "remove", None)
+        (remove or self.function)()
 
 
 def _static_windows(placement: Placement) -> WindowsLayout:
@@ -175,6 +215,22 @@ class _Layouts:
 
     def ran(self, target) -> None:
         self.recorder.ran(target)
+
+    def ran_hook(self, target):
+        return lambda module, args: self.recorder.ran(target)
+
+    def kernel_calls(self, target, calls) -> None:
+        """A lazy target's forward ended: one kernel call gives its Recipe."""
+        if len(calls) == 1:
+            self.recorder.record(target, _sdpa.recipe(calls[0]), self.current.get(id(target)))
+            return
+        what = "made no call to" if not calls else f"made {len(calls)} calls to"
+        self.recorder.missing(
+            target,
+            f"{type(target.module).__qualname__} {what} torch.nn.functional.scaled_dot_product_attention "
+            "in one forward, so its map cannot be rebuilt from the kernel's inputs. Fix: "
+            "capture_attention(model, lazy=False).",
+        )
 
     def record(self, target, weights, layout=None) -> None:
         shape = target.payload.plan.shape

@@ -7,6 +7,12 @@ module gets a forward pre-hook that asks for per-head weights
 (``need_weights=True, average_attn_weights=False``) and a forward hook that records them
 and hands the caller exactly what it asked for (``None``, or the head average).
 
+With the capture's ``lazy`` (the default where exact), the module runs exactly as called,
+its fused kernel and fast paths included: the pre-hook projects the queries and keys itself
+with the module's own input projection and keeps them with the masks it was given, from
+which the map is rebuilt on demand; a call whose inputs are nested tensors, or a module
+with ``add_bias_kv`` or ``add_zero_attn``, is computed eagerly as below.
+
 A layer whose modules have forward hooks never takes the fused layer fast path (torch
 checks for hooks), so its attention runs as a module call; outputs then differ from the
 fused path by float rounding (about 1e-6). ``nn.TransformerEncoder`` still packs a padded
@@ -57,7 +63,9 @@ class TorchAdapter:
                 block = name.rsplit(".", 1)[0] if "." in name else ""
             else:
                 block = block_of(name, everything)
-            targets.append(Target(name, module, ADAPTER_NAME, kind=kind, role=role, block=block))
+            target = Target(name, module, ADAPTER_NAME, kind=kind, role=role, block=block)
+            target.rebuild = _rebuild(module)
+            targets.append(target)
         return targets
 
     def attach(self, targets, recorder, core):
@@ -156,7 +164,14 @@ class _Shared:
         stack = getattr(self.asked, "stack", None)
         if stack is None:
             stack = self.asked.stack = []
-        stack.append((kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True), listeners))
+        recipe: object = None
+        if all(target.lazy for target, _ in listeners):
+            recipe = _recipe(module, args, kwargs)
+        stack.append(
+            (kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True), listeners, recipe)
+        )
+        if recipe is not None and not isinstance(recipe, str):
+            return None  # the module runs as called, its own kernel and fast paths included
         kwargs["need_weights"] = True
         kwargs["average_attn_weights"] = False
         return args, kwargs
@@ -165,11 +180,21 @@ class _Shared:
         stack = getattr(self.asked, "stack", None)
         if not stack:
             return None
-        need_weights, average, listeners = stack.pop()
+        need_weights, average, listeners, recipe = stack.pop()
         if output is None:  # forward raised
+            return None
+        if recipe is not None and not isinstance(recipe, str):
+            for target, recorder in listeners:
+                recorder.record(target, recipe)
             return None
         out, weights = output
         for target, recorder in listeners:
+            if target.lazy and weights is not None:
+                reason = (
+                    recipe if isinstance(recipe, str) else "another capture open on it needs eager weights"
+                )
+                recorder.record_eager(target, weights, None, reason)
+                continue
             if weights is None:
                 recorder.missing(
                     target, f"{target.name} returned no weights although need_weights=True was passed"
@@ -183,6 +208,62 @@ class _Shared:
         if average:
             return out, weights.mean(dim=-3)
         return out, weights
+
+
+def _rebuild(module) -> str | None:
+    """None where the map follows from the module's projections and masks alone; else why not."""
+    if module.bias_k is not None or module.add_zero_attn:
+        return "its learned key bias (add_bias_kv) or zero attention (add_zero_attn) joins the keys"
+    return None
+
+
+def _recipe(module, args, kwargs):
+    """The Recipe of one call, from the module's own input projection of its inputs and the masks
+    it was given (as ``multi_head_attention_forward`` merges them); a str where this call needs
+    eager weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from visualizer._lazy import Recipe
+
+    named = dict(zip(_POSITIONAL, args))
+    query = named.get("query", kwargs.get("query"))
+    key = named.get("key", kwargs.get("key"))
+    if not isinstance(query, torch.Tensor) or not isinstance(key, torch.Tensor):
+        return "its query or key is not a tensor"
+    if query.is_nested or key.is_nested:
+        return "nn.TransformerEncoder packed the padded batch into a nested tensor"
+    attn_mask = named.get("attn_mask", kwargs.get("attn_mask"))
+    padding = named.get("key_padding_mask", kwargs.get("key_padding_mask"))
+    unbatched = query.dim() == 2
+    if unbatched:
+        query, key = query.unsqueeze(1), key.unsqueeze(1)  # (tokens, 1, embed)
+        padding = padding.unsqueeze(0) if padding is not None else None
+    if module.batch_first and not unbatched:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    # (tokens, batch, embed) from here, as multi_head_attention_forward computes
+    embed, heads = module.embed_dim, module.num_heads
+    if module._qkv_same_embed_dim:
+        w_q, w_k = module.in_proj_weight[:embed], module.in_proj_weight[embed : 2 * embed]
+    else:
+        w_q, w_k = module.q_proj_weight, module.k_proj_weight
+    bias = module.in_proj_bias
+    b_q, b_k = (None, None) if bias is None else (bias[:embed], bias[embed : 2 * embed])
+    q = F.linear(query, w_q, b_q)
+    k = F.linear(key, w_k, b_k)
+    batch = q.shape[1]
+    q = q.reshape(q.shape[0], batch, heads, -1).permute(1, 2, 0, 3)  # (batch, heads, tokens, head dim)
+    k = k.reshape(k.shape[0], batch, heads, -1).permute(1, 2, 0, 3)
+    masks = []
+    if attn_mask is not None:
+        if attn_mask.dim() == 3:  # (batch x heads, queries, keys)
+            attn_mask = attn_mask.reshape(batch, heads, *attn_mask.shape[-2:])
+        masks.append(~attn_mask if attn_mask.dtype == torch.bool else attn_mask)
+    if padding is not None:
+        padding = padding.reshape(batch, 1, 1, -1)
+        masks.append(~padding if padding.dtype == torch.bool else padding)
+    dropout = module.dropout if module.training else 0.0
+    return Recipe(q, k, tuple(masks), dropout=dropout)
 
 
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Shared
