@@ -31,7 +31,7 @@ from visualizer._errors import (
 from visualizer._maps import AttentionMaps
 from visualizer._structure import CHANNELS, TOKENS, Channels, LayerInfo, Tokens, Windows
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "CHANNELS",
