@@ -156,14 +156,15 @@ class Recipe:
             return self._scores_softmax(positions, head_index, 0, n_keys, inplace=False).to(self.dtype)
         count = len(positions)
         out_heads = n_heads if head_index is None else len(head_index)
-        out = torch.zeros((batch, out_heads, count, n_keys), dtype=self.dtype, device=self.query.device)
+        out = torch.empty((batch, out_heads, count, n_keys), dtype=self.dtype, device=self.query.device)
         for start in range(0, count, BLOCK_ROWS):
             block = positions[start : start + BLOCK_ROWS]
+            rows = out[:, :, start : start + len(block)]
             low, high = self._key_range(block, head_index)
             if high > low:
-                out[:, :, start : start + len(block), low:high] = self._scores_softmax(
-                    block, head_index, low, high, inplace=True
-                )
+                rows[..., low:high] = self._scores_softmax(block, head_index, low, high, inplace=True)
+            rows[..., :low] = 0  # keys no row of the block can see
+            rows[..., max(low, high) :] = 0
         return out
 
     def blocks(self, size: int = BLOCK_ROWS, heads: Any = None) -> Iterator[tuple[int, Any]]:
@@ -208,24 +209,31 @@ class Recipe:
         return low, max(low, high)
 
     def _scores_softmax(self, positions, head_index, low: int, high: int, *, inplace: bool):
+        """Softmax rows ``positions`` over keys [low, high); ``inplace`` reuses the scores' memory
+        (no autograd graph then)."""
         import torch
 
         dtype = self._compute_dtype
-        query = self.query.index_select(2, positions)
-        key = self.key[:, :, low:high]
+        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.query.shape[-1])
+        first, count = int(positions[0]), positions.numel()
+        contiguous = int(positions[-1]) - first + 1 == count and bool((positions.diff() == 1).all())
+        query = (
+            self.query[:, :, first : first + count] if contiguous else self.query.index_select(2, positions)
+        )
+        key = self.key[:, :, low:high].to(dtype)
         groups = self.query.shape[1] // self.key.shape[1]
+        batch = query.shape[0]
         if head_index is not None:
             query = query.index_select(1, head_index)
             key = key.index_select(1, torch.div(head_index, groups, rounding_mode="floor"))
-        elif groups > 1:
-            key = key.repeat_interleave(groups, dim=1)
-        scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.query.shape[-1])
-        scores = torch.matmul(query.to(dtype), key.to(dtype).transpose(-2, -1))
-        scores = scores.mul_(scale) if inplace else scores * scale
+            scores = torch.matmul(query.to(dtype) * scale, key.transpose(-2, -1))
+        elif groups > 1:  # each key head serves `groups` query heads: no repeated keys
+            heads = query.shape[1]
+            folded = (query.to(dtype) * scale).reshape(batch, heads // groups, groups * count, -1)
+            scores = torch.matmul(folded, key.transpose(-2, -1)).reshape(batch, heads, count, high - low)
+        else:
+            scores = torch.matmul(query.to(dtype) * scale, key.transpose(-2, -1))
         keep = None
-        if self.causal:
-            columns = torch.arange(low, high, device=scores.device)
-            keep = positions[:, None] >= columns[None, :]
         for mask in self.masks:
             block = _mask_rows(mask, positions, head_index)[..., low:high]
             if block.dtype == torch.bool:
@@ -233,12 +241,26 @@ class Recipe:
             else:
                 block = block.to(dtype)
                 scores = scores.add_(block) if inplace and _fits(block, scores) else scores + block
+        if self.causal:  # only the keys after the block's first row can be hidden from some row
+            start = max(low, int(positions.min()) + 1)
+            if start < high:
+                columns = torch.arange(start, high, device=scores.device)
+                hidden = positions[:, None] < columns[None, :]
+                if inplace:
+                    scores[..., start - low :].masked_fill_(hidden, -math.inf)
+                else:
+                    pad = torch.zeros((count, start - low), dtype=torch.bool, device=scores.device)
+                    scores = scores.masked_fill(torch.cat([pad, hidden], dim=1), -math.inf)
         if keep is not None:
-            hidden = ~keep
             scores = (
-                scores.masked_fill_(hidden, -math.inf) if inplace else scores.masked_fill(hidden, -math.inf)
+                scores.masked_fill_(~keep, -math.inf) if inplace else scores.masked_fill(~keep, -math.inf)
             )
-        return _safe_softmax(scores, inplace)
+        if inplace:
+            torch.softmax(scores, dim=-1, out=scores)
+            if self.masks:  # a row every mask hides is NaN here: zero, as the kernels give
+                scores.nan_to_num_(nan=0.0)
+            return scores
+        return _safe_softmax(scores)
 
 
 def query_positions(index: Any, size: int, device, what: str = "query row"):
@@ -315,16 +337,12 @@ def _fits(block, scores) -> bool:
     return all(b in (1, s) for b, s in zip(block.shape, scores.shape, strict=True))
 
 
-def _safe_softmax(scores, inplace: bool):
-    """Softmax over the last dimension; a row with every score -inf comes out zero."""
+def _safe_softmax(scores):
+    """Softmax over the last dimension, differentiable; a row with every score -inf comes out zero."""
     import torch
 
-    top = scores.amax(dim=-1, keepdim=True)
+    top = scores.amax(dim=-1, keepdim=True).detach()
     top = torch.where(torch.isinf(top) & (top < 0), torch.zeros_like(top), top)
-    if inplace:
-        weights = scores.sub_(top).exp_()
-        total = weights.sum(dim=-1, keepdim=True)
-        return weights.div_(torch.where(total == 0, torch.ones_like(total), total))
     weights = (scores - top).exp()
     total = weights.sum(dim=-1, keepdim=True)
     return weights / torch.where(total == 0, torch.ones_like(total), total)
