@@ -31,6 +31,7 @@ import numpy as np
 from visualizer import _blockwise
 from visualizer._arrays import (
     as_array,
+    check_layer_shapes,
     layer_infos,
     layer_maps,
     patch_grid,
@@ -436,13 +437,7 @@ class _LayersOneByOne:
             split_layers(maps, what)  # its message for an empty capture
         self.maps, self.what = maps, what
         self.shapes = [_blockwise.layer_shape(maps, i, None) for i in range(len(maps))]
-        first = self.shapes[0]
-        for i, shape in enumerate(self.shapes):
-            if (shape[0], shape[-2], shape[-1]) != (first[0], first[-2], first[-1]):
-                raise ValueError(
-                    f"{what}: layer {i} has shape {shape} but layer 0 has {first}; batch size, "
-                    "queries and keys must agree across layers"
-                )
+        check_layer_shapes(self.shapes, list(range(len(maps))), what)
 
     def __getitem__(self, i: int) -> np.ndarray:
         attn = _blockwise.whole_layer(self.maps, i, f"{self.what}[{i}]")

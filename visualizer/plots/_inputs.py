@@ -20,8 +20,10 @@ import numpy as np
 from visualizer._arrays import (
     as_array,
     as_rgb_uint8,
+    check_layer_shapes,
     layer_infos,
     layer_label,
+    layer_map,
     layer_maps,
     require_token_layers,
     split_layers,
@@ -238,8 +240,13 @@ def layer_selection(
     items = split_layers(maps, what)
     chosen = indices(layers, len(items), f"{what}: layers", "layer")
     require_token_layers(infos, chosen, what)
-    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
     labels = [layer_label(None if infos is None else infos[i], i) for i in chosen]
+    if infos is not None and batch is not None:
+        # One layer built at a time, and only the batch item kept of it.
+        check_layer_shapes([items[i].shape for i in chosen], chosen, what)
+        selected = [pick_batch(layer_map(items[i], f"{what}[{i}]"), batch, True, what).copy() for i in chosen]
+        return chosen, selected, labels
+    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
     if batch is None:
         return chosen, selected, labels
     return chosen, [pick_batch(layer, batch, True, what) for layer in selected], labels
