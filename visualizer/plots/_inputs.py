@@ -34,6 +34,7 @@ __all__ = [
     "AXES",
     "SCALES",
     "check_axes",
+    "layer_choice",
     "color_norm",
     "draw_matrix",
     "figure_for",
@@ -224,6 +225,19 @@ def single_map(attn, batch: int, head, what: str) -> np.ndarray:
     if head is None:
         return heads.mean(axis=0)
     return heads[index(head, heads.shape[0], f"{what}: head", "head")]
+
+
+def layer_choice(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[str]]:
+    """Selected layer positions and captions of an ``AttentionMaps``, checked as by
+    :func:`layer_selection` but with nothing built: for plots that read rows (``maps.rows``)."""
+    infos = layer_infos(maps)
+    items = split_layers(maps, what)
+    chosen = indices(layers, len(items), f"{what}: layers", "layer")
+    require_token_layers(infos, chosen, what)
+    check_layer_shapes([items[i].shape for i in chosen], chosen, what)
+    if batch is not None:
+        index(batch, items[chosen[0]].shape[0], f"{what}: batch", "batch item")
+    return chosen, [layer_label(infos[i], i) for i in chosen]
 
 
 def layer_selection(
