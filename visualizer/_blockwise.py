@@ -40,12 +40,12 @@ def check_probabilities(a: np.ndarray, what: str) -> None:
         )
 
 
-def layer_shape(maps, key, call) -> tuple[int, int, int, int]:
+def layer_shape(maps, key, call) -> tuple[int, ...]:
     """(batch, heads, queries, keys) of one layer, without building it."""
     shape = tuple(int(n) for n in maps.shape(key, call))
     if len(shape) != 4:  # pragma: no cover - the capture keeps 4-D maps
         raise ValueError(f"layer {key!r} has a map of shape {shape}, not (batch, heads, queries, keys)")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _blocks(maps, key, call, what: str, heads=None):

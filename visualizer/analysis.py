@@ -18,6 +18,12 @@ module names. Functions that need token-to-token maps (:func:`rollout`,
 :class:`~visualizer.LayoutError` that says what to do, e.g. ``maps.scatter(name)``.
 Plain inputs (lists, dicts, arrays) declare nothing: they are taken as token maps, and
 :func:`attention_stats` reports their role, kind and layout as unknown (None).
+
+An ``AttentionMaps`` is read in bounded memory: :func:`entropy`, :func:`top_k_pairs`,
+:func:`mean_attention_distance` and :func:`attention_stats` read a block of query rows at a
+time (``maps.row_blocks``), so the map of a rebuilt layer is never built whole, and
+:func:`rollout` builds one layer at a time. Results are those of the whole maps, to float
+rounding.
 """
 
 from __future__ import annotations
@@ -85,6 +91,8 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     An ``AttentionMaps`` must hold self-attention of one stack with a tokens layout, as its
     capture declares: cross-attention, a mix of encoder and decoder layers, or windowed and
     channel layouts are refused (select layers with ``capture_attention(model, layers=...)``).
+    Its shapes are checked before any map is built; then each layer from ``start_layer`` on is
+    built, checked, fused and dropped, one at a time (layers before ``start_layer`` are not read).
     """
     if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"rollout(): head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}")
