@@ -27,8 +27,11 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(_blockwise, "ROWS", ROWS)
 
 
-def _llama(calls=1):
-    """A tiny random Llama (sdpa, grouped-query heads), batch 2, item 1 left-padded by 3 tokens."""
+def _llama(calls=1, eager=False):
+    """A tiny random Llama (sdpa, grouped-query heads), batch 2, item 1 left-padded by 3 tokens.
+
+    ``eager``: also its eager attentions (output_attentions), as (maps, attentions).
+    """
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=50,
@@ -46,7 +49,12 @@ def _llama(calls=1):
     with capture_attention(model) as maps, torch.no_grad():
         for _ in range(calls):
             model(input_ids=ids, attention_mask=mask)
-    return maps
+    if not eager:
+        return maps
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        attentions = model(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    return maps, [a.numpy() for a in attentions]
 
 
 def _vit():
@@ -179,6 +187,24 @@ def test_several_calls_of_a_layer_are_named_by_call():
     stats = attention_stats(maps)["layers"]
     assert [(e["layer"], e["call"]) for e in stats] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert math.isclose(stats[3]["std"], attention_stats([maps[1, 1]])["layers"][0]["std"], rel_tol=1e-6)
+
+
+def test_lazy_measures_agree_with_eager_attention():
+    # Eager attention, independently of the rebuilt maps: item 0 has no padding; item 1's
+    # first 3 rows see no key (zero when rebuilt, uniform in eager), so only its rows 3.. are compared.
+    maps, eager = _llama(eager=True)
+    for i, attn in enumerate(eager):
+        got = entropy(maps, layer=i)
+        np.testing.assert_allclose(got[0], _entropy_written_out(attn[0]), rtol=1e-5)
+        rows = [-np.sum(p * np.log(p, out=np.zeros_like(p), where=p > 0), -1) for p in attn[1, :, 3:]]
+        np.testing.assert_allclose(got[1] * 8 / 5, np.mean(rows, -1), rtol=1e-5)  # 5 of 8 rows count
+        got_pairs = top_k_pairs(maps, 6, layer=i, item=0)
+        assert [pair[:2] for pair in got_pairs] == [pair[:2] for pair in top_k_pairs(attn[0], 6)]
+        np.testing.assert_allclose(
+            mean_attention_distance(maps, (2, 2), cls_token=4, layer=i),
+            mean_attention_distance(attn, (2, 2), cls_token=4),  # rows 4.. see keys in both items
+            rtol=1e-5,
+        )
 
 
 # -- what is built --------------------------------------------------------------------------------
