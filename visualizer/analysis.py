@@ -108,18 +108,16 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
         _check_chainable(infos)
         layers, batched = _LayersOneByOne(attentions, "rollout(): attentions"), True
         shapes = layers.shapes
+        start = index(start_layer, len(shapes), "rollout(): start_layer", "layer")
+        for i, shape in enumerate(shapes):
+            _check_square(shape, i)  # the weights are checked as each layer is built
     else:
         layers, batched = layer_maps(attentions, "rollout(): attentions")
         shapes = [attn.shape for attn in layers]
+        start = index(start_layer, len(shapes), "rollout(): start_layer", "layer")
         for i, attn in enumerate(layers):
             _check_rollout_layer(attn, i)
-    start = index(start_layer, len(shapes), "rollout(): start_layer", "layer")
-    for i, shape in enumerate(shapes):
-        if shape[-1] != shape[-2]:
-            raise ValueError(
-                f"rollout(): layer {i} has {shape[-2]} queries and {shape[-1]} keys; rollout needs "
-                "square self-attention maps (cross-attention cannot be chained through layers)"
-            )
+            _check_square(attn.shape, i)
     batch, tokens = shapes[0][0], shapes[0][-1]
     eye = np.eye(tokens)
     result = np.broadcast_to(eye, (batch, tokens, tokens)).copy()
@@ -433,6 +431,14 @@ def _check_rollout_layer(attn: np.ndarray, i: int) -> None:
         raise ValueError(
             f"rollout(): layer {i} holds negative or NaN weights; pass attention probabilities "
             "(after the softmax), not scores"
+        )
+
+
+def _check_square(shape: tuple, i: int) -> None:
+    if shape[-1] != shape[-2]:
+        raise ValueError(
+            f"rollout(): layer {i} has {shape[-2]} queries and {shape[-1]} keys; rollout needs "
+            "square self-attention maps (cross-attention cannot be chained through layers)"
         )
 
 
