@@ -33,6 +33,7 @@ from visualizer._structure import LayerInfo, require_tokens
 __all__ = [
     "as_array",
     "as_rgb_uint8",
+    "check_layer_shapes",
     "layer_infos",
     "layer_label",
     "layer_map",
@@ -51,6 +52,8 @@ def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     float32. Integers and bools become float64, ready for arithmetic, unless
     ``keep_integers`` (a uint8 picture stays uint8).
     """
+    if isinstance(value, _MapsLayer):
+        value = value.build()
     kind = type(value).__name__
     if isinstance(value, AttentionMaps):
         raise TypeError(
@@ -78,12 +81,29 @@ def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     return a
 
 
+class _MapsLayer:
+    """One layer of an AttentionMaps, built only when converted (:func:`as_array`)."""
+
+    __slots__ = ("maps", "position", "shape")
+
+    def __init__(self, maps: AttentionMaps, position: int) -> None:
+        self.maps, self.position = maps, position
+        self.shape = tuple(maps.shape(position))  # a layer that ran several times is refused here
+
+    def build(self):
+        return self.maps[self.position]
+
+
 def split_layers(attentions, what: str) -> list:
     """One entry per layer, not yet converted: a stacked array is split along its first axis.
 
     A bare 3-d array is refused rather than guessed at: one layer's (heads, T, T) looks just
-    like (layers, T, T) with the heads fused.
+    like (layers, T, T) with the heads fused. The layers of an ``AttentionMaps`` are not
+    built here: each entry builds its layer when converted, so converting them one at a
+    time never holds two (and a rebuilt layer that is not converted is never built).
     """
+    if isinstance(attentions, AttentionMaps) and len(attentions):
+        return [_MapsLayer(attentions, i) for i in range(len(attentions))]
     torch = sys.modules.get("torch")
     if isinstance(attentions, np.ndarray) or torch is not None and isinstance(attentions, torch.Tensor):
         shape = tuple(attentions.shape)
@@ -169,20 +189,26 @@ def layer_maps(attentions, what: str, positions=None) -> tuple[list[np.ndarray],
     items = split_layers(attentions, what)
     positions = list(range(len(items))) if positions is None else list(positions)
     layers = [layer_map(item, f"{what}[{i}]") for i, item in zip(positions, items)]
-    if len({a.ndim for a in layers}) > 1:
-        shapes = [a.shape for a in layers]
-        raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
-    batched = layers[0].ndim == 4
+    batched = check_layer_shapes([a.shape for a in layers], positions, what)
     if not batched:
         layers = [a[None] for a in layers]
-    first = layers[0].shape
-    for i, a in zip(positions, layers):
-        if (a.shape[0], a.shape[-2], a.shape[-1]) != (first[0], first[-2], first[-1]):
+    return layers, batched
+
+
+def check_layer_shapes(shapes: list[tuple], positions: list[int], what: str) -> bool:
+    """ValueError unless the layers agree in batch size, queries and keys; whether they have a batch axis."""
+    if len({len(shape) for shape in shapes}) > 1:
+        raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
+    batched = len(shapes[0]) == 4
+    shapes = [tuple(shape) if batched else (1, *shape) for shape in shapes]
+    first = shapes[0]
+    for i, shape in zip(positions, shapes):
+        if (shape[0], shape[-2], shape[-1]) != (first[0], first[-2], first[-1]):
             raise ValueError(
-                f"{what}: layer {i} has shape {a.shape} but layer {positions[0]} has {first}; batch size, "
+                f"{what}: layer {i} has shape {shape} but layer {positions[0]} has {first}; batch size, "
                 "queries and keys must agree across layers"
             )
-    return layers, batched
+    return batched
 
 
 def prefix_count(value, what: str) -> int:

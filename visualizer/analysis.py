@@ -18,6 +18,12 @@ module names. Functions that need token-to-token maps (:func:`rollout`,
 :class:`~visualizer.LayoutError` that says what to do, e.g. ``maps.scatter(name)``.
 Plain inputs (lists, dicts, arrays) declare nothing: they are taken as token maps, and
 :func:`attention_stats` reports their role, kind and layout as unknown (None).
+
+An ``AttentionMaps`` is read in bounded memory: :func:`entropy`, :func:`top_k_pairs`,
+:func:`mean_attention_distance` and :func:`attention_stats` read a block of query rows at a
+time (``maps.row_blocks``), so the map of a rebuilt layer is never built whole, and
+:func:`rollout` builds one layer at a time. Results are those of the whole maps, to float
+rounding.
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from visualizer import _blockwise
 from visualizer._arrays import (
     as_array,
+    check_layer_shapes,
     layer_infos,
     layer_maps,
     patch_grid,
     prefix_count,
     require_token_layers,
+    split_layers,
 )
 from visualizer._maps import AttentionMaps
 from visualizer._validate import index, positive_int
@@ -82,6 +91,8 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     An ``AttentionMaps`` must hold self-attention of one stack with a tokens layout, as its
     capture declares: cross-attention, a mix of encoder and decoder layers, or windowed and
     channel layouts are refused (select layers with ``capture_attention(model, layers=...)``).
+    Its shapes are checked before any map is built; then each layer from ``start_layer`` on is
+    built, checked, fused and dropped, one at a time (layers before ``start_layer`` are not read).
     """
     if not isinstance(head_fusion, str) or head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"rollout(): head_fusion must be one of {HEAD_FUSIONS}, not {head_fusion!r}")
@@ -95,23 +106,22 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     infos = layer_infos(attentions)
     if infos is not None:  # before any conversion: windowed layers differ in shape
         _check_chainable(infos)
-    layers, batched = layer_maps(attentions, "rollout(): attentions")
-    start = index(start_layer, len(layers), "rollout(): start_layer", "layer")
-    for i, attn in enumerate(layers):
-        if np.isnan(attn).any() or (attn < 0).any():
-            raise ValueError(
-                f"rollout(): layer {i} holds negative or NaN weights; pass attention probabilities "
-                "(after the softmax), not scores"
-            )
-        if attn.shape[-1] != attn.shape[-2]:
-            raise ValueError(
-                f"rollout(): layer {i} has {attn.shape[-2]} queries and {attn.shape[-1]} keys; rollout needs "
-                "square self-attention maps (cross-attention cannot be chained through layers)"
-            )
-    batch, tokens = layers[0].shape[0], layers[0].shape[-1]
+        layers, batched = _LayersOneByOne(attentions, "rollout(): attentions"), True
+        shapes = layers.shapes
+        start = index(start_layer, len(shapes), "rollout(): start_layer", "layer")
+        for i, shape in enumerate(shapes):
+            _check_square(shape, i)  # the weights are checked as each layer is built
+    else:
+        layers, batched = layer_maps(attentions, "rollout(): attentions")
+        shapes = [attn.shape for attn in layers]
+        start = index(start_layer, len(shapes), "rollout(): start_layer", "layer")
+        for i, attn in enumerate(layers):
+            _check_rollout_layer(attn, i)
+            _check_square(attn.shape, i)
+    batch, tokens = shapes[0][0], shapes[0][-1]
     eye = np.eye(tokens)
     result = np.broadcast_to(eye, (batch, tokens, tokens)).copy()
-    for i in range(start, len(layers)):
+    for i in range(start, len(shapes)):
         fused = _fuse(layers[i], head_fusion)
         if discard_ratio > 0:
             fused = _discard_weakest(fused, discard_ratio)
@@ -120,18 +130,23 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     return result if batched else result[0]
 
 
-def entropy(attn):
+def entropy(attn, *, layer: int | str | None = None, call: int | None = None):
     """Each head's attention entropy: the mean over queries of each row's entropy, in nats.
 
     >>> entropy(maps[3])            # (batch, heads, T, T) -> (batch, heads)
     >>> entropy(maps[3][0])         # (heads, T, T) -> (heads,)
+    >>> entropy(maps, layer=3)      # the same as entropy(maps[3]), a block of rows at a time
 
     Row ``q`` contributes ``-sum_k p[q, k] * log(p[q, k])`` with ``0 * log 0 = 0``; rows are
     taken as given (softmax rows sum to 1). A head attending to a single key scores 0; one
     spreading evenly over K keys scores ``log(K)``. Queries and keys may differ in number
-    (cross-attention). It reads one layer's map: given an ``AttentionMaps``, it asks for one
-    (``maps[i]``, ``maps["path"]``) rather than pick.
+    (cross-attention). It reads one layer's map: given an ``AttentionMaps``, name the layer,
+    ``layer=i`` or ``layer="path"`` (and ``call=`` for a layer that ran several times); its
+    rows are then read a block at a time, so a rebuilt map is never built whole. Without
+    ``layer=`` it asks for one rather than pick.
     """
+    if _one_layer_of(attn, layer, call, "entropy(): attn", "entropy(maps, layer=i)"):
+        return _blockwise.row_entropy(attn, layer, call, "entropy(): attn")
     a = as_array(attn, "entropy(): attn")
     if a.ndim not in (3, 4):
         raise ValueError(
@@ -143,21 +158,50 @@ def entropy(attn):
     return -plogp.sum(axis=-1, dtype=np.float64).mean(axis=-1)
 
 
-def top_k_pairs(attn, k: int):
+def top_k_pairs(
+    attn,
+    k: int,
+    *,
+    layer: int | str | None = None,
+    item: int | None = None,
+    head: int | None = None,
+    call: int | None = None,
+):
     """The ``k`` strongest (query, key, weight) links, strongest first.
 
     >>> top_k_pairs(maps[3][0, 2], 3)       # head 2 of item 0: (T, T)
     [(5, 0, 0.91), (6, 0, 0.88), (1, 1, 0.6)]
     >>> top_k_pairs(maps[3][0], 3)          # (heads, T, T): the mean over the heads
+    >>> top_k_pairs(maps, 3, layer=3, item=0, head=2)   # as the first, a block of rows at a time
 
     ``attn`` is (queries, keys), or (heads, queries, keys), which is averaged over the heads
     first. Pick one batch item yourself (``attn[0]``). Ties keep row-major order (lower query,
     then lower key); ``k`` larger than the number of pairs returns all of them. Indices are
-    ``int`` and weights ``float``. Pass one layer's map; an ``AttentionMaps`` is refused
-    (TypeError), as by :func:`entropy`. For a windowed layer, ``maps.scatter(name)[0]``
-    gives the pairs as token indices.
+    ``int`` and weights ``float``. For a windowed layer, ``maps.scatter(name)[0]`` gives the
+    pairs as token indices.
+
+    Given an ``AttentionMaps``, name the layer (``layer=``, and ``call=`` for a layer that
+    ran several times), the batch item (``item=``, which may be left out when there is only
+    one) and optionally one head (``head=``; None: the mean of the heads). Its rows are then
+    read a block at a time and a rebuilt map is never built whole; without ``layer=`` it is
+    refused (TypeError), as by :func:`entropy`.
     """
     k = positive_int(k, "top_k_pairs(): k")
+    if _one_layer_of(attn, layer, call, "top_k_pairs(): attn", "top_k_pairs(maps, k, layer=i, item=b)"):
+        batch, heads = _blockwise.layer_shape(attn, layer, call)[:2]
+        if item is None and batch > 1:
+            raise ValueError(
+                f"top_k_pairs(): layer {layer!r} holds {batch} batch items; pick one: item=b (0..{batch - 1})"
+            )
+        item = index(0 if item is None else item, batch, "top_k_pairs(): item", "batch item")
+        if head is not None:
+            head = index(head, heads, "top_k_pairs(): head", "head")
+        return _blockwise.strongest_pairs(attn, layer, call, k, item, head, "top_k_pairs(): attn")
+    if item is not None or head is not None:
+        raise TypeError(
+            "top_k_pairs(): item= and head= pick from a layer of an AttentionMaps (with layer=); "
+            "index a map yourself, attn[item, head]"
+        )
     a = as_array(attn, "top_k_pairs(): attn")
     if a.ndim == 3:
         a = a.mean(axis=0, dtype=np.float64)
@@ -176,7 +220,14 @@ def top_k_pairs(attn, k: int):
 
 
 def mean_attention_distance(
-    attn, grid, cls_token: bool | int = True, patch_size: float = 1, *, renormalize: bool = True
+    attn,
+    grid,
+    cls_token: bool | int = True,
+    patch_size: float = 1,
+    *,
+    renormalize: bool = True,
+    layer: int | str | None = None,
+    call: int | None = None,
 ):
     """Each head's mean attention distance over the patch grid (ViT paper, Fig. 7).
 
@@ -202,16 +253,26 @@ def mean_attention_distance(
     (all such queries: NaN).
 
     ``attn`` may also be an ``AttentionMaps``: the result is then every layer's, stacked,
-    (layers, batch, heads). Each layer must be declared with a tokens layout; for one
+    (layers, batch, heads), or one layer's (batch, heads) with ``layer=i`` (and ``call=``
+    for a layer that ran several times). Its rows are read a block at a time, so a rebuilt
+    map is never built whole. Each layer must be declared with a tokens layout; for one
     windowed (Swin) layer, pass ``maps.scatter(name)`` with ``cls_token=False`` and
     ``grid=maps.layout(name).size``.
     """
     if isinstance(attn, AttentionMaps):
         infos = attn.infos
-        require_token_layers(infos, range(len(infos)), "mean_attention_distance()")
+        chosen = range(len(infos)) if layer is None else [infos.index(attn.info(layer))]
+        require_token_layers(infos, chosen, "mean_attention_distance()")
+        prefix = prefix_count(cls_token, "mean_attention_distance(): cls_token")
+        _check_patch_size(patch_size)
         distances = [
-            mean_attention_distance(m, grid, cls_token, patch_size, renormalize=renormalize) for m in attn
+            _blockwise.token_distance(
+                attn, i, call, grid, prefix, patch_size, renormalize, "mean_attention_distance()"
+            )
+            for i in chosen
         ]
+        if layer is not None:
+            return distances[0]
         if len({d.shape for d in distances}) > 1:
             shapes = ", ".join(f"{info.path} {d.shape}" for info, d in zip(infos, distances))
             raise ValueError(
@@ -219,6 +280,8 @@ def mean_attention_distance(
                 "pass them one at a time, maps[i]"
             )
         return np.stack(distances)
+    if layer is not None or call is not None:
+        raise TypeError(_NOT_MAPS.format(what="mean_attention_distance()"))
     a = as_array(attn, "mean_attention_distance(): attn")
     if a.ndim not in (3, 4):
         raise ValueError(
@@ -233,10 +296,7 @@ def mean_attention_distance(
     _check_probabilities(a, "mean_attention_distance(): attn")
     prefix = prefix_count(cls_token, "mean_attention_distance(): cls_token")
     rows, cols = patch_grid(a.shape[-1], grid, prefix, "mean_attention_distance()")
-    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Real) or not patch_size > 0:
-        raise ValueError(
-            f"mean_attention_distance(): patch_size must be a positive number, not {patch_size!r}"
-        )
+    _check_patch_size(patch_size)
     idx = np.arange(rows * cols)
     r, c = idx // cols, idx % cols
     distance = np.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :]) * float(patch_size)
@@ -278,15 +338,21 @@ def attention_stats(maps) -> dict:
 
     Every entry also has ``shape``; ``mean``, ``std``, ``min``, ``max`` over all values; and
     ``entropy``, the mean row entropy in nats over all rows (None if the map has negative
-    values). All values are plain Python; a non-finite number becomes None.
+    values). All values are plain Python; a non-finite number becomes None. An
+    ``AttentionMaps`` is read a block of query rows at a time (sums taken block by block),
+    so a rebuilt map is never built whole.
     """
     entries = []
     for name, declared, value in _entries(maps):
-        a = as_array(value, f"attention_stats(): map {name!r}")
-        if a.ndim < 2 or a.size == 0:
-            raise ValueError(
-                f"attention_stats(): map {name!r} has shape {a.shape}; a map needs at least (queries, keys)"
-            )
+        what = f"attention_stats(): map {name!r}"
+        if isinstance(value, tuple):  # (position, call) of an AttentionMaps: read a block at a time
+            _check_stats_shape(_blockwise.layer_shape(maps, *value), name)
+            with np.errstate(all="ignore"):
+                shape, summary = _blockwise.summary(maps, *value, what)
+            entries.append({"name": str(name), **declared, "shape": list(shape), **_plain_all(summary)})
+            continue
+        a = as_array(value, what)
+        _check_stats_shape(a.shape, name)
         if declared is None:
             declared = {"stack": None, "layer": len(entries), "type": None, "block": None, "layout": None}
             declared["call"] = None
@@ -295,11 +361,22 @@ def attention_stats(maps) -> dict:
     return {"layers": entries}
 
 
+def _check_stats_shape(shape: tuple, name) -> None:
+    if len(shape) < 2 or math.prod(shape) == 0:
+        raise ValueError(
+            f"attention_stats(): map {name!r} has shape {tuple(shape)}; a map needs at least (queries, keys)"
+        )
+
+
+def _plain_all(summary: dict) -> dict:
+    return {name: None if value is None else _plain(value) for name, value in summary.items()}
+
+
 def _entries(maps):
     """(name, declared fields or None, map) for each map, in model order."""
     if isinstance(maps, AttentionMaps):
         for position, info in enumerate(maps.infos):
-            for call, value in enumerate(maps.calls(position)):
+            for call in range(info.calls):
                 declared = {
                     "stack": info.role,
                     "layer": info.depth,
@@ -308,7 +385,7 @@ def _entries(maps):
                     "layout": maps.layout(position, call).name,
                     "call": call,
                 }
-                yield info.path, declared, value
+                yield info.path, declared, (position, call)
         return
     if isinstance(maps, Mapping):
         pairs = list(maps.items())
@@ -347,6 +424,39 @@ def _summary(a: np.ndarray) -> dict:
         "max": _plain(a.max()),
         "entropy": None if plogp is None else _plain(-plogp.sum(axis=-1, dtype=np.float64).mean()),
     }
+
+
+def _check_rollout_layer(attn: np.ndarray, i: int) -> None:
+    if np.isnan(attn).any() or (attn < 0).any():
+        raise ValueError(
+            f"rollout(): layer {i} holds negative or NaN weights; pass attention probabilities "
+            "(after the softmax), not scores"
+        )
+
+
+def _check_square(shape: tuple, i: int) -> None:
+    if shape[-1] != shape[-2]:
+        raise ValueError(
+            f"rollout(): layer {i} has {shape[-2]} queries and {shape[-1]} keys; rollout needs "
+            "square self-attention maps (cross-attention cannot be chained through layers)"
+        )
+
+
+class _LayersOneByOne:
+    """The layers of an AttentionMaps for rollout: shapes checked up front without building a map,
+    and ``[i]`` builds layer i (checked as a plain layer is) for the caller to drop after use."""
+
+    def __init__(self, maps: AttentionMaps, what: str) -> None:
+        if not len(maps):
+            split_layers(maps, what)  # its message for an empty capture
+        self.maps, self.what = maps, what
+        self.shapes = [_blockwise.layer_shape(maps, i, None) for i in range(len(maps))]
+        check_layer_shapes(self.shapes, list(range(len(maps))), what)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        attn = _blockwise.whole_layer(self.maps, i, f"{self.what}[{i}]")
+        _check_rollout_layer(attn, i)
+        return attn
 
 
 def _check_chainable(infos) -> None:
@@ -400,10 +510,33 @@ def _normalise_rows(a: np.ndarray) -> np.ndarray:
     return a / np.where(sums > 0, sums, 1)
 
 
-def _check_probabilities(a: np.ndarray, what: str) -> None:
-    if np.isnan(a).any() or (a < 0).any():
+_check_probabilities = _blockwise.check_probabilities
+
+_NOT_MAPS = (
+    "{what}: layer= and call= pick a layer of an AttentionMaps; the map given is already one layer's, "
+    "so leave them out"
+)
+
+
+def _one_layer_of(attn, layer, call, what: str, fix: str) -> bool:
+    """Whether ``attn`` is an AttentionMaps with ``layer`` named (then read block by block)."""
+    if not isinstance(attn, AttentionMaps):
+        if layer is not None or call is not None:
+            raise TypeError(_NOT_MAPS.format(what=what.split(":")[0]))
+        return False
+    if layer is None:
+        raise TypeError(
+            f"{what} is one layer's map, not an AttentionMaps of {len(attn)} layers; name one: {fix} "
+            "reads it a block of rows at a time (maps[i] builds it whole; maps.scatter('path') puts a "
+            "windowed layer on the token grid)"
+        )
+    return True
+
+
+def _check_patch_size(patch_size) -> None:
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Real) or not patch_size > 0:
         raise ValueError(
-            f"{what} holds negative or NaN weights; pass attention probabilities (after the softmax)"
+            f"mean_attention_distance(): patch_size must be a positive number, not {patch_size!r}"
         )
 
 

@@ -103,11 +103,10 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
     from visualizer.view import head_view
 
     layers, detail = plan["layers"], plan["detail"]
-    chosen_heads = plan["heads"] or check_indices(None, maps[0].shape[1], "head", "--heads")
-    layer_map = maps[detail]
+    chosen_heads = plan["heads"] or check_indices(None, maps.shape(0)[1], "head", "--heads")
     text = input["text"]
     n, note = _window(len(tokens), FIGURE_TOKENS)
-    window = [maps[i][..., :n, :n] for i in range(len(maps))]
+    window = _first_tokens(maps, n)
     figures = {
         "tokens.png": plot_token_heatmap(
             window[detail], tokens[:n], title=f"{label}: layer {detail}, mean of heads{note}"
@@ -122,7 +121,7 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
     for name, figure in figures.items():
         outputs.figure(folder, name, figure)
     n, note = _window(len(tokens), VIEW_TOKENS)
-    window = [maps[i][..., :n, :n] for i in range(len(maps))]
+    window = _first_tokens(maps, n)
     view = head_view(
         window,
         tokens[:n],
@@ -132,7 +131,8 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
         title=f"{label}: {text[:60]}{note}",
     )
     outputs.text(folder, "view.html", view.html)
-    strongest = top_k_pairs(layer_map[0], 10)
+    del window
+    strongest = top_k_pairs(maps, 10, layer=detail, item=0)
     stats = {
         "model": label,
         "text": text,  # what the model read: the whole input, or the part its token limit kept
@@ -140,7 +140,7 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
         "tokens_total": input["tokens_total"],
         "tokens_kept": len(tokens),
         "truncated": input["tokens_total"] > len(tokens),
-        "entropy_per_head": [entropy(maps[i][0]).round(4).tolist() for i in layers],
+        "entropy_per_head": [entropy(maps, layer=i)[0].round(4).tolist() for i in layers],
         f"top_pairs_layer_{detail}": [
             {"query": tokens[q], "key": tokens[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
             for q, k, w in strongest
@@ -155,3 +155,9 @@ def _window(count: int, limit: int) -> tuple[int, str]:
     if count <= limit:
         return count, ""
     return limit, f" (first {limit} of {count} tokens)"
+
+
+def _first_tokens(maps, n: int) -> list:
+    """Every layer's map over the first ``n`` tokens, (batch, heads, n, n): only those query rows
+    are read (a rebuilt layer is never built whole)."""
+    return [maps.rows(i, slice(0, n))[..., :n] for i in range(len(maps))]

@@ -174,12 +174,12 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
     )
     from visualizer.view import image_view
 
-    heads = maps[0].shape[1]
+    heads = maps.shape(0)[1]
     layers, detail = plan["layers"], plan["detail"]
     chosen_heads = plan["heads"] or check_indices(None, heads, "head", "--heads")
     grid, prefix, patch = _geometry(model, maps, label)
     geometry = {"grid": grid, "prefix_tokens": prefix}
-    layer_map = maps[detail]
+    layer_map = maps[detail]  # one layer built, for the three figures of it
 
     figures = {
         "head.png": plot_head(
@@ -195,6 +195,9 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
         "grids.png": plot_grid_to_grid(
             shown, layer_map, **geometry, title=f"{label}: layer {detail}: the centre patch"
         ),
+    }
+    del layer_map  # the other figures read rows, or one layer at a time
+    figures |= {
         "cls.png": plot_cls_attention(
             shown, maps, layers=layers, **geometry, title=f"{label}: CLS attention, mean of heads"
         ),
@@ -218,9 +221,11 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
         "input": folder.name,
         "grid": list(grid),
         "prefix_tokens": prefix,
-        "entropy_per_head": [entropy(maps[i][0]).round(4).tolist() for i in layers],
+        "entropy_per_head": [entropy(maps, layer=i)[0].round(4).tolist() for i in layers],
         "mean_distance_px_per_head": [
-            mean_attention_distance(maps[i][0], grid, cls_token=prefix, patch_size=patch).round(2).tolist()
+            mean_attention_distance(maps, grid, cls_token=prefix, patch_size=patch, layer=i)[0]
+            .round(2)
+            .tolist()
             for i in layers
         ],
         **attention_stats(maps),
@@ -245,10 +250,11 @@ def _geometry(model, maps, label: str) -> tuple[tuple[int, int], int, int]:
     grid = (int(grid[0]), int(grid[1]))
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     tokens = prefix + grid[0] * grid[1]
-    for info, attention in zip(maps.infos, maps):
-        if tuple(attention.shape[0:1]) + tuple(attention.shape[2:]) != (1, tokens, tokens):
+    for position, info in enumerate(maps.infos):
+        shape = tuple(maps.shape(position))  # nothing built
+        if shape[0:1] + shape[2:] != (1, tokens, tokens):
             raise UsageError(
-                f"{label}: layer {info.path!r} has maps of shape {tuple(attention.shape)}, not (1, heads, "
+                f"{label}: layer {info.path!r} has maps of shape {shape}, not (1, heads, "
                 f"{tokens}, {tokens}) for {prefix} prefix token(s) and a {grid[0]}x{grid[1]} patch grid; the "
                 "command line draws token attention over a patch grid (ViT, DeiT, DINOv2); for this model "
                 "use the Python API"

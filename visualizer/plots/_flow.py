@@ -21,6 +21,7 @@ from visualizer.plots._inputs import (
     check_axes,
     draw_matrix,
     figure_for,
+    layer_choice,
     layer_selection,
     model_of,
     mpl,
@@ -186,17 +187,24 @@ def plot_attention_distance(
     y-axis limits. The black line is the mean over heads.
     """
     what = "plot_attention_distance()"
-    chosen, selected, _ = layer_selection(maps, batch, layers, f"{what}: maps")
     infos = layer_infos(maps)
-    if infos is not None and len({infos[i].role for i in chosen}) == 1:
-        chosen = [infos[i].depth for i in chosen]  # the declared depth of each block
+    if infos is not None:  # read a block of rows at a time: no layer is built whole
+        chosen, _ = layer_choice(maps, batch, layers, f"{what}: maps")
+        sources = [dict(attn=maps, layer=i) for i in chosen]
+    else:
+        chosen, selected, _ = layer_selection(maps, batch, layers, f"{what}: maps")
+        sources = [dict(attn=layer) for layer in selected]
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     distances = []
-    for layer in selected:
+    for source in sources:
         d = mean_attention_distance(
-            layer, grid, cls_token=prefix, patch_size=patch_size, renormalize=renormalize
+            grid=grid, cls_token=prefix, patch_size=patch_size, renormalize=renormalize, **source
         )
+        if infos is not None and batch is not None:
+            d = d[batch]
         distances.append(np.nanmean(d, axis=0) if d.ndim == 2 else d)
+    if infos is not None and len({infos[i].role for i in chosen}) == 1:
+        chosen = [infos[i].depth for i in chosen]  # the declared depth of each block
     fig, ax = figure_for(ax, figsize, what)
     colormap = mpl().colormaps[cmap] if isinstance(cmap, str) else cmap
     heads = max(len(d) for d in distances)

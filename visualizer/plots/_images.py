@@ -25,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import patch_grid, prefix_count, split_layers
+from visualizer._arrays import layer_infos, patch_grid, prefix_count, split_layers
 from visualizer._validate import index
 from visualizer.analysis import rollout
 from visualizer.plots._colors import ATTENTION_CMAP
@@ -35,6 +35,7 @@ from visualizer.plots._inputs import (
     figure_for,
     head_maps,
     image_rgb,
+    layer_choice,
     layer_selection,
     model_of,
     mpl,
@@ -163,8 +164,13 @@ def plot_cls_attention(
     """
     what = "plot_cls_attention()"
     rgb = image_rgb(image, f"{what}: image")
-    chosen, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
-    tokens = selected[0].shape[-1]
+    if layer_infos(maps) is not None:  # only the query's row of each layer is read
+        chosen, labels = layer_choice(maps, batch, layers, f"{what}: maps")
+        selected = None
+        tokens = maps.shape(chosen[0])[-1]
+    else:
+        chosen, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
+        tokens = selected[0].shape[-1]
     prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     rows, cols = patch_grid(tokens, grid, prefix, what)
     q = _query_index(query, rows, cols, prefix, what)
@@ -185,11 +191,14 @@ def plot_cls_attention(
         fig, only = figure_for(ax, figsize, what)
         panels = [only]
     heat = None
-    for panel, label, layer in zip(panels, labels, selected):
-        heads = _square_heads(layer, 0, what)
-        m = _fuse_heads(heads, head, what)
-        patches = m[q, prefix:].reshape(rows, cols)
-        on_patches = float(patches.sum() / max(m[q].sum(), 1e-12))
+    for panel, label, n in zip(panels, labels, range(len(chosen))):
+        if selected is None:
+            _check_square(maps.shape(chosen[n]), what)
+            row = _fuse_heads(head_maps(maps.rows(chosen[n], [q]), batch, f"{what}: attn"), head, what)[0]
+        else:
+            row = _fuse_heads(_square_heads(selected[n], 0, what), head, what)[q]
+        patches = row[prefix:].reshape(rows, cols)
+        on_patches = float(patches.sum() / max(row.sum(), 1e-12))
         shown = patches if fixed else patches / max(float(patches.max()), 1e-12)
         # Each panel on its own maximum: 0..1 (log: from the smallest weight shown, up to 1).
         low, high = (vmin, vmax) if fixed else (None if scale == "log" else 0.0, 1.0)
@@ -391,12 +400,16 @@ def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
 
 def _square_heads(attn, batch: int, what: str) -> np.ndarray:
     heads = head_maps(attn, batch, f"{what}: attn")
-    if heads.shape[-1] != heads.shape[-2]:
+    _check_square(heads.shape, what)
+    return heads
+
+
+def _check_square(shape, what: str) -> None:
+    if shape[-1] != shape[-2]:
         raise ValueError(
             f"{what}: the map must be square self-attention over the image tokens, not "
-            f"{heads.shape[-2]} queries x {heads.shape[-1]} keys"
+            f"{shape[-2]} queries x {shape[-1]} keys"
         )
-    return heads
 
 
 def _query_index(query, rows: int, cols: int, prefix: int, what: str) -> int:

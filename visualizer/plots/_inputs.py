@@ -20,8 +20,10 @@ import numpy as np
 from visualizer._arrays import (
     as_array,
     as_rgb_uint8,
+    check_layer_shapes,
     layer_infos,
     layer_label,
+    layer_map,
     layer_maps,
     require_token_layers,
     split_layers,
@@ -32,6 +34,7 @@ __all__ = [
     "AXES",
     "SCALES",
     "check_axes",
+    "layer_choice",
     "color_norm",
     "draw_matrix",
     "figure_for",
@@ -224,6 +227,19 @@ def single_map(attn, batch: int, head, what: str) -> np.ndarray:
     return heads[index(head, heads.shape[0], f"{what}: head", "head")]
 
 
+def layer_choice(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[str]]:
+    """Selected layer positions and captions of an ``AttentionMaps``, checked as by
+    :func:`layer_selection` but with nothing built: for plots that read rows (``maps.rows``)."""
+    infos = layer_infos(maps)
+    items = split_layers(maps, what)
+    chosen = indices(layers, len(items), f"{what}: layers", "layer")
+    require_token_layers(infos, chosen, what)
+    check_layer_shapes([items[i].shape for i in chosen], chosen, what)
+    if batch is not None:
+        index(batch, items[chosen[0]].shape[0], f"{what}: batch", "batch item")
+    return chosen, [layer_label(infos[i], i) for i in chosen]
+
+
 def layer_selection(
     maps, batch: int | None, layers, what: str
 ) -> tuple[list[int], list[np.ndarray], list[str]]:
@@ -238,8 +254,13 @@ def layer_selection(
     items = split_layers(maps, what)
     chosen = indices(layers, len(items), f"{what}: layers", "layer")
     require_token_layers(infos, chosen, what)
-    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
     labels = [layer_label(None if infos is None else infos[i], i) for i in chosen]
+    if infos is not None and batch is not None:
+        # One layer built at a time, and only the batch item kept of it.
+        check_layer_shapes([items[i].shape for i in chosen], chosen, what)
+        selected = [pick_batch(layer_map(items[i], f"{what}[{i}]"), batch, True, what).copy() for i in chosen]
+        return chosen, selected, labels
+    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
     if batch is None:
         return chosen, selected, labels
     return chosen, [pick_batch(layer, batch, True, what) for layer in selected], labels

@@ -105,6 +105,8 @@ def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> 
             array = array[
                 index(batch, array.shape[0], f"batch (attentions[{position}] {array.shape})", "batch item")
             ]
+            if infos is not None:  # a layer built for this: keep its item, not the whole batch
+                array = array.copy()
         arrays.append(array)
     shapes = {array.shape for array in arrays}
     if len(shapes) > 1:

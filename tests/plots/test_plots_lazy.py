@@ -1,0 +1,93 @@
+"""Plots of a lazy capture draw what they draw from the whole maps, reading rows or one layer at a time."""
+
+import numpy as np
+import pytest
+import torch
+from plot_checks import panels
+
+from visualizer import capture_attention
+from visualizer._lazy import Recipe
+from visualizer.plots import plot_attention_distance, plot_cls_attention, plot_layers, plot_rollout
+
+
+@pytest.fixture
+def vit():
+    """A tiny random timm ViT with fused attention (CLS + 4 x 4 patches), 3 layers, 2 images."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=3,
+        num_heads=2,
+    ).eval()
+    with capture_attention(model) as maps, torch.no_grad():
+        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    assert all(info.rebuilt for info in maps.infos)
+    return maps
+
+
+@pytest.fixture
+def picture():
+    return np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def full_builds(monkeypatch):
+    count = [0]
+    full = Recipe.full
+
+    def counting(self, *args, **kwargs):
+        count[0] += 1
+        return full(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recipe, "full", counting)
+    return count
+
+
+def _drawn(fig):
+    """Every image array and dot position of every panel, in order."""
+    out = []
+    for ax in panels(fig):
+        out += [np.asarray(image.get_array(), dtype=float) for image in ax.get_images()]
+        out += [np.asarray(dots.get_offsets(), dtype=float) for dots in ax.collections]
+    return out
+
+
+def _same_drawing(lazy, whole):
+    a, b = _drawn(lazy), _drawn(whole)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "plot",
+    [
+        lambda maps, img: plot_cls_attention(img, maps, batch=1, head=1),
+        lambda maps, img: plot_cls_attention(img, maps, query=(1, 2), layers=[0, 2]),
+        lambda maps, img: plot_attention_distance(maps, batch=None, patch_size=8),
+        lambda maps, img: plot_attention_distance(maps, batch=1, layers=[2, 0]),
+    ],
+    ids=["cls", "cls_query", "distance_batch_mean", "distance_one_item"],
+)
+def test_row_plots_of_a_lazy_capture_build_no_map_and_draw_what_the_whole_maps_draw(
+    vit, picture, full_builds, plot
+):
+    lazy = plot(vit, picture)
+    assert full_builds[0] == 0
+    whole = plot([m.clone() for m in vit.stack()], picture)
+    _same_drawing(lazy, whole)
+
+
+def test_rollout_and_layer_plots_build_each_layer_once(vit, picture, full_builds):
+    lazy = plot_rollout(picture, vit, discard_ratio=0.5)
+    assert full_builds[0] == 3
+    _same_drawing(lazy, plot_rollout(picture, list(vit.stack()), discard_ratio=0.5))
+    full_builds[0] = 0
+    lazy = plot_layers(vit, layers=[0, 2], batch=1)
+    assert full_builds[0] == 2  # layer 1 is not selected: never built
+    _same_drawing(lazy, plot_layers(list(vit.stack()), layers=[0, 2], batch=1))
