@@ -90,25 +90,28 @@ def share_keys(store: KeyStore | None, recipe: Any) -> tuple[KeyStore | None, An
 
 def runs(shapes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Split a layer's calls, given as (queries, keys) each, into generation runs: ``[(first
-    call, end), ...]``. A call with no past keys (as many keys as queries) starts a run; each
-    later call of the run must see every token so far (its keys are the queries computed up to
-    and including it), otherwise ValueError says which call does not."""
+    call, end), ...]``. The first call, and each later call with no past keys (as many keys as
+    queries), starts a run; each later call of the run must see every token so far: its keys are
+    the queries computed up to and including it, or more (a static cache hands the kernel all its
+    slots, the unwritten ones masked; :func:`generation` checks that they get no weight).
+    Otherwise ValueError says which call does not. (A static cache's prefill with a mask has all
+    the slots too, so a second run of a static cache in the same calls is not told apart when
+    its slots outnumber the tokens so far: capture one such run at a time.)"""
     found: list[tuple[int, int]] = []
     total = 0
     for call, (queries, keys) in enumerate(shapes):
-        if keys == queries:
+        if keys < queries:
+            raise ValueError(
+                f"call {call} has {queries} queries but only {keys} keys: not a causal self-attention step"
+            )
+        if keys == queries or not found:
             if found:
                 found[-1] = (found[-1][0], call)
             found.append((call, len(shapes)))
             total = queries
             continue
-        if not found:
-            raise ValueError(
-                f"call {call} has {queries} queries and {keys} keys but no call before it started a "
-                "generation run (a prefill, with as many keys as queries)"
-            )
         total += queries
-        if keys != total:
+        if keys < total:
             raise ValueError(
                 f"call {call} sees {keys} keys, but the calls of its run computed {total} queries up to "
                 "it: the calls are not one generation run with a growing KV cache (a sliding-window or "
@@ -162,7 +165,7 @@ def generation(calls: list, rows: Any = None, heads: Any = None, run: int | None
     head_index = None if heads is None else query_positions(heads, n_heads, device, "head")
     out_heads = n_heads if head_index is None else len(head_index)
     out = torch.zeros((batch, out_heads, len(positions), total), dtype=sample.dtype, device=device)
-    for value, start in zip(selected, starts, strict=True):
+    for index, (value, start) in enumerate(zip(selected, starts, strict=True)):
         queries, keys = (value.shape[2], value.shape[3])
         inside = (positions >= start) & (positions < start + queries)
         if not bool(inside.any()):
@@ -175,5 +178,12 @@ def generation(calls: list, rows: Any = None, heads: Any = None, run: int | None
             block = value.index_select(2, local.to(value.device))
             if head_index is not None:
                 block = block.index_select(1, head_index.to(value.device))
+        if keys > total:  # a static cache's slots beyond the run's tokens: never written, masked
+            if block[..., total:].any():
+                raise ValueError(
+                    f"call {first + index} gives weight to keys beyond the run's {total} "
+                    "tokens: its keys are not the run's tokens in order"
+                )
+            block, keys = block[..., :total], total
         out[:, :, where, :keys] = block.to(device=device, dtype=out.dtype)
     return out

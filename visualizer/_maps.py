@@ -251,7 +251,23 @@ class AttentionMaps(Sequence):
         """
         from visualizer._generation import generation
 
-        return generation(self._layer(key).calls, rows, heads, run)
+        layer = self._layer(key)
+        first = layer.calls[0].shape
+        if layer.dropped and first[2] != first[3]:
+            raise ValueError(
+                f"{layer.info.path!r}: max_calls dropped the {layer.dropped} oldest call(s) of this layer, "
+                f"and the first call kept ({first[2]} queries, {first[3]} keys) does not start a run; "
+                "capture with a larger max_calls (or None) to keep the whole run"
+            )
+        try:
+            return generation(layer.calls, rows, heads, run)
+        except ValueError as exc:
+            if not layer.dropped:
+                raise
+            raise ValueError(
+                f"{layer.info.path!r}: {exc}. max_calls dropped the {layer.dropped} oldest call(s) of this "
+                "layer; capture with a larger max_calls (or None) to keep the whole run"
+            ) from None
 
     def kept_bytes(self) -> int:
         """Bytes of every tensor the maps keep (maps, or queries, keys and masks), each storage once."""

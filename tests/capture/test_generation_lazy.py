@@ -74,10 +74,12 @@ def _generate(model, ids, mask, new_tokens: int, **extra):
         )
 
 
-def _eager_reference(model, ids, mask, new_tokens: int):
+def _eager_reference(model, ids, mask, new_tokens: int, **extra):
     model.set_attn_implementation("eager")
     try:
-        return _generate(model, ids, mask, new_tokens, output_attentions=True, return_dict_in_generate=True)
+        return _generate(
+            model, ids, mask, new_tokens, output_attentions=True, return_dict_in_generate=True, **extra
+        )
     finally:
         model.set_attn_implementation("sdpa")
 
@@ -90,6 +92,8 @@ def _stitched(steps, layer: int):
     row = 0
     for step in steps:
         weights = step[layer]
+        assert not weights[..., total:].any()  # (a static cache's slots beyond the tokens: no weight)
+        weights = weights[..., :total]
         out[:, :, row : row + weights.shape[2], : weights.shape[3]] = weights
         row += weights.shape[2]
     return out
@@ -123,6 +127,35 @@ def test_generation_is_the_eager_steps_stitched(name, batch):
         assert not got.triu(diagonal=1).any()  # causal
     if batch == 2:
         assert (~seen).sum() == 2
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_static_cache_hands_every_slot_to_the_kernel(batch):
+    """cache_implementation="static": each step's keys are all the cache's slots, the unwritten
+    ones masked; the stitched map keeps the run's tokens."""
+    model = _llama()
+    ids, mask = _inputs(batch)
+    reference = _eager_reference(model, ids, mask, 5, cache_implementation="static")
+    with capture_attention(model) as maps:
+        sequences = _generate(model, ids, mask, 5, cache_implementation="static")
+    assert torch.equal(sequences, reference.sequences)
+    assert maps.shape(0, call=1)[-1] > ids.shape[1] + 1  # more keys than tokens so far: the static slots
+    total = ids.shape[1] + 4
+    seen = _seen(mask, total)
+    for layer in range(2):
+        expected, got = _stitched(reference.attentions, layer), maps.generation(layer)
+        assert got.shape == (batch, 4, total, total)
+        for b in range(batch):
+            torch.testing.assert_close(got[b][:, seen[b]], expected[b][:, seen[b]], atol=1e-6, rtol=1e-5)
+
+
+def test_calls_dropped_by_max_calls_are_named():
+    model = _llama()
+    ids, mask = _inputs(1)
+    with capture_attention(model, max_calls=3) as maps:
+        _generate(model, ids, mask, 5)
+    with pytest.raises(ValueError, match="max_calls dropped the 2 oldest call"):
+        maps.generation(0)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
