@@ -130,7 +130,7 @@ def generation(calls: list, rows: Any = None, heads: Any = None, run: int | None
 
     from visualizer._lazy import Recipe, query_positions
 
-    shapes = [tuple(call.shape) if isinstance(call, Recipe) else tuple(call.shape) for call in calls]
+    shapes = [tuple(call.shape) for call in calls]
     if any(len(shape) != 4 for shape in shapes):
         raise ValueError(f"generation() needs (batch, heads, queries, keys) maps, not {shapes}")
     found = runs([(shape[2], shape[3]) for shape in shapes])

@@ -53,6 +53,8 @@ class Recipe:
     """
 
     __slots__ = ("__weakref__", "_key", "_shared", "causal", "dropout", "masks", "packed", "query", "scale")
+    _key: Any
+    _shared: tuple[Any, int] | None  # (store, length) where the keys are shared with other calls
 
     def __init__(
         self,

@@ -264,3 +264,45 @@ def test_two_runs_in_one_capture():
     assert torch.equal(maps.generation(0, run=1), alone.generation(0))
     with pytest.raises(IndexError, match="run 2 is out of range"):
         maps.generation(0, run=2)
+
+
+DIM = 32
+
+
+def test_shared_keys_rebuild_the_same_maps():
+    """share_keys() on hand-made recipes: extending keys share one store; any other keys start
+    their own; a shared recipe copies (to, compact, detach) as one that owns its keys."""
+    from visualizer._generation import share_keys
+    from visualizer._lazy import Recipe
+
+    torch.manual_seed(0)
+    keys = torch.randn(1, 1, 6, DIM)
+    prefill = Recipe(torch.randn(1, 2, 4, DIM), keys[:, :, :4].clone(), causal=True)
+    step = Recipe(torch.randn(1, 2, 1, DIM), keys[:, :, :5].clone())
+    store, shared_prefill = share_keys(None, prefill)
+    same, shared_step = share_keys(store, step)
+    assert same is store and store.length == 5
+    for original, shared in ((prefill, shared_prefill), (step, shared_step)):
+        assert torch.equal(shared.key, original.key)
+        assert torch.equal(shared.full(), original.full())
+        written = torch.softmax(
+            (
+                original.query @ original.key.repeat_interleave(2, dim=1).transpose(-2, -1) / DIM**0.5
+            ).masked_fill(
+                ~torch.ones(original.shape[2:], dtype=torch.bool).tril(original.shape[3] - original.shape[2]),
+                float("-inf"),
+            ),
+            dim=-1,
+        )
+        torch.testing.assert_close(shared.full(), written)
+        assert torch.equal(shared.to(dtype=torch.float64).full(), original.to(dtype=torch.float64).full())
+        own = shared.compact().key
+        assert own.untyped_storage().nbytes() == own.numel() * own.element_size()
+        assert torch.equal(shared.detach().full(), original.full())
+    changed = keys[:, :, :6].clone()
+    changed[0, 0, 2, 0] += 1.0  # an earlier key differs: not an extension
+    other, kept = share_keys(store, Recipe(torch.randn(1, 2, 1, DIM), changed))
+    assert other is not store and torch.equal(kept.key, changed) and store.length == 5
+    graph = Recipe(torch.randn(1, 2, 1, DIM), keys.clone().requires_grad_())
+    unchanged, whole = share_keys(other, graph)
+    assert unchanged is other and whole is graph  # keys with an autograd graph are kept as they are
