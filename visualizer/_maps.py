@@ -252,6 +252,11 @@ class AttentionMaps(Sequence):
         from visualizer._generation import generation
 
         layer = self._layer(key)
+        if layer.info.kind == "cross":
+            raise ValueError(
+                f"{layer.info.path!r} is cross-attention: its keys are the encoder's tokens, not the run's, "
+                f"so there is no causal map of the run; read its steps with maps.calls({layer.info.path!r})"
+            )
         first = layer.calls[0].shape
         if layer.dropped and first[2] != first[3]:
             raise ValueError(

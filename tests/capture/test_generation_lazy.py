@@ -306,3 +306,40 @@ def test_shared_keys_rebuild_the_same_maps():
     graph = Recipe(torch.randn(1, 2, 1, DIM), keys.clone().requires_grad_())
     unchanged, whole = share_keys(other, graph)
     assert unchanged is other and whole is graph  # keys with an autograd graph are kept as they are
+
+
+def test_an_encoder_decoder_stitches_the_decoder_self_attention():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=100,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=PAD,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    model = BartForConditionalGeneration(config).eval()
+    ids, mask = _inputs(2)
+    reference = _eager_reference(model, ids, mask, 4)
+    with capture_attention(model) as maps:
+        sequences = _generate(model, ids, mask, 4)
+    assert torch.equal(sequences, reference.sequences)
+    decoder = [i for i, info in enumerate(maps.infos) if info.role == "decoder" and info.kind == "self"]
+    assert len(decoder) == 2
+    for layer, position in enumerate(decoder):
+        expected = _stitched(reference.decoder_attentions, layer)
+        torch.testing.assert_close(maps.generation(position), expected, atol=1e-6, rtol=1e-5)
+    cross = next(i for i, info in enumerate(maps.infos) if info.kind == "cross")
+    with pytest.raises(ValueError, match="is cross-attention"):
+        maps.generation(cross)
