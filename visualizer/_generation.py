@@ -16,7 +16,14 @@ an autograd graph) the call's keys are kept whole and start a new store.
 Stitching: :func:`generation` places every call of a layer in one causal map of the whole
 run, (batch, heads, total, total), total being the queries computed (prompt plus the
 generated tokens that were fed back): call ``c`` fills its own query rows, in order, and the
-key columns it saw; the columns beyond them are zero.
+key columns it saw; the columns beyond them are zero. A static cache hands the kernel all its
+slots at every step, the unwritten ones masked: they are checked to get no weight and cut.
+
+Costs and limits: the prefix check reads the kept keys once per call (as the kernel does), and
+on a GPU waits for its result (one synchronisation per layer and step). Keys with an autograd
+graph are kept per step. With beam search the cache is reordered between steps, so the check
+fails where beams swap (those steps keep their keys whole), and the stitched map's batch rows
+are beam slots, step by step, as ``output_attentions`` gives them, not each beam's history.
 """
 
 from __future__ import annotations

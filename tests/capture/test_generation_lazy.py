@@ -343,3 +343,17 @@ def test_an_encoder_decoder_stitches_the_decoder_self_attention():
     cross = next(i for i, info in enumerate(maps.infos) if info.kind == "cross")
     with pytest.raises(ValueError, match="is cross-attention"):
         maps.generation(cross)
+
+
+def test_beam_search_steps_are_stitched_by_beam_slot():
+    """Beams reorder the cache between steps: those steps' keys do not extend the store and are
+    kept whole; the map is still the eager steps, row for row (batch rows are beam slots)."""
+    model = _llama()
+    ids, mask = _inputs(1)
+    reference = _eager_reference(model, ids, mask, 5, num_beams=3)
+    with capture_attention(model) as maps:
+        sequences = _generate(model, ids, mask, 5, num_beams=3)
+    assert torch.equal(sequences, reference.sequences)
+    for layer in range(2):
+        expected = _stitched(reference.attentions, layer)
+        torch.testing.assert_close(maps.generation(layer), expected, atol=1e-6, rtol=1e-5)
