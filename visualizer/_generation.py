@@ -127,20 +127,50 @@ def runs(shapes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return found
 
 
-def generation(calls: list, rows: Any = None, heads: Any = None, run: int | None = None):
+def generation(
+    calls: list,
+    rows: Any = None,
+    heads: Any = None,
+    run: int | None = None,
+    *,
+    path: str = "",
+    kind: str = "self",
+    dropped: int = 0,
+):
     """One causal map of a generation run from a layer's calls (maps or Recipes, each
     (batch, heads, queries, keys)): (batch, heads, total, total), or (batch, heads, len(rows),
     total) for the query rows ``rows`` of the run (an int, a slice, a list or a 1-D tensor),
     building only the calls those rows fall in. ``heads`` selects heads (same forms); ``run``
-    which run, where the calls hold several (a call with no past keys starts one)."""
+    which run, where the calls hold several (a call with no past keys starts one). path, kind
+    and dropped describe the layer for the errors: its module path, ``"self"`` or ``"cross"``,
+    and how many of its oldest calls ``max_calls`` dropped."""
     import torch
 
     from visualizer._lazy import Recipe, query_positions
 
+    if kind == "cross":
+        raise ValueError(
+            f"{path!r} is cross-attention: its keys are the encoder's tokens, not the run's, so there "
+            f"is no causal map of the run; read its steps with maps.calls({path!r})"
+        )
     shapes = [tuple(call.shape) for call in calls]
     if any(len(shape) != 4 for shape in shapes):
         raise ValueError(f"generation() needs (batch, heads, queries, keys) maps, not {shapes}")
-    found = runs([(shape[2], shape[3]) for shape in shapes])
+    dropped_hint = (
+        f"max_calls dropped the {dropped} oldest call(s) of {path!r}; capture with a larger max_calls "
+        "(or None) to keep the whole run"
+    )
+    if dropped and shapes and shapes[0][2] != shapes[0][3]:
+        raise ValueError(
+            f"the first call kept ({shapes[0][2]} queries, {shapes[0][3]} keys) does not start a run: "
+            + dropped_hint
+        )
+    try:
+        found = runs([(shape[2], shape[3]) for shape in shapes])
+    except ValueError as exc:
+        if not dropped:
+            raise
+        raise ValueError(f"{path!r}: {exc}. {dropped_hint}") from None
     if run is None:
         if len(found) > 1:
             raise ValueError(

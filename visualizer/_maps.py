@@ -252,27 +252,9 @@ class AttentionMaps(Sequence):
         from visualizer._generation import generation
 
         layer = self._layer(key)
-        if layer.info.kind == "cross":
-            raise ValueError(
-                f"{layer.info.path!r} is cross-attention: its keys are the encoder's tokens, not the run's, "
-                f"so there is no causal map of the run; read its steps with maps.calls({layer.info.path!r})"
-            )
-        first = layer.calls[0].shape
-        if layer.dropped and first[2] != first[3]:
-            raise ValueError(
-                f"{layer.info.path!r}: max_calls dropped the {layer.dropped} oldest call(s) of this layer, "
-                f"and the first call kept ({first[2]} queries, {first[3]} keys) does not start a run; "
-                "capture with a larger max_calls (or None) to keep the whole run"
-            )
-        try:
-            return generation(layer.calls, rows, heads, run)
-        except ValueError as exc:
-            if not layer.dropped:
-                raise
-            raise ValueError(
-                f"{layer.info.path!r}: {exc}. max_calls dropped the {layer.dropped} oldest call(s) of this "
-                "layer; capture with a larger max_calls (or None) to keep the whole run"
-            ) from None
+        return generation(
+            layer.calls, rows, heads, run, path=layer.info.path, kind=layer.info.kind, dropped=layer.dropped
+        )
 
     def kept_bytes(self) -> int:
         """Bytes of every tensor the maps keep (maps, or queries, keys and masks), each storage once."""
