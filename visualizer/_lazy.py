@@ -46,9 +46,15 @@ class Recipe:
     token whose heads were folded into the query positions): the map is then unfolded to
     (batch, heads, 1, keys); dropout: the dropout probability the kernel applied (the map
     rebuilt is the probabilities before dropout).
+
+    The keys may live in a store shared with other calls of the layer (the KV cache of a
+    generation: each step's keys extend the previous step's); see :meth:`share`. ``key`` is
+    then a view of the store's first ``length`` keys, and the recipe rebuilds the same map.
     """
 
-    __slots__ = ("__weakref__", "causal", "dropout", "key", "masks", "packed", "query", "scale")
+    __slots__ = ("__weakref__", "_key", "_shared", "causal", "dropout", "masks", "packed", "query", "scale")
+    _key: Any
+    _shared: tuple[Any, int] | None  # (store, length) where the keys are shared with other calls
 
     def __init__(
         self,
@@ -74,6 +80,24 @@ class Recipe:
         self.query, self.key = query, key
         self.masks = tuple(_as_4d(mask) for mask in masks if mask is not None)
         self.causal, self.scale, self.packed, self.dropout = bool(causal), scale, packed, float(dropout)
+
+    @property
+    def key(self):
+        """The keys, (batch, key heads, keys, head dim)."""
+        shared = self._shared
+        return self._key if shared is None else shared[0].view(shared[1])
+
+    @key.setter
+    def key(self, value) -> None:
+        self._key, self._shared = value, None
+
+    def share(self, store: Any, length: int) -> Recipe:
+        """A copy whose keys are the first ``length`` keys of ``store`` (an object whose
+        ``view(length)`` gives them, (batch, key heads, length, head dim)), in place of its own;
+        they must be the same keys (the caller checks)."""
+        recipe = self.to()
+        recipe._key, recipe._shared = None, (store, int(length))
+        return recipe
 
     # -- what it describes ----------------------------------------------------------------
 

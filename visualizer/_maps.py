@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from visualizer._generation import share_keys
 from visualizer._lazy import BLOCK_ROWS, Recipe
 from visualizer._structure import LayerInfo, Layout, Tokens, Windows, require_tokens, window_positions
 
@@ -33,7 +34,7 @@ __all__ = ["AttentionMaps", "MapsBuilder"]
 class _Layer:
     """What was captured from one attention module (or get_local function); owned by the builder."""
 
-    __slots__ = ("calls", "dropped", "eager_reason", "info", "layouts", "misses", "runs")
+    __slots__ = ("calls", "dropped", "eager_reason", "info", "keys", "layouts", "misses", "runs")
 
     def __init__(self, info: LayerInfo) -> None:
         self.info = info  # calls=0 here; LayerInfo handed out carries the live count
@@ -43,6 +44,7 @@ class _Layer:
         self.misses: list[str] = []  # why calls produced no weights
         self.dropped = 0  # oldest calls dropped by max_calls
         self.eager_reason: str | None = info.eager_reason  # why a call was computed eagerly
+        self.keys: Any = None  # the KeyStore the latest rebuilt call's keys extend (generation)
 
     def public(self) -> LayerInfo:
         layout = self.layouts[-1] if self.layouts else self.info.layout
@@ -80,6 +82,8 @@ class MapsBuilder:
         """One call: the map, or the :class:`~visualizer._lazy.Recipe` that rebuilds it."""
         layer = self._layers[handle]
         with self._lock:
+            if isinstance(weights, Recipe):  # keys of a KV cache kept once, not once per step
+                layer.keys, weights = share_keys(layer.keys, weights)
             layer.calls.append(weights)
             layer.layouts.append(layout if layout is not None else layer.info.layout)
             if self._max_calls is not None and len(layer.calls) > self._max_calls:
@@ -232,6 +236,26 @@ class AttentionMaps(Sequence):
         for start in range(0, queries, size):
             yield start, self.rows(key, slice(start, min(start + size, queries)), heads, call)
 
+    def generation(self, key: int | str, rows: Any = None, heads: Any = None, run: int | None = None):
+        """One layer's attention over a whole ``model.generate(...)`` run with a KV cache, as
+        one causal map: (batch, heads, total, total), total being the tokens whose queries were
+        computed (the prompt, then each generated token fed back).
+
+        Each call of the layer (the prefill, then one per step) fills its own query rows, in
+        order, and the key columns it saw; columns beyond a step's keys are zero. Row for row,
+        this is what ``generate(..., output_attentions=True)`` returns per step (padding rows
+        that see no key are zero here). rows: only these query rows of the run (an int, a
+        slice, a list or a 1-D tensor), building only the calls they fall in; heads: these
+        heads; run: which run where the capture holds several (each starts with a call that
+        has no past keys). ValueError where the calls are not one run with a growing cache.
+        """
+        from visualizer._generation import generation
+
+        layer = self._layer(key)
+        return generation(
+            layer.calls, rows, heads, run, path=layer.info.path, kind=layer.info.kind, dropped=layer.dropped
+        )
+
     def kept_bytes(self) -> int:
         """Bytes of every tensor the maps keep (maps, or queries, keys and masks), each storage once."""
         seen: dict[tuple, int] = {}
@@ -378,6 +402,7 @@ class AttentionMaps(Sequence):
             layer.layouts.clear()
             layer.runs = layer.dropped = 0
             layer.misses.clear()
+            layer.keys = None
 
     def __repr__(self) -> str:
         captured = self._captured()
