@@ -146,11 +146,13 @@ class Recipe:
         return recipe
 
     def compact(self) -> Recipe:
-        """A copy whose queries and keys own their memory where they were views into larger
-        tensors (timm's q, k and v are views of one qkv tensor): keeping the view would keep
-        the values too. Masks are shared between layers and kept as they are."""
+        """A copy whose queries and keys own their memory: queries where they were views into
+        larger tensors (timm's q, k and v are views of one qkv tensor: keeping the view would
+        keep the values too), keys always, since they may be a KV cache's own tensor, which a
+        static cache overwrites in place later. Masks are shared between layers and kept as they are."""
         recipe = self.to()
-        recipe.query, recipe.key = _own(self.query), _own(self.key)
+        key = _own(self.key)
+        recipe.query, recipe.key = _own(self.query), key.clone() if key is self.key else key
         return recipe
 
     def detach(self) -> Recipe:
