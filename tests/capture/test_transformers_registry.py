@@ -3,12 +3,17 @@
 The way transformers tests itself: one case per entry of ``MODEL_MAPPING_NAMES``, each model
 built from its config class with a tiny config (random weights) and fed inputs made from its
 ``main_input_name`` and forward signature. For each model that runs, ``capture_attention``
-under the model's default implementation must give exactly what the model itself returns
-with eager ``output_attentions=True`` (atol 1e-5), field by field and in order, and the
-declared structure must agree with the fields: ``encoder_attentions`` are encoder
-self-attention, ``decoder_attentions`` decoder self-attention, ``cross_attentions``
-cross-attention. Models whose tiny config cannot be built, that need an input these tests
-cannot make, or whose eager attention returns no weights are skipped with the reason. The
+(lazy=None: maps rebuilt on demand where the module keeps its sdpa kernel) must leave the
+model's output as it is without capture, and give exactly what the model itself returns with
+eager ``output_attentions=True`` (atol 1e-5; query rows that see no key, zero when rebuilt,
+left out), field by field and in order. Where the model's default output is not its eager
+output (its sdpa computes something else: PaliGemma), the rebuilt maps follow the kernel and a
+``lazy=False`` capture is compared with eager instead; those models are counted, and so are
+rebuilt and eager layers. The declared structure must agree with the fields:
+``encoder_attentions`` are encoder self-attention, ``decoder_attentions`` decoder self-
+attention, ``cross_attentions`` cross-attention. Models whose tiny config cannot be built,
+that need an input these tests cannot make, or whose eager attention returns no weights are
+skipped with the reason. The
 counts are printed at the end (``-s`` not needed)::
 
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_transformers_registry.py
