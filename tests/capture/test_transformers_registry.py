@@ -10,11 +10,10 @@ left out), field by field and in order. Where the model's default output is not 
 output (its sdpa computes something else: PaliGemma), the rebuilt maps follow the kernel and a
 ``lazy=False`` capture is compared with eager instead; those models are counted, and so are
 rebuilt and eager layers. The declared structure must agree with the fields:
-``encoder_attentions`` are encoder self-attention, ``decoder_attentions`` decoder self-
-attention, ``cross_attentions`` cross-attention. Models whose tiny config cannot be built,
+``encoder_attentions`` are encoder self-attention, ``decoder_attentions`` decoder
+self-attention, ``cross_attentions`` cross-attention. Models whose tiny config cannot be built,
 that need an input these tests cannot make, or whose eager attention returns no weights are
-skipped with the reason. The
-counts are printed at the end (``-s`` not needed)::
+skipped with the reason. The counts are printed at the end (``-s`` not needed)::
 
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_transformers_registry.py
 """
