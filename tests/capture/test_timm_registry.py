@@ -11,7 +11,10 @@ arguments (q, k, attn_mask, is_causal, scale, enable_gqa). The same input then r
 ``capture_attention(model)``: each recording module must be captured (itself or its nearest
 captured ancestor) with maps equal to the reference to 1e-5 (or to the adapter plan's
 ``derive`` of it: talking heads, differential attention, ConViT's gated mix), or be refused,
-its reason in the CaptureWarning.
+its reason in the CaptureWarning. The capture must leave the model's output as it is (1e-5:
+modules computed eagerly switch fused_attn off), and for a model with rebuilt modules (fused
+attention kept, maps rebuilt on demand) one more capture, ``lazy=False``, must give each rebuilt
+module's maps again, computed eagerly; the summary counts rebuilt and eager modules.
 
 Counts (``pytest -s tests/capture/test_timm_registry.py`` prints them; timm 1.0.31, torch 2.14):
 98 families; 103 models tried (95 families and 8 ``EXTRAS`` configs for attention classes the
@@ -163,7 +166,8 @@ def _build(family: str):
 
 
 def _reference(model, side):
-    """(input, probe) after a forward under the probe; with no side, S px first, else the configured size."""
+    """(input, probe, output) after a forward under the probe (which leaves the output as it is);
+    with no side, S px first, else the configured size."""
     sides = [side] if side else [S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
     for attempt, size in enumerate(sides):
         torch.manual_seed(1)
@@ -171,8 +175,8 @@ def _reference(model, side):
         probe = Probe(model)
         try:
             with torch.no_grad(), probe:
-                model(x)
-            return x, probe
+                output = model(x)
+            return x, probe, output
         except Exception:
             if attempt == len(sides) - 1:
                 raise
@@ -267,8 +271,9 @@ def report():
     yield
     print(
         f"\ntimm registry: {len(FAMILIES)} families, {COUNTS['tried']} models tried, "
-        f"{COUNTS['captured']} modules captured, {COUNTS['refused']} modules refused, "
-        f"{len(SKIPPED) + len(LEFT_OUT)} models skipped"
+        f"{COUNTS['captured']} modules captured ({COUNTS['rebuilt']} rebuilt, {COUNTS['eager']} eager; "
+        f"the rebuilt ones of {COUNTS['rebuilt models']} models equal to a lazy=False capture), "
+        f"{COUNTS['refused']} modules refused, {len(SKIPPED) + len(LEFT_OUT)} models skipped"
     )
     for family, reason in {**LEFT_OUT, **SKIPPED}.items():
         print(f"  skipped {family}: {reason}")
@@ -283,7 +288,7 @@ def test_every_attention_is_captured_exactly_or_refused(family):
         SKIPPED[family] = f"{name} {model}"
         pytest.skip(model)
     started = time.perf_counter()
-    x, probe = _reference(model, size)
+    x, probe, plain = _reference(model, size)
     size = x.shape[-1]
     if time.perf_counter() - started > 10:
         SKIPPED[family] = f"{name}: a forward takes over 10 s"
@@ -294,7 +299,10 @@ def test_every_attention_is_captured_exactly_or_refused(family):
         with warnings.catch_warnings(record=True) as caught, torch.no_grad():
             warnings.simplefilter("always")
             with capture_attention(model) as maps:
-                model(x)
+                output = model(x)
+        # the capture leaves the output as it is (rebuilt layers keep their kernel; eager ones
+        # switch fused_attn off, which rounds differently)
+        torch.testing.assert_close(output, plain, atol=1e-5, rtol=1e-4)
         warned = " ".join(str(w.message) for w in caught if issubclass(w.category, CaptureWarning))
     else:  # nothing to capture: capture_attention refuses the model, naming what it refused
         with pytest.raises(ValueError, match="found no attention module in .* that it can record") as raised:
@@ -330,4 +338,22 @@ def test_every_attention_is_captured_exactly_or_refused(family):
                 f"{name}: {path} {tuple(call.shape)} vs {tuple(reference.shape)}"
             )
             torch.testing.assert_close(call, reference.reshape(call.shape), atol=1e-5, rtol=1e-4)
-    print(f"\n{family}: {name} at {size}px, {len(maps)} captured, {len(refused)} refused")
+    rebuilt = [path for path in captured if path in maps.names and maps.info(path).rebuilt]
+    COUNTS["rebuilt"] += len(rebuilt)
+    COUNTS["eager"] += len(maps) - len(rebuilt)
+    if rebuilt:  # one more forward, only where some map is rebuilt: each equals its eager map
+        COUNTS["rebuilt models"] += 1
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", CaptureWarning)  # (the refusals, said above)
+            with capture_attention(model, lazy=False) as eager:
+                output = model(x)
+        torch.testing.assert_close(output, plain, atol=1e-5, rtol=1e-4)
+        for path in rebuilt:
+            assert not eager.info(path).rebuilt, f"{name}: {path} rebuilt under lazy=False"
+            assert len(eager.calls(path)) == len(maps.calls(path)), f"{name}: {path} calls"
+            for lazy_map, eager_map in zip(maps.calls(path), eager.calls(path)):
+                torch.testing.assert_close(lazy_map, eager_map, atol=1e-5, rtol=1e-4)
+    print(
+        f"\n{family}: {name} at {size}px, {len(maps)} captured ({len(rebuilt)} rebuilt), "
+        f"{len(refused)} refused"
+    )

@@ -3,13 +3,17 @@
 The way transformers tests itself: one case per entry of ``MODEL_MAPPING_NAMES``, each model
 built from its config class with a tiny config (random weights) and fed inputs made from its
 ``main_input_name`` and forward signature. For each model that runs, ``capture_attention``
-under the model's default implementation must give exactly what the model itself returns
-with eager ``output_attentions=True`` (atol 1e-5), field by field and in order, and the
-declared structure must agree with the fields: ``encoder_attentions`` are encoder
-self-attention, ``decoder_attentions`` decoder self-attention, ``cross_attentions``
-cross-attention. Models whose tiny config cannot be built, that need an input these tests
-cannot make, or whose eager attention returns no weights are skipped with the reason. The
-counts are printed at the end (``-s`` not needed)::
+(lazy=None: maps rebuilt on demand where the module keeps its sdpa kernel) must leave the
+model's output as it is without capture, and give exactly what the model itself returns with
+eager ``output_attentions=True`` (atol 1e-5; query rows that see no key, zero when rebuilt,
+left out), field by field and in order. Where the model's default output is not its eager
+output (its sdpa computes something else: PaliGemma), the rebuilt maps follow the kernel and a
+``lazy=False`` capture is compared with eager instead; those models are counted, and so are
+rebuilt and eager layers. The declared structure must agree with the fields:
+``encoder_attentions`` are encoder self-attention, ``decoder_attentions`` decoder
+self-attention, ``cross_attentions`` cross-attention. Models whose tiny config cannot be built,
+that need an input these tests cannot make, or whose eager attention returns no weights are
+skipped with the reason. The counts are printed at the end (``-s`` not needed)::
 
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_transformers_registry.py
 """
@@ -20,7 +24,6 @@ import collections
 import contextlib
 import inspect
 import signal
-import time
 import warnings
 
 import pytest
@@ -283,6 +286,20 @@ DECLARED = {
 }
 
 
+def same_map(captured, reference) -> bool:
+    """``captured`` equals ``reference`` (atol 1e-5) on every query row that sees some key.
+
+    A query row that sees no key (every key masked) is all zeros in a rebuilt map, what the
+    fused kernel computes, and uniform in eager's; such rows are left out, and a map must keep
+    at least one row to compare."""
+    if captured.shape != reference.shape:
+        return False
+    seen = captured.ne(0).any(dim=-1)
+    if not bool(seen.any()):
+        return bool(torch.allclose(captured, reference, atol=1e-5, rtol=0))
+    return bool(torch.allclose(captured[seen], reference[seen], atol=1e-5, rtol=0))
+
+
 def match(maps, fields) -> tuple[list[str], list[str]]:
     """Match each field's tensors to captured maps (in model order when every layer ran once).
 
@@ -301,7 +318,7 @@ def match(maps, fields) -> tuple[list[str], list[str]]:
             for i in range(start if ordered else 0, len(captured)):
                 if i in used or captured[i][1].shape != tensor.shape:
                     continue
-                if torch.allclose(captured[i][1], tensor, atol=1e-5, rtol=0):
+                if same_map(captured[i][1], tensor):
                     found = i
                     break
             if found is None:
@@ -319,8 +336,64 @@ def match(maps, fields) -> tuple[list[str], list[str]]:
     return problems, [info.path for info in unmatched]
 
 
-def check(model_type: str, class_name: str) -> str:
-    """Run one model; returns the capture path ("table" or "fallback"); raises Skip or AssertionError."""
+def output_tensors(output, prefix="") -> dict[str, torch.Tensor]:
+    """The tensors of a model output other than its attentions, by field (nested outputs included)."""
+    tensors = {}
+    items = output.items() if hasattr(output, "items") else []
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if key.endswith("attentions"):
+            continue
+        if hasattr(value, "items"):
+            tensors.update(output_tensors(value, f"{name}."))
+        elif isinstance(value, torch.Tensor):
+            tensors[name] = value
+        elif isinstance(value, (tuple, list)):
+            for n, item in enumerate(value):
+                if isinstance(item, torch.Tensor):
+                    tensors[f"{name}[{n}]"] = item
+    return tensors
+
+
+def outputs_differ(one, other) -> list[str]:
+    """The fields in which two outputs of one model differ (atol 1e-5), compared where both have them."""
+    first, second = output_tensors(one), output_tensors(other)
+    common = [name for name in first if name in second]
+    assert common, f"no output tensors to compare (fields {sorted(first)} and {sorted(second)})"
+    return [
+        name
+        for name in common
+        if first[name].shape != second[name].shape
+        or not torch.allclose(first[name].float(), second[name].float(), atol=1e-5, rtol=0, equal_nan=True)
+    ]
+
+
+def run_captured(model, inputs, lazy):
+    """(maps or the ValueError refusing the model, CaptureWarnings said, the model's output)."""
+    output = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CaptureWarning)
+        try:
+            torch.manual_seed(0)
+            with torch.no_grad(), capture_attention(model, lazy=lazy) as maps:
+                output = model(**inputs, return_dict=True)
+        except ValueError as exc:
+            if "found no attention module" not in str(exc):
+                raise
+            maps = exc
+    return maps, [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)], output
+
+
+def check(model_type: str, class_name: str) -> dict:
+    """Run one model; raises Skip or AssertionError. Returns what the summary counts: ``path``
+    ("table", "fallback" or "refused: why"), ``rebuilt`` and ``eager`` (layers of the default
+    capture), ``eager_reasons`` and ``differ`` (its sdpa output is not its eager output).
+
+    The default capture (lazy=None) must leave the model's output as it is without capture
+    (the same implementation). Where the model's default output equals its eager output, the
+    default maps (rebuilt or not) must equal eager ``output_attentions``; where it does not
+    (the implementations compute different things, e.g. PaliGemma's sdpa mask), the rebuilt
+    maps follow the kernel, and a ``lazy=False`` capture is the one compared with eager."""
     with time_cap(TIME_CAP):
         model = build(model_type, class_name)
         inputs = make_inputs(model)
@@ -341,31 +414,45 @@ def check(model_type: str, class_name: str) -> str:
             raise Skip(
                 "its eager attentions are not (batch, heads, queries, keys) maps (local/block attention)"
             )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CaptureWarning)
-            try:
-                torch.manual_seed(0)
-                with torch.no_grad(), capture_attention(model) as maps:
-                    model(**inputs)
-            except ValueError as exc:
-                if "found no attention module" not in str(exc):
-                    raise
-                maps = exc
-        said = [str(w.message) for w in caught if issubclass(w.category, CaptureWarning)]
+        torch.manual_seed(0)
+        with torch.no_grad():
+            plain = model(**inputs, return_dict=True)  # the default implementation, no capture
+        maps, said, captured = run_captured(model, inputs, None)
         refused = [message for message in said if "are not supported" in message]
         assert model.config._attn_implementation == default, (
             "capture left the attention implementation changed"
         )
-    if isinstance(maps, Exception) or refused:
-        reason = str(maps) if isinstance(maps, Exception) else refused[0]
-        return "refused: " + reason[:300]
+        if isinstance(maps, Exception) or refused:
+            reason = str(maps) if isinstance(maps, Exception) else refused[0]
+            return {"path": "refused: " + reason[:300]}
+        infos = maps.infos
+        result = {
+            "rebuilt": sum(info.rebuilt for info in infos),
+            "eager": sum(not info.rebuilt for info in infos),
+            "eager_reasons": sorted({info.eager_reason or "?" for info in infos if not info.rebuilt}),
+            "differ": bool(outputs_differ(plain, output)),
+            "changed": bool(outputs_differ(captured, plain)),
+        }
+        # A capture that computes a model's maps eagerly runs its eager attention: where that is
+        # not what its sdpa computes (Falcon), the output is eager's. Anything else is a failure.
+        assert not result["changed"] or (result["differ"] and not outputs_differ(captured, output)), (
+            f"the capture changed the model's output ({default}): "
+            + ", ".join(outputs_differ(captured, plain)[:4])
+        )
+        if result["differ"]:  # the rebuilt maps are the kernel's; eager ones are compared with eager
+            maps, said, _ = run_captured(model, inputs, False)
+            assert not isinstance(maps, Exception), f"lazy=False refuses what lazy=None captures: {maps}"
+            refused = [message for message in said if "are not supported" in message]
     problems, others = match(maps, fields)
     problems += [message for message in said if message not in refused]
+    if result["differ"]:
+        problems = [f"(sdpa and eager differ; lazy=False) {problem}" for problem in problems]
     assert not problems, "; ".join(problems[:6])
     if others:
         REASONS["more than the model returns"][f"{len(others)} maps"].append(class_name)
     found = ADAPTER.find(model, list(model.named_modules()), {}, None)
-    return "fallback" if any(isinstance(t.payload, FallbackPayload) for t in found) else "table"
+    result["path"] = "fallback" if any(isinstance(t.payload, FallbackPayload) for t in found) else "table"
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -374,10 +461,16 @@ def summary(request):
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     lines = [
         f"transformers registry: {sum(STATS['all'].values())} tried, "
-        + ", ".join(f"{count} {what}" for what, count in sorted(STATS["all"].items()))
+        + ", ".join(f"{count} {what}" for what, count in sorted(STATS["all"].items())),
+        f"  layers of the default capture: {STATS['layers']['rebuilt']} rebuilt, "
+        f"{STATS['layers']['eager']} eager; sdpa and eager differ in "
+        f"{STATS['models']['sdpa and eager differ']} models (their maps compared with lazy=False; "
+        f"{STATS['models']['output changed']} of them with an output the capture changed to eager's)",
     ]
     for outcome in (
         "captured (fallback)",
+        "sdpa and eager differ",
+        "eager layers",
         "more than the model returns",
         "refused",
         "known failures",
@@ -385,7 +478,8 @@ def summary(request):
         "failed",
     ):
         for reason, names in sorted(REASONS[outcome].items(), key=lambda kv: -len(kv[1])):
-            shown = names if outcome != "skipped" else names[:8]  # every model that needed the fallback
+            # every model that needed the fallback, or whose sdpa and eager differ
+            shown = names if outcome not in ("skipped", "eager layers") else names[:8]
             lines.append(f"  {outcome} ({len(names)}): {reason}: {', '.join(shown)}")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
@@ -395,9 +489,8 @@ def summary(request):
 
 @pytest.mark.parametrize(("model_type", "class_name"), ENTRIES, ids=[f"{t}-{n}" for t, n in ENTRIES])
 def test_capture_equals_eager_output_attentions(model_type, class_name, summary):
-    start = time.perf_counter()
     try:
-        path = check(model_type, class_name)
+        result = check(model_type, class_name)
     except Skip as exc:
         STATS["all"]["skipped"] += 1
         REASONS["skipped"][str(exc)].append(class_name)
@@ -418,11 +511,23 @@ def test_capture_equals_eager_output_attentions(model_type, class_name, summary)
         STATS["all"]["failed"] += 1
         REASONS["failed"][type(exc).__name__].append(class_name)
         raise
+    path = result["path"]
     if path.startswith("refused"):
         STATS["all"]["refused"] += 1
         REASONS["refused"][path[len("refused: ") :][:120]].append(class_name)
-    else:
-        STATS["all"][f"captured ({path})"] += 1
-        if path == "fallback":
-            REASONS["captured (fallback)"]["no _can_record_outputs"].append(class_name)
-    _ = time.perf_counter() - start
+        return
+    STATS["all"][f"captured ({path})"] += 1
+    if path == "fallback":
+        REASONS["captured (fallback)"]["no _can_record_outputs"].append(class_name)
+    STATS["layers"]["rebuilt"] += result["rebuilt"]
+    STATS["layers"]["eager"] += result["eager"]
+    for reason in result["eager_reasons"]:
+        REASONS["eager layers"][reason[:120]].append(class_name)
+    if result["differ"]:
+        STATS["models"]["sdpa and eager differ"] += 1
+        REASONS["sdpa and eager differ"]["compared with lazy=False"].append(class_name)
+    if result["changed"]:
+        STATS["models"]["output changed"] += 1
+        REASONS["sdpa and eager differ"]["the capture runs eager attention: its output is eager's"].append(
+            class_name
+        )
