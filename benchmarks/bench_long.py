@@ -464,7 +464,7 @@ def model_section(ids, rounds: int) -> dict:
 def parse(argv: list) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="256 and 512 tokens, 2 rounds: the CI smoke test"
+        "--quick", action="store_true", help="256 and 512 tokens, 1 round, 1 thread: the CI smoke test"
     )
     parser.add_argument(
         "--lengths", type=int, nargs="+", help=f"tokens (default {' '.join(map(str, LENGTHS))})"
@@ -491,7 +491,7 @@ def parse(argv: list) -> argparse.Namespace:
     lengths = args.lengths or (QUICK_LENGTHS if args.quick else LENGTHS)
     if any(n < ROWS for n in lengths):
         parser.error(f"--lengths must be at least {ROWS} tokens, got {lengths}")
-    rounds = args.rounds or [2 if args.quick else 5]
+    rounds = args.rounds or [1 if args.quick else 5]
     if len(rounds) not in (1, len(lengths)) or min(rounds) < 1:
         parser.error(f"--rounds: one count of at least 1, or one per length ({len(lengths)}), got {rounds}")
     args.lengths, args.rounds = list(lengths), rounds * len(lengths) if len(rounds) == 1 else rounds
@@ -508,8 +508,8 @@ def main(argv=None) -> None:
     args = parse(argv)
     _quiet_transformers()
     budget = int(args.memory_budget * GB)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.quick:  # quick: one thread, the least disturbed on a shared CI machine
+        torch.set_num_threads(args.threads or 1)
     if args.one_variant:
         with torch.no_grad():
             print(json.dumps(run_one_variant(int(args.one_variant[0]), args.one_variant[1])))
@@ -538,7 +538,7 @@ def main(argv=None) -> None:
             print_verdicts(verdicts)
         if args.models or args.quick:
             ids = QUICK_MODEL_IDS if args.quick else MODEL_IDS
-            results["models"] = model_section(ids, args.model_rounds or (2 if args.quick else 10))
+            results["models"] = model_section(ids, args.model_rounds or (1 if args.quick else 10))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
