@@ -48,7 +48,16 @@ class Recipe:
     rebuilt is the probabilities before dropout).
     """
 
-    __slots__ = ("__weakref__", "causal", "dropout", "key", "masks", "packed", "query", "scale")
+    __slots__ = (
+        "__weakref__",
+        "causal",
+        "dropout",
+        "key",
+        "masks",
+        "packed",
+        "query",
+        "scale",
+    )
 
     def __init__(
         self,
@@ -73,7 +82,12 @@ class Recipe:
             )
         self.query, self.key = query, key
         self.masks = tuple(_as_4d(mask) for mask in masks if mask is not None)
-        self.causal, self.scale, self.packed, self.dropout = bool(causal), scale, packed, float(dropout)
+        self.causal, self.scale, self.packed, self.dropout = (
+            bool(causal),
+            scale,
+            packed,
+            float(dropout),
+        )
 
     # -- what it describes ----------------------------------------------------------------
 
@@ -156,14 +170,29 @@ class Recipe:
             return self._scores_softmax(positions, head_index, 0, n_keys, inplace=False).to(self.dtype)
         count = len(positions)
         out_heads = n_heads if head_index is None else len(head_index)
-        out = torch.zeros((batch, out_heads, count, n_keys), dtype=self.dtype, device=self.query.device)
+        if 0 < count <= BLOCK_ROWS:
+            low, high = self._key_range(positions, head_index)
+            if low == 0 and high == n_keys:  # one block that sees every key: its scores are the rows
+                return self._scores_softmax(positions, head_index, low, high, inplace=True).to(self.dtype)
+        # Filled block by block; only what no row of a block can see is zeroed.
+        out = torch.empty(
+            (batch, out_heads, count, n_keys),
+            dtype=self.dtype,
+            device=self.query.device,
+        )
         for start in range(0, count, BLOCK_ROWS):
             block = positions[start : start + BLOCK_ROWS]
+            rows = out[:, :, start : start + len(block)]
             low, high = self._key_range(block, head_index)
-            if high > low:
-                out[:, :, start : start + len(block), low:high] = self._scores_softmax(
-                    block, head_index, low, high, inplace=True
-                )
+            if high <= low:
+                rows.zero_()
+                continue
+            rows[..., :low].zero_()
+            rows[..., high:].zero_()
+            seen = rows[..., low:high]
+            weights = self._scores_softmax(block, head_index, low, high, inplace=True, out=seen)
+            if weights is not seen:
+                seen.copy_(weights)
         return out
 
     def blocks(self, size: int = BLOCK_ROWS, heads: Any = None) -> Iterator[tuple[int, Any]]:
@@ -180,7 +209,11 @@ class Recipe:
         if positions.numel() != 1 or int(positions[0]) != 0:
             raise IndexError(f"this call has one query token; query rows {positions.tolist()} do not exist")
         batch, kv_heads, groups, _ = self.query.shape
-        unpacked = Recipe(self.query.reshape(batch, kv_heads * groups, 1, -1), self.key, scale=self.scale)
+        unpacked = Recipe(
+            self.query.reshape(batch, kv_heads * groups, 1, -1),
+            self.key,
+            scale=self.scale,
+        )
         unpacked.masks = tuple(_unpack_mask(mask, kv_heads, groups) for mask in self.masks)
         return unpacked.rows(slice(None), head_index)
 
@@ -207,7 +240,10 @@ class Recipe:
             low, high = max(low, int(found[0])), min(high, int(found[-1]) + 1)
         return low, max(low, high)
 
-    def _scores_softmax(self, positions, head_index, low: int, high: int, *, inplace: bool):
+    def _scores_softmax(self, positions, head_index, low: int, high: int, *, inplace: bool, out=None):
+        """softmax(scale * q k^T + bias) for the rows ``positions`` and keys [low, high); with
+        ``out`` (inplace only), the scores are computed into it (a view of the map being built,
+        which spares one block-sized copy) and the result is ``out`` where the dtypes agree."""
         import torch
 
         dtype = self._compute_dtype
@@ -220,10 +256,24 @@ class Recipe:
         elif groups > 1:
             key = key.repeat_interleave(groups, dim=1)
         scale = self.scale if self.scale is not None else 1.0 / math.sqrt(self.query.shape[-1])
-        scores = torch.matmul(query.to(dtype), key.to(dtype).transpose(-2, -1))
+        if (
+            out is not None
+            and inplace
+            and out.dtype == dtype
+            and query.shape[:2] == key.shape[:2] == out.shape[:2]
+        ):
+            scores = torch.matmul(query.to(dtype), key.to(dtype).transpose(-2, -1), out=out)
+        else:
+            scores = torch.matmul(query.to(dtype), key.to(dtype).transpose(-2, -1))
         scores = scores.mul_(scale) if inplace else scores * scale
         keep = None
-        if self.causal:
+        if self.causal and inplace:
+            # Keys up to the block's first row are seen by every row: mask only the columns after it.
+            first = max(low, int(positions.min()) + 1)
+            if first < high:
+                columns = torch.arange(first, high, device=scores.device)
+                scores[..., first - low :].masked_fill_(positions[:, None] < columns[None, :], -math.inf)
+        elif self.causal:
             columns = torch.arange(low, high, device=scores.device)
             keep = positions[:, None] >= columns[None, :]
         for mask in self.masks:
