@@ -182,6 +182,10 @@ class Recipe:
             return self._scores_softmax(positions, head_index, 0, n_keys, inplace=False).to(self.dtype)
         count = len(positions)
         out_heads = n_heads if head_index is None else len(head_index)
+        if 0 < count <= BLOCK_ROWS:
+            low, high = self._key_range(positions, head_index)
+            if low == 0 and high == n_keys:  # one block that sees every key: its scores are the rows
+                return self._scores_softmax(positions, head_index, low, high, inplace=True).to(self.dtype)
         out = torch.empty((batch, out_heads, count, n_keys), dtype=self.dtype, device=self.query.device)
         for start in range(0, count, BLOCK_ROWS):
             block = positions[start : start + BLOCK_ROWS]
