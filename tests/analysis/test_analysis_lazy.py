@@ -128,7 +128,10 @@ def test_top_k_pairs_keep_row_major_order_for_ties_across_blocks():
     maps = _llama()
     whole = maps.stack().numpy()
     got = top_k_pairs(maps, 64, layer=0, item=1, head=0)
-    assert got == top_k_pairs(whole[0, 1, 0], 64)
+    expected = top_k_pairs(whole[0, 1, 0], 64)
+    # (rows read in other blocks round differently, by about 1e-8)
+    assert [pair[:2] for pair in got] == [pair[:2] for pair in expected]
+    np.testing.assert_allclose([pair[2] for pair in got], [pair[2] for pair in expected], atol=1e-7, rtol=0)
     assert [pair[:2] for pair in got[-24:]] == [pair[:2] for pair in top_k_pairs(whole[0, 1, 0], 64)[-24:]]
 
 
