@@ -36,6 +36,9 @@ class Plan:
     shape: Callable[[Any, Any], Any] | None = None  # (module, value) -> (batch, heads, q, k)
     derive: Callable[[Any, list], Any] | None = None  # (module, probabilities) -> map
     note: str = ""
+    #: The fused path's one scaled_dot_product_attention call already has (batch, heads, ...)
+    #: queries, so its map can be rebuilt even though the unfused map needs ``shape``.
+    fused_shaped: bool = False
 
 
 def _one_head(module, value):
@@ -170,7 +173,7 @@ INVENTORY: dict[str, Plan | str] = {
         "attention over Hiera's unrolled token order, inside mask units; no token layout declared"
     ),
     M + "hieradet_sam2.MultiScaleAttention": TOKENS,  # windowed blocks refused in _timm_windows
-    M + "iformer.SHMA": TOKENS,
+    M + "iformer.SHMA": dataclasses.replace(TOKENS, shape=_one_head, fused_shaped=True),  # one head
     M + "levit.Attention": NO_SWITCH,
     M + "levit.AttentionDownsample": NO_SWITCH,
     M + "lowformer.ConvAttention": TOKENS,

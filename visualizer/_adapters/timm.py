@@ -162,7 +162,8 @@ def _rebuild(module, plan: Plan) -> str | None:
     """None where the module's fused path is one scaled_dot_product_attention call whose inputs
     define the map; else why the map is computed eagerly."""
     name = type(module).__qualname__
-    if plan.derive is not None or plan.shape is not None or plan.variable != "attn" or not plan.switch:
+    shaped = plan.shape is not None and not plan.fused_shaped
+    if plan.derive is not None or shaped or plan.variable != "attn" or not plan.switch:
         return f"{name}'s map is not one softmax of its queries and keys"
     if plan.layout == "channels":
         return f"{name} attends across channels"
