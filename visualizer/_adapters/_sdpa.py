@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
-__all__ = ["Call", "recipe", "watch"]
+__all__ = ["Call", "not_one_call", "recipe", "watch"]
 
 #: (query, key, attn_mask, dropout_p, is_causal, scale, enable_gqa) of one kernel call.
 Call = tuple
@@ -178,3 +178,12 @@ def _repeated(key, groups: int) -> bool:
     batch, heads, tokens, dim = key.shape
     runs = key.reshape(batch, heads // groups, groups, tokens, dim)
     return bool(torch.equal(runs, runs[:, :, :1].expand_as(runs)))
+
+
+def not_one_call(name: str, calls: int) -> str:
+    """Why a watched module's call gave no recipe: it made ``calls`` kernel calls, not one."""
+    what = "made no call to" if calls == 0 else f"made {calls} calls to"
+    return (
+        f"{name} {what} torch.nn.functional.scaled_dot_product_attention in one forward, so its map "
+        "cannot be rebuilt from the kernel's inputs. Fix: capture_attention(model, lazy=False)."
+    )

@@ -386,7 +386,7 @@ def _hook(target, recorder, windows, rebuilt):
             if weights is not None:  # the model was switched to eager after all (a nested model)
                 recorder.record_eager(target, weights, layout, "its model ran eagerly")
             else:
-                recorder.missing(target, _no_kernel_call(module, kept))
+                recorder.missing(target, _sdpa.not_one_call(type(module).__name__, kept))
             return
         if windowed:
             weights = _window_weights(output, layout)
@@ -411,14 +411,6 @@ def _window_weights(output, layout):
         if getattr(value, "dim", None) is not None and value.dim() == 4 and tuple(value.shape[-2:]) == (n, n):
             return value
     return None
-
-
-def _no_kernel_call(module, calls: int) -> str:
-    what = "made no call to" if calls == 0 else f"made {calls} calls to"
-    return (
-        f"{type(module).__name__} {what} torch.nn.functional.scaled_dot_product_attention in one forward, so "
-        "its map cannot be rebuilt from the kernel's inputs. Fix: capture_attention(model, lazy=False)."
-    )
 
 
 def _cause(module) -> str:

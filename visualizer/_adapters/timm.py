@@ -225,13 +225,7 @@ class _Layouts:
         if len(calls) == 1:
             self.recorder.record(target, _sdpa.recipe(calls[0]), self.current.get(id(target)))
             return
-        what = "made no call to" if not calls else f"made {len(calls)} calls to"
-        self.recorder.missing(
-            target,
-            f"{type(target.module).__qualname__} {what} torch.nn.functional.scaled_dot_product_attention "
-            "in one forward, so its map cannot be rebuilt from the kernel's inputs. Fix: "
-            "capture_attention(model, lazy=False).",
-        )
+        self.recorder.missing(target, _sdpa.not_one_call(type(target.module).__qualname__, len(calls)))
 
     def record(self, target, weights, layout=None) -> None:
         shape = target.payload.plan.shape
