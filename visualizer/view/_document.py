@@ -110,7 +110,7 @@ def render_fragment(kind: str, config: dict, payload: str, extra_scripts: dict |
         {
             "KIND": kind,
             "ID": marker,
-            "CSS": read_static("view.css"),
+            "CSS": read_static("view.css") + _kind_css(kind),
             "CONFIG": _script_json(config),
             "PAYLOAD": payload,
             "EXTRA": extra,
@@ -118,6 +118,12 @@ def render_fragment(kind: str, config: dict, payload: str, extra_scripts: dict |
         },
     )
     return Fragment(text.split(marker))
+
+
+def _kind_css(kind: str) -> str:
+    """The CSS of one kind of view (``static/<kind>_view.css``), if it has its own."""
+    path = resources.files("visualizer.view").joinpath("static", f"{kind}_view.css")
+    return "\n" + path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
 def render_page(fragment: str, title: str) -> str:
