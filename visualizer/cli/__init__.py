@@ -4,6 +4,7 @@
                                                            # the sample images, MiniLM on a sentence
     python -m visualizer vit cat.jpg dog.png --out figs    # your images
     python -m visualizer bert "The cat sat on the mat."    # your text
+    python -m visualizer lm --generate 20                  # a causal LM: the induction-heads demo
     python -m visualizer vit --help
 
 Each run writes PNG figures, an interactive HTML view (self-contained, offline) and a
@@ -31,6 +32,7 @@ from visualizer.cli._outputs import Outputs
 __all__ = ["main"]
 
 DEFAULT_OUT = "visualizer-output"
+DEFAULT_GENERATE = 12  # tokens the main job's induction-heads demo generates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             from visualizer.cli import _vit
 
             written = _vit.run(args, outputs)
+        elif args.command == "lm":
+            from visualizer.cli import _lm
+
+            written = _lm.run(args, outputs)
         else:
             from visualizer.cli import _bert
 
@@ -80,11 +86,11 @@ def _kept(written: list[Path], prog: str) -> None:
 
 
 def _defaults(args, outputs: Outputs) -> list[Path]:
-    from visualizer.cli import _bert, _vit
+    from visualizer.cli import _bert, _lm, _vit
 
     print(
-        "transformer-visualizer: offline defaults "
-        "(DINOv2 ViT-S/14 on the sample images, MiniLM on a sentence)"
+        "transformer-visualizer: offline defaults (DINOv2 ViT-S/14 on the sample images, MiniLM on a "
+        f"sentence, the induction-heads demo generating {DEFAULT_GENERATE} tokens)"
     )
     vit_args = argparse.Namespace(
         **{**vars(args), "images": [], "model": None, "weights": None, "random_weights": False, "size": 224}
@@ -92,8 +98,12 @@ def _defaults(args, outputs: Outputs) -> list[Path]:
     bert_args = argparse.Namespace(
         **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False}
     )
+    lm_args = argparse.Namespace(
+        **{**vars(args), "text": [], "model": None, "random_weights": False, "generate": DEFAULT_GENERATE}
+    )
     _vit.run(vit_args, outputs)
-    return _bert.run(bert_args, outputs)
+    _bert.run(bert_args, outputs)
+    return _lm.run(lm_args, outputs)
 
 
 def _report(written: list[Path], out: Path) -> None:
@@ -145,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the layer for single-layer figures (default: two thirds of the way up)",
     )
     common.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
-    commands = parser.add_subparsers(dest="command", metavar="{vit,bert}")
+    commands = parser.add_subparsers(dest="command", metavar="{vit,bert,lm}")
 
     vit = commands.add_parser(
         "vit",
@@ -175,6 +185,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     bert.add_argument(
         "--random-weights", action="store_true", help="random weights for --model (its config only)"
+    )
+    lm = commands.add_parser(
+        "lm",
+        parents=[common],
+        help="causal language model attention over a prompt and what it generates",
+        description="Attention of a causal language model over a prompt and the tokens it generates: "
+        "figures, a model view, a text view and statistics per prompt. Default model: the induction-heads "
+        "demo (a 2-layer GPT-2 trained here once, then cached), on one of its repeated sequences.",
+    )
+    lm.add_argument(
+        "text",
+        nargs="*",
+        help="prompts (default: the demo's repeated sequence; with --model, "
+        "a sample sentence); for the demo, words of its vocabulary",
+    )
+    lm.add_argument("--model", help="a transformers causal LM name or local folder (default: the demo)")
+    lm.add_argument(
+        "--random-weights", action="store_true", help="random weights for --model (its config only)"
+    )
+    lm.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="generate N tokens greedily and show the whole run (default: 0, the prompt only)",
     )
     return parser
 

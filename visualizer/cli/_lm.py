@@ -1,0 +1,261 @@
+"""``transformer-visualizer lm``: a causal language model's attention over a prompt and what it generates.
+
+    python -m visualizer lm                                  # the offline induction-heads demo
+    python -m visualizer lm --generate 20                    # ... and 20 tokens it generates
+    python -m visualizer lm "The cat sat on the mat." --model path/to/gpt2 --generate 16
+
+With no ``--model`` the model is the induction-heads demo (a 2-layer GPT-2 trained here once
+and cached, :func:`visualizer.demos.load_induction_demo`) and the prompt is one of its
+held-out sequences, a random block of words repeated; a prompt of words from its vocabulary
+can be given instead. With ``--model`` (a transformers causal LM name or a local folder) the
+prompt is text. Per prompt it writes ``tokens.png`` (the mean over heads of ``--layer``,
+capped at :data:`FIGURE_TOKENS` tokens, labels prettified), ``heads.png``, the model view,
+the text view, ``generation.png`` (with ``--generate``: the stitched map of the whole run)
+and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visualizer.cli._common import UsageError, check_index, check_indices, progress
+from visualizer.cli._outputs import Outputs
+
+__all__ = ["FIGURE_TOKENS", "MAX_GENERATE", "SAMPLE_PROMPT", "figure_labels", "run"]
+
+FIGURE_TOKENS = 64  # the token heatmap and the heads figure: the last 64 tokens, labels readable
+GENERATION_TOKENS = 512  # the stitched generation figure: at most this many tokens a side
+MAX_GENERATE = 4096
+SAMPLE_PROMPT = "The quick brown fox jumps over the lazy dog. The quick brown fox"
+DEMO_LABEL = "induction-heads demo (2-layer GPT-2, trained here)"
+
+
+def run(args, outputs: Outputs) -> list[Path]:
+    """Write figures, views and statistics for each prompt; returns the files written."""
+    prompts = [text for text in args.text]
+    for i, text in enumerate(prompts, 1):
+        if not text.strip():
+            raise UsageError(f"prompt {i} is empty")
+    if args.generate < 0 or args.generate > MAX_GENERATE:
+        raise UsageError(f"--generate {args.generate}: give a number of tokens from 0 to {MAX_GENERATE}")
+    if args.model is None and args.random_weights:
+        raise UsageError("--random-weights goes with --model NAME")
+    from visualizer.models import WeightsError
+    from visualizer.models._packages import require_frameworks
+
+    try:
+        require_frameworks("the lm command", ("torch", "transformers"))
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
+    from visualizer.cli._vit import _device
+
+    device = _device(args.device)
+    source = _Demo(prompts) if args.model is None else _Model(args, prompts or [SAMPLE_PROMPT])
+    source.model.to(device)
+    import torch
+
+    from visualizer import capture_attention
+
+    limit = _positions(source.model)
+    for i, ids in enumerate(progress(source.inputs, "prompts"), 1):
+        if limit is not None and ids.shape[1] + args.generate > limit:
+            raise UsageError(
+                f"prompt {i} has {ids.shape[1]} tokens; with --generate {args.generate} that is more than "
+                f"the model's {limit} positions"
+            )
+        with torch.no_grad(), capture_attention(source.model, device="cpu") as maps:
+            plan = _plan(source.model, maps.selected, args, source.label)
+            ids = ids.to(device)
+            if args.generate:
+                out = source.model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=args.generate,
+                    min_new_tokens=args.generate,
+                    do_sample=False,
+                    pad_token_id=source.pad_id,
+                )
+                ids = out
+            else:
+                source.model(ids)
+        folder = outputs.folder(f"prompt-{i}")
+        prompt_length = source.inputs[i - 1].shape[1]
+        _write(outputs, folder, maps, ids[0].tolist(), prompt_length, source, plan, args)
+        outputs.done(folder)
+    return outputs.written
+
+
+def _positions(model) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _plan(model, infos, args, label: str) -> dict:
+    from visualizer.cli._common import check_token_layers, heads_of
+
+    check_token_layers(infos, label)
+    count = len(infos)
+    heads = heads_of(model, infos)
+    return {
+        "layers": check_indices(args.layers, count, "layer", "--layers"),
+        "detail": check_index(args.layer, count, "layer", "--layer") if args.layer is not None else count - 1,
+        "heads": check_indices(args.heads, heads, "head", "--heads") if heads is not None else None,
+    }
+
+
+def _write(
+    outputs: Outputs, folder: Path, maps, ids: list[int], prompt_length: int, source, plan, args
+) -> None:
+    from visualizer.analysis import attention_stats, entropy, top_k_pairs
+    from visualizer.plots import plot_head, plot_head_grid, plot_token_heatmap
+    from visualizer.view import model_view, text_view
+
+    layers, detail, heads = plan["layers"], plan["detail"], plan["heads"]
+    generated = len(ids) - prompt_length
+    # With a KV cache the last generated token is never fed back: the maps cover the tokens before it.
+    layer_maps = [maps.generation(i) for i in range(len(maps))] if generated else maps
+    total = prompt_length + max(generated - 1, 0)
+    raw = source.tokens(ids[:total])
+    labels = figure_labels(raw)
+    label = source.label
+    start = max(0, total - FIGURE_TOKENS)
+    note = f" (last {total - start} of {total} tokens)" if start else ""
+    window = _window(layer_maps, detail, start, total)
+    outputs.figure(
+        folder,
+        "tokens.png",
+        plot_token_heatmap(window, labels[start:], title=f"{label}: layer {detail}, mean of heads{note}"),
+    )
+    outputs.figure(
+        folder,
+        "heads.png",
+        plot_head_grid(window, labels[start:], heads=heads, title=f"{label}: layer {detail}, heads{note}"),
+    )
+    if generated:
+        first = max(0, total - GENERATION_TOKENS)
+        stitched = _window(layer_maps, detail, first, total)
+        figure = plot_head(
+            stitched,
+            head=None,
+            tokens=labels[first:] if total - first <= FIGURE_TOKENS else None,
+            title=f"{label}: layer {detail} over the whole run, mean of heads "
+            f"({prompt_length} prompt + {generated} generated tokens"
+            + (f", the last {total - first} shown)" if first else ")"),
+        )
+        if prompt_length > first:
+            for ax in figure.axes[:1]:
+                ax.axhline(prompt_length - first - 0.5, color="white", lw=0.8, ls="--")
+        outputs.figure(folder, "generation.png", figure)
+    outputs.text(
+        folder,
+        "model_view.html",
+        model_view(layer_maps, raw, layers=layers, heads=heads, title=f"{label}: every layer and head").html,
+    )
+    outputs.text(
+        folder,
+        "text_view.html",
+        text_view(
+            layer_maps,
+            raw,
+            layers=layers,
+            heads=heads,
+            layer=detail if detail in layers else None,
+            prompt_length=prompt_length if generated else None,
+            title=f"{label}: text view",
+        ).html,
+    )
+    strongest = top_k_pairs(layer_maps, 10, layer=detail, item=0)
+    stats = {
+        "model": label,
+        "prompt_tokens": prompt_length,
+        "generated_tokens": generated,
+        "tokens": source.tokens(ids),
+        "text": source.text(ids),
+        "entropy_per_head": [entropy(layer_maps, layer=i)[0].round(4).tolist() for i in layers],
+        f"top_pairs_layer_{detail}": [
+            {"query": raw[q], "key": raw[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
+            for q, k, w in strongest
+        ],
+        **source.extra_stats(layer_maps, prompt_length),
+        **attention_stats(layer_maps),
+    }
+    outputs.json(folder, "stats.json", stats)
+
+
+def _window(layer_maps, layer: int, start: int, stop: int):
+    """One layer's (batch, heads, n, n) map over tokens ``start:stop``: only those rows are read."""
+    if isinstance(layer_maps, list):
+        return layer_maps[layer][:, :, start:stop, start:stop]
+    return layer_maps.rows(layer, slice(start, stop))[..., start:stop]
+
+
+def figure_labels(tokens: list[str]) -> list[str]:
+    """Tick labels for ``tokens``: markers read back into text, whitespace made visible.
+
+    >>> figure_labels(["The", "Ġcat", "Ċ"])
+    ['The', 'cat', '\\n']
+    """
+    from visualizer.view._tokens import pretty_tokens
+
+    labels = []
+    for token in pretty_tokens(tokens):
+        text = token.text
+        if not text.strip():
+            text = text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t") or "\u2205"
+        labels.append(text if len(text) <= 16 else text[:15] + "\u2026")
+    return labels
+
+
+class _Demo:
+    """The induction-heads demo: its model, and its held-out repeated sequences (or prompts of its words)."""
+
+    pad_id = None
+
+    def __init__(self, prompts: list[str]) -> None:
+        from visualizer.demos import load_induction_demo
+
+        self.demo = load_induction_demo()
+        self.model = self.demo.model
+        self.label = DEMO_LABEL
+        self.inputs = [self.demo.encode(text)[None] for text in prompts] or [self.demo.sequences(1, seed=0)]
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return self.demo.tokens(ids)
+
+    def text(self, ids: list[int]) -> str:
+        return " ".join(self.demo.tokens(ids))
+
+    def extra_stats(self, maps, prompt_length: int) -> dict:
+        if prompt_length != self.inputs[0].shape[1] or not self.demo.is_repeated(self.inputs[0][0]):
+            return {}
+        return {"scores": self.demo.scores_of(maps)}
+
+
+class _Model:
+    """A transformers causal LM from ``--model``, with its tokenizer."""
+
+    def __init__(self, args, prompts: list[str]) -> None:
+        from visualizer.models import WeightsError, load_causal_lm
+
+        try:
+            self.model, self.tokenizer = load_causal_lm(args.model, pretrained=not args.random_weights)
+        except WeightsError as exc:
+            raise UsageError(f"unknown or unavailable model {args.model!r}: {exc}") from None
+        self.label = f"{args.model} ({'random weights' if args.random_weights else 'pretrained'})"
+        self.inputs = [self.tokenizer(text, return_tensors="pt")["input_ids"] for text in prompts]
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    def text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def extra_stats(self, maps, prompt_length: int) -> dict:
+        return {}
