@@ -110,7 +110,7 @@ def _plan(model, infos, args, label: str) -> dict:
 def _write(
     outputs: Outputs, folder: Path, maps, ids: list[int], prompt_length: int, source, plan, args
 ) -> None:
-    from visualizer.analysis import attention_stats, entropy, top_k_pairs
+    from visualizer.analysis import attention_stats, top_k_pairs
     from visualizer.plots import plot_head, plot_head_grid, plot_token_heatmap
     from visualizer.view import model_view, text_view
 
@@ -128,12 +128,16 @@ def _write(
     outputs.figure(
         folder,
         "tokens.png",
-        plot_token_heatmap(window, labels[start:], title=f"{label}: layer {detail}, mean of heads{note}"),
+        plot_token_heatmap(
+            window, labels[start:], scale="sqrt", title=f"{label}: layer {detail}, mean of heads{note}"
+        ),
     )
     outputs.figure(
         folder,
         "heads.png",
-        plot_head_grid(window, labels[start:], heads=heads, title=f"{label}: layer {detail}, heads{note}"),
+        plot_head_grid(
+            window, labels[start:], heads=heads, scale="sqrt", title=f"{label}: layer {detail}, heads{note}"
+        ),
     )
     if generated:
         first = max(0, total - GENERATION_TOKENS)
@@ -142,13 +146,15 @@ def _write(
             stitched,
             head=None,
             tokens=labels[first:] if total - first <= FIGURE_TOKENS else None,
-            title=f"{label}: layer {detail} over the whole run, mean of heads "
+            scale="sqrt",
+            figsize=(7.5, 7.0),
+            title=f"{label}: layer {detail} over the whole run, mean of heads\n"
             f"({prompt_length} prompt + {generated} generated tokens"
             + (f", the last {total - first} shown)" if first else ")"),
         )
         if prompt_length > first:
             for ax in figure.axes[:1]:
-                ax.axhline(prompt_length - first - 0.5, color="white", lw=0.8, ls="--")
+                ax.axhline(prompt_length - first - 0.5, color="#7fdbff", lw=0.8, ls="--")
         outputs.figure(folder, "generation.png", figure)
     outputs.text(
         folder,
@@ -168,14 +174,17 @@ def _write(
             title=f"{label}: text view",
         ).html,
     )
-    strongest = top_k_pairs(layer_maps, 10, layer=detail, item=0)
+    if isinstance(layer_maps, list):
+        strongest = top_k_pairs(layer_maps[detail][0], 10)
+    else:
+        strongest = top_k_pairs(layer_maps, 10, layer=detail, item=0)
     stats = {
         "model": label,
         "prompt_tokens": prompt_length,
         "generated_tokens": generated,
         "tokens": source.tokens(ids),
         "text": source.text(ids),
-        "entropy_per_head": [entropy(layer_maps, layer=i)[0].round(4).tolist() for i in layers],
+        "entropy_per_head": [_entropy(layer_maps, i) for i in layers],
         f"top_pairs_layer_{detail}": [
             {"query": raw[q], "key": raw[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
             for q, k, w in strongest
@@ -184,6 +193,21 @@ def _write(
         **attention_stats(layer_maps),
     }
     outputs.json(folder, "stats.json", stats)
+
+
+def _entropy(layer_maps, i: int) -> list[float]:
+    from visualizer.analysis import entropy
+
+    attn, key = _layer(layer_maps, i)
+    return entropy(attn, layer=key)[0].round(4).tolist()
+
+
+def _layer(layer_maps, i: int):
+    """The arguments the analysis functions take for layer ``i``: ``(maps, layer=i)`` for an
+    AttentionMaps (read block by block), the layer's map for a list of stitched maps."""
+    if isinstance(layer_maps, list):
+        return layer_maps[i], None
+    return layer_maps, i
 
 
 def _window(layer_maps, layer: int, start: int, stop: int):
@@ -245,7 +269,8 @@ class _Model:
             self.model, self.tokenizer = load_causal_lm(args.model, pretrained=not args.random_weights)
         except WeightsError as exc:
             raise UsageError(f"unknown or unavailable model {args.model!r}: {exc}") from None
-        self.label = f"{args.model} ({'random weights' if args.random_weights else 'pretrained'})"
+        name = Path(args.model).name if Path(args.model).expanduser().exists() else args.model
+        self.label = f"{name} ({'random weights' if args.random_weights else 'pretrained'})"
         self.inputs = [self.tokenizer(text, return_tensors="pt")["input_ids"] for text in prompts]
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
