@@ -5,6 +5,7 @@
 >>> view.save("heads.html")                               # opens from disk; no network, no CDN
 >>> image_view(cache["Attention.forward"], image)         # images: hover a patch, see its attention
 <AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
+>>> model_view(maps, tokens)                              # every layer x head as a thumbnail; click one
 
 ``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
 (heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
@@ -33,5 +34,6 @@ Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, col
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._head_view import head_view
 from visualizer.view._image_view import image_view
+from visualizer.view._model_view import model_view
 
-__all__ = ["AttentionView", "head_view", "image_view"]
+__all__ = ["AttentionView", "head_view", "image_view", "model_view"]

@@ -1,0 +1,256 @@
+"""``model_view``: every layer x head at a glance, one small heat map each; click one for detail.
+
+>>> view = model_view(maps, tokens)                  # text: the detail panel is the head view
+>>> view = model_view(maps, image=picture)           # a ViT: the detail panel is the image view
+>>> view = model_view(maps, encoder_tokens, decoder_tokens=decoder_tokens)   # BART, T5, nn.Transformer
+>>> view.save("model.html")
+
+Each cell is one head's (queries, keys) map in the colour map of the figures, scaled to its
+own largest weight. Long sequences are not dropped but DOWNSAMPLED: each map is averaged over
+blocks of tokens until it has at most ``thumb`` x ``thumb`` cells (a 4,096-token map at
+``thumb=64``: blocks of 64 x 64 tokens), and the view says by how much. The detail panel of a
+clicked cell shows the full map (head view or image view) where it is sent, i.e. for text
+of up to :data:`DETAIL_TOKENS` tokens with ``tokens=`` given, or for ``image=``; otherwise a
+larger heat map, block-averaged to at most :data:`DETAIL_CELLS` cells a side, with the
+tokens of each block on hover.
+
+The maps are read one layer at a time (an ``AttentionMaps`` never has two layers built), and
+an encoder-decoder capture shows its rows grouped as encoder self, decoder self and cross.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
+from visualizer._validate import index, indices, positive_int
+from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._codec import encode_maps
+from visualizer.view._document import check_title, plural, render_fragment
+from visualizer.view._head_view import check_tokens, shown_tokens
+from visualizer.view._image_view import image_panel
+from visualizer.view._sections import keep_layers, sections
+
+__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "block_average", "model_view"]
+
+#: Longest sequence whose full maps the detail panel gets (as a head view) when tokens are given.
+DETAIL_TOKENS = 512
+#: Largest side of the heat map the detail panel shows for longer sequences (or without tokens).
+DETAIL_CELLS = 256
+
+
+def block_average(weights, size: int):
+    """``weights`` (..., queries, keys) averaged over blocks of ``ceil(n / size)`` tokens per axis.
+
+    Returns ``(averaged, (query_block, key_block))``; the last block of an axis may be shorter,
+    and is averaged over the tokens it holds. With ``size`` at least the axis length, a block
+    is one token and the map comes back unchanged.
+    """
+    weights = np.asarray(weights, dtype=np.float32)
+    queries, keys = weights.shape[-2:]
+    step_q, step_k = math.ceil(queries / size), math.ceil(keys / size)
+    out = weights
+    for axis, step, length in ((-2, step_q, queries), (-1, step_k, keys)):
+        if step > 1:
+            starts = np.arange(0, length, step)
+            counts = np.diff(np.append(starts, length)).astype(np.float32)
+            shape = [1] * out.ndim
+            shape[axis] = len(starts)
+            out = np.add.reduceat(out, starts, axis=axis) / counts.reshape(shape)
+    return out.astype(np.float32), (step_q, step_k)
+
+
+def model_view(
+    attentions,
+    tokens=None,
+    *,
+    image=None,
+    decoder_tokens=None,
+    layers=None,
+    heads=None,
+    batch: int = 0,
+    title: str | None = None,
+    thumb: int = 64,
+    grid=None,
+    prefix_tokens: int = 1,
+    scheme: str | None = None,
+    cmap=ATTENTION_CMAP,
+) -> AttentionView:
+    """A grid of layers x heads, each a small heat map of its map; click one to see it in detail.
+
+    - ``attentions``: per-layer (batch, heads, queries, keys) or (heads, queries, keys) maps, a
+      stacked array, or an ``AttentionMaps`` (rows labelled with its declared module paths);
+    - ``tokens``: one string per position (prettified as in the head view, ``scheme=``): the
+      detail panel is then the head view of that layer, opened on the clicked head; for an
+      encoder-decoder capture, the encoder's tokens, with ``decoder_tokens`` the decoder's;
+    - ``image``: the picture a vision transformer saw ((H, W, 3)): the detail panel is the
+      image view; ``grid`` and ``prefix_tokens`` as in :func:`~visualizer.view.image_view`;
+    - ``layers``, ``heads``: indices to keep; ``batch``: which item of a batched map;
+    - ``thumb``: the most cells a side of each small map (block-averaged beyond that);
+    - ``cmap``: the colour map, by default the one of every figure.
+    """
+    thumb = positive_int(thumb, "model_view(): thumb")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"batch must be an int; got {type(batch).__name__}")
+    if image is not None and (tokens is not None or decoder_tokens is not None):
+        raise ValueError("pass tokens= for text or image= for a picture, not both")
+    title = check_title(title, "Attention: every layer and head")
+    infos = layer_infos(attentions)
+    per_layer = split_layers(attentions, "attentions")
+    groups = sections(attentions)
+    if groups is None:
+        if decoder_tokens is not None:
+            raise ValueError(
+                "decoder_tokens= is for an AttentionMaps of an encoder-decoder model; these maps declare "
+                "no cross-attention. Drop decoder_tokens="
+            )
+        groups = [(None, indices(layers, len(per_layer), "layers", "layer"))]
+    else:
+        if image is not None:
+            raise ValueError(
+                "image= needs self-attention maps of a vision model, not an encoder-decoder capture"
+            )
+        groups = keep_layers(groups, layers, len(per_layer))
+        if tokens is not None and decoder_tokens is None:
+            raise ValueError(
+                "these maps come from an encoder-decoder model: pass decoder_tokens= besides tokens= (the "
+                "encoder's), or neither"
+            )
+    chosen = [position for _, positions in groups for position in positions]
+    require_token_layers(infos, chosen, "attentions")
+    tokens = None if tokens is None else check_tokens(tokens, "tokens")
+    decoder_tokens = None if decoder_tokens is None else check_tokens(decoder_tokens, "decoder_tokens")
+
+    rows, thumbs, extra, head_index, image_setup, token_sets = [], [], {}, None, None, {}
+    for name, positions in groups:
+        for position in positions:
+            weights = _one_layer(per_layer[position], position, batch)
+            if head_index is None:
+                head_index = indices(heads, weights.shape[0], "heads", "head")
+            elif weights.shape[0] <= max(head_index):
+                raise ValueError(
+                    f"attentions[{position}] has {weights.shape[0]} heads, fewer than the first layer kept; "
+                    "select heads= that every layer has"
+                )
+            weights = weights[head_index]
+            _, queries, keys = weights.shape
+            label = infos[position].path if infos is not None else f"layer {position}"
+            row = {"label": label, "layer": position, "section": name, "shape": [queries, keys]}
+            small, steps = block_average(weights, thumb)
+            row["size"], row["block"] = list(small.shape[1:]), list(steps)
+            thumbs.append(small)
+            detail = f"tvz-layer-{len(rows)}"
+            if image is not None:
+                if image_setup is None:
+                    image_setup = image_panel(image, keys, grid=grid, prefix_tokens=prefix_tokens, cmap=cmap)
+                if (
+                    queries != keys
+                    or keys != image_setup[0]["grid"][0] * image_setup[0]["grid"][1] + prefix_tokens
+                ):
+                    raise ValueError(
+                        f"attentions[{position}] is {queries} x {keys}: the image view needs self-attention "
+                        f"over the same {prefix_tokens} prefix tokens and patches in every layer"
+                    )
+                payload, meta = encode_maps(weights[None], exact_keys=prefix_tokens)
+                row["detail"] = "image"
+            elif tokens is not None and max(queries, keys) <= DETAIL_TOKENS:
+                payload, meta = encode_maps(weights[None])
+                row["detail"] = "head"
+                row["tokens"] = _row_tokens(
+                    token_sets, name, tokens, decoder_tokens, (queries, keys), scheme, position
+                )
+            else:
+                large, steps = block_average(weights, DETAIL_CELLS)
+                payload, meta = encode_maps(large[None])
+                row["detail"], row["detail_block"] = "heatmap", list(steps)
+                if tokens is not None:
+                    row["tokens"] = _row_tokens(
+                        token_sets, name, tokens, decoder_tokens, (queries, keys), scheme, position
+                    )
+            row["maps"], row["data"] = meta, detail
+            extra[detail] = payload
+            rows.append(row)
+            del weights
+    size_q = max(t.shape[1] for t in thumbs)
+    size_k = max(t.shape[2] for t in thumbs)
+    padded = np.zeros((len(thumbs), len(head_index), size_q, size_k), dtype=np.float32)
+    for number, small in enumerate(thumbs):
+        padded[number, :, : small.shape[1], : small.shape[2]] = small
+    payload, meta = encode_maps(padded, bits=8)
+    config = {
+        "kind": "model",
+        "title": title,
+        "layers": [row["label"] for row in rows],
+        "heads": [str(h) for h in head_index],
+        "maps": meta,
+        "rows": rows,
+        "token_sets": token_sets,
+        "sections": [name for name, _ in groups] if groups[0][0] is not None else None,
+        "thumb": thumb,
+        "colormap": colormap_table(cmap),
+        "initial": {"row": None, "head": None},
+    }
+    if image_setup is not None:
+        panel, png = image_setup
+        config["image"] = panel
+        extra["tvz-image"] = png
+    fragment = render_fragment("model", config, payload, extra_scripts=extra)
+    longest = max(max(row["shape"]) for row in rows)
+    summary = f"{plural(len(rows), 'layer')} x {plural(len(head_index), 'head')}, up to {longest} tokens"
+    height = 160 + len(rows) * 76 + 40 * len(groups) + 560
+    return AttentionView("model", fragment, title=title, height=height, summary=summary)
+
+
+def _one_layer(item, position: int, batch: int):
+    """One layer as (heads, queries, keys) float32, checked to be attention weights."""
+    array = layer_map(item, f"attentions[{position}]")
+    if array.ndim == 4:
+        array = array[
+            index(batch, array.shape[0], f"batch (attentions[{position}] {array.shape})", "batch item")
+        ]
+    array = np.asarray(array, dtype=np.float32)
+    if 0 in array.shape:
+        raise ValueError(
+            f"attentions[{position}] has an empty dimension: (heads, queries, keys) = {array.shape}"
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"attentions[{position}] holds NaN or infinite values; pass finite attention weights"
+        )
+    if array.min() < 0:
+        raise ValueError(
+            f"attentions[{position}] holds negative values (min {float(array.min()):.4g}): attention weights "
+            "are >= 0. Pass the softmax probabilities, not the scores before the softmax."
+        )
+    return array
+
+
+def _row_tokens(token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int) -> str:
+    """The name of the query and key tokens of one row in ``token_sets`` (filled on first use),
+    checked against its map's ``shape`` (queries, keys)."""
+    encoder_queries = name in (None, "Encoder self")
+    query_tokens, query_name = (tokens, "tokens") if encoder_queries else (decoder_tokens, "decoder_tokens")
+    key_tokens, key_name = (
+        (decoder_tokens, "decoder_tokens") if name == "Decoder self" else (tokens, "tokens")
+    )
+    for given, count, argument, noun in (
+        (query_tokens, shape[0], query_name, "queries"),
+        (key_tokens, shape[1], key_name, "keys"),
+    ):
+        if len(given) != count:
+            raise ValueError(
+                f"{argument} has {len(given)} entries but attentions[{position}] has {count} {noun}; "
+                "pass one token per position (special tokens included)"
+            )
+    key = name or "self"
+    if key not in token_sets:
+        token_sets[key] = {
+            "tokens": shown_tokens(query_tokens, scheme),
+            "raw_tokens": query_tokens,
+            "key_tokens": shown_tokens(key_tokens, scheme),
+            "raw_key_tokens": key_tokens,
+        }
+    return key
