@@ -227,6 +227,8 @@ def shown_tokens(tokens: list[str], scheme: str | None) -> list[str]:
     shown = []
     for token in pretty_tokens(tokens, scheme):
         text = token.text.replace("\r\n", "\u21b5").replace("\n", "\u21b5").replace("\t", "\u21e5")
+        if not text and token.raw:  # the first bytes of a character the next piece completes
+            text = "\u22ef"
         shown.append(text if text.strip() or not text else text.replace(" ", "\u2423"))
     return shown
 
