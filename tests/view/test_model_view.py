@@ -18,7 +18,7 @@ from view_data import canvas_digest, config_of, embedded, open_view, softmax_map
 
 from visualizer.view import model_view
 from visualizer.view._codec import decode_maps, max_error
-from visualizer.view._model_view import block_average
+from visualizer.view._model_view import block_average, block_means
 
 SUB = ".tvz-sub"
 
@@ -43,6 +43,15 @@ def test_block_average_matches_a_loop(shape, size):
     np.testing.assert_allclose(averaged, loop_block_average(weights, size), rtol=1e-5, atol=1e-7)
     assert max(averaged.shape[-2:]) <= size
     assert steps == (-(-shape[1] // size), -(-shape[2] // size))
+
+
+def test_block_means_over_row_blocks_match_block_average():
+    weights = softmax_maps((3, 101, 77), seed=2)
+    blocks = [(start, weights[:, start : start + 13]) for start in range(0, 101, 13)]  # not aligned to cells
+    for (means, steps), size in zip(block_means(blocks, 3, 101, 77, (8, 30, 200)), (8, 30, 200), strict=True):
+        expected, expected_steps = block_average(weights, size)
+        np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-8)
+        assert steps == expected_steps
 
 
 def thumbnails(document):
@@ -78,6 +87,37 @@ def test_thumbnails_of_a_captured_gpt2_match_eager_attentions():
         detail = decode_maps(embedded(view.html, f"tvz-layer-{layer}"), config["rows"][layer]["maps"])
         full = eager[layer][0].numpy()[None]
         assert (np.abs(detail - full) <= max_error(full, config["rows"][layer]["maps"])).all()
+
+
+def test_a_long_lazy_capture_is_read_in_row_blocks_never_whole(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from visualizer import AttentionMaps, capture_attention
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=60, n_positions=640, n_embd=16, n_layer=2, n_head=2)).eval()
+    ids = torch.randint(0, 60, (1, 600))
+    with capture_attention(model) as maps, torch.no_grad():
+        model(ids)
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        eager = [a[0].numpy() for a in model(ids, output_attentions=True).attentions]
+
+    def refuse(self, key):
+        raise AssertionError("a whole layer was built")
+
+    monkeypatch.setattr(AttentionMaps, "__getitem__", refuse)
+    view = model_view(maps, [f"t{i}" for i in range(600)], heads=[1])
+    back, config = thumbnails(view.html)
+    for layer in range(2):
+        row = config["rows"][layer]
+        assert row["detail"] == "heatmap" and row["block"] == [10, 10] and row["detail_block"] == [3, 3]
+        expected = loop_block_average(eager[layer][[1]], 64)
+        assert (np.abs(back[layer] - expected) <= max_error(expected, config["maps"]) + 1e-6).all()
+        detail = decode_maps(embedded(view.html, row["data"]), row["maps"])
+        expected = loop_block_average(eager[layer][[1]], 256)[None]
+        assert (np.abs(detail - expected) <= max_error(expected, row["maps"]) + 1e-6).all()
 
 
 def test_long_maps_get_a_block_averaged_detail_and_say_so():

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
+from visualizer._maps import AttentionMaps
 from visualizer._validate import index, indices, positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
@@ -34,7 +35,7 @@ from visualizer.view._head_view import check_tokens, shown_tokens
 from visualizer.view._image_view import image_panel
 from visualizer.view._sections import keep_layers, sections
 
-__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "block_average", "model_view"]
+__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "block_average", "block_means", "model_view"]
 
 #: Longest sequence whose full maps the detail panel gets (as a head view) when tokens are given.
 DETAIL_TOKENS = 512
@@ -124,56 +125,26 @@ def model_view(
     tokens = None if tokens is None else check_tokens(tokens, "tokens")
     decoder_tokens = None if decoder_tokens is None else check_tokens(decoder_tokens, "decoder_tokens")
 
-    rows, thumbs, extra, head_index, image_setup, token_sets = [], [], {}, None, None, {}
+    rows, thumbs, extra, token_sets = [], [], {}, {}
+    setup = {"heads": heads, "image": None}
+    options = {
+        "tokens": tokens,
+        "decoder_tokens": decoder_tokens,
+        "image": image,
+        "scheme": scheme,
+        "grid": grid,
+        "prefix_tokens": prefix_tokens,
+        "cmap": cmap,
+        "token_sets": token_sets,
+    }
     for name, positions in groups:
         for position in positions:
-            weights = _one_layer(per_layer[position], position, batch)
-            if head_index is None:
-                head_index = indices(heads, weights.shape[0], "heads", "head")
-            elif weights.shape[0] <= max(head_index):
-                raise ValueError(
-                    f"attentions[{position}] has {weights.shape[0]} heads, fewer than the first layer kept; "
-                    "select heads= that every layer has"
-                )
-            weights = weights[head_index]
-            _, queries, keys = weights.shape
-            label = infos[position].path if infos is not None else f"layer {position}"
-            row = {"label": label, "layer": position, "section": name, "shape": [queries, keys]}
-            small, steps = block_average(weights, thumb)
-            row["size"], row["block"] = list(small.shape[1:]), list(steps)
-            thumbs.append(small)
-            detail = f"tvz-layer-{len(rows)}"
-            if image is not None:
-                if image_setup is None:
-                    image_setup = image_panel(image, keys, grid=grid, prefix_tokens=prefix_tokens, cmap=cmap)
-                if (
-                    queries != keys
-                    or keys != image_setup[0]["grid"][0] * image_setup[0]["grid"][1] + prefix_tokens
-                ):
-                    raise ValueError(
-                        f"attentions[{position}] is {queries} x {keys}: the image view needs self-attention "
-                        f"over the same {prefix_tokens} prefix tokens and patches in every layer"
-                    )
-                payload, meta = encode_maps(weights[None], exact_keys=prefix_tokens)
-                row["detail"] = "image"
-            elif tokens is not None and max(queries, keys) <= DETAIL_TOKENS:
-                payload, meta = encode_maps(weights[None])
-                row["detail"] = "head"
-                row["tokens"] = _row_tokens(
-                    token_sets, name, tokens, decoder_tokens, (queries, keys), scheme, position
-                )
-            else:
-                large, steps = block_average(weights, DETAIL_CELLS)
-                payload, meta = encode_maps(large[None])
-                row["detail"], row["detail_block"] = "heatmap", list(steps)
-                if tokens is not None:
-                    row["tokens"] = _row_tokens(
-                        token_sets, name, tokens, decoder_tokens, (queries, keys), scheme, position
-                    )
-            row["maps"], row["data"] = meta, detail
-            extra[detail] = payload
+            row, small, payload = _layer(attentions, per_layer, position, name, batch, thumb, setup, options)
+            row["data"] = f"tvz-layer-{len(rows)}"
+            extra[row["data"]] = payload
             rows.append(row)
-            del weights
+            thumbs.append(small)
+    head_index, image_setup = setup["head_index"], setup["image"]
     size_q = max(t.shape[1] for t in thumbs)
     size_k = max(t.shape[2] for t in thumbs)
     padded = np.zeros((len(thumbs), len(head_index), size_q, size_k), dtype=np.float32)
@@ -204,6 +175,134 @@ def model_view(
     return AttentionView("model", fragment, title=title, height=height, summary=summary)
 
 
+def _layer(attentions, per_layer, position: int, name, batch: int, thumb: int, setup: dict, args: dict):
+    """One row of the grid: ``(row config, thumbnail (heads, q, k), detail payload)``.
+
+    The full map is built only where the detail panel gets it (a head view of at most
+    :data:`DETAIL_TOKENS` tokens, an image view); for a long map of an ``AttentionMaps`` the
+    block means are summed one row block at a time, so not even that layer is held whole.
+    """
+    tokens, decoder_tokens, image, scheme = (
+        args["tokens"],
+        args["decoder_tokens"],
+        args["image"],
+        args["scheme"],
+    )
+    shape = tuple(per_layer[position].shape) if hasattr(per_layer[position], "shape") else None
+    queries, keys = (shape[-2], shape[-1]) if shape is not None and len(shape) in (3, 4) else (None, None)
+    detail = "image" if image is not None else "head" if tokens is not None else "heatmap"
+    if detail == "head" and queries is not None and max(queries, keys) > DETAIL_TOKENS:
+        detail = "heatmap"
+    if detail == "heatmap" and isinstance(attentions, AttentionMaps):
+        heads = _head_index(setup, shape[1], position)
+        blocks = _row_blocks(attentions, position, batch, heads)
+        (small, steps), (large, detail_steps) = block_means(
+            blocks, len(heads), queries, keys, (thumb, DETAIL_CELLS)
+        )
+    else:
+        weights = _one_layer(per_layer[position], position, batch)
+        weights = weights[_head_index(setup, weights.shape[0], position)]
+        queries, keys = weights.shape[1:]
+        detail = "heatmap" if detail == "head" and max(queries, keys) > DETAIL_TOKENS else detail
+        small, steps = block_average(weights, thumb)
+        if detail == "heatmap":
+            large, detail_steps = block_average(weights, DETAIL_CELLS)
+    infos = layer_infos(attentions)
+    row = {
+        "label": infos[position].path if infos is not None else f"layer {position}",
+        "layer": position,
+        "section": name,
+        "shape": [queries, keys],
+        "size": list(small.shape[1:]),
+        "block": list(steps),
+        "detail": detail,
+    }
+    if detail == "image":
+        if setup["image"] is None:
+            setup["image"] = image_panel(
+                image, keys, grid=args["grid"], prefix_tokens=args["prefix_tokens"], cmap=args["cmap"]
+            )
+        rows_, cols = setup["image"][0]["grid"]
+        prefix = args["prefix_tokens"]
+        if queries != keys or keys != rows_ * cols + prefix:
+            raise ValueError(
+                f"attentions[{position}] is {queries} x {keys}: the image view needs self-attention "
+                f"over the same {prefix} prefix tokens and {rows_}x{cols} patches in every layer"
+            )
+        payload, row["maps"] = encode_maps(weights[None], exact_keys=prefix)
+    elif detail == "head":
+        payload, row["maps"] = encode_maps(weights[None])
+    else:
+        payload, row["maps"] = encode_maps(large[None])
+        row["detail_block"] = list(detail_steps)
+    if tokens is not None:
+        row["tokens"] = _row_tokens(
+            args["token_sets"], name, tokens, decoder_tokens, (queries, keys), scheme, position
+        )
+    return row, small, payload
+
+
+def _head_index(setup: dict, count: int, position: int) -> list[int]:
+    """The kept heads (chosen from the first layer's ``count``), checked against this layer's."""
+    if "head_index" not in setup:
+        setup["head_index"] = indices(setup["heads"], count, "heads", "head")
+    elif count <= max(setup["head_index"]):
+        raise ValueError(
+            f"attentions[{position}] has {count} heads, fewer than the first layer kept; select heads= "
+            "that every layer has"
+        )
+    return setup["head_index"]
+
+
+def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
+    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of an AttentionMaps, checked."""
+    for start, block in attentions.row_blocks(position, heads=heads):
+        item = index(
+            batch, block.shape[0], f"batch (attentions[{position}] {tuple(block.shape)})", "batch item"
+        )
+        yield start, _checked(block[item].detach().float().cpu().numpy(), position)
+
+
+def block_means(blocks, heads: int, queries: int, keys: int, sizes):
+    """:func:`block_average` at each of ``sizes``, from ``(first row, (heads, rows, keys))`` row blocks.
+
+    The blocks are reduced as they come: only the sums of the block means are kept.
+    """
+    plans = []
+    for size in sizes:
+        step_q, step_k = math.ceil(queries / size), math.ceil(keys / size)
+        key_starts = np.arange(0, keys, step_k)
+        total = np.zeros((heads, math.ceil(queries / step_q), len(key_starts)), dtype=np.float64)
+        plans.append((step_q, step_k, key_starts, total))
+    for start, block in blocks:
+        bucket = np.arange(start, start + block.shape[1])
+        for step_q, _, key_starts, total in plans:
+            summed = np.add.reduceat(block, key_starts, axis=-1)
+            rows = bucket // step_q
+            firsts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
+            total[:, rows[firsts]] += np.add.reduceat(summed, firsts, axis=1)
+    results = []
+    for step_q, step_k, key_starts, total in plans:
+        count_q = np.diff(np.append(np.arange(0, queries, step_q), queries))
+        count_k = np.diff(np.append(key_starts, keys))
+        results.append(((total / np.outer(count_q, count_k)).astype(np.float32), (step_q, step_k)))
+    return results
+
+
+def _checked(array, position: int):
+    """``array`` (float32), refused unless it holds attention weights (finite, >= 0)."""
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"attentions[{position}] holds NaN or infinite values; pass finite attention weights"
+        )
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"attentions[{position}] holds negative values (min {float(array.min()):.4g}): attention weights "
+            "are >= 0. Pass the softmax probabilities, not the scores before the softmax."
+        )
+    return array
+
+
 def _one_layer(item, position: int, batch: int):
     """One layer as (heads, queries, keys) float32, checked to be attention weights."""
     array = layer_map(item, f"attentions[{position}]")
@@ -216,16 +315,7 @@ def _one_layer(item, position: int, batch: int):
         raise ValueError(
             f"attentions[{position}] has an empty dimension: (heads, queries, keys) = {array.shape}"
         )
-    if not np.isfinite(array).all():
-        raise ValueError(
-            f"attentions[{position}] holds NaN or infinite values; pass finite attention weights"
-        )
-    if array.min() < 0:
-        raise ValueError(
-            f"attentions[{position}] holds negative values (min {float(array.min()):.4g}): attention weights "
-            "are >= 0. Pass the softmax probabilities, not the scores before the softmax."
-        )
-    return array
+    return _checked(array, position)
 
 
 def _row_tokens(token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int) -> str:
