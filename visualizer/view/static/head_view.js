@@ -137,12 +137,22 @@ async function tvzHeadView(root, config, maps) {
     draw();
   }
 
-  function line(context, q, k, weight) {
-    context.globalAlpha = Math.min(1, weight);
-    context.beginPath();
-    context.moveTo(0, (q + 0.5) * ROW);
-    context.lineTo(GAP, (k + 0.5) * ROW);
-    context.stroke();
+  /* Lines are batched by opacity (LEVELS steps): one path and one stroke per step and head, not one
+     per line, so a few hundred tokens (tens of thousands of lines) still draw at once. */
+  const LEVELS = 24, CHUNK = Number(root.dataset.chunk || 64);
+  function strokeLines(context, lines) {
+    lines.forEach((path, level) => {
+      if (!path.length) return;
+      context.globalAlpha = level / LEVELS;
+      for (let start = 0; start < path.length; start += 2 * CHUNK) {  // long paths stroke slowly
+        context.beginPath();
+        for (let i = start; i < Math.min(path.length, start + 2 * CHUNK); i += 2) {
+          context.moveTo(0, (path[i] + 0.5) * ROW);
+          context.lineTo(GAP, (path[i + 1] + 0.5) * ROW);
+        }
+        context.stroke();
+      }
+    });
   }
 
   function draw() {
@@ -158,18 +168,19 @@ async function tvzHeadView(root, config, maps) {
     context.lineWidth = 2;
     for (const group of groups) {
       context.strokeStyle = state.mean ? neutral : tvzHeadColor(group[0]);
+      const lines = Array.from({length: LEVELS + 1}, () => []);
+      const add = (q, k, w) => {
+        if (w < MIN_WEIGHT) return;
+        lines[Math.max(1, Math.round(Math.min(1, w) * LEVELS))].push(q, k);
+        drawn++;
+      };
       if (hover && hover.side === "k") {
-        maps.column(state.layer, group, hover.index).forEach((w, q) => {
-          if (w >= MIN_WEIGHT) { line(context, q, hover.index, w); drawn++; }
-        });
-        continue;
+        maps.column(state.layer, group, hover.index).forEach((w, q) => add(q, hover.index, w));
+      } else {
+        const rows = hover ? [hover.index] : queries.map((_, q) => q);
+        for (const q of rows) maps.row(state.layer, group, q).forEach((w, k) => add(q, k, w));
       }
-      const rows = hover ? [hover.index] : queries.map((_, q) => q);
-      for (const q of rows) {
-        maps.row(state.layer, group, q).forEach((w, k) => {
-          if (w >= MIN_WEIGHT) { line(context, q, k, w); drawn++; }
-        });
-      }
+      strokeLines(context, lines);
     }
     context.globalAlpha = 1;
     shade(heads, neutral);

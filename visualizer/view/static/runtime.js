@@ -321,7 +321,11 @@ async function tvzStart(root, view) {
     if (config.title) root.querySelector(".tvz-title").textContent = config.title;
     status.remove();
     tvzToolbar(root, config);
+    const started = performance.now();
     await view(root, config, maps);
+    // When the view was drawn, and how long its own script took: for benchmarks.
+    root.dataset.viewMs = String(Math.round(performance.now() - started));
+    root.dataset.readyMs = String(Math.round(performance.now()));
     root.dataset.ready = "1";
   } catch (error) {
     if (!status.isConnected) root.querySelector(".tvz-main").prepend(status);
