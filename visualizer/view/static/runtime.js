@@ -160,6 +160,7 @@ function tvzRender(root) {
   canvas.height = Math.round(height * scale);
   const context = canvas.getContext("2d");
   context.scale(scale, scale);
+  context.imageSmoothingEnabled = false;  // thumbnails and heat maps: one block per cell, as shown
   const skip = node => node.closest(".tvz-toolbar, .tvz-shot, script, style");
   const visible = style => style.visibility !== "hidden" && style.display !== "none" && Number(style.opacity) > 0;
   const elements = [root, ...root.querySelectorAll("*")];
