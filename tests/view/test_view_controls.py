@@ -70,6 +70,36 @@ def text_maps():
     return [softmax_maps((1, 4, 7, 7), seed=50 + layer) for layer in range(2)]
 
 
+def test_head_argument_forms_and_errors(text_maps):
+    def initial(**kwargs):
+        return config_of(head_view(text_maps, GPT2, **kwargs).html)["initial"]
+
+    assert initial(head=2) == {"layer": 1, "heads": [2], "mean": False}
+    assert initial(head=np.int64(-1))["heads"] == [3]
+    assert initial(head=(3, 0))["heads"] == [0, 3]  # ticked in head order
+    assert initial(head=np.array([1, 2]))["heads"] == [1, 2]
+    assert initial(head="all") == {"layer": 1, "heads": [0, 1, 2, 3], "mean": False}
+    assert initial(heads=[1, 3], head=[3])["heads"] == [1]  # positions among the kept heads
+    with pytest.raises(ValueError, match="head is an empty list"):
+        initial(head=[])
+    with pytest.raises(ValueError, match="names a head more than once"):
+        initial(head=[1, -3])
+    with pytest.raises(IndexError, match="head 4 is out of range"):
+        initial(head=[0, 4])
+    with pytest.raises(ValueError, match=r"head 2 is not among the kept heads \[1, 3\]"):
+        initial(heads=[1, 3], head=[2])
+    with pytest.raises(TypeError, match="a list of heads holds head indices"):
+        initial(head=["0"])
+    with pytest.raises(TypeError, match="a head index must be an int"):
+        initial(head=[0.0])
+    with pytest.raises(ValueError, match="one of \\('mean', 'all'\\)"):
+        initial(head="first")
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        head_view(text_maps, GPT2, scheme="bpe")
+    # scheme="raw" shows the pieces as they are.
+    assert config_of(head_view(text_maps, GPT2, scheme="raw").html)["tokens"] == GPT2
+
+
 GPT2 = ["The", "Ġcat", "Ġsat", "Ġon", "Ġthe", "Ġmat", "Ċ"]
 
 

@@ -195,12 +195,8 @@ def _height(rows: int, head_count: int) -> int:
 def initial_heads(stack, head, what: str) -> dict:
     """``{"heads": [positions ticked], "mean": bool}`` from ``head=``: an index, a list, "all" or "mean"."""
     every = list(range(len(stack.head_index)))
-    if (
-        isinstance(head, str)
-        or head is None
-        or not isinstance(head, Sequence)
-        and not hasattr(head, "tolist")
-    ):
+    listlike = isinstance(head, Sequence) or getattr(head, "ndim", 0) == 1
+    if isinstance(head, str) or not listlike:
         chosen = initial_head(stack, head, ("mean", "all"), what)
         if chosen in ("mean", "all"):
             return {"heads": every, "mean": chosen == "mean"}
@@ -208,6 +204,11 @@ def initial_heads(stack, head, what: str) -> dict:
     listed = head.tolist() if hasattr(head, "tolist") else list(head)
     if not listed:
         raise ValueError(f"{what}: head is an empty list; tick at least one head, or pass None")
+    for item in listed:
+        if isinstance(item, str):
+            raise TypeError(
+                f"{what}: a list of heads holds head indices (ints), not {item!r}; 'mean' and 'all' go alone"
+            )
     positions = [initial_head(stack, item, (), what) for item in listed]
     if len(set(positions)) != len(positions):
         raise ValueError(f"{what}: head {listed} names a head more than once; name each once")
