@@ -163,6 +163,27 @@ def test_model_view_arguments_and_errors():
         model_view(maps[0][0])
 
 
+def test_encoder_decoder_and_image_errors():
+    _, bart, _, _ = captured_seq2seq("bart", src=5, tgt=4)
+    encoder = [f"s{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="pass decoder_tokens= besides tokens="):
+        model_view(bart, encoder)
+    with pytest.raises(ValueError, match=r"decoder_tokens has 3 entries but attentions\[2\] has 4 queries"):
+        model_view(bart, encoder, decoder_tokens=list("abc"))
+    with pytest.raises(ValueError, match="image= needs self-attention maps of a vision model"):
+        model_view(bart, image=np.zeros((8, 8, 3), np.uint8))
+    config = config_of(model_view(bart).html)  # no tokens: heat maps, rows still grouped
+    assert config["sections"] == ["Encoder self", "Decoder self", "Cross"]
+    assert [row["detail"] for row in config["rows"]] == ["heatmap"] * 6
+    assert [row["layer"] for row in config["rows"]] == [0, 1, 2, 4, 3, 5]  # grouped, model order within
+    assert [row["shape"] for row in config["rows"]][3:5] == [[4, 4], [4, 5]]
+    maps = [softmax_maps((1, 2, 13, 13), seed=layer) for layer in range(2)]
+    with pytest.raises(ValueError, match="cannot infer the patch grid"):
+        model_view(maps, image=np.zeros((30, 40, 3), np.uint8), prefix_tokens=2)
+    config = config_of(model_view(maps, image=np.zeros((30, 40, 3), np.uint8), grid=(3, 4)).html)
+    assert config["image"]["grid"] == [3, 4] and config["image"]["prefix"] == ["CLS"]
+
+
 @pytest.fixture(scope="module")
 def browser():
     binary = find_chromium()
