@@ -40,8 +40,9 @@ def close(back, expected, meta):
     return (np.abs(back - expected) <= max_error(expected, meta)).all()
 
 
-def test_bart_sections_match_eager_attentions(bart):
-    _, maps, _, out = bart
+@pytest.mark.parametrize("kind", ["bart", "t5"])
+def test_sections_match_eager_attentions(bart, kind):
+    _, maps, _, out = bart if kind == "bart" else captured_seq2seq("t5", src=5, tgt=4)
     assert sections(maps) == [("Encoder self", [0, 1]), ("Decoder self", [2, 4]), ("Cross", [3, 5])]
     document = head_view(maps, ENCODER, decoder_tokens=DECODER).html
     config = config_of(document)
@@ -52,6 +53,11 @@ def test_bart_sections_match_eager_attentions(bart):
         back, section = section_maps(document, number)
         expected = torch.stack([a[0] for a in expected]).numpy()
         assert back.shape == expected.shape and close(back, expected, section["maps"])
+
+
+def test_bart_section_tokens_and_selection(bart):
+    _, maps, _, _ = bart
+    document = head_view(maps, ENCODER, decoder_tokens=DECODER).html
     _, cross = section_maps(document, 2)
     assert cross["layers"] == ["model.decoder.layers.0.encoder_attn", "model.decoder.layers.1.encoder_attn"]
     assert cross["tokens"] == ["</s>", "le", "chat", "assis"]  # queries: the decoder's, prettified
