@@ -18,7 +18,7 @@ from view_data import canvas_digest, config_of, embedded, open_view, softmax_map
 
 from visualizer.view import model_view
 from visualizer.view._codec import decode_maps, max_error
-from visualizer.view._model_view import block_average, block_means
+from visualizer.view._downsample import block_average, block_means
 
 SUB = ".tvz-sub"
 

@@ -20,8 +20,6 @@ an encoder-decoder capture shows its rows grouped as encoder self, decoder self 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
@@ -31,37 +29,17 @@ from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
+from visualizer.view._downsample import block_average, block_means
 from visualizer.view._head_view import check_tokens, shown_tokens
 from visualizer.view._image_view import image_panel
 from visualizer.view._sections import keep_layers, sections
 
-__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "block_average", "block_means", "model_view"]
+__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "model_view"]
 
 #: Longest sequence whose full maps the detail panel gets (as a head view) when tokens are given.
 DETAIL_TOKENS = 512
 #: Largest side of the heat map the detail panel shows for longer sequences (or without tokens).
 DETAIL_CELLS = 256
-
-
-def block_average(weights, size: int):
-    """``weights`` (..., queries, keys) averaged over blocks of ``ceil(n / size)`` tokens per axis.
-
-    Returns ``(averaged, (query_block, key_block))``; the last block of an axis may be shorter,
-    and is averaged over the tokens it holds. With ``size`` at least the axis length, a block
-    is one token and the map comes back unchanged.
-    """
-    weights = np.asarray(weights, dtype=np.float32)
-    queries, keys = weights.shape[-2:]
-    step_q, step_k = math.ceil(queries / size), math.ceil(keys / size)
-    out = weights
-    for axis, step, length in ((-2, step_q, queries), (-1, step_k, keys)):
-        if step > 1:
-            starts = np.arange(0, length, step)
-            counts = np.diff(np.append(starts, length)).astype(np.float32)
-            shape = [1] * out.ndim
-            shape[axis] = len(starts)
-            out = np.add.reduceat(out, starts, axis=axis) / counts.reshape(shape)
-    return out.astype(np.float32), (step_q, step_k)
 
 
 def model_view(
@@ -261,32 +239,6 @@ def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
             batch, block.shape[0], f"batch (attentions[{position}] {tuple(block.shape)})", "batch item"
         )
         yield start, _checked(block[item].detach().float().cpu().numpy(), position)
-
-
-def block_means(blocks, heads: int, queries: int, keys: int, sizes):
-    """:func:`block_average` at each of ``sizes``, from ``(first row, (heads, rows, keys))`` row blocks.
-
-    The blocks are reduced as they come: only the sums of the block means are kept.
-    """
-    plans = []
-    for size in sizes:
-        step_q, step_k = math.ceil(queries / size), math.ceil(keys / size)
-        key_starts = np.arange(0, keys, step_k)
-        total = np.zeros((heads, math.ceil(queries / step_q), len(key_starts)), dtype=np.float64)
-        plans.append((step_q, step_k, key_starts, total))
-    for start, block in blocks:
-        bucket = np.arange(start, start + block.shape[1])
-        for step_q, _, key_starts, total in plans:
-            summed = np.add.reduceat(block, key_starts, axis=-1)
-            rows = bucket // step_q
-            firsts = np.concatenate([[0], np.flatnonzero(np.diff(rows)) + 1])
-            total[:, rows[firsts]] += np.add.reduceat(summed, firsts, axis=1)
-    results = []
-    for step_q, step_k, key_starts, total in plans:
-        count_q = np.diff(np.append(np.arange(0, queries, step_q), queries))
-        count_k = np.diff(np.append(key_starts, keys))
-        results.append(((total / np.outer(count_q, count_k)).astype(np.float32), (step_q, step_k)))
-    return results
 
 
 def _checked(array, position: int):
