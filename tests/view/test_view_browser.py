@@ -105,8 +105,8 @@ def test_head_view_hover_and_selection(page, text_maps, tmp_path):
     assert state(page)["hover"] == ""
     assert canvas_digest(page, ".tvz-lines") == lines
 
-    # Click head 2, then pick layer 1 with the keyboard: the lines change each time.
-    page.click(*page.center_of(".tvz-head[data-head='2']"))
+    # Double-click head 2 (solo), then pick layer 1 with the keyboard: the lines change each time.
+    page.double_click(*page.center_of(".tvz-head[data-head='2']"))
     assert state(page)["head"] == "2"
     head_two = canvas_digest(page, ".tvz-lines")
     assert head_two != lines

@@ -49,9 +49,10 @@ def test_head_view_of_xcit_takes_its_token_layers_and_refuses_its_channel_layers
 
 
 def test_head_view_of_a_bart_decoder_is_labelled_with_declared_paths_and_matches_eager():
-    _, maps, (_, decoder_ids), out = captured_seq2seq("bart")
+    _, maps, (ids, decoder_ids), out = captured_seq2seq("bart")
     tokens = [f"t{i}" for i in range(decoder_ids.shape[1])]
-    view = head_view(maps, tokens, layers=[2, 4])
+    encoder = [f"s{i}" for i in range(ids.shape[1])]
+    view = head_view(maps, encoder, decoder_tokens=tokens, layers=[2, 4])  # decoder self only
     config = config_of(view.html)
     assert config["layers"] == ["model.decoder.layers.0.self_attn", "model.decoder.layers.1.self_attn"]
     back = decode_maps(embedded(view.html, "tvz-data"), config["maps"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from view_data import config_of, embedded, softmax_maps, srcdoc_of
 
-from visualizer.view import head_view, image_view
+from visualizer.view import head_view, image_view, model_view
 from visualizer.view._codec import decode_maps, max_error
 from visualizer.view._document import read_static
 
@@ -19,7 +19,12 @@ TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
 
 @pytest.fixture
 def documents(maps, vit_maps, picture):
-    return {"head": head_view(maps, TOKENS).html, "image": image_view(vit_maps, picture).html}
+    return {
+        "head": head_view(maps, TOKENS).html,
+        "image": image_view(vit_maps, picture).html,
+        "model": model_view(maps, TOKENS).html,
+        "model-image": model_view(vit_maps, image=picture).html,
+    }
 
 
 def test_documents_are_self_contained(documents):
@@ -40,10 +45,11 @@ def test_documents_are_self_contained(documents):
 
 
 def test_static_files_cannot_close_their_script():
-    for name in ("runtime.js", "head_view.js", "image_view.js"):
+    for name in ("runtime.js", "head_view.js", "image_view.js", "model_view.js"):
         text = read_static(name)
         assert "</script" not in text.lower() and "<!--" not in text, name
     assert "</style" not in read_static("view.css").lower()
+    assert "</style" not in read_static("model_view.css").lower()
 
 
 @pytest.mark.parametrize("batch", [0, 1])

@@ -259,12 +259,20 @@ def test_initial_layer_and_head(vit_maps, picture, maps):
     # Defaults: two thirds of the way down the kept layers; the image view on the mean, the head view
     # on one head.
     assert config_of(image_view(vit_maps, picture).html)["initial"]["layer"] == (2 * 3) // 3
-    assert config_of(head_view(maps, TOKENS).html)["initial"] == {"layer": (2 * 2) // 3, "head": 0}
+    assert config_of(head_view(maps, TOKENS).html)["initial"] == {
+        "layer": (2 * 2) // 3,
+        "heads": [0],
+        "mean": False,
+    }
     # Asked ones are indices into all layers and heads, stored as positions among those kept.
     config = config_of(image_view(vit_maps, picture, layers=[2, 0], layer=0, head=-1).html)
     assert config["initial"]["layer"] == 1 and config["initial"]["head"] == 1
-    assert config_of(head_view(maps, TOKENS, heads=[2, 1], head=1).html)["initial"]["head"] == 1
-    assert config_of(head_view(maps, TOKENS, head="mean").html)["initial"]["head"] == "mean"
+    assert config_of(head_view(maps, TOKENS, heads=[2, 1], head=1).html)["initial"]["heads"] == [1]
+    assert config_of(head_view(maps, TOKENS, head="mean").html)["initial"] == {
+        "layer": 1,
+        "heads": [0, 1, 2],
+        "mean": True,
+    }
 
 
 @pytest.mark.parametrize(

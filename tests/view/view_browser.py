@@ -300,6 +300,16 @@ class Page:
                 "Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}
             )
 
+    def double_click(self, x: float, y: float) -> None:
+        """Two clicks as a person makes them: click events for each, then one dblclick."""
+        self.move_mouse(x, y)
+        for count in (1, 2):
+            for kind in ("mousePressed", "mouseReleased"):
+                self.send(
+                    "Input.dispatchMouseEvent",
+                    {"type": kind, "x": x, "y": y, "button": "left", "clickCount": count},
+                )
+
     def press(self, key: str, code: str, key_code: int) -> None:
         for kind in ("rawKeyDown", "keyUp"):
             self.send(

@@ -30,3 +30,30 @@ def srcdoc_of(iframe_html: str) -> str:
     found = re.search(r'srcdoc="([^"]*)"', iframe_html)
     assert found, "no srcdoc attribute"
     return html.unescape(found.group(1))
+
+
+READY = (
+    "(() => { const r = document.querySelector('.tvz');"
+    " return r && (r.dataset.ready || r.dataset.error); })()"
+)
+
+
+def open_view(page, path):
+    """Open a saved view in ``page`` and wait until it is drawn (or fail with its error)."""
+    page.goto(path.as_uri())
+    assert page.wait_for(READY) == "1", page.evaluate("document.querySelector('.tvz').dataset.error")
+
+
+def canvas_digest(page, selector, index=0, context=None):
+    """A checksum of a canvas's pixels: changes whenever what it shows changes."""
+    return page.evaluate(
+        f"(() => {{ const c = document.querySelectorAll('{selector}')[{index}];"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; })()",
+        context,
+    )
+
+
+def state(page, context=None, selector=".tvz"):
+    """The dataset of a view's root (or of ``selector``): the state a view publishes for tests."""
+    return page.evaluate(f"({{...document.querySelector('{selector}').dataset}})", context)

@@ -5,6 +5,8 @@
 >>> view.save("heads.html")                               # opens from disk; no network, no CDN
 >>> image_view(cache["Attention.forward"], image)         # images: hover a patch, see its attention
 <AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
+>>> model_view(maps, tokens)                              # every layer x head as a thumbnail; click one
+>>> head_view(maps, src_tokens, decoder_tokens=tgt_tokens) # BART / T5: encoder self, decoder self, cross
 
 ``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
 (heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
@@ -26,6 +28,12 @@ base64-encoded, and the browser inflates it with its built-in DecompressionStrea
   1.9 MB (8-bit codes); ``heads=[0]``: 1.0 MB.
 - all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads) on a 20-token sentence: 58 kB.
 
+Every view has a theme button (auto: the system's ``prefers-color-scheme``; light; dark;
+its colours are CSS variables on ``.tvz``: ``--tvz-bg``, ``--tvz-fg``, ``--tvz-muted``,
+``--tvz-border``, ``--tvz-panel``, ``--tvz-accent``) and "Save PNG", which draws the view as
+it is into one picture and downloads it (in a sandboxed notebook frame, where downloads are
+blocked, the picture is shown to save with "Save image as").
+
 To shrink a view, keep fewer layers or heads (``layers=[8, 11]``, ``heads=[0, 3]``).
 Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, color-mix).
 """
@@ -33,5 +41,6 @@ Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, col
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._head_view import head_view
 from visualizer.view._image_view import image_view
+from visualizer.view._model_view import model_view
 
-__all__ = ["AttentionView", "head_view", "image_view"]
+__all__ = ["AttentionView", "head_view", "image_view", "model_view"]

