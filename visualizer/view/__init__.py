@@ -5,6 +5,8 @@
 >>> view.save("heads.html")                               # opens from disk; no network, no CDN
 >>> image_view(cache["Attention.forward"], image)         # images: hover a patch, see its attention
 <AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
+>>> text_view(maps, tokens, prompt_length=12)             # long texts, generation: prose, shaded
+>>> neuron_view(maps, tokens, layer=1, head=3)            # one pair's query, key and their product
 
 ``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
 (heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
@@ -26,6 +28,11 @@ base64-encoded, and the browser inflates it with its built-in DecompressionStrea
   1.9 MB (8-bit codes); ``heads=[0]``: 1.0 MB.
 - all-MiniLM-L6-v2 (BERT, 6 layers x 12 heads) on a 20-token sentence: 58 kB.
 
+The text view stores less: each row's strongest weights (``keep=16``) and the rest of the
+row summed over bins of ``bin_width=128`` tokens (``visualizer/view/_topk_codec.py``), and
+says in the view what was kept; it reads an ``AttentionMaps`` a block of rows at a time.
+The neuron view stores one head's queries and keys, as float32, from ``maps.recipe(layer)``.
+
 To shrink a view, keep fewer layers or heads (``layers=[8, 11]``, ``heads=[0, 3]``).
 Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, color-mix).
 """
@@ -33,5 +40,7 @@ Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, col
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._head_view import head_view
 from visualizer.view._image_view import image_view
+from visualizer.view._neuron_view import neuron_view
+from visualizer.view._text_view import text_view
 
-__all__ = ["AttentionView", "head_view", "image_view"]
+__all__ = ["AttentionView", "head_view", "image_view", "neuron_view", "text_view"]
