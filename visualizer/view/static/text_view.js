@@ -2,7 +2,7 @@
    Needs runtime.js (tvzStart hands this file's tvzDecode the "topk-bins" payload of _topk_codec.py).
    Sets root.dataset.layer / head / direction / focus / pinned / step, and root.tvzShown (the weights
    shaded, one per token shown), so tests and tools can read the state. Shading is written in one pass,
-   only to the tokens whose shade changed, and never read back: no layout work per token. */
+   only to the tokens whose shade changed (their background colour: paint, no layout), never read back. */
 
 function tvzHalf(bits) {
   const sign = bits & 0x8000 ? -1 : 1, exponent = (bits >> 10) & 31, fraction = bits & 1023;
@@ -151,7 +151,6 @@ async function tvzView(root, config, maps) {
   const main = root.querySelector(".tvz-main");
   const prose = tvzEl("div", "tvz-prose");
   const shade = config.shade;
-  prose.style.setProperty("--tvz-shade", "rgb(" + shade[0] + " " + shade[1] + " " + shade[2] + ")");
   const spans = new Array(N), fragment = document.createDocumentFragment();
   for (let i = 0; i < N; i++) {
     const span = document.createElement("span");
@@ -174,7 +173,7 @@ async function tvzView(root, config, maps) {
   root.querySelector(".tvz-info").textContent =
     "Hover a token to shade the tokens it attends to (or, with the switch, the tokens that attend to it); " +
     "click to pin it, click again to release. Shade: the square root of each weight over the largest shown." +
-    (generation ? " Generated tokens are underlined; the step slider replays the generation, the token " +
+    (generation ? " Generated tokens are blue and underlined; the step slider replays the generation, the token " +
                   "generated at that step as query." : "");
 
   const tokenOf = event => {
@@ -207,6 +206,10 @@ async function tvzView(root, config, maps) {
     draw();
   }
 
+  // One colour string per level, made once: a background-color change needs no layout, only paint
+  // (a custom property read through color-mix() made Chromium recompute every token's style and layout).
+  const palette = Array.from({length: 101}, (_, level) => level === 0 ? "" :
+    "rgb(" + shade[0] + " " + shade[1] + " " + shade[2] + " / " + (0.85 * level / 100).toFixed(3) + ")");
   const levels = new Int8Array(N).fill(-1);
   let focused = null;
   function draw() {
@@ -222,7 +225,7 @@ async function tvzView(root, config, maps) {
     for (let i = 0; i < count; i++) if (values[i] > largest) largest = values[i];
     for (let i = 0; i < N; i++) {
       const level = i < count && largest > 0 ? Math.round(100 * Math.sqrt(values[i] / largest)) : 0;
-      if (level !== levels[i]) { levels[i] = level; spans[i].style.setProperty("--tvz-w", String(level)); }
+      if (level !== levels[i]) { levels[i] = level; spans[i].style.backgroundColor = palette[level]; }
     }
     if (focused !== null) spans[focused].classList.remove("tvz-focus", "tvz-pinned");
     focused = f;
