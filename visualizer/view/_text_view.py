@@ -176,9 +176,8 @@ def _encode(source, keep: int, bin_width: int) -> tuple[str, dict, bool]:
                 "probabilities, not the scores before the softmax."
             )
         rows = np.arange(start, start + block.shape[1])
-        if causal:
-            after = np.arange(keys)[None, :] > rows[:, None]
-            causal = not block[:, after].any()
+        if causal:  # no weight on a key after the query: row start + i, key j > start + i
+            causal = not np.triu(block, start + 1).any()
         for head in range(heads):
             encoder.add(block[head], (position * heads + head) * queries + rows)
     payload, meta = encoder.finish()
