@@ -137,7 +137,7 @@ def main(argv=None) -> None:
     print(f"- command: {command}", flush=True)
     results = {"command": command, "tokens": args.tokens, "views": []}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tvz-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-text-view-") as folder:
         for init in args.init:
             view, build = build_view(args.tokens, init)
             path = view.save(pathlib.Path(folder) / f"text_{init}.html")
