@@ -25,13 +25,12 @@ def _decode(view):
     raw = np.frombuffer(zlib.decompress(base64.b64decode(embedded(view.html, "tvz-data"))), dtype="<f4")
     q = raw[: queries * dim].reshape(queries, dim).astype(np.float64)
     k = raw[queries * dim : (queries + keys) * dim].reshape(keys, dim).astype(np.float64)
-    mask = config["maps"]["mask"]
+    mask, rest = config["maps"]["mask"], raw[(queries + keys) * dim :].astype(np.float64)
+    bias = {"none": np.zeros((queries, keys)), "keys": np.tile(rest, (queries, 1))}.get(mask)
     if mask == "matrix":
-        bias = raw[(queries + keys) * dim :].reshape(queries, keys).astype(np.float64)
-    elif mask == "causal":
-        bias = np.where(np.triu(np.ones((queries, keys)), 1) > 0, -np.inf, 0.0)
-    else:
-        bias = np.zeros((queries, keys))
+        bias = rest.reshape(queries, keys)
+    if config["maps"]["causal"]:
+        bias = np.where(np.triu(np.ones((queries, keys)), 1) > 0, -np.inf, bias)
     return config, q, k, bias
 
 
@@ -103,10 +102,39 @@ def test_products_give_the_eager_weights_of_a_padded_bert_item():
     tokens = ["[CLS]", "a", "##b", "c", "[SEP]", "[PAD]", "[PAD]"]
     view = neuron_view(maps, tokens, layer=0, head=2, batch=1, query=1, key=3)
     config, q, k, bias = _decode(view)
-    assert config["maps"]["mask"] == "matrix" and np.isinf(bias[:, 5:]).all()
+    assert config["maps"]["mask"] == "keys" and not config["maps"]["causal"] and np.isinf(bias[:, 5:]).all()
     np.testing.assert_allclose(_weights(config, q, k, bias), reference[0][1, 2].numpy(), atol=1e-5)
     assert config["initial"] == {"query": 1, "key": 3}
     assert config["text"][2] == "b"
+
+
+def test_a_left_padded_llama_item_keeps_one_mask_value_per_key():
+    model = _llama()
+    ids = torch.randint(3, 100, (2, 8))
+    mask = torch.tensor([[0, 0] + [1] * 6, [1] * 8])
+    reference = _eager(model, input_ids=ids, attention_mask=mask)
+    with torch.no_grad(), capture_attention(model) as maps:
+        model(input_ids=ids, attention_mask=mask)
+    view = neuron_view(maps, ["a"] * 8, layer=1, head=1, batch=0)
+    config, q, k, bias = _decode(view)
+    assert config["maps"]["mask"] == "keys" and config["maps"]["causal"]
+    seen = mask[0].bool().numpy()  # padding rows see no key: zero rows, as the kernel gives
+    np.testing.assert_allclose(
+        _weights(config, q, k, bias)[seen], reference[1][0, 1].numpy()[seen], atol=1e-5
+    )
+    assert not _weights(config, q, k, bias)[~seen].any()
+
+
+def test_a_mask_that_differs_by_row_is_kept_whole():
+    from visualizer._lazy import Recipe
+    from visualizer.view._neuron_view import _mask
+
+    query, key = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    slopes = -torch.arange(5.0)[:, None] + torch.arange(5.0)[None, :]  # ALiBi-like: differs by row
+    mode, causal, values = _mask(Recipe(query, key, (slopes,), causal=True), 0, 1, 5, 5)
+    assert mode == "matrix" and not causal and values.shape == (5, 5)
+    np.testing.assert_array_equal(np.isneginf(values), np.triu(np.ones((5, 5)), 1) > 0)
+    assert _mask(Recipe(query, key, (), causal=True), 0, 1, 5, 5) == ("none", True, None)
 
 
 def test_an_eager_capture_says_to_capture_with_the_sdpa_kernel():

@@ -16,7 +16,9 @@ for instance), so the weights are exactly the map's. A layer captured eagerly ke
 map: the view then says how to capture the queries and keys.
 
 Payload (little-endian float32, deflated, base64): queries (queries, dim), keys (keys, dim),
-and, where some mask other than the causal one applies, the additive mask (queries, keys).
+and, where a mask other than the causal one applies, the additive mask: one value per key
+(``"keys"``: padding, as transformers passes it, with or without the causal mask on top)
+where every row gets the same, else the whole (queries, keys) matrix (``"matrix"``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def neuron_view(
     q = _numpy(recipe.query[item, chosen])
     k = _numpy(recipe.key[item, chosen // groups])
     scale = recipe.scale if recipe.scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    bias = _bias(recipe, item, chosen, queries, keys)
+    mode, causal, bias = _mask(recipe, item, chosen, queries, keys)
     if key is None:
         weights = _numpy(recipe.rows(row, heads=[chosen])[item, 0])
         column = int(np.argmax(weights))
@@ -92,9 +94,8 @@ def neuron_view(
             "encoding": "neuron-f32",
             "compression": "deflate",
             "shape": [queries, keys, int(q.shape[-1])],
-            "mask": "causal"
-            if recipe.causal and bias is None
-            else ("matrix" if bias is not None else "none"),
+            "mask": mode,
+            "causal": causal,
         },
         "scale": float(scale),
         "text": [t.text for t in pretty],
@@ -165,11 +166,24 @@ def _numpy(tensor) -> np.ndarray:
     return tensor.detach().to("cpu").float().numpy()
 
 
+def _mask(recipe, item: int, head: int, queries: int, keys: int):
+    """``(mode, causal, values)``: how the mask of one batch item and head is stored (see the
+    module docstring); values: None, (keys,) or (queries, keys) float32, -inf where hidden."""
+    if not recipe.masks:
+        return "none", recipe.causal, None
+    bias = _bias(recipe, item, head, queries, keys)
+    above = np.triu(np.ones((queries, keys), dtype=bool), 1)
+    causal = bool(np.isneginf(bias[above]).all())
+    row = bias[-1] if causal else bias[0]
+    expected = np.where(above, -np.inf, row[None, :]) if causal else np.broadcast_to(row, bias.shape)
+    if np.array_equal(bias, expected):
+        return "keys", causal, row
+    return "matrix", False, bias
+
+
 def _bias(recipe, item: int, head: int, queries: int, keys: int):
     """The additive mask of one batch item and head, (queries, keys) float32 (-inf where hidden),
-    causal part included; None where only the causal mask (or none) applies."""
-    if not recipe.masks:
-        return None
+    causal part included."""
     bias = np.zeros((queries, keys), dtype=np.float32)
     for mask in recipe.masks:
         part = mask[min(item, mask.shape[0] - 1), min(head, mask.shape[1] - 1)]

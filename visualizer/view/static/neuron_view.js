@@ -5,12 +5,13 @@
 
 function tvzDecode(meta, raw) {
   if (meta.encoding !== "neuron-f32") throw new Error("unknown encoding " + meta.encoding);
-  const [Q, K, D] = meta.shape, matrix = meta.mask === "matrix";
-  const expected = 4 * (Q * D + K * D + (matrix ? Q * K : 0));
+  const [Q, K, D] = meta.shape, extra = {none: 0, keys: K, matrix: Q * K}[meta.mask];
+  if (extra === undefined) throw new Error("unknown mask " + meta.mask);
+  const expected = 4 * (Q * D + K * D + extra);
   if (raw.length !== expected) throw new Error("payload has " + raw.length + " bytes, expected " + expected);
   const floats = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
-  return {Q, K, D, mask: meta.mask, query: floats.subarray(0, Q * D), key: floats.subarray(Q * D, (Q + K) * D),
-          bias: matrix ? floats.subarray((Q + K) * D) : null};
+  return {Q, K, D, mask: meta.mask, causal: meta.causal, query: floats.subarray(0, Q * D),
+          key: floats.subarray(Q * D, (Q + K) * D), bias: extra ? floats.subarray((Q + K) * D) : null};
 }
 
 /* A diverging colour for v in [-1, 1]: blue below zero, red above, the panel colour at zero. */
@@ -94,9 +95,12 @@ async function tvzView(root, config, data) {
   });
 
   const logits = new Float64Array(K);
+  /* The additive mask of (query i, key j): "none" (with or without the causal mask), "keys" (one
+     value per key, the same for every row, plus the causal mask) or "matrix". */
   function mask(i, j) {
-    if (data.bias) return data.bias[i * K + j];
-    return data.mask === "causal" && j > i ? -Infinity : 0;
+    if (data.mask === "matrix") return data.bias[i * K + j];
+    if (data.causal && j > i) return -Infinity;
+    return data.mask === "keys" ? data.bias[j] : 0;
   }
   function row(i) {
     let top = -Infinity;
