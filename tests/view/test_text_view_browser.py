@@ -94,7 +94,11 @@ def test_text_view_hover_click_direction_head_and_layer(page, tmp_path):
     assert not shaded(page, 3)
 
     # Hover token 12: its row (mean over heads), as Python decodes it, shades the tokens up to it.
+    # The text must not move under the pointer when the readout above it changes.
+    top = "document.querySelector('.tvz-prose').getBoundingClientRect().top"
+    before = page.evaluate(top)
     page.hover_until(*page.center_of(".tvz-tok", 12), f"{ROOT}.dataset.focus === '12'")
+    assert page.evaluate(top) == before
     np.testing.assert_allclose(shown(page), weights[1, :, 12].mean(0), rtol=1e-5, atol=1e-7)
     strongest = int(weights[1, :, 12].mean(0).argmax())
     assert shaded(page, strongest)
