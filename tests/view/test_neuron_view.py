@@ -169,6 +169,16 @@ def test_bad_arguments_are_refused_with_the_cause(kwargs, error, match):
         neuron_view(maps, tokens, **arguments)
 
 
+def test_a_generation_capture_asks_for_one_forward():
+    model = _llama()
+    with torch.no_grad(), capture_attention(model) as maps:
+        model.generate(
+            input_ids=torch.randint(3, 100, (1, 4)), max_new_tokens=2, do_sample=False, pad_token_id=0
+        )
+    with pytest.raises(ValueError, match="ran 2 times.*one forward"):
+        neuron_view(maps, ["a"] * 5, layer=0)
+
+
 def test_plain_maps_are_refused_they_hold_no_vectors():
     with pytest.raises(TypeError, match="AttentionMaps of capture_attention"):
         neuron_view([np.ones((1, 2, 3, 3))], ["a", "b", "c"], layer=0)

@@ -123,6 +123,11 @@ def _recipe(maps, layer):
     if isinstance(layer, int):
         layer = index(layer, len(maps), f"{WHAT}: layer", "layer")
     info = maps.info(layer)
+    if info.calls > 1:
+        raise ValueError(
+            f"{WHAT}: layer {info.path!r} ran {info.calls} times during the capture (model.generate?); "
+            "the neuron view reads one forward over the whole text: capture model(input_ids) alone"
+        )
     recipe = maps.recipe(layer)
     if recipe is None:
         reason = f" ({info.eager_reason})" if info.eager_reason else ""
