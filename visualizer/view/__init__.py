@@ -7,6 +7,8 @@
 <AttentionView image: 12 layers x 6 heads, 257 tokens (1 + 16x16 patches), 3.74 MB>
 >>> model_view(maps, tokens)                              # every layer x head as a thumbnail; click one
 >>> head_view(maps, src_tokens, decoder_tokens=tgt_tokens) # BART / T5: encoder self, decoder self, cross
+>>> text_view(maps, tokens, prompt_length=12)             # long texts, generation: prose, shaded
+>>> neuron_view(maps, tokens, layer=1, head=3)            # one pair's query, key and their product
 
 ``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
 (heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
@@ -34,6 +36,11 @@ its colours are CSS variables on ``.tvz``: ``--tvz-bg``, ``--tvz-fg``, ``--tvz-m
 it is into one picture and downloads it (in a sandboxed notebook frame, where downloads are
 blocked, the picture is shown to save with "Save image as").
 
+The text view stores less: each row's strongest weights (``keep=16``) and the rest of the
+row summed over bins of ``bin_width=128`` tokens (``visualizer/view/_topk_codec.py``), and
+says in the view what was kept; it reads an ``AttentionMaps`` a block of rows at a time.
+The neuron view stores one head's queries and keys, as float32, from ``maps.recipe(layer)``.
+
 To shrink a view, keep fewer layers or heads (``layers=[8, 11]``, ``heads=[0, 3]``).
 Browsers: Chrome/Edge 111+, Firefox 113+, Safari 16.4+ (DecompressionStream, color-mix).
 """
@@ -42,5 +49,7 @@ from visualizer.view._attention_view import AttentionView
 from visualizer.view._head_view import head_view
 from visualizer.view._image_view import image_view
 from visualizer.view._model_view import model_view
+from visualizer.view._neuron_view import neuron_view
+from visualizer.view._text_view import text_view
 
-__all__ = ["AttentionView", "head_view", "image_view", "model_view"]
+__all__ = ["AttentionView", "head_view", "image_view", "model_view", "neuron_view", "text_view"]

@@ -318,7 +318,10 @@ async function tvzStart(root, view) {
     const config = JSON.parse(root.querySelector(".tvz-config").textContent);
     if (config.colormap) tvzTable = config.colormap;
     const packed = tvzBase64Bytes(root.querySelector(".tvz-data").textContent);
-    const maps = new TvzMaps(config.maps, await tvzInflate(packed, config.maps.compression));
+    const raw = await tvzInflate(packed, config.maps.compression);
+    // Another encoding is read by the view's own tvzDecode(meta, bytes) (e.g. text_view.js's "topk-bins").
+    const maps = config.maps.encoding === "sqrt-rowmax" || typeof tvzDecode !== "function"
+      ? new TvzMaps(config.maps, raw) : tvzDecode(config.maps, raw);
     if (config.title) root.querySelector(".tvz-title").textContent = config.title;
     status.remove();
     tvzToolbar(root, config);
