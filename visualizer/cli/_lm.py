@@ -166,7 +166,7 @@ def _write(
         "text_view.html",
         text_view(
             layer_maps,
-            raw,
+            source.tokens(ids) if generated else raw,  # the last generated token too, which has no row
             layers=layers,
             heads=heads,
             layer=detail if detail in layers else None,
