@@ -32,7 +32,7 @@ from visualizer.cli._outputs import Outputs
 __all__ = ["main"]
 
 DEFAULT_OUT = "visualizer-output"
-DEFAULT_GENERATE = 12  # tokens the main job's induction-heads demo generates
+DEFAULT_GENERATE = 6  # tokens the main job's induction-heads demo generates: the rest of its copy
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,7 @@ def run(args, outputs: Outputs) -> list[Path]:
     from visualizer.cli._vit import _device
 
     device = _device(args.device)
-    source = _Demo(prompts) if args.model is None else _Model(args, prompts or [SAMPLE_PROMPT])
+    source = _Demo(prompts, args.generate) if args.model is None else _Model(args, prompts or [SAMPLE_PROMPT])
     source.model.to(device)
     import torch
 
@@ -189,7 +189,7 @@ def _write(
             {"query": raw[q], "key": raw[k], "query_index": q, "key_index": k, "weight": round(w, 4)}
             for q, k, w in strongest
         ],
-        **source.extra_stats(layer_maps, prompt_length),
+        **source.extra_stats(ids, prompt_length),
         **attention_stats(layer_maps),
     }
     outputs.json(folder, "stats.json", stats)
@@ -235,17 +235,42 @@ def figure_labels(tokens: list[str]) -> list[str]:
 
 
 class _Demo:
-    """The induction-heads demo: its model, and its held-out repeated sequences (or prompts of its words)."""
+    """The induction-heads demo: its model, and a held-out repeated sequence (or prompts of its words).
 
-    pad_id = None
+    With ``--generate N`` the default prompt is the sequence cut ``N`` tokens short (keeping at
+    least the block and the first token of its copy), so that what the model generates can be
+    checked against the copy it should finish.
+    """
 
-    def __init__(self, prompts: list[str]) -> None:
+    def __init__(self, prompts: list[str], generate: int) -> None:
         from visualizer.demos import load_induction_demo
 
         self.demo = load_induction_demo()
         self.model = self.demo.model
         self.label = DEMO_LABEL
-        self.inputs = [self.demo.encode(text)[None] for text in prompts] or [self.demo.sequences(1, seed=0)]
+        self.pad_id = self.demo.settings.bos
+        self.sequence = self.demo.sequences(1)
+        names = self.demo.tokens(list(range(self.demo.settings.vocab_size + 1)))
+        self.ids = {name: i for i, name in enumerate(names)}
+        if prompts:
+            self.inputs = [self._encode(text, i) for i, text in enumerate(prompts, 1)]
+        else:
+            block = (self.sequence.shape[1] - 1) // 2
+            keep = max(block + 2, self.sequence.shape[1] - generate)
+            self.inputs = [self.sequence[:, :keep]]
+
+    def _encode(self, text: str, number: int):
+        import torch
+
+        words = text.split()
+        unknown = [word for word in words if word not in self.ids]
+        if unknown:
+            known = ", ".join(list(self.ids)[:8])
+            raise UsageError(
+                f"prompt {number}: the demo's vocabulary has no {unknown[0]!r}; its words are {known}, ... "
+                "(see visualizer.demos.induction.WORDS), or give --model for a text prompt"
+            )
+        return torch.tensor([[self.ids[word] for word in words]])
 
     def tokens(self, ids: list[int]) -> list[str]:
         return self.demo.tokens(ids)
@@ -253,14 +278,25 @@ class _Demo:
     def text(self, ids: list[int]) -> str:
         return " ".join(self.demo.tokens(ids))
 
-    def extra_stats(self, maps, prompt_length: int) -> dict:
-        if prompt_length != self.inputs[0].shape[1] or not self.demo.is_repeated(self.inputs[0][0]):
-            return {}
-        return {"scores": self.demo.scores_of(maps)}
+    def extra_stats(self, ids: list[int], prompt_length: int) -> dict:
+        """The demo's scores on its held-out sequence, and whether a generation finished the copy."""
+        scores = self.demo.scores(self.sequence)
+        stats = {
+            "scores_on": self.demo.tokens(self.sequence[0]),
+            "previous_token_score": scores["previous_token"].round(4).tolist(),
+            "induction_score": scores["induction"].round(4).tolist(),
+        }
+        reference = self.sequence[0].tolist()
+        if ids[:prompt_length] == reference[:prompt_length] and len(ids) > prompt_length:
+            length = min(len(ids), len(reference))
+            stats["generated_matches_the_copy"] = ids[prompt_length:length] == reference[prompt_length:length]
+        return stats
 
 
 class _Model:
     """A transformers causal LM from ``--model``, with its tokenizer."""
+
+    pad_id: int | None
 
     def __init__(self, args, prompts: list[str]) -> None:
         from visualizer.models import WeightsError, load_causal_lm
@@ -282,5 +318,5 @@ class _Model:
     def text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
-    def extra_stats(self, maps, prompt_length: int) -> dict:
+    def extra_stats(self, ids: list[int], prompt_length: int) -> dict:
         return {}
