@@ -129,3 +129,33 @@ def reference_stats(values: np.ndarray, valid: np.ndarray):
         np.array([p.std() for p in picked]),
         np.array([p.size for p in picked]),
     )
+
+
+class TorchViT(torch.nn.Module):
+    """A ViT in plain torch (no timm): 8-pixel patches of a 32 x 32 image, a CLS token, 2 layers."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Conv2d(3, 16, 8, stride=8)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16))
+        layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, pixels):
+        tokens = self.embed(pixels).flatten(2).transpose(1, 2)
+        return self.encoder(torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1))
+
+
+class TorchText(torch.nn.Module):
+    """A text encoder in plain torch: embeddings, 2 layers, the padding masked out of the keys."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Embedding(100, 16)
+        layer = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+
+    def forward(self, input_ids, attention_mask):
+        return self.encoder(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
