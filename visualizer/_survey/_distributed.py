@@ -6,11 +6,13 @@
 
 Under ``torchrun`` (its ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` are set)
 the default process group is started here if the caller has not: NCCL when the process has
-a CUDA device, gloo otherwise. A process without those variables needs no set-up at all.
+a CUDA device, gloo otherwise; it is ended when the process exits. A process without those
+variables needs no set-up at all.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 
 __all__ = ["all_gather", "all_sum", "join", "leave"]
@@ -40,6 +42,7 @@ def join() -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group(backend=backend)
     _STARTED.append(backend)
+    atexit.register(leave)
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -102,7 +102,8 @@ def open_source(inputs, kind: str | None) -> Source:
             "texts" if isinstance(inputs[0], str) and not _is_image_path(inputs[0]) else "images"
         )
         return Source(guessed, {"kind": guessed, **_listed(inputs)}, items=inputs)
-    return Source(kind or "images", {"kind": kind, "iterable": type(inputs).__name__}, stream=inputs)
+    kind = kind or "images"
+    return Source(kind, {"kind": kind, "iterable": type(inputs).__name__}, stream=inputs)
 
 
 def _is_loader(inputs) -> bool:
