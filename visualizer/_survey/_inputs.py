@@ -87,9 +87,8 @@ def open_source(inputs, kind: str | None) -> Source:
             )
         raise ValueError(f"survey(): inputs: no such file or folder: {path}")
     if _is_loader(inputs):
-        return Source(
-            kind or "images", {"kind": kind, "dataloader": type(inputs.dataset).__name__}, loader=inputs
-        )
+        kind = kind or "images"
+        return Source(kind, {"kind": kind, "dataloader": type(inputs.dataset).__name__}, loader=inputs)
     if isinstance(inputs, (bytes, dict)) or not isinstance(inputs, Iterable):
         raise TypeError(
             "survey(): inputs must be a folder, a text file, a list or iterable of images or texts, or a "
