@@ -24,6 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from visualizer.cli import _survey
 from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
 from visualizer.cli._outputs import Outputs
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.check()
         if args.command is None:
             written = _defaults(args, outputs)
+        elif args.command == "survey":
+            written = _survey.run(args, outputs)
         elif args.command == "vit":
             from visualizer.cli import _vit
 
@@ -176,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     bert.add_argument(
         "--random-weights", action="store_true", help="random weights for --model (its config only)"
     )
+    _survey.add_parser(commands, f"output folder (default: {DEFAULT_OUT})")
     return parser
 
 
