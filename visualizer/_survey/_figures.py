@@ -42,7 +42,7 @@ def plot_distance(result, title: str | None = None):
         )
     axes.plot(layers, np.nanmean(mean, axis=1), color="black", lw=1.2, label="mean of heads")
     if g is not None:
-        axes.axhline(g.diagonal, color="grey", lw=0.8, ls=":")
+        axes.axhline(g.diagonal, color="grey", lw=0.8, ls=":", label="grid diagonal")
     axes.set_xlabel("network depth (layer)")
     axes.set_ylabel(f"mean attention distance ({unit})")
     axes.set_xticks(layers)
