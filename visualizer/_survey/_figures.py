@@ -47,7 +47,7 @@ def plot_distance(result, title: str | None = None):
     axes.set_ylabel(f"mean attention distance ({unit})")
     axes.set_xticks(layers)
     axes.set_ylim(bottom=0)
-    axes.legend(fontsize=6, ncols=2, loc="lower right")
+    axes.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     axes.set_title(_title(result, "mean attention distance", title), fontsize=9)
     return figure
 
