@@ -15,6 +15,13 @@ it returns::
         model(x)
     maps[0].shape                              # (batch, heads, queries, keys)
 
+``survey`` counts attention measures per layer and head over a whole dataset (streamed,
+resumable, and sharded under ``torchrun``)::
+
+    from visualizer import survey
+    result = survey(model, "photos/", batch_size=16)
+    result.mean("distance")                    # (layers, heads)
+
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 

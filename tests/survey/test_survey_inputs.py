@@ -82,3 +82,11 @@ def test_a_transform_makes_the_model_inputs(folder):
 
     result = survey(model, [str(p) for p in paths], transform=transform, grid=(4, 4))
     assert result.inputs == 3 and seen == [(48, 40)] * 3
+
+
+def test_one_image_file_is_one_image(folder):
+    root, paths = folder
+    model = TorchViT()
+    result = survey(model, paths[0], image_size=32, grid=(4, 4))
+    assert result.inputs == 1 and result.to_dict()["inputs"] == {"kind": "images", "items": [str(paths[0])]}
+    assert_same(result, survey(model, [prepare_image(paths[0], size=32)[0][0]], grid=(4, 4)))

@@ -2,6 +2,7 @@
 
 >>> source = open_source("photos/", kind=None)          # every image under photos/, recursively
 >>> source = open_source("sentences.txt", kind=None)    # one text per line (blank lines left out)
+>>> source = open_source("cat.jpg", kind=None)          # one image file (a file PIL opens)
 >>> for batch in source.batches(prepare, rank=0, world=1, batch_size=8, start=0, workers=2):
 ...     batch.inputs, batch.queries_valid, batch.skipped
 
@@ -75,6 +76,8 @@ def open_source(inputs, kind: str | None) -> Source:
                 {"kind": "images", "folder": str(path), "files": [str(p.relative_to(path)) for p in files]},
                 items=[str(p) for p in files],
             )
+        if path.is_file() and (kind == "images" or (kind is None and _opens_as_image(path))):
+            return Source("images", {"kind": "images", "items": [str(path)]}, items=[str(path)])
         if path.is_file():
             with open(path, encoding="utf-8", errors="replace") as handle:
                 texts = [line.strip() for line in handle if line.strip()]
@@ -103,6 +106,16 @@ def open_source(inputs, kind: str | None) -> Source:
         return Source(guessed, {"kind": guessed, **_listed(inputs)}, items=inputs)
     kind = kind or "images"
     return Source(kind, {"kind": kind, "iterable": type(inputs).__name__}, stream=inputs)
+
+
+def _opens_as_image(path: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path):
+            return True
+    except Exception:  # not an image (or no PIL): read as text
+        return False
 
 
 def _is_loader(inputs) -> bool:

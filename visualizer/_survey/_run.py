@@ -71,7 +71,9 @@ def survey(
     (``maps.row_blocks``) and only the counts are kept. ``num_workers`` DataLoader workers
     decode the inputs. ``checkpoint``: a file path; every ``checkpoint_every`` batches the
     counts and the position are written there (atomically, one file per rank), and a call that
-    finds one continues from it without counting anything twice. ``device``: where the
+    finds one continues from it without counting anything twice. The checkpoint names the
+    inputs (a folder's files, a text file, a list of paths; only the count of other lists, and
+    nothing of a stream or a DataLoader, which must give the same inputs again). ``device``: where the
     inputs go (None: where the model's parameters are). ``progress``: a progress bar on rank
     0. ``on_batch(done)`` is called after each batch with the number of this rank's batches
     done (a test can interrupt a run from it).
@@ -108,7 +110,7 @@ def survey(
         resumed = _checkpoint.load(path, fingerprint)
         if resumed is not None:
             position, tally, skipped = resumed
-    bar = _bar(progress and rank == 0, source, world, batch_size, position)
+    bar = _bar(progress and rank == 0, source, rank, world, batch_size, position)
     model.eval()
     batches = source.batches(batcher, rank, world, batch_size, position, num_workers)
     # One capture for the whole run (finding the attention modules costs ~0.1 s), cleared before each
@@ -225,13 +227,15 @@ def _combine(tally: Tally | None) -> Tally:
     return tally
 
 
-def _bar(show: bool, source, world: int, batch_size: int, position: int):
+def _bar(show: bool, source, rank: int, world: int, batch_size: int, position: int):
+    """A progress bar over this rank's shard (shown on rank 0 only)."""
     if not show:
         return None
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm comes with the models extra
         return None
-    total = len(source.items) if source.items is not None else None
-    done = min(position * batch_size * world, total) if total is not None else 0
-    return tqdm(total=total, initial=done, desc="survey", unit="input", file=sys.stderr)
+    total = len(range(rank, len(source.items), world)) if source.items is not None else None
+    done = min(position * batch_size, total) if total is not None else 0
+    where = f" (rank {rank} of {world})" if world > 1 else ""
+    return tqdm(total=total, initial=done, desc=f"survey{where}", unit="input", file=sys.stderr)

@@ -88,6 +88,9 @@ def run(args, outputs) -> list[Path]:
             raise UsageError(f"{option} must be at least {low}, not {value}")
     if args.checkpoint is not None and args.checkpoint.is_dir():
         raise UsageError(f"--checkpoint {args.checkpoint} is a folder; give a file path")
+    from visualizer._survey._distributed import join
+
+    join()  # under torchrun: before the model moves, so that "cuda" is this rank's GPU
     if kind == "images":
         from visualizer.cli import _vit
 
@@ -108,7 +111,6 @@ def run(args, outputs) -> list[Path]:
         device = _vit._device(args.device)
         model, tokenizer, label = _bert._model(args)
     from visualizer import survey
-    from visualizer._survey._distributed import join
 
     model.to(device)
     try:
