@@ -91,6 +91,10 @@ def run(args, outputs) -> list[Path]:
     from visualizer._survey._distributed import join
 
     join()  # under torchrun: before the model moves, so that "cuda" is this rank's GPU
+    if args.random_weights:
+        import torch
+
+        torch.manual_seed(0)  # the same random model in every process (and every run)
     if kind == "images":
         from visualizer.cli import _vit
 
