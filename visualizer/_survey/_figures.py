@@ -59,9 +59,11 @@ def plot_entropy(result, title: str | None = None):
     axes = figure.add_subplot()
     image = axes.imshow(mean, cmap="viridis", aspect="auto")
     if mean.size <= 400:
+        low, high = image.get_clim()
         for (layer, head), value in np.ndenumerate(mean):
             if np.isfinite(value):
-                axes.text(head, layer, f"{value:.1f}", ha="center", va="center", fontsize=6, color="white")
+                shade = "black" if value > (low + high) / 2 else "white"  # readable on viridis' yellow
+                axes.text(head, layer, f"{value:.1f}", ha="center", va="center", fontsize=6, color=shade)
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
     axes.set_xticks(range(mean.shape[1]))

@@ -57,7 +57,8 @@ def survey(
     images, RGB arrays, (channels, height, width) tensors) or of texts, or a torch DataLoader
     whose batches go to the model as they are (a pixel tensor, or a dict of model inputs
     whose ``attention_mask`` marks the real tokens). ``kind``: "images" or "texts" (None:
-    from the inputs; texts need ``tokenizer``).
+    texts when a ``tokenizer`` is given or a text file is read, else images; pass
+    ``kind="texts"`` for a DataLoader of tokenised batches).
 
     ``measures``: any of ``distance`` (images), ``entropy``, ``sink`` (mass on token 0),
     ``self`` (on the query itself), ``previous`` (on the token before, texts); None: all that
