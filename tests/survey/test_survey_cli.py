@@ -79,6 +79,19 @@ def test_survey_texts_with_a_measure_chosen(tiny_bert_folder, tmp_path):
     assert data["results"]["entropy"]["count"][0][0] == 9 + 7 + 6
 
 
+def test_survey_texts_resumes_from_its_checkpoint(tiny_bert_folder, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("One line of text.\nAnother, longer line of text.\nA third.\n", encoding="utf-8")
+    arguments = ["survey", "texts", str(texts), "--model", str(tiny_bert_folder), "--random-weights"]
+    checkpoint = ["--checkpoint", str(tmp_path / "run.ckpt"), "--batch-size", "1"]
+    assert main([*arguments, *checkpoint, "--out", str(tmp_path / "a")]) == 0
+    state = json.loads((tmp_path / "run.ckpt").read_text())
+    assert state["position"] == 3 and state["tally"]["inputs"] == 3
+    assert main([*arguments, *checkpoint, "--out", str(tmp_path / "b")]) == 0  # nothing left: the same counts
+    a, b = (json.loads((tmp_path / name / "survey.json").read_text()) for name in "ab")
+    assert a["results"] == b["results"] and a["tally"] == b["tally"]
+
+
 @pytest.mark.parametrize(
     ("arguments", "pattern"),
     [

@@ -133,3 +133,8 @@ def test_bad_inputs_are_refused(vit, tmp_path):
         survey(vit, [])
     with pytest.raises(TypeError, match="inputs must be a folder"):
         survey(vit, 3)
+
+
+def test_a_grid_that_does_not_fit_the_tokens_is_refused(vit):
+    with pytest.raises(ValueError, match=r"has 17 tokens, not 1 prefix \+ 3 x 3 patches; pass grid="):
+        survey(vit, images(1), grid=(3, 3))

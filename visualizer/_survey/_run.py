@@ -117,6 +117,8 @@ def survey(
     # One capture for the whole run (finding the attention modules costs ~0.1 s), cleared before each
     # batch; entered at the first batch, so a run with nothing left to do captures nothing.
     with torch.no_grad(), contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.callback(bar.close)
         maps = None
         for batch in batches:
             skipped.extend(batch.skipped)
@@ -137,8 +139,6 @@ def survey(
                 bar.update(batch.count + len(batch.skipped))
             if on_batch is not None:
                 on_batch(position)
-    if bar is not None:
-        bar.close()
     if path is not None:
         _checkpoint.save(path, fingerprint, position, tally, skipped)
     tally = _combine(tally)

@@ -73,6 +73,8 @@ class Tally:
         batch = None
         for layer in range(len(paths)):
             batch, heads, queries, keys = (int(n) for n in maps.shape(layer))
+            if "distance" in self.measures and queries == keys:
+                self._check_grid(paths[layer], keys)
             real = keys_real if keys_real is not None else torch.full((batch,), keys)
             for start, block in maps.row_blocks(layer, ROWS):
                 block = block.detach()
@@ -87,6 +89,14 @@ class Tally:
                     self.cls_count[layer] += batch
         if batch is not None:
             self.inputs += batch
+
+    def _check_grid(self, path: str, keys: int) -> None:
+        g = self.geometry
+        if keys != g.prefix + g.rows * g.cols:
+            raise ValueError(
+                f"survey(): layer {path!r} has {keys} tokens, not {g.prefix} prefix + {g.rows} x {g.cols} "
+                "patches; pass grid=(rows, cols) and prefix_tokens= that fit the images' size"
+            )
 
     def _has_cls_map(self, keys: int) -> bool:
         g = self.geometry
