@@ -46,11 +46,7 @@ class Token:
 def _byte_decoder() -> dict[str, int]:
     # GPT-2's reversible map of the 256 byte values onto printable characters (openai/gpt-2
     # encoder.py): printable Latin-1 stands for itself, every other byte for 256 + n.
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     table = {chr(byte): byte for byte in printable}
     extra = 0
     for byte in range(256):
