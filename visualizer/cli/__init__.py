@@ -1,10 +1,12 @@
 """``python -m visualizer`` (also ``transformer-visualizer``): attention figures, views and statistics.
 
     python -m visualizer                                   # offline defaults: DINOv2 ViT-S/14 on
-                                                           # the sample images, MiniLM on a sentence
+                                                           # the sample images, MiniLM on a sentence,
+                                                           # the induction-heads demo generating
     python -m visualizer vit cat.jpg dog.png --out figs    # your images
     python -m visualizer bert "The cat sat on the mat."    # your text
     python -m visualizer lm --generate 20                  # a causal LM: the induction-heads demo
+    python -m visualizer survey images photos/             # measures over a dataset (torchrun too)
     python -m visualizer vit --help
 
 Each run writes PNG figures, an interactive HTML view (self-contained, offline) and a
@@ -25,6 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from visualizer.cli import _survey
 from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
 from visualizer.cli._outputs import Outputs
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.check()
         if args.command is None:
             written = _defaults(args, outputs)
+        elif args.command == "survey":
+            written = _survey.run(args, outputs)
         elif args.command == "vit":
             from visualizer.cli import _vit
 
@@ -155,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the layer for single-layer figures (default: two thirds of the way up)",
     )
     common.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
-    commands = parser.add_subparsers(dest="command", metavar="{vit,bert,lm}")
+    commands = parser.add_subparsers(dest="command", metavar="{vit,bert,lm,survey}")
 
     vit = commands.add_parser(
         "vit",
@@ -211,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="generate N tokens greedily and show the whole run (default: 0, the prompt only)",
     )
+    _survey.add_parser(commands, f"output folder (default: {DEFAULT_OUT})")
     return parser
 
 
