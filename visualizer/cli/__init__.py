@@ -2,7 +2,7 @@
 
     python -m visualizer                                   # offline defaults: DINOv2 ViT-S/14 on
                                                            # the sample images, MiniLM on a sentence,
-                                                           # the induction-heads demo generating
+                                                           # and the induction-heads demo (lm)
     python -m visualizer vit cat.jpg dog.png --out figs    # your images
     python -m visualizer bert "The cat sat on the mat."    # your text
     python -m visualizer lm --generate 20                  # a causal LM: the induction-heads demo
