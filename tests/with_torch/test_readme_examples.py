@@ -4,7 +4,7 @@ import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SECTIONS = ["### One call for a whole model", "## Plots and analysis", "## The interactive view"]
+SECTIONS = ["### One call for a whole model", "## Plots and analysis", "## The interactive views"]
 
 
 def python_block(readme: str, heading: str) -> str:
@@ -21,3 +21,5 @@ def test_the_readme_examples_run_in_order(tmp_path, monkeypatch):
     assert tuple(namespace["maps"].stack().shape) == (12, 1, 6, 257, 257)
     assert (tmp_path / "rollout.png").stat().st_size > 10_000
     assert "<script" in (tmp_path / "view.html").read_text()
+    for name in ("model.html", "text.html"):
+        assert "<script" in (tmp_path / name).read_text()
