@@ -38,7 +38,7 @@ from visualizer._errors import (
 from visualizer._maps import AttentionMaps
 from visualizer._structure import CHANNELS, TOKENS, Channels, LayerInfo, Tokens, Windows
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 _LAZY = {"survey": "visualizer._survey", "SurveyResult": "visualizer._survey"}
 
