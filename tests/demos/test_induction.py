@@ -372,7 +372,7 @@ def test_a_damaged_cache_is_trained_again_with_a_warning(
     assert len(spy_training) == 1 and loaded.path == path
     with warnings.catch_warnings():  # replaced by a good file
         warnings.simplefilter("error")
-        assert _induction._read_cache(path, demo.settings, 1)[0] is not None
+        assert _induction._read_cache(path, demo.settings)[0] is not None
 
 
 def test_no_cache_file_yet_trains_without_a_warning(monkeypatch, tmp_path, demo, spy_training):

@@ -4,7 +4,7 @@
 >>> demo = load_induction_demo(seed=0)          # trained once (2.5 min on a busy 2-core machine), then cached
 >>> ids = demo.sequences(64)                    # (64, 1 + 2n) token ids: BOS, a random block, the block again
 >>> demo.tokens(ids[0])[:4]                     # readable names for the views
-['<bos>', 'kiwi', 'fig', 'oak']
+['<bos>', 'date', 'jay', 'toad']
 >>> scores = demo.scores(ids)                   # {name: (layers, heads)} numpy arrays
 >>> scores["previous_token"][0].round(2)       # layer 0: a previous-token head
 array([0.03, 0.36, 0.86, 1.  ])
@@ -518,7 +518,7 @@ def cache_path(settings: InductionSettings) -> Path:
     return cache_dir() / f"induction-gpt2-{key}-t{TRAINER_VERSION}.safetensors"
 
 
-def _read_cache(path: Path, settings: InductionSettings, threads: int | None):
+def _read_cache(path: Path, settings: InductionSettings):
     """``(demo, None)`` for a good cache file; ``(None, why)`` for one to train again; ``(None, None)``
     when there is no file yet."""
     from visualizer.models._cache import content_sha256, read_arrays
@@ -580,7 +580,7 @@ def load_induction_demo(
     chosen = InductionSettings(**settings)
     _check_run(threads, progress)
     path = cache_path(chosen)
-    demo, problem = _read_cache(path, chosen, threads)
+    demo, problem = _read_cache(path, chosen)
     if demo is not None:
         return demo
     if problem:
