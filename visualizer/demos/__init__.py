@@ -5,8 +5,11 @@
 >>> src = task.held_out(64)                            # (64, 10) token ids
 >>> diagonal_mass(task.cross_attention(src))           # (64, 2, 10, 10) maps: about 0.99
 0.99...
+>>> from visualizer.demos import load_induction_demo
+>>> demo = load_induction_demo(seed=0)                 # a small GPT-2, trained once, then cached
+>>> demo.scores(demo.sequences(64))["previous_token"][0]   # (heads,): a previous-token head
 
-Importing this package imports no torch; the demo module is imported on first use.
+Importing this package imports no torch; a demo module is imported on first use.
 """
 
 import importlib
@@ -17,6 +20,12 @@ _EXPORTS = {
     "CopyTransformer": "copy_task",
     "diagonal_mass": "copy_task",
     "train_copy_task": "copy_task",
+    "InductionDemo": "induction",
+    "InductionSettings": "induction",
+    "induction_score": "induction",
+    "load_induction_demo": "induction",
+    "previous_token_score": "induction",
+    "train_induction": "induction",
 }
 
 __all__ = sorted(_EXPORTS)

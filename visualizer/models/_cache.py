@@ -6,12 +6,14 @@ PosixPath('/home/me/.cache/transformer-visualizer')
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
 from visualizer._files import replacing
 
-__all__ = ["cache_dir", "read_arrays", "write_arrays"]
+__all__ = ["cache_dir", "content_sha256", "read_arrays", "write_arrays"]
 
 CACHE_ENV = "VISUALIZER_CACHE"
 
@@ -60,3 +62,17 @@ def read_arrays(path: Path) -> tuple[dict, dict[str, str]]:
         for key in handle.keys():
             arrays[key] = np.array(handle.get_tensor(key))
     return arrays, metadata
+
+
+def content_sha256(arrays: dict) -> str:
+    """sha256 over the tensors in name order: for each, a JSON line ``[name, dtype, shape, nbytes]``
+    (dtype with its byte order, e.g. ``"<f4"``), then its bytes in C order."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        header = [name, array.dtype.str, list(array.shape), array.nbytes]
+        digest.update(json.dumps(header).encode() + b"\n")
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()

