@@ -101,14 +101,12 @@ def test_layer_0_has_a_previous_token_head(demo, ids):
     assert scores["previous_token"][1:].max() < 0.5, scores
 
 
-def test_a_later_layer_head_finds_the_earlier_occurrence(demo, ids):
-    """What this recipe learns (see the module docstring): a layer-1 head looks at key j + 2, one past
-    the canonical induction key j + 1, and reads the answer there from the previous-token head's output."""
-    n = demo.settings.block_len
-    queries = torch.arange(n + 1, 2 * n + 1)
-    attention = demo.attentions(ids)[1]
-    past = attention[:, :, queries, queries - n + 2].mean((0, 2))  # (heads,)
-    assert past.max() >= 0.5, past
+def test_a_later_layer_has_an_induction_head(demo, ids):
+    """On the second copy, a layer-1 head attends from each token to the one that followed its
+    earlier occurrence (key j + 1), and no layer-0 head does (it cannot: it sees only tokens)."""
+    scores = demo.scores(ids)
+    assert scores["induction"][1:].max() >= 0.5, scores  # 0.96 measured
+    assert scores["induction"][0].max() < 0.1, scores
 
 
 def test_scores_match_transformers_eager_attention(demo, ids):
@@ -132,16 +130,16 @@ def test_it_predicts_and_generates_the_second_copy(demo, ids):
         logits = demo.model(ids).logits  # (batch, 1 + 2n, vocab_size + 1)
     # From the copy's second token on, the next token is known: it followed the earlier occurrence.
     teacher_forced = (logits[:, n + 1 : 2 * n].argmax(-1) == ids[:, n + 2 :]).float().mean()
-    assert teacher_forced >= 0.8, teacher_forced  # 0.86 measured: the copy's first position is the weak one
+    assert teacher_forced >= 0.9, teacher_forced  # 0.98 measured
     prompt = ids[:, : n + 3]  # BOS, the block, the first two tokens of the copy
     generated = demo.generate(prompt, n - 2)
     assert generated.shape == ids.shape and torch.equal(generated[:, : n + 3], prompt)
     greedy = (generated[:, n + 3 :] == ids[:, n + 3 :]).float().mean()
-    assert greedy >= 0.95, greedy  # 0.99 measured
+    assert greedy >= 0.9, greedy  # 0.95 measured
     other = demo.sequences(64, seed=5, block_len=demo.settings.max_block)  # another length it trained on
     n = demo.settings.max_block
     longest = (demo.generate(other[:, : n + 3], n - 2) == other).float().mean()
-    assert longest >= 0.8, longest  # 0.88 measured
+    assert longest >= 0.85, longest  # 0.94 measured
     assert demo.losses[-1] < demo.losses[0] and len(demo.losses) == demo.settings.steps
 
 
@@ -236,8 +234,9 @@ def test_same_seed_same_weights_and_callers_state_untouched():
 def test_training_batches_repeat_a_block_and_mark_only_the_predictable_targets():
     s = InductionSettings(max_prefix=4, min_block=2, max_block=5, block_len=3, vocab_size=20, batch_size=64)
     generator = torch.Generator().manual_seed(0)
-    rule = torch.randperm(20, generator=generator).tolist()
-    ids, copy_targets, rule_targets = _induction._training_batch(s, generator, torch.tensor(rule))
+    rule = torch.randint(0, 20, (20, 20), generator=generator)
+    ids, copy_targets, rule_targets = _induction._training_batch(s, generator, rule)
+    rule = rule.tolist()
     assert ids.shape == copy_targets.shape == rule_targets.shape == (64, s.positions)
     assert (ids[:, 0] == s.bos).all() and ids[:, 1:].max() < s.vocab_size
     for row, copied, ruled in zip(ids.tolist(), copy_targets.tolist(), rule_targets.tolist()):
@@ -245,8 +244,8 @@ def test_training_batches_repeat_a_block_and_mark_only_the_predictable_targets()
         by_rule = [i for i, t in enumerate(ruled) if t != -1]
         assert not set(copy) & set(by_rule) and len(row) - 1 not in copy + by_rule
         assert all(copied[i] == row[i + 1] for i in copy) and all(ruled[i] == row[i + 1] for i in by_rule)
-        # The rule: from the token two back; the copy: what followed the one earlier occurrence.
-        assert all(i >= 2 and row[i + 1] == rule[row[i - 1]] for i in by_rule), row
+        # The rule: from the two tokens before; the copy: what followed the one earlier occurrence.
+        assert all(i >= 2 and row[i + 1] == rule[row[i - 1]][row[i]] for i in by_rule), row
         n = len(copy) + 1
         assert s.min_block <= n <= s.max_block, row
         first = copy[0]  # the copy's first token predicts its second

@@ -1,16 +1,19 @@
 """Induction heads: a small GPT-2 trained here on repeated random blocks (Olsson et al., 2022).
 
 >>> from visualizer.demos.induction import load_induction_demo
->>> demo = load_induction_demo(seed=0)          # trained once (2.5 min on a busy 2-core machine), then cached
+>>> demo = load_induction_demo(seed=0)          # trained once (about 70 s on one core), then cached
 >>> ids = demo.sequences(64)                    # (64, 1 + 2n) token ids: BOS, a random block, the block again
 >>> demo.tokens(ids[0])[:4]                     # readable names for the views
 ['<bos>', 'date', 'jay', 'toad']
 >>> scores = demo.scores(ids)                   # {name: (layers, heads)} numpy arrays
->>> scores["previous_token"][0].round(2)       # layer 0: a previous-token head
-array([0.03, 0.36, 0.86, 1.  ])
+>>> scores["previous_token"][0].round(2)       # layer 0: previous-token heads
+array([0.56, 0.62, 0.55, 0.59])
+>>> scores["induction"][1].round(2)             # layer 1: induction heads
+array([0.96, 0.54, 0.06, 0.85])
 >>> n = demo.settings.block_len                 # 8
->>> bool((demo.generate(ids[:, : n + 3], n - 2) == ids).all())   # greedy: it finishes the second copy
-True
+>>> out = demo.generate(ids[:, : n + 3], n - 2)  # greedy, from the block and two tokens of its copy
+>>> float((out == ids).all(1).float().mean())   # sequences whose copy it finishes exactly
+0.953125
 
 The model is transformers' ``GPT2LMHeadModel`` built from a small ``GPT2Config`` (2 layers,
 4 heads, no dropout), trained from scratch. A training sequence is ``[BOS]``, a prefix of
@@ -24,17 +27,19 @@ length. The loss is where the next token can be known:
   al.: a **previous-token head** in layer 0 (each position looks at the one before it and
   copies its token) and an **induction head** in layer 1 (each position looks for an
   earlier position whose previous token is its own token, and copies what it finds there);
-- in the prefix and the suffix, which follow a fixed random rule from the token two back
-  (``x[t] = rule[x[t - 2]]``, the rule a permutation drawn from the seed). This rule only
-  rewards looking one token back; without it the previous-token head formed too late for a
-  demo (none in 3,000 steps in our runs), as the model first settled on positional guesses.
+- in the prefix and the suffix, which follow a fixed random rule from the two tokens before
+  (``x[t] = rule[x[t - 2], x[t - 1]]``, the rule a (vocab, vocab) table drawn from the seed).
+  Predicting ``x[t + 1]`` at position t then needs the current token and the one before it:
+  the rule rewards a previous-token head from the first steps. Without it the
+  previous-token head formed too late for a demo (none in 3,000 steps in our runs), as the
+  model first settled on positional guesses. A rule from the token two back alone
+  (``rule[x[t - 2]]``) gave a previous-token head too, but the layer-1 heads then looked at
+  ``j + 2`` and read the answer from what the previous-token head wrote there: an induction
+  mechanism, but not the canonical head.
 
-What the default model (seed 0, 3,000 steps) learns, measured: layer 0 has previous-token
-heads (scores 0.86 and 1.0); layer 1 has heads that find the earlier occurrence, but they
-look at key ``j + 2``, one past the canonical induction key ``j + 1`` (attention 0.8 there),
-and read the answer from what layer 0's previous-token head wrote at ``j + 2``; the
-canonical induction score below stays under 0.1. The model continues a repeated block
-correctly (greedy, 99% of the tokens for n = 8).
+What the default model (seed 0, 1,500 steps) learns is measured by the tests: layer 0 has
+previous-token heads and layer 1 an induction head, each scoring at least 0.5 (see below);
+it continues a repeated block correctly (greedy decoding).
 
 The demo sequences (:meth:`InductionDemo.sequences`) are the simplest case, no prefix and
 no filler: ``[BOS] + block + block``, positions ``0``, ``1..n`` (first copy) and
@@ -91,7 +96,7 @@ __all__ = [
 # different seeds are compared on the same sequences.
 HELD_OUT_SEED = 3_141_592
 #: Bump when training changes, so that caches written by older code are not reused.
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"
 #: Short, distinct words, so a view of the attention reads as text; then ``t<id>``.
 WORDS = (
     "ant bee cat dog elk fox gnu hen ibis jay kiwi lark mole newt owl pig "
@@ -122,7 +127,7 @@ class InductionSettings:
     """
 
     seed: int = 0
-    steps: int = 3000
+    steps: int = 1500
     block_len: int = 8
     min_block: int = 3
     max_block: int = 10
@@ -416,7 +421,9 @@ def train_induction(
     with _intra_op_threads(threads):
         model = _untrained(settings)
         data = torch.Generator().manual_seed(settings.seed)
-        rule = torch.randperm(settings.vocab_size, generator=data)
+        rule = torch.randint(
+            0, settings.vocab_size, (settings.vocab_size, settings.vocab_size), generator=data
+        )
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=0.0)
         steps = settings.steps
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -465,7 +472,7 @@ def _training_batch(settings: InductionSettings, generator: torch.Generator, rul
 
     A sequence: BOS; a prefix of p tokens; a block of n distinct tokens that are not in the
     prefix; the block again; a suffix up to the fixed length. Prefix and suffix each follow
-    ``rule`` from the token two back (``x[t] = rule[x[t - 2]]``, from two random tokens).
+    ``rule`` from the two tokens before (``x[t] = rule[x[t - 2], x[t - 1]]``, from two random tokens).
     Targets: the next token inside the copy (after its first token), and wherever the rule
     gives it.
     """
@@ -476,7 +483,7 @@ def _training_batch(settings: InductionSettings, generator: torch.Generator, rul
     for _ in range(2):  # the prefix's and the suffix's
         chain = list(torch.randint(0, s.vocab_size, (2, batch), generator=generator))
         while len(chain) < length:
-            chain.append(rule[chain[-2]])
+            chain.append(rule[chain[-2], chain[-1]])
         chains.append(torch.stack(chain[:length], dim=1))  # (batch, length)
     t = torch.arange(1, s.positions)[None].expand(batch, -1)  # positions after BOS
     in_prefix, in_suffix = t <= p, t > p + 2 * n
