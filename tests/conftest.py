@@ -13,6 +13,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 
 from visualizer import get_local as global_get_local
+
+if os.environ.get("VISUALIZER_TEST_INSTALLED") == "1":  # .ci/run's wheel check: the wheel, not the checkout
+    import visualizer
+
+    assert "site-packages" in visualizer.__file__, f"testing {visualizer.__file__}, not the installed wheel"
 from visualizer._core import GetLocal
 
 

@@ -35,6 +35,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from registry_record import RegistryRecord
 from torch.overrides import TorchFunctionMode
 
 import visualizer
@@ -125,6 +126,7 @@ LEFT_OUT = {
 }
 
 COUNTS = collections.Counter()
+FOUND = RegistryRecord("timm")  # per family, for the docs' model matrix (docs/registry/timm.json)
 SKIPPED: dict[str, str] = {}
 
 
@@ -277,6 +279,11 @@ def report():
     )
     for family, reason in {**LEFT_OUT, **SKIPPED}.items():
         print(f"  skipped {family}: {reason}")
+        if family not in FOUND.cases:  # (a slow one is recorded as such)
+            FOUND.add(family, {"outcome": "skipped", "reason": reason})
+    FOUND.finish(
+        len(FAMILIES) + len(EXTRAS), {"timm": timm.__version__, "torch": torch.__version__.split("+")[0]}
+    )
 
 
 @pytest.mark.parametrize("family", [*FAMILIES, *EXTRAS])
@@ -292,6 +299,7 @@ def test_every_attention_is_captured_exactly_or_refused(family):
     size = x.shape[-1]
     if time.perf_counter() - started > 10:
         SKIPPED[family] = f"{name}: a forward takes over 10 s"
+        FOUND.add(family, {"model": name, "outcome": "slow", "reason": "a forward takes over 10 s"})
         pytest.skip(SKIPPED[family])
     COUNTS["tried"] += 1
     targets, refusals = find_targets(model, visualizer.get_local)
@@ -353,6 +361,17 @@ def test_every_attention_is_captured_exactly_or_refused(family):
             assert len(eager.calls(path)) == len(maps.calls(path)), f"{name}: {path} calls"
             for lazy_map, eager_map in zip(maps.calls(path), eager.calls(path)):
                 torch.testing.assert_close(lazy_map, eager_map, atol=1e-5, rtol=1e-4)
+    FOUND.add(
+        family,
+        {
+            "model": name,
+            "outcome": "captured" if captured else "refused" if refused else "no attention",
+            "captured": sorted({type(t.module).__qualname__ for t in targets}),
+            "maps": len(maps),
+            "rebuilt": len(rebuilt),
+            "refused": {type(r.module).__qualname__: r.reason for r in refusals} if refusals else {},
+        },
+    )
     print(
         f"\n{family}: {name} at {size}px, {len(maps)} captured ({len(rebuilt)} rebuilt), "
         f"{len(refused)} refused"

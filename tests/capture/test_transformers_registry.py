@@ -31,6 +31,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from registry_record import RegistryRecord  # noqa: E402
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: E402
 from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES  # noqa: E402
 
@@ -455,9 +456,17 @@ def check(model_type: str, class_name: str) -> dict:
     return result
 
 
+#: Per case (model type and class, as the test ids), for the docs' model matrix
+#: (docs/registry/transformers.json).
+FOUND = RegistryRecord("transformers")
+
+
 @pytest.fixture(scope="module")
 def summary(request):
     yield
+    FOUND.finish(
+        len(ENTRIES), {"transformers": transformers.__version__, "torch": torch.__version__.split("+")[0]}
+    )
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     lines = [
         f"transformers registry: {sum(STATS['all'].values())} tried, "
@@ -489,18 +498,26 @@ def summary(request):
 
 @pytest.mark.parametrize(("model_type", "class_name"), ENTRIES, ids=[f"{t}-{n}" for t, n in ENTRIES])
 def test_capture_equals_eager_output_attentions(model_type, class_name, summary):
+    case = f"{model_type}-{class_name}"  # the test id: one class can serve several model types
+    FOUND.add(case, {"model_type": model_type, "outcome": "failed"})  # until it says otherwise
     try:
         result = check(model_type, class_name)
     except Skip as exc:
+        FOUND.add(case, {"model_type": model_type, "outcome": "skipped", "reason": str(exc)})
         STATS["all"]["skipped"] += 1
         REASONS["skipped"][str(exc)].append(class_name)
         pytest.skip(str(exc))
     except TimeoutError as exc:
+        FOUND.add(case, {"model_type": model_type, "outcome": "slow", "reason": "slower than the time cap"})
         STATS["all"]["skipped"] += 1
         REASONS["skipped"][f"slower than the time cap ({exc})"].append(class_name)
         pytest.skip(f"slower than the per-model time cap: {exc}")
     except AssertionError as exc:
         if class_name in KNOWN:
+            FOUND.add(
+                case,
+                {"model_type": model_type, "outcome": "known failure", "reason": KNOWN[class_name]},
+            )
             STATS["all"]["known failures"] += 1
             REASONS["known failures"][KNOWN[class_name]].append(class_name)
             pytest.xfail(f"{KNOWN[class_name]}: {str(exc)[:200]}")
@@ -512,6 +529,17 @@ def test_capture_equals_eager_output_attentions(model_type, class_name, summary)
         REASONS["failed"][type(exc).__name__].append(class_name)
         raise
     path = result["path"]
+    FOUND.add(
+        case,
+        {
+            "model_type": model_type,
+            "outcome": "refused" if path.startswith("refused") else f"captured ({path})",
+            "reason": path[len("refused: ") :] if path.startswith("refused") else "",
+            "rebuilt": result.get("rebuilt", 0),
+            "eager": result.get("eager", 0),
+            "sdpa and eager differ": bool(result.get("differ")),
+        },
+    )
     if path.startswith("refused"):
         STATS["all"]["refused"] += 1
         REASONS["refused"][path[len("refused: ") :][:120]].append(class_name)

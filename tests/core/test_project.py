@@ -46,3 +46,23 @@ def test_package_metadata_lives_in_pyproject_and_all_is_the_union_of_the_extras(
     assert set(extras["all"]) == union
     assert (ROOT / "visualizer" / "py.typed").exists()
     assert "setup()" in (ROOT / "setup.py").read_text()  # the shim the agreed layout keeps
+
+
+def test_readme_fits_on_a_few_screens_and_the_index_gets_its_own_description():
+    import tomllib
+
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 250
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    description = (ROOT / project["readme"]).read_text()
+    # The package index cannot resolve the repository's relative images and links.
+    assert not re.findall(r"\]\((?!https://)[^)]*\)", description)
+    assert project["authors"] and "transformers>=5" in " ".join(project["optional-dependencies"]["models"])
+
+
+def test_ci_builds_the_docs_strictly_and_tests_the_installed_wheel():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "mkdocs build --strict" in ci
+    assert (
+        "python -m build" in ci and ".venv-wheel/bin/pytest" in ci and "transformer-visualizer --help" in ci
+    )
+    assert (ROOT / "mkdocs.yml").exists() and (ROOT / "CONTRIBUTING.md").exists()

@@ -104,6 +104,7 @@ def test_public_surface_is_small():
         "LayerInfo",
         "LayoutError",
         "RewriteError",
+        "SurveyResult",
         "Tokens",
         "UsageError",
         "WeightsError",
@@ -111,6 +112,7 @@ def test_public_surface_is_small():
         "__version__",
         "capture_attention",
         "get_local",
+        "survey",
     ]
     assert all(hasattr(visualizer, name) for name in visualizer.__all__)
     assert isinstance(visualizer.__version__, str)

@@ -5,7 +5,9 @@ python, whatever kernelspecs the machine has), with the notebooks folder as work
 An error in any cell fails the test with the cell's traceback. Each notebook must also draw
 at least one figure (an ``image/png`` output), and the walkthrough must show the interactive
 view. The committed notebooks carry no outputs, so the repository stays small; the executed
-copies are kept under pytest's temporary folder for a look after a failure.
+copies are kept under pytest's temporary folder for a look after a failure, and, for a notebook
+that ran cleanly, in ``build/executed-notebooks/`` (ignored by git), where the docs build takes
+them for its notebook pages, figures included (``docs/hooks.py``).
 
 The DINOv2 weights are converted once into the user's cache (``~/.cache/transformer-visualizer``,
 or ``$VISUALIZER_CACHE``) and read from there afterwards.
@@ -25,6 +27,7 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOKS = pathlib.Path(__file__).resolve().parents[2] / "notebooks"
+EXECUTED = NOTEBOOKS.parent / "build" / "executed-notebooks"  # read by docs/hooks.py
 PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 #: Seconds a single cell may take before the run fails (the slowest, loading weights, takes a few).
@@ -117,3 +120,5 @@ def test_notebook_runs(path, kernel_specs, tmp_path):
     )
     for mime, text, what in EXPECTED.get(path.name, []):
         assert any(text in data.get(mime, "") for data in shown), f"{path.name} did not show {what}"
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, EXECUTED / path.name)  # for the docs' notebook pages
