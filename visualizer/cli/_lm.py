@@ -250,7 +250,9 @@ class _Demo:
         self.label = DEMO_LABEL
         self.pad_id = self.demo.settings.bos
         self.sequence = self.demo.sequences(1)
-        names = self.demo.tokens(list(range(self.demo.settings.vocab_size + 1)))
+        import torch
+
+        names = [self.demo.tokens(torch.tensor([i]))[0] for i in range(self.demo.settings.vocab_size + 1)]
         self.ids = {name: i for i, name in enumerate(names)}
         if prompts:
             self.inputs = [self._encode(text, i) for i, text in enumerate(prompts, 1)]
@@ -273,10 +275,12 @@ class _Demo:
         return torch.tensor([[self.ids[word] for word in words]])
 
     def tokens(self, ids: list[int]) -> list[str]:
-        return self.demo.tokens(ids)
+        import torch
+
+        return self.demo.tokens(torch.tensor(ids, dtype=torch.long))
 
     def text(self, ids: list[int]) -> str:
-        return " ".join(self.demo.tokens(ids))
+        return " ".join(self.tokens(ids))
 
     def extra_stats(self, ids: list[int], prompt_length: int) -> dict:
         """The demo's scores on its held-out sequence, and whether a generation finished the copy."""
