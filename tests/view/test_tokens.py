@@ -102,3 +102,17 @@ def test_schemes_and_errors():
     assert pretty_tokens([]) == []
     with pytest.raises(ValueError, match="scheme must be one of 'bytelevel', 'sentencepiece'"):
         pretty_tokens(["a"], scheme="bpe")
+
+
+def test_words_are_spaced_and_raw_pieces_are_not():
+    words = pretty_tokens(["<bos>", "date", "jay"], scheme="words")
+    assert [(t.text, t.space, t.raw) for t in words] == [
+        ("<bos>", False, "<bos>"),
+        ("date", True, "date"),
+        ("jay", True, "jay"),
+    ]
+    assert [t.space for t in pretty_tokens(["a", "b"], scheme="raw")] == [False, False]
+    with pytest.raises(
+        ValueError, match="scheme must be one of 'bytelevel', 'sentencepiece', 'wordpiece', 'words', 'raw'"
+    ):
+        pretty_tokens(["a"], scheme="word")

@@ -120,7 +120,7 @@ def _write(
     layer_maps = [maps.generation(i) for i in range(len(maps))] if generated else maps
     total = prompt_length + max(generated - 1, 0)
     raw = source.tokens(ids[:total])
-    labels = figure_labels(raw)
+    labels = figure_labels(raw, source.scheme)
     label = source.label
     start = max(0, total - FIGURE_TOKENS)
     note = f" (last {total - start} of {total} tokens)" if start else ""
@@ -159,7 +159,14 @@ def _write(
     outputs.text(
         folder,
         "model_view.html",
-        model_view(layer_maps, raw, layers=layers, heads=heads, title=f"{label}: every layer and head").html,
+        model_view(
+            layer_maps,
+            raw,
+            layers=layers,
+            heads=heads,
+            scheme=source.scheme,
+            title=f"{label}: every layer and head",
+        ).html,
     )
     outputs.text(
         folder,
@@ -171,6 +178,7 @@ def _write(
             heads=heads,
             layer=detail if detail in layers else None,
             prompt_length=prompt_length if generated else None,
+            scheme=source.scheme,
             title=f"{label}: text view",
         ).html,
     )
@@ -217,7 +225,7 @@ def _window(layer_maps, layer: int, start: int, stop: int):
     return layer_maps.rows(layer, slice(start, stop))[..., start:stop]
 
 
-def figure_labels(tokens: list[str]) -> list[str]:
+def figure_labels(tokens: list[str], scheme: str | None = None) -> list[str]:
     """Tick labels for ``tokens``: markers read back into text, whitespace made visible.
 
     >>> figure_labels(["The", "Ġcat", "Ċ"])
@@ -226,7 +234,7 @@ def figure_labels(tokens: list[str]) -> list[str]:
     from visualizer.view._tokens import pretty_tokens
 
     labels = []
-    for token in pretty_tokens(tokens):
+    for token in pretty_tokens(tokens, scheme):
         text = token.text
         if not text.strip():
             text = text.replace(" ", "\u2423").replace("\n", "\\n").replace("\t", "\\t") or "\u2205"
@@ -241,6 +249,8 @@ class _Demo:
     least the block and the first token of its copy), so that what the model generates can be
     checked against the copy it should finish.
     """
+
+    scheme = "words"  # each token is a word
 
     def __init__(self, prompts: list[str], generate: int) -> None:
         from visualizer.demos import load_induction_demo
@@ -301,6 +311,7 @@ class _Model:
     """A transformers causal LM from ``--model``, with its tokenizer."""
 
     pad_id: int | None
+    scheme = None  # read from the tokenizer's markers
 
     def __init__(self, args, prompts: list[str]) -> None:
         from visualizer.models import WeightsError, load_causal_lm

@@ -25,7 +25,9 @@ Which convention a list follows is read from the markers it holds, in this order
 Laid out as prose, ``"".join((" " if t.space else "") + t.text for t in tokens)`` is the
 decoded text (after the first token's space, which a decoder drops).
 
-Pass ``scheme=`` to say it instead, or ``scheme="raw"`` to show the pieces as they are.
+Pass ``scheme=`` to say it instead: ``"words"`` for tokens that are whole words (a space
+before each but the first, as the induction demo's), or ``"raw"`` to show the pieces as they
+are, run together.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 
 __all__ = ["SCHEMES", "Token", "detect_scheme", "pretty_tokens"]
 
-SCHEMES = ("bytelevel", "sentencepiece", "wordpiece", "raw")
+SCHEMES = ("bytelevel", "sentencepiece", "wordpiece", "words", "raw")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ def _pretty(raw: str, scheme: str, first: bool) -> Token:
         if raw.startswith("##") and len(raw) > 2:
             return Token(raw[2:], False, raw)
         return Token(raw, not first and raw not in _CLOSING, raw)
+    if scheme == "words":
+        return Token(raw, not first, raw)
     return Token(raw, False, raw)
 
 
