@@ -178,11 +178,17 @@ def test_the_default_is_the_induction_demo_finishing_its_copy(tmp_path):
     assert max(stats["previous_token_score"][0]) >= 0.5 and max(stats["induction_score"][1]) >= 0.5
 
 
-def test_a_demo_prompt_is_words_of_its_vocabulary(tmp_path, capsys):
+def test_a_demo_prompt_is_words_of_its_vocabulary(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["lm", "date jay toad date", "--generate", "2", "--out", str(out)]) == 0
     stats = json.loads((out / "prompt-1" / "stats.json").read_text())
     assert stats["tokens"][:4] == ["date", "jay", "toad", "date"] and stats["generated_tokens"] == 2
     assert "generated_matches_the_copy" not in stats
+    import visualizer.demos
+
+    def no_load(**kwargs):
+        raise AssertionError("the demo was loaded before the prompt was checked")
+
+    monkeypatch.setattr(visualizer.demos, "load_induction_demo", no_load)
     assert main(["lm", "date zebra-unknown", "--out", str(tmp_path / "other")]) == 2
     assert "the demo's vocabulary has no 'zebra-unknown'" in capsys.readouterr().err

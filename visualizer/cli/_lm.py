@@ -253,19 +253,17 @@ class _Demo:
     scheme = "words"  # each token is a word
 
     def __init__(self, prompts: list[str], generate: int) -> None:
-        from visualizer.demos import load_induction_demo
+        from visualizer.demos import load_induction_demo, vocabulary
 
+        self.ids = {name: i for i, name in enumerate(vocabulary())}
+        encoded = [self._encode(text, i) for i, text in enumerate(prompts, 1)]  # before the demo loads
         self.demo = load_induction_demo()
         self.model = self.demo.model
         self.label = DEMO_LABEL
         self.pad_id = self.demo.settings.bos
         self.sequence = self.demo.sequences(1)
-        import torch
-
-        names = [self.demo.tokens(torch.tensor([i]))[0] for i in range(self.demo.settings.vocab_size + 1)]
-        self.ids = {name: i for i, name in enumerate(names)}
         if prompts:
-            self.inputs = [self._encode(text, i) for i, text in enumerate(prompts, 1)]
+            self.inputs = encoded
         else:
             block = (self.sequence.shape[1] - 1) // 2
             keep = max(block + 2, self.sequence.shape[1] - generate)

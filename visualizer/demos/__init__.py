@@ -26,6 +26,7 @@ _EXPORTS = {
     "load_induction_demo": "induction",
     "previous_token_score": "induction",
     "train_induction": "induction",
+    "vocabulary": "induction",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -90,6 +90,7 @@ __all__ = [
     "load_induction_demo",
     "previous_token_score",
     "train_induction",
+    "vocabulary",
 ]
 
 # The held-out stream is the same for every training seed, so models trained with
@@ -258,7 +259,7 @@ class InductionDemo:
         ['<bos>', 'ant', 'bee']
         """
         ids = self._check_ids(ids, "ids", ndims=(1, 2))
-        names = [_word(i, self.settings.bos) for i in range(self.settings.vocab_size + 1)]
+        names = vocabulary(self.settings)
         if ids.ndim == 1:
             return [names[i] for i in ids.tolist()]
         return [[names[i] for i in row] for row in ids.tolist()]
@@ -621,6 +622,16 @@ def load_induction_demo(
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def vocabulary(settings: InductionSettings | None = None) -> list[str]:
+    """The name of every token id of a demo trained with ``settings`` (default: the defaults), BOS last.
+
+    >>> vocabulary()[:3], vocabulary()[-1]
+    (['ant', 'bee', 'cat'], '<bos>')
+    """
+    settings = InductionSettings() if settings is None else settings
+    return [_word(i, settings.bos) for i in range(settings.vocab_size + 1)]
 
 
 def _word(token: int, bos: int) -> str:
