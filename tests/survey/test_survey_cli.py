@@ -141,3 +141,14 @@ def test_bad_input_is_one_line_and_exit_2(arguments, pattern, photos, tmp_path, 
 
     assert re.search(pattern, err[0]), err[0]
     assert not out.exists()
+
+
+def test_only_rank_0_reports_under_torchrun(tmp_path, monkeypatch, capsys):
+    from visualizer import cli
+
+    monkeypatch.setenv("RANK", "1")
+    cli._report([], tmp_path)  # another rank wrote nothing: it says nothing
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv("RANK", "0")
+    cli._report([], tmp_path)
+    assert "Wrote 0 files" in capsys.readouterr().out

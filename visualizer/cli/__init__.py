@@ -24,6 +24,7 @@ figures show at most the first 64 tokens and say so.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -112,6 +113,8 @@ def _defaults(args, outputs: Outputs) -> list[Path]:
 
 
 def _report(written: list[Path], out: Path) -> None:
+    if not written and os.environ.get("RANK", "0") != "0":
+        return  # another rank of a torchrun survey: rank 0 writes the files and reports them
     folders = sorted({path.parent for path in written})
     print(f"\nWrote {len(written)} files under {out.resolve()}:")
     for folder in folders:
