@@ -33,6 +33,8 @@ def test_written_on_request_then_compared(tmp_path, monkeypatch):
         record(tmp_path, monkeypatch, cases).finish(2, {"timm": "1.0.32"})
     slow = {**cases, "vit": {"outcome": "slow", "reason": "a forward takes over 10 s"}}
     record(tmp_path, monkeypatch, slow).finish(2, VERSIONS)  # a time cap says nothing: not compared
+    timed_out = {**cases, "vit": {"outcome": "skipped", "reason": "cannot be built (TimeoutError)"}}
+    record(tmp_path, monkeypatch, timed_out).finish(2, VERSIONS)  # nor does a timeout while building
     record(tmp_path, monkeypatch, {"vit": changed["vit"]}).finish(2, VERSIONS)  # partial run: nothing
 
 

@@ -10,7 +10,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
-    """python -m visualizer with no arguments: DINOv2 on the sample images, MiniLM on a sentence."""
+    """python -m visualizer with no arguments: DINOv2 on the sample images, MiniLM on a sentence, and the
+    induction demo finishing the copy of its held-out sequence (trained once into the user cache)."""
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # nothing may need a hub
     result = subprocess.run(
@@ -21,7 +22,7 @@ def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert f"Wrote 21 files under {out.resolve()}" in result.stdout
+    assert f"Wrote 27 files under {out.resolve()}" in result.stdout
     for image in ("grace_hopper", "chelsea"):
         stats = json.loads((out / image / "stats.json").read_text())
         assert stats["model"].startswith("DINOv2 ViT-S/14") and stats["grid"] == [16, 16]
@@ -30,6 +31,11 @@ def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
             assert (out / image / f"{figure}.png").stat().st_size > 20_000
     text = json.loads((out / "text-1" / "stats.json").read_text())
     assert text["tokens"][:3] == ["[CLS]", "the", "cat"] and len(text["layers"]) == 6
+    lm = json.loads((out / "prompt-1" / "stats.json").read_text())
+    assert lm["generated_tokens"] == 6 and lm["generated_matches_the_copy"] is True
+    assert max(lm["previous_token_score"][0]) >= 0.5 and max(lm["induction_score"][1]) >= 0.5
+    for name in ("tokens.png", "heads.png", "generation.png", "model_view.html", "text_view.html"):
+        assert (out / "prompt-1" / name).stat().st_size > 10_000
     assert "Traceback" not in result.stderr
 
 
