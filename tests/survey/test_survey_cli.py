@@ -147,8 +147,8 @@ def test_only_rank_0_reports_under_torchrun(tmp_path, monkeypatch, capsys):
     from visualizer import cli
 
     monkeypatch.setenv("RANK", "1")
-    cli._report([], tmp_path)  # another rank wrote nothing: it says nothing
+    cli.report_written([], tmp_path)  # another rank wrote nothing: it says nothing
     assert capsys.readouterr().out == ""
     monkeypatch.setenv("RANK", "0")
-    cli._report([], tmp_path)
+    cli.report_written([], tmp_path)
     assert "Wrote 0 files" in capsys.readouterr().out

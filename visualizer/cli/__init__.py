@@ -33,7 +33,7 @@ from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
 from visualizer.cli._outputs import Outputs
 
-__all__ = ["main"]
+__all__ = ["main", "report_written"]
 
 DEFAULT_OUT = "visualizer-output"
 DEFAULT_GENERATE = 6  # tokens the main job's induction-heads demo generates: the rest of its copy
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         outputs.discard()  # a bug: its traceback follows, but no partial input stays behind
         raise
-    _report(written, args.out)
+    report_written(written, args.out)
     return 0
 
 
@@ -112,7 +112,8 @@ def _defaults(args, outputs: Outputs) -> list[Path]:
     return _lm.run(lm_args, outputs)
 
 
-def _report(written: list[Path], out: Path) -> None:
+def report_written(written: list[Path], out: Path) -> None:
+    """Print the folders and files a run wrote (nothing on a torchrun rank other than 0 that wrote none)."""
     if not written and os.environ.get("RANK", "0") != "0":
         return  # another rank of a torchrun survey: rank 0 writes the files and reports them
     folders = sorted({path.parent for path in written})
