@@ -48,7 +48,14 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as error:
+            raise ImportError(
+                f"visualizer.{name} needs numpy and torch ({error.name} is not installed). "
+                'Fix: pip install -c constraints.txt "transformer-visualizer[models]"'
+            ) from error
+        return getattr(module, name)
     raise AttributeError(f"module 'visualizer' has no attribute {name!r}")
 
 
