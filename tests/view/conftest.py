@@ -1,8 +1,37 @@
-"""Fixtures for the view tests: attention maps of text and ViT shapes, and a picture."""
+"""Fixtures for the view tests: attention maps of text and ViT shapes, a picture, and a browser.
+
+``browser`` is one headless Chromium per test module (skipped when none is installed, unless
+``VISUALIZER_REQUIRE_BROWSER=1``); ``page`` a fresh tab in it, 1000 x 900 CSS pixels unless the
+module sets ``PAGE_SIZE = (width, height)``.
+"""
+
+import os
 
 import numpy as np
 import pytest
+from view_browser import Chromium, find_chromium
 from view_data import softmax_maps
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = find_chromium()
+    if binary is None:
+        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
+        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+    with Chromium.launch(binary) as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(browser, request):
+    width, height = getattr(request.module, "PAGE_SIZE", (1000, 900))
+    page = browser.new_page(width=width, height=height)
+    yield page
+    browser.send("Target.closeTarget", {"targetId": page.target})
+    browser.pages.remove(page)
 
 
 @pytest.fixture

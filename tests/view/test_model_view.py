@@ -13,7 +13,6 @@ import pathlib
 import numpy as np
 import pytest
 from analysis.declared_maps import captured_seq2seq
-from view_browser import Chromium, find_chromium
 from view_data import canvas_digest, config_of, embedded, open_view, softmax_maps, state
 
 from visualizer.view import model_view
@@ -182,26 +181,6 @@ def test_encoder_decoder_and_image_errors():
         model_view(maps, image=np.zeros((30, 40, 3), np.uint8), prefix_tokens=2)
     config = config_of(model_view(maps, image=np.zeros((30, 40, 3), np.uint8), grid=(3, 4)).html)
     assert config["image"]["grid"] == [3, 4] and config["image"]["prefix"] == ["CLS"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with Chromium.launch(binary) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(width=1000, height=900)
-    yield page
-    browser.send("Target.closeTarget", {"targetId": page.target})
-    browser.pages.remove(page)
 
 
 def shoot(page, name):

@@ -5,53 +5,18 @@ without the browser's code), and the neuron view's numbers must be those numpy c
 the captured queries and keys. Skipped without Chromium unless VISUALIZER_REQUIRE_BROWSER=1.
 """
 
-import os
-
 import numpy as np
 import pytest
 import torch
-from view_browser import Chromium, find_chromium
-from view_data import config_of, embedded, softmax_maps
+from view_data import config_of, embedded, open_view, softmax_maps, state
 
 from visualizer import capture_attention
 from visualizer.view import neuron_view, text_view
 from visualizer.view._topk_codec import decode_rows
 
-READY = (
-    "(() => { const r = document.querySelector('.tvz'); "
-    "return r && (r.dataset.ready || r.dataset.error); })()"
-)
 ROOT = "document.querySelector('.tvz')"
+PAGE_SIZE = (1000, 800)  # (width, height) of the shared page fixture
 WORDS = ["The", "Ġcat", "Ġsat", "Ġon", "Ġthe", "Ġmat", ".", "Ċ", "ĠIt", "Ġpurred"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with Chromium.launch(binary) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(width=1000, height=800)
-    yield page
-    browser.send("Target.closeTarget", {"targetId": page.target})
-    browser.pages.remove(page)
-
-
-def open_view(page, path):
-    page.goto(path.as_uri())
-    assert page.wait_for(READY) == "1", page.evaluate(f"{ROOT}.dataset.error")
-
-
-def state(page):
-    return page.evaluate(f"({{...{ROOT}.dataset}})")
 
 
 def shown(page):

@@ -8,57 +8,17 @@ VISUALIZER_REQUIRE_BROWSER=1 (CI), where a missing browser fails.
 """
 
 import json
-import os
 
 import matplotlib
 import numpy as np
 import pytest
-from view_browser import Chromium, find_chromium
-from view_data import config_of, embedded, softmax_maps
+from view_data import READY, canvas_digest, config_of, embedded, open_view, softmax_maps
 
 from visualizer.plots._colors import colormap_table
 from visualizer.view import head_view, image_view
 from visualizer.view._codec import decode_maps
 
-READY = (
-    "(() => { const r = document.querySelector('.tvz');return r && (r.dataset.ready || r.dataset.error); })()"
-)
 TOP = tuple(colormap_table()[-1])  # the top colour of the colour map every figure uses
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with Chromium.launch(binary) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(width=1000, height=900)
-    yield page
-    browser.send("Target.closeTarget", {"targetId": page.target})
-    browser.pages.remove(page)
-
-
-def open_view(page, path):
-    page.goto(path.as_uri())
-    assert page.wait_for(READY) == "1", page.evaluate("document.querySelector('.tvz').dataset.error")
-
-
-def canvas_digest(page, selector, index=0, context=None):
-    """A checksum of a canvas's pixels: changes whenever what it shows changes."""
-    return page.evaluate(
-        f"(() => {{ const c = document.querySelectorAll('{selector}')[{index}];"
-        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "let h = 0; for (let i = 0; i < d.length; i++) h = (h * 31 + d[i]) >>> 0; return h; })()",
-        context,
-    )
 
 
 def state(page, context=None):

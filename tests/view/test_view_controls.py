@@ -12,32 +12,10 @@ import pathlib
 
 import numpy as np
 import pytest
-from view_browser import Chromium, find_chromium
 from view_data import canvas_digest, config_of, embedded, open_view, softmax_maps, state
 
 from visualizer.view import head_view, image_view
 from visualizer.view._codec import decode_maps
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with Chromium.launch(binary) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser):
-    page = browser.new_page(width=1000, height=900)
-    yield page
-    browser.send("Target.closeTarget", {"targetId": page.target})
-    browser.pages.remove(page)
-
 
 BACKGROUND = "getComputedStyle(document.querySelector('.tvz')).backgroundColor"
 

@@ -5,12 +5,9 @@ Cross-checked against the model's own eager weights: transformers' ``output_atte
 again on the inputs each attention module received (``nn.Transformer``).
 """
 
-import os
-
 import numpy as np
 import pytest
 from analysis.declared_maps import captured_seq2seq
-from view_browser import Chromium, find_chromium
 from view_data import config_of, embedded, open_view, softmax_maps, state
 
 from visualizer.view import head_view
@@ -138,18 +135,6 @@ def test_nn_transformer_sections_match_need_weights():
         assert close(back, expected, section["maps"])
     decoder_self, _ = section_maps(document, 1)
     assert np.allclose(np.triu(decoder_self[0, 0], 1), 0, atol=1e-6)  # causal, as asked
-
-
-@pytest.fixture(scope="module")
-def browser():
-    binary = find_chromium()
-    if binary is None:
-        reason = "chromium is not installed (Debian: apt-get install -y chromium)"
-        if os.environ.get("VISUALIZER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"VISUALIZER_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    with Chromium.launch(binary) as chromium:
-        yield chromium
 
 
 def test_the_selector_switches_token_sets(browser, bart, tmp_path):
