@@ -29,7 +29,6 @@ draws no other random numbers.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterable
@@ -37,6 +36,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
+
+from visualizer.demos._training import evaluating, intra_op_threads, is_int
 
 __all__ = ["CopyTask", "CopyTaskSettings", "CopyTransformer", "diagonal_mass", "train_copy_task"]
 
@@ -64,7 +65,7 @@ class CopyTaskSettings:
     lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
         for name, minimum in [
             ("steps", 0),
@@ -76,7 +77,7 @@ class CopyTaskSettings:
             ("batch_size", 1),
         ]:
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
             if value < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {value}")
@@ -166,7 +167,7 @@ class CopyTask:
         """Greedy decoding, one token at a time: (batch, S) source -> (batch, S) predicted copy."""
         src = self._check_tokens(src, "src")
         out = torch.full((src.shape[0], 1), self.settings.bos, dtype=torch.long)
-        with _evaluating(self.model):
+        with evaluating(self.model):
             for _ in range(src.shape[1]):
                 out = torch.cat([out, self.model(src, out)[:, -1:].argmax(-1)], dim=1)
         return out[:, 1:]
@@ -177,7 +178,7 @@ class CopyTask:
         Queries are target positions, keys source positions; computed in eval mode, no grad.
         """
         src = self._check_tokens(src, "src")
-        with _evaluating(self.model):
+        with evaluating(self.model):
             return _last_cross_attention(self.model, src, _shift_right(src, self.settings.bos))
 
     def _check_tokens(self, tokens, name: str) -> torch.Tensor:
@@ -247,7 +248,7 @@ def train_copy_task(
         lr=lr,
     )
     keep_at = _snapshot_steps(snapshot_steps, steps)
-    if threads is not None and (not _is_int(threads) or threads < 1):
+    if threads is not None and (not is_int(threads) or threads < 1):
         raise ValueError(
             f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
         )
@@ -256,7 +257,7 @@ def train_copy_task(
             f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
         )
 
-    with _intra_op_threads(threads):
+    with intra_op_threads(threads):
         task = _untrained(settings)
         model, data = task.model, torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -343,7 +344,7 @@ def _last_cross_attention(model: CopyTransformer, src: torch.Tensor, tgt: torch.
 
 
 def _sample(settings: CopyTaskSettings, batch: int, generator: torch.Generator | None) -> torch.Tensor:
-    if not _is_int(batch) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
@@ -366,35 +367,9 @@ def _snapshot_steps(snapshot_steps: Iterable[int] | None, steps: int) -> set[int
             f"snapshot_steps must be an iterable of ints or None, got {type(snapshot_steps).__name__}"
         )
     chosen = set(snapshot_steps)
-    bad = sorted(repr(step) for step in chosen if not _is_int(step) or not 0 <= step <= steps)
+    bad = sorted(repr(step) for step in chosen if not is_int(step) or not 0 <= step <= steps)
     if bad:
         raise ValueError(
             f"snapshot_steps must be ints from 0 (before training) to steps = {steps}, got {', '.join(bad)}"
         )
     return chosen
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def _intra_op_threads(threads: int | None):
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

@@ -70,7 +70,6 @@ this model's parameters is trained again and replaced, with a ``CaptureWarning``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -82,6 +81,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from visualizer.demos._training import evaluating, intra_op_threads, is_int
 
 __all__ = [
     "InductionDemo",
@@ -141,7 +142,7 @@ class InductionSettings:
     lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        if not _is_int(self.seed):
+        if not is_int(self.seed):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
         for name, minimum in [
             ("steps", 0),
@@ -156,7 +157,7 @@ class InductionSettings:
             ("batch_size", 1),
         ]:
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
             if value < minimum:
                 raise ValueError(f"{name} must be at least {minimum}, got {value}")
@@ -238,10 +239,10 @@ class InductionDemo:
         """
         s = self.settings
         count = _positive(count, "count")
-        if not _is_int(seed):
+        if not is_int(seed):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
         n = s.block_len if block_len is None else block_len
-        if not _is_int(n):
+        if not is_int(n):
             raise TypeError(f"block_len must be an int or None, got {type(n).__name__}: {n!r}")
         if not s.min_block <= n <= s.max_block:
             raise ValueError(
@@ -269,7 +270,7 @@ class InductionDemo:
         from visualizer import capture_attention
 
         ids = self._check_ids(ids, "ids", ndims=(2,))
-        with _evaluating(self.model), capture_attention(self.model) as maps:
+        with evaluating(self.model), capture_attention(self.model) as maps:
             self.model(ids)
         return [maps[layer] for layer in range(len(maps))]
 
@@ -303,7 +304,7 @@ class InductionDemo:
                 f"new_tokens ({new_tokens}) does not fit: the model has {self.settings.positions} positions "
                 f"and the prompt takes {prompt.shape[1]}; ask for at most {room}"
             )
-        with _evaluating(self.model):
+        with evaluating(self.model):
             return self.model.generate(
                 prompt,
                 attention_mask=torch.ones_like(prompt),
@@ -383,7 +384,7 @@ def _check_maps(maps, block_len, function: str) -> tuple[np.ndarray, int]:
             f"{function}: maps must be one layer's (batch, heads, queries, keys) or (heads, queries, keys), "
             f"got {array.ndim} axes: {array.shape}"
         )
-    if not _is_int(block_len):
+    if not is_int(block_len):
         raise TypeError(
             f"{function}: block_len must be an int, got {type(block_len).__name__}: {block_len!r}"
         )
@@ -419,7 +420,7 @@ def train_induction(
     settings = InductionSettings(**settings)
     _check_run(threads, progress)
     started = time.perf_counter()
-    with _intra_op_threads(threads):
+    with intra_op_threads(threads):
         model = _untrained(settings)
         data = torch.Generator().manual_seed(settings.seed)
         rule = torch.randint(
@@ -450,7 +451,7 @@ def train_induction(
 
 
 def _check_run(threads, progress) -> None:
-    if threads is not None and (not _is_int(threads) or threads < 1):
+    if threads is not None and (not is_int(threads) or threads < 1):
         raise ValueError(
             f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
         )
@@ -641,34 +642,8 @@ def _word(token: int, bos: int) -> str:
 
 
 def _positive(value, name: str) -> int:
-    if not _is_int(value):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
     return int(value)
-
-
-@contextlib.contextmanager
-def _evaluating(model):
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def _intra_op_threads(threads: int | None):
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
