@@ -9,6 +9,7 @@ kept once per layer (each step's keys extend the previous step's), which the kep
 
 import pytest
 import torch
+from tiny_models import tiny_llama
 
 from visualizer import capture_attention
 
@@ -16,20 +17,8 @@ PAD = 0
 
 
 def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped-query attention: decoding steps are packed for sdpa
-        max_position_embeddings=128,
-        pad_token_id=PAD,
-    )
-    return LlamaForCausalLM(config).eval()
+    # Grouped-query attention (LLAMA_SIZES): decoding steps are packed for sdpa.
+    return tiny_llama(max_position_embeddings=128, pad_token_id=PAD)
 
 
 def _gpt2():

@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_llama
 from view_data import config_of, embedded
 
 from visualizer import capture_attention
@@ -43,19 +44,7 @@ def _weights(config, q, k, bias):
 
 
 def _llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.2,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(initializer_range=0.2)
 
 
 def _bert():

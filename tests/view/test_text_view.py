@@ -8,6 +8,7 @@ without its layers ever being built whole.
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_llama
 from view_data import config_of, embedded, softmax_maps
 
 from visualizer import capture_attention
@@ -89,20 +90,13 @@ def test_view_states_what_it_kept_and_detects_causality():
 
 
 def _llama(layers=2):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
+    model = tiny_llama(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=1024,
         initializer_range=0.2,
     )
-    model = LlamaForCausalLM(config).eval()
     model.set_attn_implementation("sdpa")
     return model
 

@@ -8,6 +8,7 @@ the captured queries and keys. Skipped without Chromium unless VISUALIZER_REQUIR
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_llama
 from view_data import config_of, embedded, open_view, softmax_maps, state
 
 from visualizer import capture_attention
@@ -131,19 +132,7 @@ def test_text_view_step_slider_replays_a_generation(page, tmp_path):
 
 
 def _llama_maps():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.2,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(initializer_range=0.2)
     model.set_attn_implementation("sdpa")
     with torch.no_grad(), capture_attention(model) as maps:
         model(input_ids=torch.randint(3, 100, (1, 8)))

@@ -1,0 +1,31 @@
+"""Tiny random transformers models for the tests, built the same way everywhere.
+
+>>> model = tiny_llama()                                  # LlamaForCausalLM, 2 layers, 4 heads, 2 key heads
+>>> model = tiny_llama(hidden_size=32, num_hidden_layers=4, initializer_range=0.2)
+
+Weights are drawn after ``torch.manual_seed(0)``, so the same arguments give the same model.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["LLAMA_SIZES", "tiny_llama"]
+
+#: The sizes every tiny Llama starts from: small, with grouped-query attention (4 heads, 2 key heads).
+LLAMA_SIZES = {
+    "vocab_size": 100,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
+def tiny_llama(model_class: str = "LlamaForCausalLM", **config):
+    """A random ``transformers.<model_class>`` from ``LlamaConfig(**LLAMA_SIZES, **config)``, in eval mode."""
+    import transformers
+
+    torch.manual_seed(0)
+    return getattr(transformers, model_class)(transformers.LlamaConfig(**{**LLAMA_SIZES, **config})).eval()
