@@ -125,7 +125,7 @@ def induction_figures(out: Path) -> list[Path]:
     scores = demo.scores(demo.sequences(256))
     previous = int(scores["previous_token"][0].argmax())
     induction = int(scores["induction"][1].argmax())
-    ids = demo.sequences(1)
+    ids = demo.example().ids  # the first held-out sequence the model clearly copies (its rule)
     tokens = demo.tokens(ids[0])
     attentions = demo.attentions(ids)
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained")

@@ -159,10 +159,12 @@ def test_a_model_that_is_not_a_causal_lm_is_one_line(tmp_path, capsys):
     assert "unknown or unavailable model" in err and "is not a causal language model" in err
 
 
-def test_the_default_is_the_induction_demo_finishing_its_copy(tmp_path):
-    """No --model: the demo (trained once into the user cache, as the main job does), its sequence cut
-    six tokens short, the copy finished by greedy decoding, and its heads' scores in stats.json."""
+def test_the_default_is_the_induction_demos_example_and_what_it_generates(tmp_path):
+    """No --model: the demo (trained once into the user cache, as the main job does), its example cut six
+    tokens short, greedy decoding, and in stats.json the heads' scores, how the example was chosen and
+    whether the generation finished the copy (a report, compared with the tokens, not asserted true)."""
     from visualizer.demos import load_induction_demo
+    from visualizer.demos.induction import EXAMPLE_MARGIN
 
     out = tmp_path / "out"
     assert main(["lm", "--generate", "6", "--out", str(out)]) == 0
@@ -170,12 +172,23 @@ def test_the_default_is_the_induction_demo_finishing_its_copy(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == sorted([*FILES, "generation.png"])
     stats = json.loads((folder / "stats.json").read_text())
     demo = load_induction_demo()
-    sequence = demo.sequences(1)
-    assert stats["tokens"] == demo.tokens(sequence[0]) and stats["generated_matches_the_copy"] is True
-    assert stats["prompt_tokens"] == sequence.shape[1] - 6
+    example = demo.example()
+    sequence = example.ids
+    assert stats["prompt_tokens"] == sequence.shape[1] - 6 and stats["generated_tokens"] == 6
+    assert stats["tokens"][: stats["prompt_tokens"]] == demo.tokens(sequence[0])[: stats["prompt_tokens"]]
+    finished = stats["tokens"] == demo.tokens(sequence[0])
+    assert stats["generated_matches_the_copy"] is finished
+    assert (
+        stats["example"]["index"] == example.index
+        and "first of demo.sequences(256)" in stats["example"]["rule"]
+    )
+    assert stats["example"]["copy_margin"] == pytest.approx(example.margin, abs=1e-4)
+    assert stats["example"]["held_out_exact_copy_rate"] == pytest.approx(example.copy_rate, abs=1e-4)
+    if example.margin >= EXAMPLE_MARGIN:  # the rule's promise: a clear margin, so greedy decoding copies
+        assert finished
     scores = demo.scores(sequence)
     np.testing.assert_allclose(stats["induction_score"], scores["induction"], atol=1e-4)
-    assert max(stats["previous_token_score"][0]) >= 0.5 and max(stats["induction_score"][1]) >= 0.5
+    assert stats["scores_on"] == demo.tokens(sequence[0])
 
 
 def test_a_demo_prompt_is_words_of_its_vocabulary(tmp_path, capsys, monkeypatch):

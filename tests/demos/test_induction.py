@@ -3,6 +3,7 @@ induction head; its weights are cached in the user cache and checked when read b
 
 import copy
 import dataclasses
+import math
 import re
 import shutil
 import warnings
@@ -21,6 +22,7 @@ from visualizer.demos import (
     train_induction,
 )
 from visualizer.demos import induction as _induction
+from visualizer.demos.induction import EXAMPLE_MARGIN
 from visualizer.models._cache import read_arrays, write_arrays
 
 
@@ -96,17 +98,20 @@ def test_layer_0_has_a_previous_token_head(demo, ids):
     scores = demo.scores(ids)
     layers, heads = demo.settings.layers, demo.settings.heads
     assert scores["previous_token"].shape == scores["induction"].shape == (layers, heads)
-    assert scores["previous_token"][0].max() >= 0.5, scores
+    # The bars here and below clear the spread over seeds, thread counts, deterministic algorithms and
+    # float64 with room (benchmarks/demo_spread.py; the table is in benchmarks/README.md): another
+    # machine trains other weights. Layer 0's best: 0.54 to 0.61; a uniform head scores about 0.08.
+    assert scores["previous_token"][0].max() >= 0.4, scores
     # A head spreading its weight evenly would score about 1 / (1.5 n).
-    assert scores["previous_token"][1:].max() < 0.5, scores
+    assert scores["previous_token"][1:].max() < 0.3, scores  # 0.01 to 0.07
 
 
 def test_a_later_layer_has_an_induction_head(demo, ids):
     """On the second copy, a layer-1 head attends from each token to the one that followed its
     earlier occurrence (key j + 1), and no layer-0 head does (it cannot: it sees only tokens)."""
     scores = demo.scores(ids)
-    assert scores["induction"][1:].max() >= 0.5, scores  # 0.96 measured
-    assert scores["induction"][0].max() < 0.1, scores
+    assert scores["induction"][1:].max() >= 0.7, scores  # 0.92 to 0.96
+    assert scores["induction"][0].max() < 0.1, scores  # at most 0.003
 
 
 def test_scores_match_transformers_eager_attention(demo, ids):
@@ -130,16 +135,16 @@ def test_it_predicts_and_generates_the_second_copy(demo, ids):
         logits = demo.model(ids).logits  # (batch, 1 + 2n, vocab_size + 1)
     # From the copy's second token on, the next token is known: it followed the earlier occurrence.
     teacher_forced = (logits[:, n + 1 : 2 * n].argmax(-1) == ids[:, n + 2 :]).float().mean()
-    assert teacher_forced >= 0.9, teacher_forced  # 0.98 measured
+    assert teacher_forced >= 0.9, teacher_forced  # 0.96 to 0.99
     prompt = ids[:, : n + 3]  # BOS, the block, the first two tokens of the copy
     generated = demo.generate(prompt, n - 2)
     assert generated.shape == ids.shape and torch.equal(generated[:, : n + 3], prompt)
     greedy = (generated[:, n + 3 :] == ids[:, n + 3 :]).float().mean()
-    assert greedy >= 0.9, greedy  # 0.95 measured
+    assert greedy >= 0.85, greedy  # 0.90 to 0.97
     other = demo.sequences(64, seed=5, block_len=demo.settings.max_block)  # another length it trained on
     n = demo.settings.max_block
     longest = (demo.generate(other[:, : n + 3], n - 2) == other).float().mean()
-    assert longest >= 0.85, longest  # 0.94 measured
+    assert longest >= 0.8, longest  # 0.90 to 0.95
     assert demo.losses[-1] < demo.losses[0] and len(demo.losses) == demo.settings.steps
 
 
@@ -173,11 +178,56 @@ def test_sequences_and_tokens(demo):
         (lambda d: d.tokens(torch.tensor([33])), ValueError, r"\[0, 32\].*from 33 to 33"),
         (lambda d: d.generate(d.sequences(1).repeat(1, 2)[:, :20], 20), ValueError, "ask for at most 11"),
         (lambda d: d.generate(d.sequences(1), 0), ValueError, "new_tokens must be at least 1"),
+        (lambda d: d.copy_margins(d.sequences(1)[:, :-1]), ValueError, "odd length 1 \\+ 2n.*got length 16"),
+        (lambda d: d.copy_margins(d.sequences(1).float()), TypeError, "integer torch tensor"),
+        (lambda d: d.example(candidates=0), ValueError, "candidates must be at least 1"),
+        (lambda d: d.example(margin=-1), ValueError, "margin must be a finite number"),
+        (lambda d: d.example(margin=math.inf), ValueError, "margin must be a finite number"),
     ],
 )
 def test_demo_methods_reject_bad_arguments(demo, call, error, message):
     with pytest.raises(error, match=message):
         call(demo)
+
+
+def test_copy_margins_written_out_and_what_they_promise(demo):
+    """Each margin is, position by position, the right token's logit minus the best other one; a
+    positive margin means greedy decoding from the copy's first token reproduces the copy."""
+    ids = demo.sequences(48, seed=11)
+    n = demo.settings.block_len
+    margins = demo.copy_margins(ids)
+    assert margins.shape == (48,) and margins.dtype == torch.float32
+    with torch.no_grad():
+        logits = demo.model(ids).logits
+    for row in range(48):
+        worst = math.inf
+        for position in range(n + 1, 2 * n):
+            scores = logits[row, position].tolist()
+            right = scores.pop(int(ids[row, position + 1]))
+            worst = min(worst, right - max(scores))
+        assert margins[row].item() == pytest.approx(worst, abs=1e-4)
+    copied = (demo.generate(ids[:, : n + 2], n - 1) == ids).all(1)
+    known = margins.abs() > 1e-3  # away from a tie, the sign says whether the greedy copy is exact
+    assert torch.equal(copied[known], (margins > 0)[known])
+
+
+def test_the_example_is_chosen_by_its_rule_not_by_luck(demo):
+    """The first of sequences(256) with a margin of EXAMPLE_MARGIN, and greedy decoding finishes its copy
+    from any cut; the share of held-out sequences copied exactly is reported with it."""
+    example = demo.example()
+    candidates = demo.sequences(256)
+    margins = demo.copy_margins(candidates)
+    assert example.index == int((margins >= EXAMPLE_MARGIN).nonzero()[0])  # the model copies most of them
+    assert torch.equal(example.ids, candidates[example.index : example.index + 1])
+    assert example.margin == pytest.approx(float(margins[example.index])) and example.margin >= EXAMPLE_MARGIN
+    assert example.copy_rate == pytest.approx(float((margins > 0).float().mean()))
+    assert example.copy_rate >= 0.6, example  # 0.73 to 0.91 across seeds and threads (benchmarks/README.md)
+    n = demo.settings.block_len
+    for cut in range(n + 2, 2 * n + 1):
+        assert torch.equal(demo.generate(example.ids[:, :cut], 2 * n + 1 - cut), example.ids)
+    # No candidate clears an impossible margin: the largest margin is given instead, and says so.
+    fallback = demo.example(candidates=8, margin=1e6)
+    assert fallback.index == int(demo.copy_margins(candidates[:8]).argmax()) and fallback.margin < 1e6
 
 
 # --- the scores ---------------------------------------------------------------------------------------

@@ -243,11 +243,13 @@ def figure_labels(tokens: list[str], scheme: str | None = None) -> list[str]:
 
 
 class _Demo:
-    """The induction-heads demo: its model, and a held-out repeated sequence (or prompts of its words).
+    """The induction-heads demo: its model, and its example sequence (or prompts of its words).
 
-    With ``--generate N`` the default prompt is the sequence cut ``N`` tokens short (keeping at
-    least the block and the first token of its copy), so that what the model generates can be
-    checked against the copy it should finish.
+    The example is chosen by a rule, not by luck (:meth:`InductionDemo.example`): the first
+    held-out sequence whose copy the model knows by a clear logit margin. With ``--generate N``
+    the default prompt is that sequence cut ``N`` tokens short (keeping at least the block and
+    the first token of its copy), so that what the model generates can be checked against the
+    copy it should finish; ``stats.json`` says how often the model copies held-out sequences.
     """
 
     scheme = "words"  # each token is a word
@@ -261,7 +263,8 @@ class _Demo:
         self.model = self.demo.model
         self.label = DEMO_LABEL
         self.pad_id = self.demo.settings.bos
-        self.sequence = self.demo.sequences(1)
+        self.example = self.demo.example()
+        self.sequence = self.example.ids
         if prompts:
             self.inputs = encoded
         else:
@@ -291,9 +294,18 @@ class _Demo:
         return " ".join(self.tokens(ids))
 
     def extra_stats(self, ids: list[int], prompt_length: int) -> dict:
-        """The demo's scores on its held-out sequence, and whether a generation finished the copy."""
+        """The demo's scores on its example, how it was chosen, and whether a generation finished the copy."""
+        from visualizer.demos.induction import EXAMPLE_MARGIN
+
         scores = self.demo.scores(self.sequence)
         stats = {
+            "example": {
+                "rule": "the first of demo.sequences(256) whose copy the model knows by a logit margin of "
+                f"at least {EXAMPLE_MARGIN:g} (teacher forced), else the one with the largest margin",
+                "index": self.example.index,
+                "copy_margin": round(self.example.margin, 4),
+                "held_out_exact_copy_rate": round(self.example.copy_rate, 4),
+            },
             "scores_on": self.demo.tokens(self.sequence[0]),
             "previous_token_score": scores["previous_token"].round(4).tolist(),
             "induction_score": scores["induction"].round(4).tolist(),
