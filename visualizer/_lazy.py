@@ -161,6 +161,23 @@ class Recipe:
         recipe.masks = tuple(mask.detach() for mask in self.masks)
         return recipe
 
+    def items(self, batch: Any) -> Recipe:
+        """A recipe of the map of these batch items only (an int, a slice, a sequence or a 1-D
+        tensor of positions): its queries, keys and masks cut to them, so rebuilding it costs
+        those items alone. Masks that broadcast over the batch are kept as they are."""
+        n_batch = self.shape[0]
+        positions = query_positions(batch, n_batch, self.query.device, "batch item")
+        if positions.numel() == n_batch and bool((positions == _arange_like(positions)).all()):
+            return self
+        recipe = self.to()
+        recipe.query = self.query.index_select(0, positions)
+        recipe.key = self.key.index_select(0, positions.to(self.key.device))
+        recipe.masks = tuple(
+            mask if mask.shape[0] == 1 else mask.index_select(0, positions.to(mask.device))
+            for mask in self.masks
+        )
+        return recipe
+
     # -- rebuilding -------------------------------------------------------------------------
 
     def full(self, heads: Any = None):
@@ -325,6 +342,12 @@ def query_positions(index: Any, size: int, device, what: str = "query row"):
             raise IndexError(f"{what} {value} is out of range: there are {size} (0..{size - 1})")
         out.append(value + size if value < 0 else value)
     return torch.tensor(out, dtype=torch.long, device=device)
+
+
+def _arange_like(positions):
+    import torch
+
+    return torch.arange(positions.numel(), device=positions.device)
 
 
 def _own(tensor):

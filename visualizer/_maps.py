@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,7 +28,10 @@ from visualizer._generation import share_keys
 from visualizer._lazy import BLOCK_ROWS, Recipe
 from visualizer._structure import LayerInfo, Layout, Tokens, Windows, require_tokens, window_positions
 
-__all__ = ["AttentionMaps", "MapsBuilder"]
+__all__ = ["CACHE_BYTES", "AttentionMaps", "MapsBuilder"]
+
+#: The default of :attr:`AttentionMaps.cache_bytes`: whole rebuilt maps kept, at most 256 MiB.
+CACHE_BYTES = 256 * 2**20
 
 
 class _Layer:
@@ -133,6 +136,7 @@ class AttentionMaps(Sequence):
     _model_name: str
     _count: int
     _diagnosis: str | None
+    _cache: _MapCache
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("AttentionMaps come from capture_attention(model); they are not built by hand")
@@ -145,6 +149,7 @@ class AttentionMaps(Sequence):
         maps._model_name = model_name
         maps._count = modules  # attention modules in the model, selected or not
         maps._diagnosis = None
+        maps._cache = _MapCache(CACHE_BYTES)
         return maps
 
     def _index(self, layer: _Layer) -> None:
@@ -193,7 +198,7 @@ class AttentionMaps(Sequence):
 
     def calls(self, key: int | str) -> list:
         """Every call's map of one layer, in order (rebuilt ones built now)."""
-        return [_value(call) for call in self._layer(key).calls]
+        return [self._value(call) for call in self._layer(key).calls]
 
     def shape(self, key: int | str, call: int | None = None) -> tuple[int, ...]:
         """The shape of one layer's map (of one call), without building it."""
@@ -206,25 +211,75 @@ class AttentionMaps(Sequence):
         value = self._raw(self._layer(key), call)
         return value if isinstance(value, Recipe) else None
 
+    def read(
+        self,
+        layer: int | str,
+        *,
+        batch: Any = None,
+        heads: Any = None,
+        rows: Any = None,
+        call: int | None = None,
+    ):
+        """Part of one layer's map: (batch, heads, queries, keys), always those four axes.
+
+        Each selector is None (all), an int, a slice, a list or a 1-D tensor of ints (negative
+        from the end): ``batch`` picks items, ``heads`` heads, ``rows`` query rows; ``call``
+        picks the call of a layer that ran several times. A rebuilt map is cut to the items,
+        heads and rows asked for *before* it is rebuilt, so one item, two heads and ten rows
+        of a 16k-token layer cost those rows::
+
+            >>> maps.read(3, batch=0, heads=[1, 2], rows=slice(0, 10)).shape
+            (1, 2, 10, 16384)
+
+        A windowed layer follows its declared layout: its first axis is batch x windows, and
+        ``batch`` picks items, each with all of its windows (:meth:`scatter` puts them on the
+        token grid). Whole rebuilt maps are kept in a cache of at most :attr:`cache_bytes`;
+        a read from a cached map slices it.
+        """
+        from visualizer._lazy import query_positions
+
+        entry = self._layer(layer)
+        kept = self._raw(entry, call)
+        index = 0 if call is None else call
+        layout = entry.layouts[index]
+        device = kept.device
+        items = None
+        if batch is not None:
+            per = layout.windows if isinstance(layout, Windows) else 1
+            items = query_positions(batch, kept.shape[0] // per, device, "batch item")
+            if per > 1:
+                import torch
+
+                items = (items[:, None] * per + torch.arange(per, device=device)).flatten()
+        if not isinstance(kept, Recipe):
+            return _select(kept, items, heads, rows)
+        built = self._cached(kept, build=items is None and heads is None and rows is None)
+        if built is not None:
+            return _select(built, items, heads, rows)
+        recipe = kept if items is None else kept.items(items)
+        return recipe.rows(slice(None) if rows is None else rows, heads)
+
+    @property
+    def cache_bytes(self) -> int:
+        """The most bytes of whole rebuilt maps these maps keep, so that reading a layer twice
+        rebuilds it once (default :data:`CACHE_BYTES`, 256 MiB). Set it to 0 to keep none; the
+        least recently read maps go first. A map larger than the bound is never kept."""
+        return self._cache.limit
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        from visualizer._validate import non_negative_int
+
+        self._cache.resize(non_negative_int(value, "AttentionMaps.cache_bytes"))
+
     def rows(self, key: int | str, queries: Any, heads: Any = None, call: int | None = None):
-        """Query rows of one layer's map, (batch, heads, len(queries), keys), without building
-        the rest of it where the map is rebuilt.
+        """Query rows of one layer's map, (batch, heads, len(queries), keys): ``read(key,
+        rows=queries, heads=heads, call=call)``, kept for the code that calls it so.
 
         queries: an int, a slice, a list or a 1-D tensor of query positions; heads: the same
         forms, or None for all heads; call: which call, for a layer that ran several times.
         """
-        from visualizer._lazy import query_positions
-
-        value = self._raw(self._layer(key), call)
-        if isinstance(value, Recipe):
-            return value.rows(queries, heads)
-        if value.dim() != 4:  # pragma: no cover - the capture keeps 4-D maps
-            raise ValueError(f"rows() needs a (batch, heads, queries, keys) map, not {tuple(value.shape)}")
-        positions = query_positions(queries, value.shape[2], value.device)
-        value = value.index_select(2, positions)
-        if heads is not None:
-            value = value.index_select(1, query_positions(heads, value.shape[1], value.device, "head"))
-        return value
+        return self.read(key, rows=queries, heads=heads, call=call)
 
     def row_blocks(self, key: int | str, size: int = BLOCK_ROWS, heads: Any = None, call: int | None = None):
         """``(first row, rows)`` for consecutive blocks of ``size`` query rows of one layer's map,
@@ -312,7 +367,7 @@ class AttentionMaps(Sequence):
             layer = captured[position]
             if value is layer.info.path or (isinstance(value, str) and value == layer.info.path):
                 return position
-            if any(value is call or value is _built(call) for call in layer.calls):
+            if any(value is call or value is self._cached(call, build=False) for call in layer.calls):
                 return position
         raise ValueError(f"{type(value).__name__} is not a captured map nor a captured layer's path")
 
@@ -397,6 +452,7 @@ class AttentionMaps(Sequence):
 
     def clear(self) -> None:
         """Forget every captured call (between batches in a long loop, say)."""
+        self._cache.clear()
         for layer in self._layers:
             layer.calls.clear()
             layer.layouts.clear()
@@ -458,7 +514,7 @@ class AttentionMaps(Sequence):
 
     def _call(self, layer: _Layer, call: Any):
         self._check_call(layer, call)
-        return _value(layer.calls[call])
+        return self._value(layer.calls[call])
 
     def _raw(self, layer: _Layer, call: int | None):
         """The kept value of one call (a map or a Recipe); None asks for the only call."""
@@ -494,7 +550,24 @@ class AttentionMaps(Sequence):
                 f"maps[{path!r}, -1] for the last, maps.calls({path!r}) for all of them, "
                 "or maps.stack(call=i) / maps.structured(call=i) for call i of every layer."
             )
-        return _value(layer.calls[0]) if build else layer.calls[0]
+        return self._value(layer.calls[0]) if build else layer.calls[0]
+
+    def _value(self, kept):
+        """A kept call as its map: a Recipe is rebuilt now, or read from the cache."""
+        if not isinstance(kept, Recipe):
+            return kept
+        return self._cached(kept, build=True)
+
+    def _cached(self, recipe, build: bool):
+        """The whole map of ``recipe`` from the cache; where it is not there, None, or (``build``)
+        the map rebuilt now and offered to the cache."""
+        if not isinstance(recipe, Recipe):
+            return None
+        weights = self._cache.get(recipe)
+        if weights is None and build:
+            weights = recipe.full()
+            self._cache.put(recipe, weights)
+        return weights
 
     def _maps(self, call: int | None) -> list:
         captured = self._captured()
@@ -505,27 +578,60 @@ class AttentionMaps(Sequence):
         return [self._call(layer, call) for layer in captured]
 
 
-def _value(kept):
-    """A kept call as its map: a Recipe is rebuilt now, unless the map built last time is still
-    held somewhere (then that one, so that ``maps[0] is maps[0]`` while you keep it)."""
-    if not isinstance(kept, Recipe):
-        return kept
-    ref = _BUILT.get(kept)
-    built = ref() if ref is not None else None
-    if built is None:
-        built = kept.full()
-        _BUILT[kept] = weakref.ref(built)
-    return built
+def _select(weights, items, heads, rows):
+    """``weights`` (a 4-D map) cut to batch ``items`` (positions or None), ``heads`` and ``rows``
+    (None or the forms :func:`~visualizer._lazy.query_positions` takes); the map itself when
+    nothing is cut."""
+    from visualizer._lazy import query_positions
+
+    if items is not None:
+        weights = weights.index_select(0, items.to(weights.device))
+    if heads is not None:
+        weights = weights.index_select(1, query_positions(heads, weights.shape[1], weights.device, "head"))
+    if rows is not None:
+        weights = weights.index_select(2, query_positions(rows, weights.shape[2], weights.device))
+    return weights
 
 
-def _built(kept):
-    """The map last built from ``kept`` if it is still alive, else None."""
-    ref = _BUILT.get(kept) if isinstance(kept, Recipe) else None
-    return ref() if ref is not None else None
+class _MapCache:
+    """Whole maps rebuilt from recipes, least recently read first out, at most ``limit`` bytes."""
 
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[Recipe, Any] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
 
-#: Recipe -> weak reference to the map last built from it (nothing keeps a built map alive).
-_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def get(self, recipe: Recipe):
+        with self._lock:
+            weights = self._kept.get(recipe)
+            if weights is not None:
+                self._kept.move_to_end(recipe)
+            return weights
+
+    def put(self, recipe: Recipe, weights) -> None:
+        size = weights.numel() * weights.element_size()
+        with self._lock:
+            if size > self.limit or recipe in self._kept:
+                return
+            self._kept[recipe] = weights
+            self._bytes += size
+            self._shrink(self.limit)
+
+    def resize(self, limit: int) -> None:
+        with self._lock:
+            self.limit = limit
+            self._shrink(limit)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+            self._bytes = 0
+
+    def _shrink(self, limit: int) -> None:
+        while self._bytes > limit and self._kept:
+            _, weights = self._kept.popitem(last=False)
+            self._bytes -= weights.numel() * weights.element_size()
 
 
 def _scatter_windows(weights, layout: Windows, path: str):

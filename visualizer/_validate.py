@@ -41,7 +41,7 @@ def _bools() -> tuple:
     return (bool, numpy.bool_) if numpy is not None else (bool,)
 
 
-__all__ = ["SCALES", "check_scale", "color_limits", "index", "indices", "positive_int"]
+__all__ = ["SCALES", "check_scale", "color_limits", "index", "indices", "non_negative_int", "positive_int"]
 
 #: Colour scales of every plot: linear, square root (a power of 0.5) and logarithmic.
 SCALES = ("linear", "sqrt", "log")
@@ -108,6 +108,15 @@ def positive_int(value, argument: str) -> int:
         raise TypeError(f"{argument} must be an int >= 1, not {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{argument} must be an int >= 1, not {value}")
+    return int(value)
+
+
+def non_negative_int(value, argument: str) -> int:
+    """An int of at least 0 (a size that may be zero: ``cache_bytes``)."""
+    if isinstance(value, _bools()) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argument} must be an int >= 0, not {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{argument} must be an int >= 0, not {value}")
     return int(value)
 
 
