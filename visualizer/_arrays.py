@@ -8,7 +8,9 @@ dtype('float32')
 >>> as_rgb_uint8(picture, "image").shape                    # uint8 or float in [0, 1], RGB, RGBA or gray
 (224, 224, 3)
 >>> layer_infos(maps)[0].layout                             # an AttentionMaps declares each layer
-Tokens()
+Tokens(prefix=1, grid=(14, 14))
+>>> image_geometry(197, None, None, maps.layout(0), "plot")   # (rows, cols, prefix): declared here
+(14, 14, 1)
 
 An ``AttentionMaps`` is a sequence of per-layer maps like any other, and it also says what
 each layer is (:func:`layer_infos`); :func:`require_token_layers` refuses the layers whose
@@ -28,12 +30,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from visualizer._maps import AttentionMaps
-from visualizer._structure import LayerInfo, require_tokens
+from visualizer._structure import LayerInfo, Tokens, require_tokens
 
 __all__ = [
     "as_array",
     "as_rgb_uint8",
     "check_layer_shapes",
+    "declared_layout",
+    "image_geometry",
     "layer_infos",
     "layer_label",
     "layer_map",
@@ -218,6 +222,34 @@ def prefix_count(value, what: str) -> int:
     if not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{what} must be True, False or a count >= 0 of prefix tokens, not {value!r}")
     return int(value)
+
+
+def declared_layout(attentions, layer, call: int | None = None):
+    """The layout a capture declared for one call of one layer (the last call when ``call`` is
+    None), or None for plain maps, which declare nothing."""
+    if not isinstance(attentions, AttentionMaps):
+        return None
+    return attentions.layout(layer, -1 if call is None else call)
+
+
+def image_geometry(
+    tokens: int, grid, prefix_tokens, declared, what: str, argument: str = "prefix_tokens"
+) -> tuple[int, int, int]:
+    """(rows, cols, prefix) of the image patches among ``tokens`` keys.
+
+    ``grid`` and ``prefix_tokens`` where given (each overrides the declared value alone);
+    else what the capture declared for the layer (``declared``, a layout with a ``grid``, from
+    :func:`declared_layout`); else one prefix token and a square grid, as for plain maps.
+    """
+    declared_grid = declared.grid if isinstance(declared, Tokens) else None
+    if prefix_tokens is None:
+        prefix = declared.prefix if declared_grid is not None else 1
+    else:
+        prefix = prefix_count(prefix_tokens, f"{what}: {argument}")
+    if grid is None and declared_grid is not None and declared_grid[0] * declared_grid[1] == tokens - prefix:
+        grid = declared_grid
+    rows, cols = patch_grid(tokens, grid, prefix, what)
+    return rows, cols, prefix
 
 
 def patch_grid(tokens: int, grid, prefix: int, what: str) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_array, patch_grid
+from visualizer._arrays import as_array, declared_layout, image_geometry
 from visualizer._lazy import BLOCK_ROWS
 
 __all__ = [
@@ -96,16 +96,18 @@ def strongest_pairs(maps, key, call, k: int, item: int, head, what: str) -> list
 
 
 def token_distance(
-    maps, key, call, grid, prefix: int, patch_size: float, renormalize: bool, what: str
+    maps, key, call, grid, prefix_tokens, patch_size: float, renormalize: bool, what: str, argument: str
 ) -> np.ndarray:
-    """(batch, heads): the mean attention distance of one square tokens layer (see analysis)."""
+    """(batch, heads): the mean attention distance of one square tokens layer (see analysis);
+    ``grid`` and ``prefix_tokens`` None take what the capture declared for the layer."""
     batch, heads, queries, keys = layer_shape(maps, key, call)
     if queries != keys:
         raise ValueError(
             f"{what}: attn must be square self-attention over the image tokens, "
             f"not {queries} queries x {keys} keys"
         )
-    rows, cols = patch_grid(keys, grid, prefix, what)
+    declared = declared_layout(maps, key, call)
+    rows, cols, prefix = image_geometry(keys, grid, prefix_tokens, declared, what, argument)
     patches = np.arange(rows * cols)
     r, c = patches // cols, patches % cols
     total = np.zeros((batch, heads))

@@ -20,7 +20,7 @@ from visualizer._adapters import attach, find_targets, supported
 from visualizer._copy_guard import guard, release
 from visualizer._errors import CaptureError, CaptureWarning
 from visualizer._maps import AttentionMaps, MapsBuilder
-from visualizer._structure import LayerInfo
+from visualizer._structure import LayerInfo, Tokens
 
 __all__ = ["AttentionCapture", "CaptureError", "capture_attention"]
 
@@ -153,6 +153,7 @@ class AttentionCapture:
         self._model_runs = 0
         self._selected: list = []
         self._guarded: list = []  # the modules made copyable while this capture is open
+        self._patches = None  # the model's patch grids (visualizer._patches), from start()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -205,6 +206,9 @@ class AttentionCapture:
             )
             self._handles[id(target)] = builder.add(info)
         self.maps = builder.maps
+        from visualizer._patches import PatchGrids
+
+        self._patches = PatchGrids(self.model, [target.name for target in selected])
         self._model_runs = 0
         self._thread = threading.get_ident() if self.threads == "own" else None
         if refused:
@@ -237,6 +241,8 @@ class AttentionCapture:
 
     def _attach(self) -> None:
         detachers = attach(self._selected, self, self.core)
+        if self._patches:
+            detachers.append(self._patches.attach(lambda: not self._foreign()))
         self._detachers = [*detachers, self.model.register_forward_pre_hook(self._model_ran).remove]
 
     def suspend(self) -> None:
@@ -286,12 +292,15 @@ class AttentionCapture:
         from visualizer._lazy import Recipe
 
         if isinstance(weights, Recipe):
-            self._builder.record(handle, self._keep(weights), layout)
+            self._builder.record(
+                handle, self._keep(weights), self._geometry(target, weights.shape[3], layout)
+            )
             return
         weights = _as_map(weights)
         if isinstance(weights, str):
             self.missing(target, weights)
             return
+        layout = self._geometry(target, weights.shape[-1], layout)
         if not self.keep_grad:
             weights = weights.detach()
         elif weights.grad_fn is None and not weights.requires_grad:
@@ -299,6 +308,14 @@ class AttentionCapture:
         if self.device is not None or self.dtype is not None:
             weights = weights.to(device=self.device, dtype=self.dtype)
         self._builder.record(handle, weights, layout)
+
+    def _geometry(self, target, keys: int, layout):
+        """The call's layout, with the patch grid and prefix of image keys where they are known
+        (see ``visualizer._patches``); an adapter's own windows or channels are kept as they are."""
+        layout = target.layout if layout is None else layout
+        if not self._patches or not isinstance(layout, Tokens) or layout.grid is not None:
+            return layout
+        return self._patches.layout(target.name, int(keys)) or layout
 
     def record_eager(self, target, weights, layout=None, reason: str = "") -> None:
         """A lazy target's call that had to be computed eagerly (``reason`` says why)."""

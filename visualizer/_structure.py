@@ -44,12 +44,52 @@ KINDS = ("self", "cross")
 
 @dataclasses.dataclass(frozen=True)
 class Tokens:
-    """(batch, heads, queries, keys): every row is a query token, every column a key token."""
+    """(batch, heads, queries, keys): every row is a query token, every column a key token.
+
+    For images, the capture also says how the keys lie on the image, per call, from what ran
+    (the patch grid the model's patch embedding produced for that input, and how many keys
+    came before the patches):
+
+    - ``grid``: (rows, cols) of patches, row-major after the prefix; None where the keys are
+      not image patches (text, or a layer whose keys the capture could not place);
+    - ``prefix``: the tokens before the patches (class, register, distillation tokens), 0
+      without a grid.
+
+    >>> Tokens(prefix=5, grid=(16, 16)).describe()    # DINOv2 with 4 registers at 224 px
+    'tokens (batch, heads, queries, keys); keys: 5 prefix tokens, then 16 x 16 patches'
+    """
+
+    prefix: int = 0
+    grid: tuple[int, int] | None = None
 
     name: ClassVar[str] = "tokens"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.prefix, bool) or not isinstance(self.prefix, int) or self.prefix < 0:
+            raise ValueError(f"Tokens.prefix must be an int >= 0, not {self.prefix!r}")
+        if self.grid is not None:
+            grid = self.grid
+            if len(grid) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in grid
+            ):
+                raise ValueError(f"Tokens.grid must be None or two positive ints (rows, cols), not {grid!r}")
+            object.__setattr__(self, "grid", (int(grid[0]), int(grid[1])))
+        elif self.prefix:
+            raise ValueError(
+                f"Tokens.prefix ({self.prefix}) needs a grid: it counts the tokens before patches"
+            )
+
+    @property
+    def keys(self) -> int | None:
+        """How many keys the geometry accounts for (prefix + rows x cols), or None without a grid."""
+        return None if self.grid is None else self.prefix + self.grid[0] * self.grid[1]
+
     def describe(self) -> str:
-        return "tokens (batch, heads, queries, keys)"
+        if self.grid is None:
+            return "tokens (batch, heads, queries, keys)"
+        rows, cols = self.grid
+        keys = f"{self.prefix} prefix tokens, then {rows} x {cols} patches"
+        return f"tokens (batch, heads, queries, keys); keys: {keys}"
 
 
 @dataclasses.dataclass(frozen=True)

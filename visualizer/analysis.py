@@ -38,10 +38,9 @@ from visualizer import _blockwise
 from visualizer._arrays import (
     as_array,
     check_layer_shapes,
+    image_geometry,
     layer_infos,
     layer_maps,
-    patch_grid,
-    prefix_count,
     require_token_layers,
     split_layers,
 )
@@ -221,8 +220,8 @@ def top_k_pairs(
 
 def mean_attention_distance(
     attn,
-    grid,
-    cls_token: bool | int = True,
+    grid=None,
+    cls_token: bool | int | None = None,
     patch_size: float = 1,
     *,
     renormalize: bool = True,
@@ -231,13 +230,15 @@ def mean_attention_distance(
 ):
     """Each head's mean attention distance over the patch grid (ViT paper, Fig. 7).
 
+    >>> mean_attention_distance(maps, layer=0)                      # (batch, heads), the grid declared
     >>> mean_attention_distance(maps[0], (14, 14))                  # (batch, heads), in patches
     >>> mean_attention_distance(maps[0][0], 14, patch_size=16)      # (heads,), in pixels
 
     ``attn`` is (heads, T, T) or (batch, heads, T, T) with ``T = prefix + rows * cols``.
-    ``grid`` is (rows, cols), an int for a square grid, or None to infer a square one from T.
-    ``cls_token`` says how many prefix tokens (CLS, distillation, registers) lead the
-    sequence: True is 1, False is 0, an int is that many. Their rows and columns are left
+    ``grid`` is (rows, cols), an int for a square grid, or None: the grid a capture declared
+    for the layer, else a square one inferred from T. ``cls_token`` says how many prefix
+    tokens (CLS, distillation, registers) lead the sequence: True is 1, False is 0, an int is
+    that many, None what the capture declared (else 1). Their rows and columns are left
     out, since they have no place on the grid.
 
     For each query patch this is the attention-weighted mean Euclidean distance to the key
@@ -263,11 +264,18 @@ def mean_attention_distance(
         infos = attn.infos
         chosen = range(len(infos)) if layer is None else [infos.index(attn.info(layer))]
         require_token_layers(infos, chosen, "mean_attention_distance()")
-        prefix = prefix_count(cls_token, "mean_attention_distance(): cls_token")
         _check_patch_size(patch_size)
         distances = [
             _blockwise.token_distance(
-                attn, i, call, grid, prefix, patch_size, renormalize, "mean_attention_distance()"
+                attn,
+                i,
+                call,
+                grid,
+                cls_token,
+                patch_size,
+                renormalize,
+                "mean_attention_distance()",
+                "cls_token",
             )
             for i in chosen
         ]
@@ -294,8 +302,9 @@ def mean_attention_distance(
             f"not {a.shape[-2]} queries x {a.shape[-1]} keys"
         )
     _check_probabilities(a, "mean_attention_distance(): attn")
-    prefix = prefix_count(cls_token, "mean_attention_distance(): cls_token")
-    rows, cols = patch_grid(a.shape[-1], grid, prefix, "mean_attention_distance()")
+    rows, cols, prefix = image_geometry(
+        a.shape[-1], grid, cls_token, None, "mean_attention_distance()", argument="cls_token"
+    )
     _check_patch_size(patch_size)
     idx = np.arange(rows * cols)
     r, c = idx // cols, idx % cols

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from visualizer import LayoutError, capture_attention
-from visualizer._structure import CHANNELS, TOKENS, Windows, require_tokens
+from visualizer._structure import CHANNELS, TOKENS, Tokens, Windows, require_tokens
 
 timm = pytest.importorskip("timm")
 
@@ -79,9 +79,14 @@ def test_cait_talking_heads_and_class_attention_are_captured_as_computed(tiny_ca
     captured = maps["blocks_token_only.0.attn"]
     assert captured.shape == (2, 2, 1, 5)
     torch.testing.assert_close(captured, expected, atol=1e-6, rtol=0)
-    for path, block in [("blocks.1.attn", "blocks.1"), ("blocks_token_only.0.attn", "blocks_token_only.0")]:
+    # The talking-heads blocks see the 2 x 2 patches alone; the class attention block the class token too.
+    for path, block, prefix in [
+        ("blocks.1.attn", "blocks.1", 0),
+        ("blocks_token_only.0.attn", "blocks_token_only.0", 1),
+    ]:
         info = maps.info(path)
-        assert (info.kind, info.role, info.block, info.layout) == ("self", None, block, TOKENS)
+        assert (info.kind, info.role, info.block) == ("self", None, block)
+        assert info.layout == Tokens(prefix=prefix, grid=(2, 2))
     assert all(attn.fused_attn for attn in token_only)  # switched back
 
 

@@ -84,6 +84,7 @@ def test_row_plots_of_a_lazy_capture_build_no_map_and_draw_what_the_whole_maps_d
 
 
 def test_rollout_and_layer_plots_build_each_layer_once(vit, picture, full_builds):
+    vit.cache_bytes = 0  # every read rebuilds: the counts are each plot's own
     lazy = plot_rollout(picture, vit, discard_ratio=0.5)
     assert full_builds[0] == 3
     _same_drawing(lazy, plot_rollout(picture, list(vit.stack()), discard_ratio=0.5))
@@ -91,3 +92,12 @@ def test_rollout_and_layer_plots_build_each_layer_once(vit, picture, full_builds
     lazy = plot_layers(vit, layers=[0, 2], batch=1)
     assert full_builds[0] == 2  # layer 1 is not selected: never built
     _same_drawing(lazy, plot_layers(list(vit.stack()), layers=[0, 2], batch=1))
+
+
+def test_a_second_plot_reads_the_maps_the_first_built(vit, picture, full_builds):
+    """Whole rebuilt maps are cached (within maps.cache_bytes): a plot after rollout rebuilds nothing."""
+    plot_rollout(picture, vit)
+    assert full_builds[0] == 3
+    plot_layers(vit, layers=[0, 2], batch=1)
+    plot_rollout(picture, vit, discard_ratio=0.5)
+    assert full_builds[0] == 3

@@ -136,5 +136,5 @@ def test_bad_inputs_are_refused(vit, tmp_path):
 
 
 def test_a_grid_that_does_not_fit_the_tokens_is_refused(vit):
-    with pytest.raises(ValueError, match=r"has 17 tokens, not 1 prefix \+ 3 x 3 patches; pass grid="):
+    with pytest.raises(ValueError, match=r"grid 3 x 3 has 9 patches but the maps have 17 tokens = 1 prefix"):
         survey(vit, images(1), grid=(3, 3))

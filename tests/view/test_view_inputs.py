@@ -166,7 +166,7 @@ def test_grid_is_inferred_or_checked(vit_maps, picture):
     with pytest.raises(ValueError, match="prefix_tokens must be from 0 to 12"):
         image_view(vit_maps, picture, prefix_tokens=13)
     with pytest.raises(TypeError, match="prefix_tokens must be an int"):
-        image_view(vit_maps, picture, prefix_tokens=None)
+        image_view(vit_maps, picture, prefix_tokens="1")
 
 
 def test_prefix_tokens_get_names(picture):

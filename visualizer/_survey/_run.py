@@ -64,9 +64,12 @@ def survey(
     ``self`` (on the query itself), ``previous`` (on the token before, texts); None: all that
     fit the kind. Each is taken per query row of every head and summed; only real (unpadded)
     text tokens count as queries. Images on a patch grid also get the mean CLS map per layer.
-    The grid, prefix tokens and patch size come from a timm-style model (``patch_embed``,
-    ``num_prefix_tokens``), else from ``grid``, ``prefix_tokens`` (default 1) and
-    ``patch_size`` (default 1: distances in patches).
+    The patch grid and prefix tokens are what the capture declared for the first layer (the
+    grid the model's patch embedding produced for the inputs, registers included), and the
+    patch size the input's width in pixels over the grid's columns; ``grid``,
+    ``prefix_tokens`` and ``patch_size`` override them. A model whose capture declares no
+    grid gets them from those arguments, else, for the distance measure, a square grid after
+    one prefix token, distances in patches.
 
     Memory stays that of one batch: maps are read ``ROWS`` query rows at a time
     (``maps.row_blocks``) and only the counts are kept. ``num_workers`` DataLoader workers
@@ -94,7 +97,7 @@ def survey(
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     rank, world = _distributed.join()
-    geometry = _geometry(model, grid, prefix_tokens, patch_size) if source.kind == "images" else None
+    geometry = None  # read from the first batch's capture (images only)
     batcher = (
         TextBatcher(tokenizer, max_length) if source.kind == "texts" else ImageBatcher(image_size, transform)
     )
@@ -128,7 +131,8 @@ def survey(
                 maps.clear()  # the last batch's calls
                 _call(model, batch.inputs, device)
                 if tally is None:
-                    geometry = geometry or _inferred_geometry(maps, chosen, prefix_tokens, patch_size)
+                    if source.kind == "images":
+                        geometry = _geometry(maps, batch.inputs, chosen, grid, prefix_tokens, patch_size)
                     tally = Tally.for_maps(maps, chosen, geometry)
                 real = None if batch.queries_valid is None else batch.queries_valid.sum(dim=1)
                 tally.add(maps, batch.queries_valid, real)
@@ -176,32 +180,22 @@ def _measures(measures, kind: str) -> tuple[str, ...]:
     return chosen
 
 
-def _geometry(model, grid, prefix_tokens, patch_size) -> Geometry | None:
-    embed = getattr(model, "patch_embed", None)
-    model_grid = getattr(embed, "grid_size", None)
-    if grid is None and model_grid is not None:
-        grid = tuple(int(n) for n in model_grid)
-    if prefix_tokens is None:
-        prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
+def _geometry(maps, inputs, chosen, grid, prefix_tokens, patch_size) -> Geometry | None:
+    """The patch grid, prefix tokens and patch size of an image survey: each as given, else what the
+    capture declared for the first layer; None where nothing declares or asks for a grid."""
+    from visualizer._arrays import declared_layout, image_geometry
+    from visualizer._structure import Tokens
+
+    declared = declared_layout(maps, 0)
+    known = isinstance(declared, Tokens) and declared.grid is not None
+    if not known and grid is None and prefix_tokens is None and "distance" not in chosen:
+        return None
+    tokens = int(maps.shape(0)[-1])
+    rows, cols, prefix = image_geometry(tokens, grid, prefix_tokens, declared, "survey(): the patch grid")
     if patch_size is None:
-        size = getattr(embed, "patch_size", None)
-        patch_size = float(size[0] if isinstance(size, (tuple, list)) else size) if size is not None else 1.0
-    if grid is None:
-        return None
-    if isinstance(grid, int):
-        grid = (grid, grid)
-    return Geometry(int(grid[0]), int(grid[1]), int(prefix_tokens), float(patch_size))
-
-
-def _inferred_geometry(maps, chosen, prefix_tokens, patch_size) -> Geometry | None:
-    """A square grid from the first layer's tokens (for models that do not say), or None."""
-    from visualizer._arrays import patch_grid
-
-    if "distance" not in chosen:
-        return None
-    prefix = 1 if prefix_tokens is None else int(prefix_tokens)
-    rows, cols = patch_grid(int(maps.shape(0)[-1]), None, prefix, "survey(): the distance measure")
-    return Geometry(rows, cols, prefix, 1.0 if patch_size is None else float(patch_size))
+        width = inputs.shape[-1] if known and not isinstance(inputs, dict) else None
+        patch_size = width / cols if width else 1.0
+    return Geometry(rows, cols, prefix, float(patch_size))
 
 
 def _call(model, inputs, device) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from visualizer._structure import Tokens
 from visualizer.cli._common import (
     UsageError,
     check_image,
@@ -177,8 +178,7 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
     heads = maps.shape(0)[1]
     layers, detail = plan["layers"], plan["detail"]
     chosen_heads = plan["heads"] or check_indices(None, heads, "head", "--heads")
-    grid, prefix, patch = _geometry(model, maps, label)
-    geometry = {"grid": grid, "prefix_tokens": prefix}
+    grid, prefix, patch = _geometry(maps, shown, label)  # what the capture declared, checked
     layer_map = maps[detail]  # one layer built, for the three figures of it
 
     figures = {
@@ -193,23 +193,22 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
             )
         ),
         "grids.png": plot_grid_to_grid(
-            shown, layer_map, **geometry, title=f"{label}: layer {detail}: the centre patch"
+            shown, maps, layer=detail, title=f"{label}: layer {detail}: the centre patch"
         ),
     }
     del layer_map  # the other figures read rows, or one layer at a time
     figures |= {
         "cls.png": plot_cls_attention(
-            shown, maps, layers=layers, **geometry, title=f"{label}: CLS attention, mean of heads"
+            shown, maps, layers=layers, title=f"{label}: CLS attention, mean of heads"
         ),
-        "rollout.png": plot_rollout(shown, maps, **geometry),  # its own title: model, layers, fusion, discard
-        "distance.png": plot_attention_distance(maps, **geometry, patch_size=patch, layers=layers),
+        "rollout.png": plot_rollout(shown, maps),  # its own title: model, layers, fusion, discard
+        "distance.png": plot_attention_distance(maps, patch_size=patch, layers=layers),
     }
     for name, figure in figures.items():
         outputs.figure(folder, name, figure)
     view = image_view(
         maps,
         shown,
-        **geometry,
         layers=layers,
         heads=chosen_heads,
         layer=detail if detail in layers else None,  # opens where the figures look
@@ -223,40 +222,37 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
         "prefix_tokens": prefix,
         "entropy_per_head": [entropy(maps, layer=i)[0].round(4).tolist() for i in layers],
         "mean_distance_px_per_head": [
-            mean_attention_distance(maps, grid, cls_token=prefix, patch_size=patch, layer=i)[0]
-            .round(2)
-            .tolist()
-            for i in layers
+            mean_attention_distance(maps, patch_size=patch, layer=i)[0].round(2).tolist() for i in layers
         ],
         **attention_stats(maps),
     }
     outputs.json(folder, "stats.json", stats)
 
 
-def _geometry(model, maps, label: str) -> tuple[tuple[int, int], int, int]:
-    """(grid, prefix tokens, patch size) of a ViT-like model, checked against every captured map.
+def _geometry(maps, shown, label: str) -> tuple[tuple[int, int], int, int]:
+    """(grid, prefix tokens, patch size in pixels) that the capture declared, the same in every layer.
 
-    The figures lay each layer's (1, heads, T, T) map over the patch grid, T = prefix +
-    rows * cols; a model whose maps are not that (windows a capture did not declare, pooled
-    stages) is refused here, in one line, rather than drawn wrong.
+    The figures lay each layer's (1, heads, T, T) map over the patch grid the model's patch
+    embedding produced for this image, T = prefix + rows * cols; a model whose maps are not
+    that (windows, pooled stages, no patch embedding the capture could see) is refused here,
+    in one line, rather than drawn wrong.
     """
-    embed = getattr(model, "patch_embed", None)
-    grid, size = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
-    if grid is None or size is None:
-        raise UsageError(
-            f"{label}: the command line needs a ViT-style model with patch_embed.grid_size and patch_size; "
-            "for this model use the Python API (capture_attention and visualizer.plots)"
-        )
-    grid = (int(grid[0]), int(grid[1]))
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
-    tokens = prefix + grid[0] * grid[1]
+    found = set()
     for position, info in enumerate(maps.infos):
-        shape = tuple(maps.shape(position))  # nothing built
-        if shape[0:1] + shape[2:] != (1, tokens, tokens):
+        layout, shape = maps.layout(position), tuple(maps.shape(position))  # nothing built
+        grid = layout.grid if isinstance(layout, Tokens) else None
+        if grid is None or shape[0:1] + shape[2:] != (1, layout.keys, layout.keys):
             raise UsageError(
-                f"{label}: layer {info.path!r} has maps of shape {shape}, not (1, heads, "
-                f"{tokens}, {tokens}) for {prefix} prefix token(s) and a {grid[0]}x{grid[1]} patch grid; the "
-                "command line draws token attention over a patch grid (ViT, DeiT, DINOv2); for this model "
-                "use the Python API"
+                f"{label}: layer {info.path!r} has maps of shape {shape} and layout {layout.describe()}, "
+                "not self-attention over prefix tokens and a patch grid; the command line draws token "
+                "attention over a patch grid (ViT, DeiT, DINOv2); for this model use the Python API"
             )
-    return grid, prefix, int(size[0])
+        found.add((grid, layout.prefix))
+    if len(found) != 1:
+        listed = "; ".join(f"{prefix} prefix + {rows}x{cols}" for (rows, cols), prefix in sorted(found))
+        raise UsageError(
+            f"{label}: the layers lay their keys out differently ({listed}); the command line draws one "
+            "patch grid for every layer; for this model use the Python API"
+        )
+    (grid, prefix) = found.pop()
+    return grid, prefix, max(1, round(shown.shape[1] / grid[1]))

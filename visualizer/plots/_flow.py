@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from visualizer._arrays import layer_infos, prefix_count, require_token_layers
+from visualizer._arrays import layer_infos, require_token_layers
 from visualizer._maps import AttentionMaps
 from visualizer._validate import indices
 from visualizer.analysis import mean_attention_distance
@@ -160,7 +160,7 @@ def plot_attention_distance(
     maps,
     *,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     patch_size: float = 1,
     batch: int | None = None,
     layers=None,
@@ -181,7 +181,9 @@ def plot_attention_distance(
     selected layers must have a tokens layout, LayoutError otherwise). Each dot is one head
     of one layer: the attention-weighted mean distance between query and key patches
     (:func:`visualizer.analysis.mean_attention_distance`, ``renormalize`` goes to it), in
-    patches, or pixels when ``patch_size`` is given.
+    patches, or pixels when ``patch_size`` is given. A capture's declared patch grid and prefix
+    tokens place each layer's keys; ``grid`` and ``prefix_tokens`` override them, and for plain
+    maps default to a square grid after one prefix token.
     ``batch=None`` averages the distance over the batch, as the paper averages over
     images; an int picks one item. ``cmap`` colors the heads; ``vmin``/``vmax`` set the
     y-axis limits. The black line is the mean over heads.
@@ -194,11 +196,10 @@ def plot_attention_distance(
     else:
         chosen, selected, _ = layer_selection(maps, batch, layers, f"{what}: maps")
         sources = [dict(attn=layer) for layer in selected]
-    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
     distances = []
     for source in sources:
         d = mean_attention_distance(
-            grid=grid, cls_token=prefix, patch_size=patch_size, renormalize=renormalize, **source
+            grid=grid, cls_token=prefix_tokens, patch_size=patch_size, renormalize=renormalize, **source
         )
         if infos is not None and batch is not None:
             d = d[batch]

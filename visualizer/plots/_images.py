@@ -25,7 +25,9 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import layer_infos, patch_grid, prefix_count, split_layers
+from visualizer._arrays import declared_layout, image_geometry, layer_infos, split_layers
+from visualizer._maps import AttentionMaps
+from visualizer._structure import require_tokens
 from visualizer._validate import index
 from visualizer.analysis import rollout
 from visualizer.plots._colors import ATTENTION_CMAP
@@ -53,8 +55,10 @@ def plot_grid_to_grid(
     attn,
     query=None,
     *,
+    layer: int | str | None = None,
+    call: int | None = None,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     head: int | None = None,
     batch: int = 0,
     alpha: float = 0.6,
@@ -69,7 +73,7 @@ def plot_grid_to_grid(
 ):
     """One query's attention over the image, the query outlined (the original tool's "grids").
 
-    >>> fig = plot_grid_to_grid(shown, maps[6], query=(7, 9))   # patch at row 7, column 9
+    >>> fig = plot_grid_to_grid(shown, maps, layer=6, query=(7, 9))  # patch at row 7, column 9
     >>> fig = plot_grid_to_grid(shown, maps[6], query=0)        # token 0: the CLS token's row
 
     ``query`` is a patch as (row, col), a token index (0 is CLS), or None for the centre
@@ -80,14 +84,29 @@ def plot_grid_to_grid(
     second colorbar on the left ("CLS (own scale)"), and the main one reads "attention (patches)". The left
     panel shows the image with the query outlined in red, the right one the row over it.
     With ``ax=`` only the right panel is drawn, there. ``attn`` is (heads, T, T) or
-    (batch, heads, T, T); ``head=None`` averages the heads. The color scale (``scale``)
-    spans the patches' weights unless ``vmin``/``vmax`` are given.
+    (batch, heads, T, T), or a capture with ``layer=`` (and ``call=``), whose declared patch
+    grid and prefix tokens are used; ``grid`` and ``prefix_tokens`` override them, and for
+    plain maps default to a square grid after one prefix token. ``head=None`` averages the
+    heads. The color scale (``scale``) spans the patches' weights unless ``vmin``/``vmax``
+    are given.
     """
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
+    declared = None
+    if isinstance(attn, AttentionMaps):
+        if layer is None:
+            raise TypeError(
+                f"{what}: attn is an AttentionMaps of {len(attn)} layers; name one with layer=i or "
+                "layer='path' (or pass one layer's map, maps[i])"
+            )
+        declared = declared_layout(attn, layer, call)
+        require_tokens(declared, f"{what}: layer {layer!r}")
+        attn = attn.read(layer, batch=batch, call=call)
+        batch = 0
+    elif layer is not None or call is not None:
+        raise TypeError(f"{what}: layer= and call= pick a layer of an AttentionMaps; attn is one layer's map")
     heads = _square_heads(attn, batch, what)
-    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = patch_grid(heads.shape[-1], grid, prefix, what)
+    rows, cols, prefix = image_geometry(heads.shape[-1], grid, prefix_tokens, declared, what)
     m = _fuse_heads(heads, head, what)
     q = _query_index(query, rows, cols, prefix, what)
     row = m[q]
@@ -134,7 +153,7 @@ def plot_cls_attention(
     head: int | None = None,
     query: int = 0,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     batch: int = 0,
     ncols: int | None = None,
     show_image: bool = True,
@@ -160,19 +179,25 @@ def plot_cls_attention(
     both readable (the colorbar then reads "÷ panel max"); with them, all panels share that
     scale. ``scale`` is the color scale ("linear", "sqrt", "log"). ``show_image`` adds the
     plain image first; ``ax=`` draws one selected layer there. An ``AttentionMaps`` captions
-    each panel with what its capture declared ("layer 3", "encoder layer 1").
+    each panel with what its capture declared ("layer 3", "encoder layer 1"), and places each
+    layer's keys by the patch grid and prefix tokens it declared (registers included);
+    ``grid`` and ``prefix_tokens`` override them, and for plain maps default to a square grid
+    after one prefix token.
     """
     what = "plot_cls_attention()"
     rgb = image_rgb(image, f"{what}: image")
     if layer_infos(maps) is not None:  # only the query's row of each layer is read
         chosen, labels = layer_choice(maps, batch, layers, f"{what}: maps")
         selected = None
-        tokens = maps.shape(chosen[0])[-1]
+        tokens = [maps.shape(i)[-1] for i in chosen]
     else:
         chosen, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
-        tokens = selected[0].shape[-1]
-    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = patch_grid(tokens, grid, prefix, what)
+        tokens = [layer.shape[-1] for layer in selected]
+    geometries = [
+        image_geometry(count, grid, prefix_tokens, declared_layout(maps, i), what)
+        for i, count in zip(chosen, tokens, strict=True)
+    ]
+    rows, cols, prefix = geometries[0]
     q = _query_index(query, rows, cols, prefix, what)
     if ax is not None and len(chosen) != 1:
         raise ValueError(
@@ -192,9 +217,11 @@ def plot_cls_attention(
         panels = [only]
     heat = None
     for panel, label, n in zip(panels, labels, range(len(chosen))):
+        rows, cols, prefix = geometries[n]
         if selected is None:
             _check_square(maps.shape(chosen[n]), what)
-            row = _fuse_heads(head_maps(maps.rows(chosen[n], [q]), batch, f"{what}: attn"), head, what)[0]
+            heads = head_maps(maps.read(chosen[n], batch=batch, rows=[q]), 0, f"{what}: attn")
+            row = _fuse_heads(heads, head, what)[0]
         else:
             row = _fuse_heads(_square_heads(selected[n], 0, what), head, what)[q]
         patches = row[prefix:].reshape(rows, cols)
@@ -222,7 +249,7 @@ def plot_rollout(
     *,
     query: int = 0,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     batch: int = 0,
     head_fusion: str = "mean",
     discard_ratio: float = 0.0,
@@ -246,6 +273,9 @@ def plot_rollout(
     ``discard_ratio`` and ``start_layer`` go to it), or a precomputed 2-D (T, T) rollout.
     The query's rollout row over the patches is drawn on the image; the color scale
     (``scale``) spans it unless ``vmin``/``vmax`` are given. ``ax=`` draws only the overlay.
+    A capture's declared patch grid and prefix tokens place the keys; ``grid`` and
+    ``prefix_tokens`` override them, and for plain maps default to a square grid after one
+    prefix token.
     """
     what = "plot_rollout()"
     rgb = image_rgb(image, f"{what}: image")
@@ -268,8 +298,8 @@ def plot_rollout(
                 f"{model_of(attentions)}rollout of {span}\n({head_fusion} of heads, "
                 f"discard ratio {discard_ratio:g})"
             )
-    prefix = prefix_count(prefix_tokens, f"{what}: prefix_tokens")
-    rows, cols = patch_grid(result.shape[-1], grid, prefix, what)
+    declared = None if precomputed else declared_layout(attentions, 0)
+    rows, cols, prefix = image_geometry(result.shape[-1], grid, prefix_tokens, declared, what)
     q = _query_index(query, rows, cols, prefix, what)
     patches = result[q, prefix:].reshape(rows, cols)
     norm = color_norm(scale, vmin, vmax, patches, what)

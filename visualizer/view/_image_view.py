@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 import operator
 
-from visualizer._arrays import as_rgb_uint8
+from visualizer._arrays import as_rgb_uint8, declared_layout
+from visualizer._maps import AttentionMaps
+from visualizer._structure import Tokens
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
@@ -22,7 +24,7 @@ from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._image import png_base64
 from visualizer.view._maps import initial_head, initial_layer, stack_attentions
 
-__all__ = ["image_panel", "image_view"]
+__all__ = ["declared_geometry", "image_panel", "image_view"]
 
 _PANEL_PX = 336  # longest side of each image panel, in CSS pixels
 
@@ -32,7 +34,7 @@ def image_view(
     image,
     *,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     layers=None,
     heads=None,
     layer=None,
@@ -43,10 +45,12 @@ def image_view(
 ) -> AttentionView:
     """An interactive view of a vision transformer's attention over ``image``.
 
-    - ``grid``: the patch grid (rows, cols); by default a square grid, or else the factor
-      pair of the patch count that matches the image's aspect ratio;
+    - ``grid``: the patch grid (rows, cols); by default the one a capture declared (the
+      first kept layer's), else a square grid, or else the factor pair of the patch count
+      that matches the image's aspect ratio;
     - ``prefix_tokens``: tokens before the patches: 1 for a ViT's CLS, 5 for DINOv2 with
-      4 registers, 0 for none. They get buttons ("CLS", "reg1", ...) to show their rows;
+      4 registers, 0 for none; by default what a capture declared, else 1. They get buttons
+      ("CLS", "reg1", ...) to show their rows;
     - ``layers``, ``heads``: indices to keep (negative ones count from the end), to focus or
       to make the file smaller; ``batch``: which item of a batched map;
     - ``layer``: the layer the view opens on (an index into all layers, one of those kept);
@@ -57,6 +61,7 @@ def image_view(
       64 steps when the view is built, so this needs matplotlib), by default the one of every
       figure (``visualizer.plots._colors.ATTENTION_CMAP``).
     """
+    grid, prefix_tokens = declared_geometry(attentions, layers, grid, prefix_tokens)
     stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
     start_layer = initial_layer(stack, layer, "image_view()")
     start_head = initial_head(stack, head, ("mean",), "image_view()")
@@ -86,6 +91,26 @@ def image_view(
         f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)"
     )
     return AttentionView("image", fragment, title=title, height=200 + panel["panel"][1], summary=summary)
+
+
+def declared_geometry(attentions, layers, grid, prefix_tokens) -> tuple:
+    """``(grid, prefix_tokens)`` for a view: each as given, else what a capture declared for the
+    first kept layer (its patch grid, its prefix tokens), else None and 1."""
+    layout = None
+    if isinstance(attentions, AttentionMaps) and len(attentions):
+        first = 0
+        if isinstance(layers, int) and not isinstance(layers, bool):
+            first = layers
+        elif isinstance(layers, (list, tuple)) and layers and isinstance(layers[0], int):
+            first = layers[0]
+        if -len(attentions) <= first < len(attentions):  # (a bad selection is refused later)
+            layout = declared_layout(attentions, first)
+    declared = layout.grid if isinstance(layout, Tokens) else None
+    if prefix_tokens is None:
+        prefix_tokens = layout.prefix if declared is not None else 1
+    if grid is None and declared is not None and prefix_tokens == layout.prefix:
+        grid = declared
+    return grid, prefix_tokens
 
 
 def image_panel(

@@ -31,7 +31,7 @@ from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._downsample import block_average, block_means
 from visualizer.view._head_view import check_tokens, shown_tokens
-from visualizer.view._image_view import image_panel
+from visualizer.view._image_view import declared_geometry, image_panel
 from visualizer.view._sections import keep_layers, sections
 
 __all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "model_view"]
@@ -54,7 +54,7 @@ def model_view(
     title: str | None = None,
     thumb: int = 64,
     grid=None,
-    prefix_tokens: int = 1,
+    prefix_tokens: int | None = None,
     scheme: str | None = None,
     cmap=ATTENTION_CMAP,
 ) -> AttentionView:
@@ -100,6 +100,8 @@ def model_view(
             )
     chosen = [position for _, positions in groups for position in positions]
     require_token_layers(infos, chosen, "attentions")
+    if image is not None:
+        grid, prefix_tokens = declared_geometry(attentions, chosen, grid, prefix_tokens)
     tokens = None if tokens is None else check_tokens(tokens, "tokens")
     decoder_tokens = None if decoder_tokens is None else check_tokens(decoder_tokens, "decoder_tokens")
 
