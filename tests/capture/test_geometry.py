@@ -170,15 +170,29 @@ def test_tokens_layout_checks_its_fields():
 # -- what reads the geometry: no argument needed -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def registers():
-    """A timm ViT with a class token and 4 registers on a 4 x 6 grid (not square), captured on 2 images."""
+@pytest.fixture(scope="module", params=["timm", "transformers"])
+def registers(request):
+    """A ViT with a class token and 4 registers on a 4 x 6 grid (not square), captured on 2 images: timm's
+    (fused attention, rebuilt maps) or transformers' Dinov2WithRegistersModel (sdpa)."""
     torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_small_patch14_reg4_dinov2", **{**TIMM_SMALL, "img_size": (32, 48), "patch_size": 8}
-    ).eval()
+    pixels = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    if request.param == "timm":
+        model = timm.create_model(
+            "vit_small_patch14_reg4_dinov2", **{**TIMM_SMALL, "img_size": (32, 48), "patch_size": 8}
+        ).eval()
+    else:
+        config = transformers.Dinov2WithRegistersConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+            num_register_tokens=4,
+        )
+        model = transformers.Dinov2WithRegistersModel(config).eval()
     with torch.no_grad(), capture_attention(model) as maps:
-        model(torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1)))
+        model(pixels)
     assert maps.layout(0) == Tokens(prefix=5, grid=(4, 6))
     return maps
 
