@@ -95,7 +95,7 @@ class _MapsLayer:
         self.shape = tuple(maps.shape(position))  # a layer that ran several times is refused here
 
     def build(self):
-        return self.maps[self.position]
+        return self.maps.read(self.position)  # a cached map, or rebuilt for the caller alone
 
 
 def split_layers(attentions, what: str) -> list:

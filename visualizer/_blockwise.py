@@ -54,9 +54,9 @@ def _blocks(maps, key, call, what: str, heads=None):
 
 
 def whole_layer(maps, key, what: str, call=None) -> np.ndarray:
-    """One layer's map as numpy (built once; the torch map is dropped when this returns)."""
-    value = maps[key] if call is None else maps[key, call]
-    return as_array(value, what)
+    """One layer's map as numpy (built once, not kept in the maps' cache; the torch map is dropped
+    when this returns)."""
+    return as_array(maps.read(key, call=call), what)
 
 
 def row_entropy(maps, key, call, what: str) -> np.ndarray:

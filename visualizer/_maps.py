@@ -233,8 +233,9 @@ class AttentionMaps(Sequence):
 
         A windowed layer follows its declared layout: its first axis is batch x windows, and
         ``batch`` picks items, each with all of its windows (:meth:`scatter` puts them on the
-        token grid). Whole rebuilt maps are kept in a cache of at most :attr:`cache_bytes`;
-        a read from a cached map slices it.
+        token grid). A read from a map in the cache (:attr:`cache_bytes`) slices it; ``read``
+        never adds to the cache (code that walks the layers once, as rollout does, leaves it
+        as it was), while ``maps[i]``, :meth:`calls` and :meth:`stack` keep what they build.
         """
         from visualizer._lazy import query_positions
 
@@ -253,17 +254,17 @@ class AttentionMaps(Sequence):
                 items = (items[:, None] * per + torch.arange(per, device=device)).flatten()
         if not isinstance(kept, Recipe):
             return _select(kept, items, heads, rows)
-        built = self._cached(kept, build=items is None and heads is None and rows is None)
+        built = self._cached(kept, build=False)
         if built is not None:
             return _select(built, items, heads, rows)
         recipe = kept if items is None else kept.items(items)
-        return recipe.rows(slice(None) if rows is None else rows, heads)
+        return recipe.full(heads) if rows is None else recipe.rows(rows, heads)
 
     @property
     def cache_bytes(self) -> int:
-        """The most bytes of whole rebuilt maps these maps keep, so that reading a layer twice
-        rebuilds it once (default :data:`CACHE_BYTES`, 256 MiB). Set it to 0 to keep none; the
-        least recently read maps go first. A map larger than the bound is never kept."""
+        """The most bytes of whole rebuilt maps these maps keep, so that ``maps[i]`` twice
+        rebuilds layer i once (default :data:`CACHE_BYTES`, 256 MiB). Set it to 0 to keep none;
+        the least recently read maps go first. A map larger than the bound is never kept."""
         return self._cache.limit
 
     @cache_bytes.setter

@@ -155,14 +155,17 @@ def test_whole_maps_are_cached_within_the_byte_bound(monkeypatch):
     monkeypatch.setattr(Recipe, "full", counting)
     maps = llama_capture()
     assert maps.cache_bytes == CACHE_BYTES == 256 * 2**20
+    whole = maps.read(0)  # read() rebuilds for its caller and keeps nothing
+    assert maps.read(0) is not whole and len(builds) == 2
     first = maps[0]
-    assert maps[0] is first and maps.read(0) is first and len(builds) == 1  # read twice, built once
+    assert maps[0] is first and maps.read(0) is first and len(builds) == 3  # maps[i] keeps it: built once
+    torch.testing.assert_close(first, whole, rtol=0, atol=0)
     torch.testing.assert_close(maps.read(0, batch=0, rows=[3]), first[:1, :, [3]])  # a cut of the cached map
-    assert len(builds) == 1
+    assert len(builds) == 3
     one = first.numel() * first.element_size()
     maps.cache_bytes = one  # room for one layer: reading another evicts the first
     second = maps[1]
-    assert maps[1] is second and maps[0] is not first and len(builds) == 3
+    assert maps[1] is second and maps[0] is not first and len(builds) == 5
     maps.cache_bytes = one - 1  # a map larger than the bound is never kept
     assert maps[0] is not maps[0]
     maps.cache_bytes = 0

@@ -94,10 +94,16 @@ def test_rollout_and_layer_plots_build_each_layer_once(vit, picture, full_builds
     _same_drawing(lazy, plot_layers(list(vit.stack()), layers=[0, 2], batch=1))
 
 
-def test_a_second_plot_reads_the_maps_the_first_built(vit, picture, full_builds):
-    """Whole rebuilt maps are cached (within maps.cache_bytes): a plot after rollout rebuilds nothing."""
+def test_plots_read_the_maps_the_capture_keeps_and_keep_none_themselves(vit, picture, full_builds):
+    """A map read with maps[i] is kept (within maps.cache_bytes) and serves the plots after it; a plot
+    that walks the layers (rollout) keeps nothing; plot_layers rebuilds only the item it draws."""
     plot_rollout(picture, vit)
     assert full_builds[0] == 3
-    plot_layers(vit, layers=[0, 2], batch=1)
-    plot_rollout(picture, vit, discard_ratio=0.5)
-    assert full_builds[0] == 3
+    first = vit[0]
+    assert full_builds[0] == 4 and vit[0] is first
+    plot_layers(
+        vit, layers=[0, 2], batch=1
+    )  # layer 0 cut from the kept map, layer 2 rebuilt for item 1 alone
+    assert full_builds[0] == 5
+    plot_rollout(picture, vit)
+    assert full_builds[0] == 7  # layers 1 and 2 again, layer 0 from the cache

@@ -258,7 +258,8 @@ def layer_selection(
     if infos is not None and batch is not None:
         # One layer built at a time, and only the batch item kept of it.
         check_layer_shapes([items[i].shape for i in chosen], chosen, what)
-        selected = [pick_batch(layer_map(items[i], f"{what}[{i}]"), batch, True, what).copy() for i in chosen]
+        index(batch, items[chosen[0]].shape[0], f"{what}: batch", "batch item")
+        selected = [layer_map(maps.read(i, batch=batch), f"{what}[{i}]")[0] for i in chosen]
         return chosen, selected, labels
     selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
     if batch is None:
