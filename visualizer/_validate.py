@@ -104,19 +104,19 @@ def indices(items, size: int, argument: str, what: str) -> list[int]:
 
 def positive_int(value, argument: str) -> int:
     """An int of at least 1 (a count: ``k``, ``ncols``)."""
-    if isinstance(value, _bools()) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{argument} must be an int >= 1, not {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{argument} must be an int >= 1, not {value}")
-    return int(value)
+    return _at_least(value, 1, argument)
 
 
 def non_negative_int(value, argument: str) -> int:
     """An int of at least 0 (a size that may be zero: ``cache_bytes``)."""
+    return _at_least(value, 0, argument)
+
+
+def _at_least(value, minimum: int, argument: str) -> int:
     if isinstance(value, _bools()) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{argument} must be an int >= 0, not {value!r} ({type(value).__name__})")
-    if value < 0:
-        raise ValueError(f"{argument} must be an int >= 0, not {value}")
+        raise TypeError(f"{argument} must be an int >= {minimum}, not {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{argument} must be an int >= {minimum}, not {value}")
     return int(value)
 
 
