@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 import visualizer
 from visualizer import CaptureWarning, capture_attention
 from visualizer._adapters import find_targets
+from visualizer._structure import Tokens
 
 timm = pytest.importorskip("timm")
 from timm.models import _registry  # noqa: E402
@@ -275,7 +276,8 @@ def report():
         f"\ntimm registry: {len(FAMILIES)} families, {COUNTS['tried']} models tried, "
         f"{COUNTS['captured']} modules captured ({COUNTS['rebuilt']} rebuilt, {COUNTS['eager']} eager; "
         f"the rebuilt ones of {COUNTS['rebuilt models']} models equal to a lazy=False capture), "
-        f"{COUNTS['refused']} modules refused, {len(SKIPPED) + len(LEFT_OUT)} models skipped"
+        f"{COUNTS['refused']} modules refused, {len(SKIPPED) + len(LEFT_OUT)} models skipped; "
+        f"{COUNTS['gridded']} captured modules declare a patch grid and prefix tokens"
     )
     for family, reason in {**LEFT_OUT, **SKIPPED}.items():
         print(f"  skipped {family}: {reason}")
@@ -346,6 +348,27 @@ def test_every_attention_is_captured_exactly_or_refused(family):
                 f"{name}: {path} {tuple(call.shape)} vs {tuple(reference.shape)}"
             )
             torch.testing.assert_close(call, reference.reshape(call.shape), atol=1e-5, rtol=1e-4)
+    # Where a call's keys are declared as prefix tokens and a patch grid, they account for every key;
+    # a plain ViT's blocks declare the grid its patch embedding was built for (at this input size).
+    gridded = 0
+    for path in maps.names if targets else []:
+        for call, weights in enumerate(maps.calls(path)):
+            layout = maps.layout(path, call)
+            if isinstance(layout, Tokens) and layout.grid is not None:
+                gridded += call == 0
+                assert layout.keys == weights.shape[-1], (
+                    f"{name}: {path} call {call}: {layout} vs {weights.shape}"
+                )
+                grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+                if (
+                    type(model).__name__ == "VisionTransformer"
+                    and path.startswith("blocks.")
+                    and grid is not None
+                ):
+                    assert layout == Tokens(prefix=model.num_prefix_tokens, grid=tuple(grid)), (
+                        f"{name}: {path}"
+                    )
+    COUNTS["gridded"] += gridded
     rebuilt = [path for path in captured if path in maps.names and maps.info(path).rebuilt]
     COUNTS["rebuilt"] += len(rebuilt)
     COUNTS["eager"] += len(maps) - len(rebuilt)
