@@ -38,6 +38,7 @@ from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES  # noqa: 
 from visualizer import CaptureWarning, capture_attention  # noqa: E402
 from visualizer._adapters._hf_fallback import FallbackPayload  # noqa: E402
 from visualizer._adapters.hf_transformers import ADAPTER  # noqa: E402
+from visualizer._structure import Tokens  # noqa: E402
 
 #: Seconds one model may take (build, capture and reference); slower ones are skipped as such.
 TIME_CAP = 5
@@ -427,6 +428,13 @@ def check(model_type: str, class_name: str) -> dict:
             reason = str(maps) if isinstance(maps, Exception) else refused[0]
             return {"path": "refused: " + reason[:300]}
         infos = maps.infos
+        for position, info in enumerate(infos):  # a declared patch grid accounts for every key of its call
+            for call in range(info.calls):
+                layout = maps.layout(position, call)
+                if isinstance(layout, Tokens) and layout.grid is not None:
+                    STATS["layers"]["gridded"] += call == 0
+                    keys = maps.shape(position, call)[-1]
+                    assert layout.keys == keys, f"{info.path} call {call}: {layout} for {keys} keys"
         result = {
             "rebuilt": sum(info.rebuilt for info in infos),
             "eager": sum(not info.rebuilt for info in infos),
@@ -475,6 +483,7 @@ def summary(request):
         f"{STATS['layers']['eager']} eager; sdpa and eager differ in "
         f"{STATS['models']['sdpa and eager differ']} models (their maps compared with lazy=False; "
         f"{STATS['models']['output changed']} of them with an output the capture changed to eager's)",
+        f"  layers that declare a patch grid and prefix tokens: {STATS['layers']['gridded']}",
     ]
     for outcome in (
         "captured (fallback)",
