@@ -36,6 +36,7 @@ __all__ = [
     "as_array",
     "as_rgb_uint8",
     "check_layer_shapes",
+    "declared_defaults",
     "declared_layout",
     "image_geometry",
     "layer_infos",
@@ -232,22 +233,31 @@ def declared_layout(attentions, layer, call: int | None = None):
     return attentions.layout(layer, -1 if call is None else call)
 
 
+def declared_defaults(grid, prefix_tokens, declared) -> tuple:
+    """``(grid, prefix_tokens)``, each as given, else what a capture declared (``declared``, a
+    layout from :func:`declared_layout`): its prefix tokens, and its grid where the prefix is the
+    declared one. Without a declared grid: ``prefix_tokens`` defaults to 1 and ``grid`` stays
+    None (the caller infers it). ``prefix_tokens`` is passed on unchecked."""
+    if not (isinstance(declared, Tokens) and declared.grid is not None):
+        return grid, 1 if prefix_tokens is None else prefix_tokens
+    if prefix_tokens is None:
+        prefix_tokens = declared.prefix
+    if grid is None and prefix_tokens == declared.prefix:
+        grid = declared.grid
+    return grid, prefix_tokens
+
+
 def image_geometry(
     tokens: int, grid, prefix_tokens, declared, what: str, argument: str = "prefix_tokens"
 ) -> tuple[int, int, int]:
     """(rows, cols, prefix) of the image patches among ``tokens`` keys.
 
     ``grid`` and ``prefix_tokens`` where given (each overrides the declared value alone);
-    else what the capture declared for the layer (``declared``, a layout with a ``grid``, from
-    :func:`declared_layout`); else one prefix token and a square grid, as for plain maps.
+    else what the capture declared for the layer (:func:`declared_defaults`); else one prefix
+    token and a square grid, as for plain maps.
     """
-    declared_grid = declared.grid if isinstance(declared, Tokens) else None
-    if prefix_tokens is None:
-        prefix = declared.prefix if declared_grid is not None else 1
-    else:
-        prefix = prefix_count(prefix_tokens, f"{what}: {argument}")
-    if grid is None and declared_grid is not None and declared_grid[0] * declared_grid[1] == tokens - prefix:
-        grid = declared_grid
+    grid, prefix_tokens = declared_defaults(grid, prefix_tokens, declared)
+    prefix = prefix_count(prefix_tokens, f"{what}: {argument}")
     rows, cols = patch_grid(tokens, grid, prefix, what)
     return rows, cols, prefix
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 import operator
 
-from visualizer._arrays import as_rgb_uint8, declared_layout
+from visualizer._arrays import as_rgb_uint8, declared_defaults, declared_layout
 from visualizer._maps import AttentionMaps
-from visualizer._structure import Tokens
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
@@ -95,7 +94,7 @@ def image_view(
 
 def declared_geometry(attentions, layers, grid, prefix_tokens) -> tuple:
     """``(grid, prefix_tokens)`` for a view: each as given, else what a capture declared for the
-    first kept layer (its patch grid, its prefix tokens), else None and 1."""
+    first kept layer (:func:`~visualizer._arrays.declared_defaults`), else None and 1."""
     layout = None
     if isinstance(attentions, AttentionMaps) and len(attentions):
         first = 0
@@ -105,12 +104,7 @@ def declared_geometry(attentions, layers, grid, prefix_tokens) -> tuple:
             first = layers[0]
         if -len(attentions) <= first < len(attentions):  # (a bad selection is refused later)
             layout = declared_layout(attentions, first)
-    declared = layout.grid if isinstance(layout, Tokens) else None
-    if prefix_tokens is None:
-        prefix_tokens = layout.prefix if declared is not None else 1
-    if grid is None and declared is not None and prefix_tokens == layout.prefix:
-        grid = declared
-    return grid, prefix_tokens
+    return declared_defaults(grid, prefix_tokens, layout)
 
 
 def image_panel(
