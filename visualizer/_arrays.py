@@ -1,20 +1,22 @@
-"""User-supplied attention maps and images as validated numpy arrays (for analysis, plots and view).
+"""User-supplied attention maps and images, brought to one form (for analysis, plots and view).
 
->>> as_array(attn, "entropy(): attn").dtype                 # a bf16 tensor: detached, on the CPU
+>>> given = as_maps(outputs.attentions, "rollout(): attentions")  # the one conversion at entry
+>>> given.maps.infos[0].path, given.batched                      # an AttentionMaps; batch axis in?
+('layer 0', True)
+>>> one_layer(given.maps, None, "entropy(): attn", "entropy(maps, layer=i)")   # the only layer, or asks
+>>> read_item(maps, 3, 0, "plot_heads()").shape                  # (heads, queries, keys), numpy
+(6, 197, 197)
+>>> as_array(attn, "entropy(): attn").dtype                      # a bf16 tensor: detached, on the CPU
 dtype('float32')
->>> layers, batched = layer_maps(cache["Attention.forward"], "rollout(): attentions")
->>> layers[0].shape, batched                                # one (batch, heads, queries, keys) per layer
-((1, 6, 197, 197), True)
->>> as_rgb_uint8(picture, "image").shape                    # uint8 or float in [0, 1], RGB, RGBA or gray
+>>> as_rgb_uint8(picture, "image").shape                         # uint8 or float in [0, 1], RGB, RGBA or gray
 (224, 224, 3)
->>> layer_infos(maps)[0].layout                             # an AttentionMaps declares each layer
-Tokens(prefix=1, grid=(14, 14))
->>> image_geometry(197, None, None, maps.layout(0), "plot")   # (rows, cols, prefix): declared here
+>>> image_geometry(197, None, None, maps.layout(0), "plot")      # (rows, cols, prefix): declared here
 (14, 14, 1)
 
-An ``AttentionMaps`` is a sequence of per-layer maps like any other, and it also says what
-each layer is (:func:`layer_infos`); :func:`require_token_layers` refuses the layers whose
-declared layout is not tokens. Plain maps declare nothing, and nothing is guessed for them.
+Every analysis, plot and view function turns what it is given into an ``AttentionMaps``
+once, with :func:`as_maps` (the rule for plain arrays is that of
+:meth:`AttentionMaps.from_arrays <visualizer.AttentionMaps.from_arrays>`), and reads its
+layers from there; plain maps declare nothing but their position, and nothing is guessed.
 
 ``what`` names the argument in the error messages, e.g. "rollout(): attentions". Torch is
 never imported here: a tensor is recognised only when torch is already in ``sys.modules``.
@@ -26,28 +28,38 @@ import math
 import numbers
 import sys
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
-from visualizer._maps import AttentionMaps
-from visualizer._structure import LayerInfo, Tokens, require_tokens
+from visualizer._maps import AttentionMaps, MapsBuilder
+from visualizer._structure import KINDS, ROLES, TOKENS, LayerInfo, Tokens, require_tokens
+from visualizer._validate import index, indices
 
 __all__ = [
+    "HF_KEYS",
+    "Maps",
     "as_array",
+    "as_maps",
     "as_rgb_uint8",
-    "check_layer_shapes",
     "declared_defaults",
-    "declared_layout",
     "image_geometry",
-    "layer_infos",
     "layer_label",
-    "layer_map",
-    "layer_maps",
+    "maps_from_arrays",
+    "one_layer",
     "patch_grid",
+    "pick_layers",
     "prefix_count",
-    "require_token_layers",
-    "split_layers",
+    "read_item",
 ]
+
+#: The attention fields of a Hugging Face output, in model order (:func:`maps_from_arrays`).
+HF_KEYS = ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")
+
+_RULE = (
+    "a tuple or list holds layers; one array is (queries, keys), (heads, queries, keys) or "
+    "(batch, heads, queries, keys) for one layer, (layers, batch, heads, queries, keys) for several"
+)
 
 
 def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
@@ -57,21 +69,14 @@ def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     float32. Integers and bools become float64, ready for arithmetic, unless
     ``keep_integers`` (a uint8 picture stays uint8).
     """
-    if isinstance(value, _MapsLayer):
-        value = value.build()
     kind = type(value).__name__
-    if isinstance(value, AttentionMaps):
-        raise TypeError(
-            f"{what} is one layer's map, not an AttentionMaps of {len(value)} layers; pick one: maps[i] or "
-            "maps['path'] (maps.scatter('path') puts a windowed layer on the token grid)"
-        )
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         if value.dtype in (torch.bfloat16, torch.float16):
             value = value.float()
         value = value.numpy()
-    if isinstance(value, (str, bytes, Mapping)) or value is None:
+    if isinstance(value, (str, bytes, Mapping, AttentionMaps)) or value is None:
         raise TypeError(f"{what} must be a numpy array or a torch tensor, not {kind}")
     try:
         a = np.asarray(value)
@@ -86,134 +91,187 @@ def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     return a
 
 
-class _MapsLayer:
-    """One layer of an AttentionMaps, built only when converted (:func:`as_array`)."""
+class Maps(NamedTuple):
+    """What a function was given, as :func:`as_maps` brought it in."""
 
-    __slots__ = ("maps", "position", "shape")
-
-    def __init__(self, maps: AttentionMaps, position: int) -> None:
-        self.maps, self.position = maps, position
-        self.shape = tuple(maps.shape(position))  # a layer that ran several times is refused here
-
-    def build(self):
-        return self.maps.read(self.position)  # a cached map, or rebuilt for the caller alone
+    maps: AttentionMaps
+    batched: bool  # whether any layer came with a batch axis (results keep it only then)
+    single: bool  # one plain array of one layer (2, 3 or 4 axes): a one-layer result is not stacked
 
 
-def split_layers(attentions, what: str) -> list:
-    """One entry per layer, not yet converted: a stacked array is split along its first axis.
+def as_maps(attentions, what: str) -> Maps:
+    """``attentions`` as an ``AttentionMaps`` (:func:`maps_from_arrays`), checked to hold a layer."""
+    if isinstance(attentions, AttentionMaps):
+        maps, batched, single = attentions, True, False
+    else:
+        maps, batched = _convert(attentions, None, None, what)
+        single = _is_array(attentions) and len(attentions.shape) < 5
+    if not len(maps):
+        why = maps.diagnosis or "was the capture active while the model ran?"
+        raise ValueError(f"{what} holds no captured layer: {why}")
+    return Maps(maps, batched, single)
 
-    A bare 3-d array is refused rather than guessed at: one layer's (heads, T, T) looks just
-    like (layers, T, T) with the heads fused. The layers of an ``AttentionMaps`` are not
-    built here: each entry builds its layer when converted, so converting them one at a
-    time never holds two (and a rebuilt layer that is not converted is never built).
-    """
-    if isinstance(attentions, AttentionMaps) and len(attentions):
-        return [_MapsLayer(attentions, i) for i in range(len(attentions))]
-    torch = sys.modules.get("torch")
-    if isinstance(attentions, np.ndarray) or torch is not None and isinstance(attentions, torch.Tensor):
-        shape = tuple(attentions.shape)
-        if len(shape) == 3:
-            raise ValueError(
-                f"{what}: a single 3-d array {shape} is ambiguous: for one layer's (heads, "
-                "queries, keys) pass it in a list, [attn]; a stack of layers is (layers, heads, "
-                "queries, keys)"
-            )
-        if len(shape) not in (4, 5):
-            raise ValueError(
-                f"{what}: a stacked array must be (layers, heads, queries, keys) or "
-                f"(layers, batch, heads, queries, keys), not shape {shape}; for one layer's map "
-                "pass a list: [attn]"
-            )
-        return list(attentions)
-    if isinstance(attentions, Mapping):
-        raise TypeError(
-            f"{what} must be a sequence of per-layer maps, not a {type(attentions).__name__}; "
-            "pass one key's list, e.g. get_local.cache['Attention.forward'], or "
-            "list(maps.values())"
-        )
-    items = None
-    if not isinstance(attentions, (str, bytes)) and attentions is not None:
-        try:
-            items = list(attentions)
-        except TypeError:
-            pass
-    if items is None:
-        raise TypeError(
-            f"{what} must be a sequence of per-layer maps or one stacked array, "
-            f"not {type(attentions).__name__}"
-        )
-    if not items:
+
+def maps_from_arrays(attentions, role=None, kind=None, what: str = "AttentionMaps.from_arrays()"):
+    """:meth:`AttentionMaps.from_arrays`: see its rule. ``what`` names the input in errors."""
+    if isinstance(attentions, AttentionMaps):
+        return attentions
+    return _convert(attentions, role, kind, what)[0]
+
+
+def _convert(attentions, role, kind, what: str) -> tuple[AttentionMaps, bool]:
+    if role not in ROLES or kind not in (*KINDS, None):
         raise ValueError(
-            f"{what} is empty: pass at least one layer's map (from a capture: was it active, "
-            "and fused attention off?)"
+            f"{what}: role must be one of {ROLES} and kind one of {(*KINDS, None)}, not {role!r}, {kind!r}"
         )
-    return items
+    if isinstance(attentions, Mapping) and any(attentions.get(key) is not None for key in HF_KEYS):
+        layers = _hf_layers(attentions, what)
+    elif isinstance(attentions, Mapping):
+        named = []
+        for name, value in attentions.items():
+            if isinstance(value, (list, tuple)):
+                named += [(f"{name}[{i}]", [item]) for i, item in enumerate(value)]
+            else:
+                named.append((str(name), [value]))
+        layers = [(path, role, kind, path, depth, calls) for depth, (path, calls) in enumerate(named)]
+    else:
+        split = _split(attentions, what)
+        layers = [(f"layer {i}", role, kind, f"layer {i}", i, calls) for i, calls in enumerate(split)]
+    if not layers:
+        raise ValueError(f"{what} is empty: pass at least one layer's map")
+    builder = MapsBuilder("", len(layers))
+    batched = False
+    for position, (path, role_, kind_, block, depth, calls) in enumerate(layers):
+        info = LayerInfo(path, position, role_, kind_, block, depth, TOKENS, "arrays", module=False)
+        handle = builder.add(info)
+        for call, value in enumerate(calls):
+            value, had_batch = _one_map(
+                value, f"{what}: {path}" + (f", call {call}" if len(calls) > 1 else "")
+            )
+            batched = batched or had_batch
+            builder.ran(handle)
+            builder.record(handle, value, TOKENS)
+    return builder.maps, batched
 
 
-def layer_infos(attentions) -> list[LayerInfo] | None:
-    """The declared :class:`LayerInfo` of each captured layer of an ``AttentionMaps``, in order.
+def _hf_layers(output: Mapping, what: str) -> list[tuple]:
+    """(path, role, kind, block, depth, calls) of each layer of a Hugging Face output, in model order."""
+    split = {key: _split(output[key], f"{what}: {key}") for key in HF_KEYS if output.get(key) is not None}
+    layers = [
+        (f"attentions[{i}]", None, "self", f"layers[{i}]", i, calls)
+        for i, calls in enumerate(split.get("attentions", []))
+    ]
+    layers += [
+        (f"encoder_attentions[{i}]", "encoder", "self", f"encoder[{i}]", i, calls)
+        for i, calls in enumerate(split.get("encoder_attentions", []))
+    ]
+    decoder, cross = split.get("decoder_attentions", []), split.get("cross_attentions", [])
+    for i in range(max(len(decoder), len(cross))):
+        for key, kind, stack in (
+            ("decoder_attentions", "self", decoder),
+            ("cross_attentions", "cross", cross),
+        ):
+            if i < len(stack):
+                layers.append((f"{key}[{i}]", "decoder", kind, f"decoder[{i}]", i, stack[i]))
+    return layers
 
-    None for plain maps (a list, a dict, a tensor): they declare nothing, and nothing is
-    guessed from names or shapes.
-    """
-    return attentions.infos if isinstance(attentions, AttentionMaps) else None
+
+def _is_array(value) -> bool:
+    torch = sys.modules.get("torch")
+    return isinstance(value, np.ndarray) or (torch is not None and isinstance(value, torch.Tensor))
 
 
-def require_token_layers(infos: list[LayerInfo] | None, chosen, what: str) -> None:
-    """LayoutError unless every chosen layer is declared with a tokens layout (plain maps pass)."""
-    if infos is None:
-        return
+def _split(attentions, what: str) -> list[list]:
+    """The calls of each layer: one each, or one per step of ``generate()``'s per-step tuples."""
+    if _is_array(attentions):
+        shape = tuple(attentions.shape)
+        if len(shape) == 5:
+            return [[layer] for layer in attentions]
+        if len(shape) in (2, 3, 4):
+            return [[attentions]]
+        raise ValueError(f"{what} has shape {shape}: {_RULE}")
+    if isinstance(attentions, (str, bytes, Mapping)) or attentions is None:
+        raise TypeError(
+            f"{what} must be an AttentionMaps or plain maps ({_RULE}), not {type(attentions).__name__}"
+        )
+    try:
+        items = list(attentions)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be an AttentionMaps or plain maps ({_RULE}), not {type(attentions).__name__}"
+        ) from None
+    if not items:
+        raise ValueError(f"{what} is empty: pass at least one layer's map")
+    steps = [item for item in items if isinstance(item, (list, tuple)) and item and _is_array(item[0])]
+    if len(steps) != len(items):
+        return [[item] for item in items]
+    counts = {len(step) for step in steps}  # generate(): one tuple of layers per step
+    if len(counts) > 1:
+        raise ValueError(f"{what}: the steps hold different numbers of layers ({sorted(counts)})")
+    return [[step[i] for step in steps] for i in range(counts.pop())]
+
+
+def _one_map(value, what: str):
+    """One layer's map as (batch, heads, queries, keys), a view of what was given (tensors
+    detached), and whether it had a batch axis."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise TypeError(f"{what} must hold real numbers, not {value.dtype}")
+        a = value.detach()
+    else:
+        a = value if isinstance(value, np.ndarray) and value.dtype.kind in "biuf" else as_array(value, what)
+    if len(a.shape) not in (2, 3, 4):
+        raise ValueError(f"{what} has shape {tuple(a.shape)}: {_RULE}")
+    if 0 in a.shape:
+        raise ValueError(f"{what} has an empty dimension: {tuple(a.shape)}")
+    had_batch = len(a.shape) == 4
+    return a[(None,) * (4 - len(a.shape))], had_batch
+
+
+def one_layer(maps: AttentionMaps, layer, what: str, fix: str) -> int:
+    """The position of the layer named (a position or a path), or of the only layer when None."""
+    if layer is None:
+        if len(maps) == 1:
+            return 0
+        raise TypeError(
+            f"{what} holds {len(maps)} layers; name one: {fix} (or pass one layer's map, maps[i])"
+        )
+    return maps.names.index(maps.info(layer).path)
+
+
+def pick_layers(maps: AttentionMaps, layers, what: str, batch=None) -> list[int]:
+    """The positions ``layers`` selects (None: all), each declared with a tokens layout, agreeing
+    in batch size, queries and keys; ``batch``, when given, is checked against them."""
+    chosen = indices(layers, len(maps), f"{what}: layers", "layer")
     for i in chosen:
-        require_tokens(infos[i].layout, f"{what}: layer {i} ({infos[i].path!r})")
+        require_tokens(maps.layout(i), f"{what}: layer {i} ({maps.info(i).path!r})")
+    shapes = [tuple(maps.shape(i)) for i in chosen]
+    first = shapes[0]
+    for i, shape in zip(chosen, shapes):
+        if (shape[0], shape[2], shape[3]) != (first[0], first[2], first[3]):
+            raise ValueError(
+                f"{what}: layer {i} has shape {shape} but layer {chosen[0]} has {first}; batch size, "
+                "queries and keys must agree across layers"
+            )
+    if batch is not None:
+        index(batch, first[0], f"{what}: batch", "batch item")
+    return chosen
 
 
-def layer_label(info: LayerInfo | None, position: int) -> str:
-    """A short caption: ``"layer 3"``, ``"decoder layer 1, cross"``; plain maps: ``"layer <position>"``."""
-    if info is None:
-        return f"layer {position}"
+def read_item(
+    maps: AttentionMaps, layer, batch, what: str, *, rows=None, heads=None, call=None
+) -> np.ndarray:
+    """(heads, queries, keys) of batch item ``batch`` of one layer (only ``rows``, ``heads``), as numpy."""
+    item = index(batch, maps.shape(layer, call)[0], f"{what}: batch", "batch item")
+    return as_array(maps.read(layer, batch=[item], rows=rows, heads=heads, call=call), what)[0]
+
+
+def layer_label(info: LayerInfo) -> str:
+    """A short caption: ``"layer 3"``, ``"decoder layer 1, cross"``."""
     role = f"{info.role} " if info.role else ""
     kind = ", cross" if info.kind == "cross" else ""
     return f"{role}layer {info.depth}{kind}"
-
-
-def layer_map(value, what: str) -> np.ndarray:
-    """One layer's map as a float array, (heads, queries, keys) or (batch, heads, queries, keys)."""
-    a = as_array(value, what)
-    if a.ndim not in (3, 4):
-        raise ValueError(
-            f"{what} must be (heads, queries, keys) or (batch, heads, queries, keys), not shape {a.shape}"
-        )
-    return a
-
-
-def layer_maps(attentions, what: str, positions=None) -> tuple[list[np.ndarray], bool]:
-    """Every layer as a (batch, heads, Q, K) float array, and whether a batch axis came in.
-
-    ``positions``: the layers' indices to name in messages, when ``attentions`` is a selection.
-    """
-    items = split_layers(attentions, what)
-    positions = list(range(len(items))) if positions is None else list(positions)
-    layers = [layer_map(item, f"{what}[{i}]") for i, item in zip(positions, items)]
-    batched = check_layer_shapes([a.shape for a in layers], positions, what)
-    if not batched:
-        layers = [a[None] for a in layers]
-    return layers, batched
-
-
-def check_layer_shapes(shapes: list[tuple], positions: list[int], what: str) -> bool:
-    """ValueError unless the layers agree in batch size, queries and keys; whether they have a batch axis."""
-    if len({len(shape) for shape in shapes}) > 1:
-        raise ValueError(f"{what}: some layers have a batch axis and some do not ({shapes})")
-    batched = len(shapes[0]) == 4
-    shapes = [tuple(shape) if batched else (1, *shape) for shape in shapes]
-    first = shapes[0]
-    for i, shape in zip(positions, shapes):
-        if (shape[0], shape[-2], shape[-1]) != (first[0], first[-2], first[-1]):
-            raise ValueError(
-                f"{what}: layer {i} has shape {shape} but layer {positions[0]} has {first}; batch size, "
-                "queries and keys must agree across layers"
-            )
-    return batched
 
 
 def prefix_count(value, what: str) -> int:
@@ -225,17 +283,9 @@ def prefix_count(value, what: str) -> int:
     return int(value)
 
 
-def declared_layout(attentions, layer, call: int | None = None):
-    """The layout a capture declared for one call of one layer (the last call when ``call`` is
-    None), or None for plain maps, which declare nothing."""
-    if not isinstance(attentions, AttentionMaps):
-        return None
-    return attentions.layout(layer, -1 if call is None else call)
-
-
 def declared_defaults(grid, prefix_tokens, declared) -> tuple:
     """``(grid, prefix_tokens)``, each as given, else what a capture declared (``declared``, a
-    layout from :func:`declared_layout`): its prefix tokens, and its grid where the prefix is the
+    layout, ``maps.layout(layer, call)``): its prefix tokens, and its grid where the prefix is the
     declared one. Without a declared grid: ``prefix_tokens`` defaults to 1 and ``grid`` stays
     None (the caller infers it). ``prefix_tokens`` is passed on unchecked."""
     if not (isinstance(declared, Tokens) and declared.grid is not None):

@@ -7,15 +7,14 @@ A rebuilt layer of an ``AttentionMaps`` (``maps.info(i).rebuilt``) is never buil
 here: ``maps.row_blocks`` gives ``ROWS`` query rows at a time, each converted to numpy as
 :func:`visualizer._arrays.as_array` converts a map, and reduced before the next is built.
 Every function gives what the same measure gives on the whole map, to float rounding (sums
-are taken block by block). :func:`whole_layer` is for measures that need every row at once
-(rollout): one layer, converted, and nothing else kept.
+are taken block by block).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_array, declared_layout, image_geometry
+from visualizer._arrays import as_array, image_geometry
 from visualizer._lazy import BLOCK_ROWS
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "strongest_pairs",
     "summary",
     "token_distance",
-    "whole_layer",
 ]
 
 #: Query rows per block read (what one block holds: batch x heads x ROWS x keys).
@@ -51,12 +49,6 @@ def layer_shape(maps, key, call) -> tuple[int, ...]:
 def _blocks(maps, key, call, what: str, heads=None):
     for start, block in maps.row_blocks(key, ROWS, heads=heads, call=call):
         yield start, as_array(block, what)
-
-
-def whole_layer(maps, key, what: str, call=None) -> np.ndarray:
-    """One layer's map as numpy (built once, not kept in the maps' cache; the torch map is dropped
-    when this returns)."""
-    return as_array(maps.read(key, call=call), what)
 
 
 def row_entropy(maps, key, call, what: str) -> np.ndarray:
@@ -106,7 +98,7 @@ def token_distance(
             f"{what}: attn must be square self-attention over the image tokens, "
             f"not {queries} queries x {keys} keys"
         )
-    declared = declared_layout(maps, key, call)
+    declared = maps.layout(key, -1 if call is None else call)
     rows, cols, prefix = image_geometry(keys, grid, prefix_tokens, declared, what, argument)
     patches = np.arange(rows * cols)
     r, c = patches // cols, patches % cols

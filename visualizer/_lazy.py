@@ -30,6 +30,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from visualizer._validate import positions
+
 __all__ = ["BLOCK_ROWS", "Recipe", "query_positions"]
 
 #: Query rows per block when rebuilding (scores of one block: batch x heads x rows x keys).
@@ -311,37 +313,13 @@ class Recipe:
 
 
 def query_positions(index: Any, size: int, device, what: str = "query row"):
-    """``index`` (an int, a slice, a sequence or a 1-D tensor) as a 1-D long tensor of positions."""
+    """``index`` (an int, a slice, a sequence or a 1-D tensor) as a 1-D long tensor of positions
+    (:func:`visualizer._validate.positions`)."""
     import torch
 
     if isinstance(index, slice):
         return torch.arange(size, device=device)[index]
-    if isinstance(index, bool):
-        raise TypeError(f"a {what} is an int, a slice, a list or a tensor of ints, not {index!r}")
-    if isinstance(index, int):
-        values = [index]
-    elif isinstance(index, torch.Tensor):
-        if index.dtype == torch.bool or index.is_floating_point() or index.dim() > 1:
-            raise TypeError(
-                f"{what}s as a tensor must be a 0-D or 1-D integer tensor, "
-                f"not {index.dtype} {tuple(index.shape)}"
-            )
-        values = index.reshape(-1).tolist()
-    else:
-        try:
-            values = list(index)
-        except TypeError:
-            raise TypeError(
-                f"a {what} is an int, a slice, a list or a tensor of ints, not {type(index).__name__}"
-            ) from None
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-            raise TypeError(f"{what}s must be ints, not {values!r}")
-    out = []
-    for value in values:
-        if not -size <= value < size:
-            raise IndexError(f"{what} {value} is out of range: there are {size} (0..{size - 1})")
-        out.append(value + size if value < 0 else value)
-    return torch.tensor(out, dtype=torch.long, device=device)
+    return torch.tensor(positions(index, size, what), dtype=torch.long, device=device)
 
 
 def _arange_like(positions):

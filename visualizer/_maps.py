@@ -27,6 +27,7 @@ from typing import Any
 from visualizer._generation import share_keys
 from visualizer._lazy import BLOCK_ROWS, Recipe
 from visualizer._structure import LayerInfo, Layout, Tokens, Windows, require_tokens, window_positions
+from visualizer._validate import positions
 
 __all__ = ["CACHE_BYTES", "AttentionMaps", "MapsBuilder"]
 
@@ -139,7 +140,10 @@ class AttentionMaps(Sequence):
     _cache: _MapCache
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("AttentionMaps come from capture_attention(model); they are not built by hand")
+        raise TypeError(
+            "AttentionMaps come from capture_attention(model), or from plain maps with "
+            "AttentionMaps.from_arrays(maps)"
+        )
 
     @classmethod
     def _create(cls, layers: list[_Layer], model_name: str, modules: int) -> AttentionMaps:
@@ -151,6 +155,43 @@ class AttentionMaps(Sequence):
         maps._diagnosis = None
         maps._cache = _MapCache(CACHE_BYTES)
         return maps
+
+    @classmethod
+    def from_arrays(
+        cls, attentions: Any, *, role: str | None = None, kind: str | None = None
+    ) -> AttentionMaps:
+        """Plain attention maps as an ``AttentionMaps``, the one input type of every analysis,
+        plot and view function (each converts what it is given with this).
+
+        >>> maps = AttentionMaps.from_arrays(outputs.attentions)       # a Hugging Face tuple
+        >>> maps = AttentionMaps.from_arrays(outputs)                  # encoder, decoder, cross
+        >>> maps = AttentionMaps.from_arrays(np.load("maps.npy"))      # (layers, batch, heads, T, T)
+
+        The rule for plain maps:
+
+        - a tuple or a list holds layers, one map each, first layer first;
+        - one array of 5 axes is (layers, batch, heads, queries, keys);
+        - one array of 4 axes is one layer, (batch, heads, queries, keys); of 3 axes one layer
+          of one item, (heads, queries, keys); of 2 axes one head, (queries, keys);
+        - a dict ``{name: map or list of maps}`` names its layers (``name``, or ``name[i]``
+          for the maps of a list: a ``get_local.cache``); a Hugging Face output (any mapping
+          with ``attentions``, ``encoder_attentions``, ``decoder_attentions`` or
+          ``cross_attentions``) declares its stacks: encoder and decoder self-attention and
+          the decoder's cross-attention, block by block (``generate(...)``'s per-step tuples
+          become the calls of each layer, as a capture of the run keeps them);
+        - an ``AttentionMaps`` is returned as it is.
+
+        Each map is a numpy array, a torch tensor (detached: no gradient is kept, and it is
+        not copied; half precision is kept and read as float32) or nested lists. Each layer
+        reads back as (batch, heads, queries, keys) in the type it came in, with a tokens
+        layout and no geometry (plots and views take ``grid=`` and ``prefix_tokens=`` for
+        images). Plain maps are declared ``role`` (None, "encoder" or "decoder") and ``kind``
+        ("self", "cross", or None: not declared) as given; their paths are ``"layer i"``,
+        each its own block. (A Hugging Face output declares its own.)
+        """
+        from visualizer._arrays import maps_from_arrays
+
+        return maps_from_arrays(attentions, role, kind)
 
     def _index(self, layer: _Layer) -> None:
         self._by_path[layer.info.path] = layer
@@ -237,21 +278,16 @@ class AttentionMaps(Sequence):
         never adds to the cache (code that walks the layers once, as rollout does, leaves it
         as it was), while ``maps[i]``, :meth:`calls` and :meth:`stack` keep what they build.
         """
-        from visualizer._lazy import query_positions
-
         entry = self._layer(layer)
         kept = self._raw(entry, call)
-        index = 0 if call is None else call
-        layout = entry.layouts[index]
-        device = kept.device
+        layout = entry.layouts[0 if call is None else call]
         items = None
         if batch is not None:
             per = layout.windows if isinstance(layout, Windows) else 1
-            items = query_positions(batch, kept.shape[0] // per, device, "batch item")
-            if per > 1:
-                import torch
-
-                items = (items[:, None] * per + torch.arange(per, device=device)).flatten()
+            items = positions(batch, kept.shape[0] // per, "batch item")
+            if isinstance(items, slice):
+                items = list(range(kept.shape[0] // per))[items]
+            items = [item * per + window for item in items for window in range(per)]
         if not isinstance(kept, Recipe):
             return _select(kept, items, heads, rows)
         built = self._cached(kept, build=False)
@@ -318,6 +354,10 @@ class AttentionMaps(Sequence):
         for layer in self._layers:
             for value in layer.calls:
                 for tensor in value.tensors() if isinstance(value, Recipe) else [value]:
+                    if not hasattr(tensor, "untyped_storage"):  # a numpy array (from_arrays)
+                        base = tensor if tensor.base is None else tensor.base
+                        seen[(id(base), "numpy")] = base.nbytes
+                        continue
                     storage = tensor.untyped_storage()
                     seen[(storage.data_ptr(), tensor.device)] = storage.nbytes()
         return sum(seen.values())
@@ -396,8 +436,6 @@ class AttentionMaps(Sequence):
 
         ``call`` picks which call of each layer, when layers ran more than once.
         """
-        import torch
-
         maps = self._maps(call)
         shapes = {tuple(m.shape) for m in maps}
         layouts = {type(layer.layouts[-1 if call is None else call]).__name__ for layer in self._captured()}
@@ -407,6 +445,12 @@ class AttentionMaps(Sequence):
                 f"cannot stack maps of different shapes or layouts: {listed}. Select layers of one shape "
                 "with capture_attention(model, layers=...), or stack a subset yourself."
             )
+        if not hasattr(maps[0], "detach"):  # numpy arrays (from_arrays)
+            import numpy
+
+            return numpy.stack(maps)
+        import torch
+
         return torch.stack(maps)
 
     def structured(self, call: int | None = None) -> dict:
@@ -428,7 +472,7 @@ class AttentionMaps(Sequence):
             if group is None:
                 group = blocks[(role, layer.info.block)] = {}
                 result.setdefault(role, []).append(group)
-            label = f"{layer.info.kind}_attention"
+            label = f"{layer.info.kind or 'self'}_attention"
             if label in group:
                 label = f"{label}:{layer.info.path}"
             group[label] = attention
@@ -466,7 +510,7 @@ class AttentionMaps(Sequence):
         if not captured:
             why = f" {self._diagnosis}" if self._diagnosis else ""
             return f"<AttentionMaps of {self._model_name}: nothing captured.{why}>"
-        lines = [f"<AttentionMaps of {self._model_name}: {len(captured)} layers"]
+        lines = [f"<AttentionMaps of {self._model_name or 'plain maps'}: {len(captured)} layers"]
         for position, layer in enumerate(captured):
             info = layer.info
             last = layer.calls[-1]
@@ -476,7 +520,8 @@ class AttentionMaps(Sequence):
             name = info.path or "'' (the model itself)"
             role = f"{info.role} " if info.role else ""
             layout = "" if isinstance(layer.layouts[-1], Tokens) else f", {layer.layouts[-1].name}"
-            lines.append(f"  [{position}] {name}: {role}{info.kind}-attention {shape}{layout}{how}{calls}")
+            kind = f"{info.kind}-attention" if info.kind else "attention"
+            lines.append(f"  [{position}] {name}: {role}{kind} {shape}{layout}{how}{calls}")
         return "\n".join(lines) + ">"
 
     # -- internals ---------------------------------------------------------------------------
@@ -498,6 +543,10 @@ class AttentionMaps(Sequence):
         if not -len(captured) <= key < len(captured):
             if not captured:
                 raise IndexError(f"no layer was captured, so there is no layer {key}. {self!r}")
+            if not self._model_name:  # plain maps (from_arrays)
+                raise IndexError(
+                    f"layer {key} is out of range: the maps hold {len(captured)} (0..{len(captured) - 1})"
+                )
             raise IndexError(
                 f"layer {key} is out of range: {len(captured)} layers were captured "
                 f"(0..{len(captured) - 1}); "
@@ -580,17 +629,12 @@ class AttentionMaps(Sequence):
 
 
 def _select(weights, items, heads, rows):
-    """``weights`` (a 4-D map) cut to batch ``items`` (positions or None), ``heads`` and ``rows``
-    (None or the forms :func:`~visualizer._lazy.query_positions` takes); the map itself when
-    nothing is cut."""
-    from visualizer._lazy import query_positions
-
-    if items is not None:
-        weights = weights.index_select(0, items.to(weights.device))
-    if heads is not None:
-        weights = weights.index_select(1, query_positions(heads, weights.shape[1], weights.device, "head"))
-    if rows is not None:
-        weights = weights.index_select(2, query_positions(rows, weights.shape[2], weights.device))
+    """``weights`` (a 4-D map: a tensor or a numpy array) cut to batch ``items`` (positions or
+    None), ``heads`` and ``rows`` (None or the forms :func:`~visualizer._validate.positions`
+    takes); the map itself when nothing is cut."""
+    for axis, chosen, what in ((0, items, "batch item"), (1, heads, "head"), (2, rows, "query row")):
+        if chosen is not None:
+            weights = weights[(slice(None),) * axis + (positions(chosen, weights.shape[axis], what),)]
     return weights
 
 

@@ -201,7 +201,8 @@ class LayerInfo:
         whichever layers were selected.
     role: ``"encoder"`` or ``"decoder"`` in an encoder-decoder model, as the framework
         declares it; None where the model has a single stack.
-    kind: ``"self"`` or ``"cross"``, as the framework declares it.
+    kind: ``"self"`` or ``"cross"``, as the framework declares it (None for plain maps that
+        were given none, :meth:`AttentionMaps.from_arrays`).
     block: the path of the block (layer) it belongs to; a decoder block holds its self- and
         cross-attention.
     depth: the block's position among the blocks of the same role, from 0.
@@ -219,7 +220,7 @@ class LayerInfo:
     path: str
     index: int
     role: str | None
-    kind: str
+    kind: str | None
     block: str
     depth: int
     layout: Layout

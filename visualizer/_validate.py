@@ -41,7 +41,16 @@ def _bools() -> tuple:
     return (bool, numpy.bool_) if numpy is not None else (bool,)
 
 
-__all__ = ["SCALES", "check_scale", "color_limits", "index", "indices", "non_negative_int", "positive_int"]
+__all__ = [
+    "SCALES",
+    "check_scale",
+    "color_limits",
+    "index",
+    "indices",
+    "non_negative_int",
+    "positions",
+    "positive_int",
+]
 
 #: Colour scales of every plot: linear, square root (a power of 0.5) and logarithmic.
 SCALES = ("linear", "sqrt", "log")
@@ -100,6 +109,39 @@ def indices(items, size: int, argument: str, what: str) -> list[int]:
             f"name each {what} once"
         )
     return chosen
+
+
+def positions(selector, size: int, what: str = "query row") -> list[int] | slice:
+    """A read's selector (an int, a slice, a sequence or a 1-D tensor or array of ints, negative
+    from the end) as non-negative positions among ``size``; a slice stays a slice. Unlike
+    :func:`indices`, a position may repeat (rows of a map are read, not selected)."""
+    if isinstance(selector, slice):
+        return selector
+    if isinstance(selector, _bools()):
+        raise TypeError(f"a {what} is an int, a slice, a list or a tensor of ints, not {selector!r}")
+    if getattr(selector, "ndim", 0) > 1 or str(getattr(selector, "dtype", "int")).split(".")[-1][:3] not in (
+        "int",
+        "uin",
+    ):
+        raise TypeError(
+            f"{what}s as a tensor must be a 0-D or 1-D integer tensor, not {selector.dtype} "
+            f"{tuple(selector.shape)}"
+        )
+    if hasattr(selector, "tolist"):
+        selector = selector.tolist()
+    values = [selector] if isinstance(selector, numbers.Integral) else selector
+    try:
+        values = list(values)
+    except TypeError:
+        raise TypeError(
+            f"a {what} is an int, a slice, a list or a tensor of ints, not {type(selector).__name__}"
+        ) from None
+    if any(isinstance(v, _bools()) or not isinstance(v, numbers.Integral) for v in values):
+        raise TypeError(f"{what}s must be ints, not {values!r}")
+    for value in values:
+        if not -size <= value < size:
+            raise IndexError(f"{what} {value} is out of range: there are {size} (0..{size - 1})")
+    return [int(value) % size for value in values]
 
 
 def positive_int(value, argument: str) -> int:

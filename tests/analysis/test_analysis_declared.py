@@ -168,7 +168,7 @@ def test_mean_distance_refuses_windows_but_takes_the_scattered_map(swin):
     "call", [lambda m: entropy(m), lambda m: top_k_pairs(m, 3)], ids=["entropy", "top_k_pairs"]
 )
 def test_one_map_functions_ask_for_one_layer_of_attention_maps(vit, call):
-    with pytest.raises(TypeError, match=r"one layer's map, not an AttentionMaps of 3 layers.*maps\[i\]"):
+    with pytest.raises(TypeError, match=r"attn holds 3 layers; name one: .*layer=i.*maps\[i\]"):
         call(vit)
 
 

@@ -267,7 +267,7 @@ def test_rollout_builds_each_layer_it_uses_once(builds, start):
 
 
 def test_a_layer_of_attention_maps_is_named_and_checked(llama):
-    with pytest.raises(TypeError, match=r"entropy\(\): attn is one layer's map.*entropy\(maps, layer=i\)"):
+    with pytest.raises(TypeError, match=r"entropy\(\): attn holds 2 layers; name one: entropy\(maps, layer="):
         entropy(llama)
     with pytest.raises(TypeError, match=r"top_k_pairs\(maps, k, layer=i, item=b\)"):
         top_k_pairs(llama, 3)
@@ -285,11 +285,15 @@ def test_a_layer_of_attention_maps_is_named_and_checked(llama):
         mean_attention_distance(llama, (3, 3), cls_token=False, layer=0)
 
 
-def test_layer_and_call_are_refused_for_one_map():
-    a = np.full((2, 3, 3), 1 / 3)
-    with pytest.raises(TypeError, match=r"entropy\(\): layer= and call= pick a layer of an AttentionMaps"):
-        entropy(a, layer=0)
-    with pytest.raises(TypeError, match=r"mean_attention_distance\(\): layer= and call="):
-        mean_attention_distance(np.full((2, 5, 5), 0.2), 2, call=0)
-    with pytest.raises(TypeError, match=r"item= and head= pick from a layer of an AttentionMaps"):
-        top_k_pairs(a, 2, head=0)
+def test_layer_call_item_and_head_mean_the_same_on_one_plain_map():
+    a = np.random.default_rng(0).dirichlet(np.ones(3), size=(2, 2, 3))  # (batch, heads, T, T), one layer
+    np.testing.assert_array_equal(entropy(a, layer=0, call=0), entropy(a))
+    np.testing.assert_array_equal(entropy(a, layer="layer 0"), entropy([a], layer=0))
+    assert top_k_pairs(a, 2, item=1, head=0) == top_k_pairs(a[1, 0], 2)
+    assert top_k_pairs(a[1], 2) == top_k_pairs(a, 2, layer=0, item=1)
+    with pytest.raises(ValueError, match=r"layer 0 holds 2 batch items; pick one: item=b \(0..1\)"):
+        top_k_pairs(a, 2)
+    with pytest.raises(IndexError, match=r"layer 1 is out of range: the maps hold 1 \(0..0\)"):
+        entropy(a, layer=1)
+    with pytest.raises(IndexError, match="call 1 is out of range"):
+        mean_attention_distance(np.full((2, 5, 5), 0.2), 2, call=1)

@@ -33,9 +33,10 @@ def test_entropy_keeps_the_batch_axis_and_takes_torch_half_and_cross_attention()
 @pytest.mark.parametrize(
     "bad, error, match",
     [
-        (np.ones((3, 3)), ValueError, "heads, queries, keys"),
+        (np.ones(3), ValueError, r"shape \(3,\): a tuple or list holds layers"),
+        (np.ones((1, 1, 1, 3, 3, 3)), ValueError, r"\(layers, batch, heads, queries, keys\) for several"),
         (-np.ones((1, 3, 3)), ValueError, "softmax"),
-        ("attn", TypeError, "numpy array or a torch tensor"),
+        ("attn", TypeError, "AttentionMaps or plain maps"),
         (np.array([["a"]]), TypeError, "real numbers"),
     ],
 )
@@ -66,7 +67,7 @@ def test_top_k_pairs_averages_heads():
         (np.eye(3), 0, ValueError, ">= 1"),
         (np.eye(3), 1.5, TypeError, "int"),
         (np.eye(3), True, TypeError, "int"),
-        (np.ones((1, 2, 3, 3)), 1, ValueError, r"attn\[0\]"),
+        (np.ones((2, 2, 3, 3)), 1, ValueError, r"holds 2 batch items; pick one: item=b"),
         (np.ones(3), 1, ValueError, "queries, keys"),
     ],
 )
@@ -132,7 +133,7 @@ def test_prefix_tokens_and_no_cls():
         (np.ones((1, 5, 5)) / 5, (3, 3), {}, r"3 x 3 has 9 patches"),
         (np.ones((1, 6, 6)) / 6, None, {}, "not a square number"),
         (np.ones((1, 5, 4)) / 4, 2, {}, "square"),
-        (np.ones((5, 5)) / 5, 2, {}, "heads, T, T"),
+        (np.ones(5) / 5, 2, {}, r"shape \(5,\): a tuple or list holds layers"),
         (np.ones((1, 5, 5)) / 5, 2, {"cls_token": -1}, "prefix tokens"),
         (np.ones((1, 5, 5)) / 5, 2, {"patch_size": 0}, "positive"),
         (np.ones((1, 5, 5)) / 5, (2, "2"), {}, "rows, cols"),
@@ -152,9 +153,15 @@ def test_stats_of_a_list_are_json_ready_and_match_numpy():
     stats = attention_stats(maps)
     assert json.loads(json.dumps(stats, allow_nan=False)) == stats
     first = stats["layers"][0]
-    assert first["name"] == "layer.0" and first["layer"] == 0
-    # Plain maps declare nothing, and nothing is guessed.
-    assert (first["stack"], first["type"], first["block"], first["layout"], first["call"]) == (None,) * 5
+    assert first["name"] == "layer 0" and first["layer"] == 0
+    # Plain maps declare nothing but their place, and nothing is guessed.
+    assert (first["stack"], first["type"], first["block"], first["layout"], first["call"]) == (
+        None,
+        None,
+        "layer 0",
+        "tokens",
+        0,
+    )
     assert first["shape"] == [1, 2, 3, 3]
     np.testing.assert_allclose(
         [first["mean"], first["std"], first["min"], first["max"]],
@@ -198,7 +205,7 @@ def test_stats_turn_non_finite_numbers_into_none_and_skip_entropy_for_negative_m
 @pytest.mark.parametrize(
     "maps, error, match",
     [
-        (np.ones((2, 1, 3, 3)), TypeError, "list"),
+        (np.ones((2, 1, 1, 1, 1, 3)), ValueError, r"shape \(2, 1, 1, 1, 1, 3\)"),
         ("maps", TypeError, "AttentionMaps"),
         (5, TypeError, "AttentionMaps"),
         ([np.ones(3)], ValueError, "queries, keys"),

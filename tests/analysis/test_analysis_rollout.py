@@ -68,7 +68,7 @@ def test_mean_fusion_without_discard_is_the_paper_formula_with_later_layers_on_t
     maps = random_maps(np.random.default_rng(1), layers=2, batch=1)[:, 0]
     eye = np.eye(5)
     a1, a2 = (0.5 * m.mean(0) + 0.5 * eye for m in maps)
-    np.testing.assert_allclose(rollout(maps), a2 @ a1, rtol=1e-12)
+    np.testing.assert_allclose(rollout(list(maps)), a2 @ a1, rtol=1e-12)
     assert not np.allclose(a2 @ a1, a1 @ a2)
 
 
@@ -93,9 +93,12 @@ def test_accepts_lists_of_numpy_torch_and_half_precision_alike():
     half = rollout([torch.from_numpy(m).to(torch.bfloat16) for m in maps])
     assert half.dtype == np.float64
     np.testing.assert_allclose(half, expected, atol=2e-2)
-    # Without a batch axis: (heads, T, T) per layer or (layers, heads, T, T) -> (T, T).
-    np.testing.assert_allclose(rollout(maps[:, 1]), expected[1])
+    # Without a batch axis: (heads, T, T) per layer -> (T, T).
     np.testing.assert_allclose(rollout(list(maps[:, 1])), expected[1])
+    np.testing.assert_allclose(rollout(tuple(torch.from_numpy(maps[:, 1]))), expected[1])
+    # One 4-axis array is one layer, (batch, heads, T, T); 3 axes one layer of one item.
+    np.testing.assert_allclose(rollout(maps[0]), rollout([maps[0]]))
+    np.testing.assert_allclose(rollout(maps[0, 1]), rollout([maps[0]])[1])
 
 
 def test_negative_start_layer_counts_from_the_end():
@@ -106,13 +109,14 @@ def test_negative_start_layer_counts_from_the_end():
 @pytest.mark.parametrize(
     "attentions, kwargs, error, match",
     [
-        (np.ones((2, 3, 3)) / 3, {}, ValueError, r"\[attn\]"),
-        ([np.ones((3, 3)) / 3], {}, ValueError, "heads, queries, keys"),
+        (np.ones((1, 2, 1, 2, 3, 3)) / 3, {}, ValueError, r"\(layers, batch, heads, queries, keys\) for"),
+        ([np.ones(3) / 3], {}, ValueError, r"layer 0 has shape \(3,\): a tuple or list holds layers"),
+        ([np.ones((1, 1, 1, 3, 3))], {}, ValueError, r"shape \(1, 1, 1, 3, 3\)"),
         ([], {}, ValueError, "empty"),
-        ({"a": np.ones((1, 3, 3))}, {}, TypeError, "cache"),
-        ("maps", {}, TypeError, "sequence"),
+        ([np.ones((1, 3, 3)), "x"], {}, TypeError, "not str"),
+        ("maps", {}, TypeError, "AttentionMaps or plain maps"),
         ([np.ones((1, 2, 3)) / 3], {}, ValueError, "square"),
-        ([np.ones((1, 3, 3)), np.ones((1, 1, 3, 3))], {}, ValueError, "batch axis"),
+        ([np.ones((1, 3, 3)), np.ones((2, 1, 3, 3))], {}, ValueError, "agree"),
         ([np.ones((1, 3, 3)), np.ones((1, 4, 4))], {}, ValueError, "agree"),
         ([-np.ones((1, 3, 3))], {}, ValueError, "softmax"),
         ([np.ones((1, 3, 3))], {"head_fusion": "median"}, ValueError, "head_fusion"),

@@ -7,14 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from visualizer._arrays import (
-    as_array,
-    as_rgb_uint8,
-    layer_maps,
-    patch_grid,
-    prefix_count,
-    split_layers,
-)
+from visualizer._arrays import as_array, as_rgb_uint8, patch_grid, prefix_count
 from visualizer.plots._inputs import image_rgb
 
 # -- as_array ---------------------------------------------------------------------------------
@@ -61,81 +54,13 @@ def test_as_array_refuses_what_is_not_real_numbers(value, match):
 
 def test_as_array_never_imports_torch():
     code = (
-        "import sys, numpy as np; from visualizer._arrays import as_array, as_rgb_uint8, layer_maps; "
+        "import sys, numpy as np; from visualizer._arrays import as_array, as_maps, as_rgb_uint8; "
         "as_array(np.ones(2), 'x'); as_rgb_uint8(np.zeros((2, 2)), 'x'); "
-        "layer_maps([np.ones((1, 2, 2))], 'x'); print('torch' in sys.modules)"
+        "maps = as_maps([np.ones((1, 2, 2))], 'x').maps; maps.read(0, batch=0, heads=[0], rows=slice(1)); "
+        "maps.stack(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-
-
-# -- split_layers and layer_maps --------------------------------------------------------------
-
-
-def test_split_layers_splits_a_stack_and_keeps_a_sequence_unconverted():
-    stack = torch.rand(3, 2, 4, 4)
-    layers = split_layers(stack, "attentions")
-    assert len(layers) == 3 and all(isinstance(t, torch.Tensor) for t in layers)
-    assert torch.equal(layers[2], stack[2])
-    items = [np.ones((2, 4, 4)), torch.ones(2, 4, 4)]
-    assert split_layers(items, "attentions")[1] is items[1]
-    assert len(split_layers((m for m in items), "attentions")) == 2  # any iterable, e.g. dict.values()
-
-
-@pytest.mark.parametrize(
-    "attentions, error, match",
-    [
-        (np.ones((2, 3, 3)), ValueError, r"maps: a single 3-d array \(2, 3, 3\) is ambiguous.*\[attn\]"),
-        (torch.ones(2, 3, 3), ValueError, r"ambiguous.*\[attn\]"),
-        (
-            np.ones((1, 1, 2, 3, 3, 3)),
-            ValueError,
-            r"maps: a stacked array must be .*shape \(1, 1, 2, 3, 3, 3",
-        ),
-        (
-            {"Attention.forward": []},
-            TypeError,
-            r"not a dict; pass one key's list.*cache\['Attention.forward'\]",
-        ),
-        ("maps", TypeError, "maps must be a sequence of per-layer maps or one stacked array, not str"),
-        (None, TypeError, "not NoneType"),
-        (7, TypeError, "not int"),
-        ([], ValueError, "maps is empty: pass at least one layer's map"),
-    ],
-)
-def test_split_layers_refuses_with_the_fix(attentions, error, match):
-    with pytest.raises(error, match=match):
-        split_layers(attentions, "maps")
-
-
-def test_layer_maps_adds_the_missing_batch_axis_and_says_so():
-    rng = np.random.default_rng(0)
-    unbatched = rng.random((4, 2, 5, 5))  # (layers, heads, T, T)
-    layers, batched = layer_maps(unbatched, "maps")
-    assert not batched and len(layers) == 4
-    np.testing.assert_array_equal(layers[3], unbatched[3][None])
-    layers, batched = layer_maps(list(torch.from_numpy(unbatched[:, None])), "maps")
-    assert batched and layers[1].shape == (1, 2, 5, 5)
-    np.testing.assert_array_equal(layers[1][0], unbatched[1])
-
-
-@pytest.mark.parametrize(
-    "attentions, match",
-    [
-        (
-            [np.ones((1, 3, 3)), np.ones((3, 3))],
-            r"maps\[1\] must be \(heads, queries, keys\).*shape \(3, 3\)",
-        ),
-        ([np.ones((1, 3, 3)), np.ones((1, 1, 3, 3))], "some layers have a batch axis and some do not"),
-        (
-            [np.ones((1, 3, 3)), np.ones((1, 3, 4))],
-            r"layer 1 has shape \(1, 1, 3, 4\) but layer 0 has \(1, 1, 3",
-        ),
-    ],
-)
-def test_layer_maps_refuses_layers_that_do_not_fit_together(attentions, match):
-    with pytest.raises(ValueError, match=match):
-        layer_maps(attentions, "maps")
 
 
 # -- prefix tokens and the patch grid (indices: test_validate.py) ------------------------------

@@ -250,10 +250,12 @@ def test_image_plots_need_no_geometry_argument(registers, picture):
         plot_cls_attention(picture, registers, prefix_tokens=1)
     with pytest.raises(ValueError, match="grid 2 x 12 has 24 patches but the maps have 29 tokens = 1 prefix"):
         plot_cls_attention(picture, registers, prefix_tokens=1, grid=(2, 12))
-    with pytest.raises(TypeError, match="name one with layer=i"):
+    with pytest.raises(TypeError, match="attn holds 2 layers; name one: layer=i"):
         plot_grid_to_grid(picture, registers)
-    with pytest.raises(TypeError, match="layer= and call= pick a layer of an AttentionMaps"):
-        plot_grid_to_grid(picture, registers[0], layer=0)
+    with pytest.raises(
+        IndexError, match=r"layer 1 is out of range: the maps hold 1 \(0..0\)"
+    ):  # one layer's map
+        plot_grid_to_grid(picture, registers[0], layer=1)
     plt.close("all")
 
 

@@ -117,7 +117,7 @@ def test_positions_count_captured_layers_and_the_sequence_protocol_holds(tiny_tr
     assert [info.index for info in maps.infos] == [3, 5] and maps.at(5) is maps[1]
     with pytest.raises(ValueError, match="not a captured map"):
         maps.index(torch.zeros(1))
-    with pytest.raises(TypeError, match="not built by hand"):
+    with pytest.raises(TypeError, match="or from plain maps with AttentionMaps.from_arrays"):
         AttentionMaps([])
 
 

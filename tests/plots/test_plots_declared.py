@@ -237,7 +237,7 @@ def test_one_windowed_layer_scattered_is_drawn_as_a_token_map(swin):
 
 
 def test_one_map_plots_ask_for_one_layer(vit):
-    with pytest.raises(TypeError, match="not an AttentionMaps of 2 layers"):
+    with pytest.raises(TypeError, match=r"attn holds 2 layers; name one: layer=i.*maps\[i\]"):
         plot_head(vit)
 
 

@@ -68,7 +68,7 @@ def test_flow_selects_layers_heads_and_leaves_missing_cells_empty():
         ({"encoder": [{"attention": np.ones((1, 2, 3, 3))}]}, {}, ValueError, "'self_attention' or"),
         ({}, {}, ValueError, "needs blocks under"),
         (None, {"call": 0}, ValueError, "call= picks a call of an AttentionMaps"),
-        ([np.ones((1, 2, 3, 3))], {}, TypeError, "structured"),
+        ([np.ones(3)], {}, ValueError, r"structured: layer 0 has shape \(3,\)"),
         ("x", {}, TypeError, "structured"),
         (None, {"layers": [5]}, IndexError, "valid: 0..1, or -2..-1"),
         (None, {"source_tokens": ["a"]}, ValueError, "source_tokens has 1 labels"),

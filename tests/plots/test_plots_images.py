@@ -111,7 +111,7 @@ def test_rollout_overlay_matches_analysis_rollout(image, maps):
     assert "max" in titles(fig)[1] and "0.5" in titles(fig)[1]
     # A precomputed (T, T) rollout, a chosen query, into an axes.
     ax = Figure().add_subplot()
-    result = rollout(maps[:, 0])
+    result = rollout(list(maps[:, 0]))
     plot_rollout(image, result, query=4, ax=ax, title="mine")
     np.testing.assert_allclose(ax.images[1].get_array(), result[4, 1:].reshape(3, 3))
     assert ax.get_title() == "mine"

@@ -123,7 +123,9 @@ def test_plot_layers_takes_lists_stacks_and_head_choice(rng):
     assert titles(fig) == ["layer 0", "layer 3"]
     np.testing.assert_allclose(panels(fig)[1].images[0].get_array(), maps[3, 0, 1])
     assert "head 1" in fig.get_suptitle()
-    np.testing.assert_allclose(panels(plot_layers(maps[:, 0]))[2].images[0].get_array(), maps[2, 0].mean(0))
+    # A tuple or list holds layers: (heads, T, T) each, one item.
+    third = panels(plot_layers(list(maps[:, 0])))[2]
+    np.testing.assert_allclose(third.images[0].get_array(), maps[2, 0].mean(0))
 
 
 def test_plot_token_heatmap_labels_both_axes_and_writes_small_maps_weights(rng):
@@ -155,7 +157,7 @@ def test_plot_token_heatmap_labels_both_axes_and_writes_small_maps_weights(rng):
         (lambda a: plot_heads(a, batch=2), IndexError, "batch item 2 is out of range"),
         (lambda a: plot_heads(a, ncols=0), ValueError, "ncols"),
         (lambda a: plot_head_grid(a, heads=[]), ValueError, "empty"),
-        (lambda a: plot_layers(a[0]), ValueError, r"\[attn\]"),
+        (lambda a: plot_layers(a[0, 0, 0]), ValueError, r"shape \(\d+,\): a tuple or list holds layers"),
         (lambda a: plot_layers([a], layers=[1]), IndexError, "valid: 0..0, or -1..-1"),
         (lambda a: plot_layers([a, a], layers=[1, -1]), ValueError, "layer 1 more than once"),
         (lambda a: plot_head_grid(a, heads=[True]), TypeError, "bool"),

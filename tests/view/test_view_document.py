@@ -80,7 +80,7 @@ def test_image_view_payload_and_picture_decode_to_the_input(vit_maps, picture):
 def test_large_vit_maps_stay_a_few_megabytes():
     # 12 layers x 6 heads x 257 x 257, like a ViT-S at 224 px, but random: less structure than
     # real maps, so larger (real DINOv2 maps give about 3.7 MB; see visualizer/view/__init__.py).
-    maps = softmax_maps((12, 6, 257, 257), seed=1, sharpness=2.0)
+    maps = list(softmax_maps((12, 6, 257, 257), seed=1, sharpness=2.0))  # 12 layers of one item
     view = image_view(maps, np.zeros((224, 224, 3), np.uint8))
     assert view.nbytes < 5.5e6
     assert image_view(maps, np.zeros((224, 224, 3), np.uint8), layers=[-1]).nbytes < view.nbytes / 8

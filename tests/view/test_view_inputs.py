@@ -5,11 +5,17 @@ import pytest
 from analysis.declared_maps import build, info
 from view_data import config_of, softmax_maps
 
-from visualizer._arrays import as_rgb_uint8
+from visualizer._arrays import as_maps, as_rgb_uint8
 from visualizer.view import head_view, image_view
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._document import Fragment
-from visualizer.view._maps import stack_attentions
+from visualizer.view._maps import stack_layers
+
+
+def stack_attentions(attentions, **kwargs):
+    """What a view reads of ``attentions``: converted at its entry, then stacked."""
+    return stack_layers(as_maps(attentions, "attentions").maps, **kwargs)
+
 
 TOKENS = ["[CLS]", "a", "b", "c", "[SEP]"]
 
@@ -33,10 +39,12 @@ def test_every_accepted_layout_gives_the_same_stack(maps):
         [layer[0] for layer in maps],  # per-layer (heads, q, k)
         tuple(maps),
         np.stack(maps),  # (layers, batch, heads, q, k)
-        expected,  # (layers, heads, q, k)
     ]
     for layout in layouts:
         np.testing.assert_array_equal(stack_attentions(layout).maps, expected)
+    # One array of 4 axes is one layer, (batch, heads, q, k); of 3 axes one layer of one item.
+    np.testing.assert_array_equal(stack_attentions(maps[1], batch=1).maps, maps[1][1][None])
+    np.testing.assert_array_equal(stack_attentions(maps[1][1]).maps, maps[1][1][None])
     second = np.stack([layer[1] for layer in maps])
     np.testing.assert_array_equal(stack_attentions(maps, batch=1).maps, second)
     np.testing.assert_array_equal(stack_attentions(maps, batch=-1).maps, second)
@@ -85,18 +93,15 @@ def test_the_view_shows_names_tokens_and_selection(maps):
 @pytest.mark.parametrize(
     "attentions, error, message",
     [
-        (np.zeros((3, 5, 5)), ValueError, r"ambiguous.*\[attn\]"),
-        (np.zeros((5, 5)), ValueError, r"attentions: a stacked array must be \(layers, heads.*\[attn\]"),
+        (np.zeros((1, 3, 1, 3, 5, 5)), ValueError, r"\(layers, batch, heads, queries, keys\) for several"),
+        (np.zeros(5), ValueError, r"attentions has shape \(5,\): a tuple or list holds layers"),
         ([], ValueError, "attentions is empty"),
-        ({"Attention.forward": []}, TypeError, r"pass one key's list"),
-        ("maps", TypeError, "sequence of per-layer maps"),
-        (42, TypeError, "sequence of per-layer maps"),
-        ([np.zeros((5, 5))], ValueError, r"attentions\[0\] must be \(heads, queries, keys\)"),
-        (
-            [np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 5, 5))],
-            ValueError,
-            "same \\(heads, queries, keys\\) shape",
-        ),
+        ({"Attention.forward": []}, ValueError, "attentions is empty"),
+        ("maps", TypeError, "must be an AttentionMaps or plain maps"),
+        (42, TypeError, "must be an AttentionMaps or plain maps"),
+        ([np.zeros(5)], ValueError, r"attentions: layer 0 has shape \(5,\)"),
+        ([np.zeros((1, 2, 5, 5)), np.zeros((1, 3, 5, 5))], ValueError, "same number of heads"),
+        ([np.zeros((1, 2, 5, 5)), np.zeros((1, 2, 4, 5))], ValueError, "queries and keys must agree"),
         ([np.array([[["a"]]])], TypeError, "must hold real numbers"),
         ([np.full((1, 2, 2), np.nan)], ValueError, "NaN or infinite"),
         ([np.full((1, 2, 2), -0.5)], ValueError, r"negative values \(min -0.5\).*softmax probabilities"),
@@ -113,7 +118,7 @@ def test_out_of_range_selections_name_the_valid_range(maps):
         stack_attentions(maps, layers=[0, 2])
     with pytest.raises(IndexError, match=r"heads: head -4 is out of range; there are 3 heads"):
         stack_attentions(maps, heads=-4)
-    with pytest.raises(IndexError, match=r"batch \(attentions\[0\] \(2, 3, 5, 5\)\): batch item 2 is out of"):
+    with pytest.raises(IndexError, match=r"attentions: batch: batch item 2 is out of range; there are 2"):
         stack_attentions(maps, batch=2)
     with pytest.raises(ValueError, match="selects layer 1 more than once"):
         stack_attentions(maps, layers=[1, -1])

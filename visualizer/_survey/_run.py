@@ -183,10 +183,10 @@ def _measures(measures, kind: str) -> tuple[str, ...]:
 def _geometry(maps, inputs, chosen, grid, prefix_tokens, patch_size) -> Geometry | None:
     """The patch grid, prefix tokens and patch size of an image survey: each as given, else what the
     capture declared for the first layer; None where nothing declares or asks for a grid."""
-    from visualizer._arrays import declared_layout, image_geometry
+    from visualizer._arrays import image_geometry
     from visualizer._structure import Tokens
 
-    declared = declared_layout(maps, 0)
+    declared = maps.layout(0)
     known = isinstance(declared, Tokens) and declared.grid is not None
     if not known and grid is None and prefix_tokens is None and "distance" not in chosen:
         return None

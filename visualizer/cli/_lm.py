@@ -110,6 +110,7 @@ def _plan(model, infos, args, label: str) -> dict:
 def _write(
     outputs: Outputs, folder: Path, maps, ids: list[int], prompt_length: int, source, plan, args
 ) -> None:
+    from visualizer import AttentionMaps
     from visualizer.analysis import attention_stats, top_k_pairs
     from visualizer.plots import plot_head, plot_head_grid, plot_token_heatmap
     from visualizer.view import model_view, text_view
@@ -117,7 +118,10 @@ def _write(
     layers, detail, heads = plan["layers"], plan["detail"], plan["heads"]
     generated = len(ids) - prompt_length
     # With a KV cache the last generated token is never fed back: the maps cover the tokens before it.
-    layer_maps = [maps.generation(i) for i in range(len(maps))] if generated else maps
+    if generated:  # each layer's calls stitched into one map of the run
+        layer_maps = AttentionMaps.from_arrays({path: maps.generation(path) for path in maps.names})
+    else:
+        layer_maps = maps
     total = prompt_length + max(generated - 1, 0)
     raw = source.tokens(ids[:total])
     labels = figure_labels(raw, source.scheme)
@@ -182,10 +186,7 @@ def _write(
             title=f"{label}: text view",
         ).html,
     )
-    if isinstance(layer_maps, list):
-        strongest = top_k_pairs(layer_maps[detail][0], 10)
-    else:
-        strongest = top_k_pairs(layer_maps, 10, layer=detail, item=0)
+    strongest = top_k_pairs(layer_maps, 10, layer=detail, item=0)
     stats = {
         "model": label,
         "prompt_tokens": prompt_length,
@@ -206,23 +207,12 @@ def _write(
 def _entropy(layer_maps, i: int) -> list[float]:
     from visualizer.analysis import entropy
 
-    attn, key = _layer(layer_maps, i)
-    return entropy(attn, layer=key)[0].round(4).tolist()
-
-
-def _layer(layer_maps, i: int):
-    """The arguments the analysis functions take for layer ``i``: ``(maps, layer=i)`` for an
-    AttentionMaps (read block by block), the layer's map for a list of stitched maps."""
-    if isinstance(layer_maps, list):
-        return layer_maps[i], None
-    return layer_maps, i
+    return entropy(layer_maps, layer=i)[0].round(4).tolist()
 
 
 def _window(layer_maps, layer: int, start: int, stop: int):
     """One layer's (batch, heads, n, n) map over tokens ``start:stop``: only those rows are read."""
-    if isinstance(layer_maps, list):
-        return layer_maps[layer][:, :, start:stop, start:stop]
-    return layer_maps.rows(layer, slice(start, stop))[..., start:stop]
+    return layer_maps.read(layer, rows=slice(start, stop))[..., start:stop]
 
 
 def figure_labels(tokens: list[str], scheme: str | None = None) -> list[str]:

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from visualizer._arrays import layer_infos, require_token_layers
+from visualizer._arrays import as_maps, one_layer, pick_layers, read_item
 from visualizer._maps import AttentionMaps
+from visualizer._structure import require_tokens
 from visualizer._validate import indices
 from visualizer.analysis import mean_attention_distance
 from visualizer.plots._colors import ATTENTION_CMAP
@@ -21,8 +22,6 @@ from visualizer.plots._inputs import (
     check_axes,
     draw_matrix,
     figure_for,
-    layer_choice,
-    layer_selection,
     model_of,
     mpl,
     panel_grid,
@@ -69,9 +68,11 @@ def plot_attention_flow(
     >>> fig = plot_attention_flow(bert_maps, tokens=tokens)                     # a single stack
 
     ``structured`` is an ``AttentionMaps`` (its :meth:`structured` is read, for ``call``
-    when its layers ran several times), or that dict: ``{'encoder': [{'self_attention':
-    map}, ...], 'decoder': [{'self_attention': map, 'cross_attention': map}, ...]}`` for an
-    encoder-decoder model, ``{'layers': [{'self_attention': map}, ...]}`` for a model with
+    when its layers ran several times) or plain maps (a Hugging Face ``outputs`` declares its
+    encoder, decoder and cross attentions; :meth:`AttentionMaps.from_arrays`), or that dict:
+    ``{'encoder': [{'self_attention': map}, ...], 'decoder': [{'self_attention': map,
+    'cross_attention': map}, ...]}`` for an encoder-decoder model,
+    ``{'layers': [{'self_attention': map}, ...]}`` for a model with
     one stack (an encoder or a decoder alone works too); or any object with a
     ``structured()`` method returning it. The figure has one column per kind of map present
     (see :data:`FLOW`), one row per block; ``layers`` selects rows (None: all), and a stack
@@ -108,7 +109,11 @@ def plot_attention_flow(
                 ax.set_visible(False)
                 continue
             attention = blocks[layer][key]
-            m = single_map(attention, batch, head, f"{what}: {stack}[{layer}]['{key}']")
+            where = f"{what}: {stack}[{layer}]['{key}']"
+            one = as_maps(attention, where).maps
+            m = single_map(
+                read_item(one, one_layer(one, None, where, "one map per entry"), batch, where), head, where
+            )
             queries = token_labels(labels[query_side], m.shape[0], what, f"{query_side}_tokens")
             keys = (
                 None
@@ -137,9 +142,17 @@ def plot_attention_flow(
 
 def _structure(structured, call, what: str) -> tuple[Mapping, dict[int, int]]:
     """The structured dict, and the declared depth of each of its maps (by identity) where known."""
+    if callable(getattr(structured, "structured", None)) and not isinstance(structured, AttentionMaps):
+        structured = structured.structured()  # an object that gives the dict
+    elif not isinstance(structured, Mapping) or not all(
+        isinstance(blocks, (list, tuple)) and all(isinstance(block, Mapping) for block in blocks)
+        for blocks in structured.values()
+    ):  # not the dict: maps, converted (a Hugging Face output declares its stacks)
+        structured = as_maps(structured, f"{what}: structured").maps
     if isinstance(structured, AttentionMaps):
-        infos = layer_infos(structured)
-        require_token_layers(infos, range(len(infos)), what)
+        infos = structured.infos
+        for i, info in enumerate(infos):
+            require_tokens(info.layout, f"{what}: layer {i} ({info.path!r})")
         layout = structured.structured(call)
         maps = [structured[i] if call is None else structured[i, call] for i in range(len(infos))]
         return layout, {id(m): info.depth for m, info in zip(maps, infos)}
@@ -147,13 +160,7 @@ def _structure(structured, call, what: str) -> tuple[Mapping, dict[int, int]]:
         raise ValueError(
             f"{what}: call= picks a call of an AttentionMaps; pass maps.structured(call) as it is"
         )
-    layout = structured.structured() if callable(getattr(structured, "structured", None)) else structured
-    if not isinstance(layout, Mapping):
-        raise TypeError(
-            f"{what}: structured must be an AttentionMaps, the dict from its structured(), or an object "
-            f"with that method, not {type(structured).__name__}"
-        )
-    return layout, {}
+    return structured, {}
 
 
 def plot_attention_distance(
@@ -176,9 +183,9 @@ def plot_attention_distance(
 
     >>> fig = plot_attention_distance(maps, patch_size=14)      # y in pixels, 14 px patches
 
-    ``maps`` is a sequence of per-layer (heads, T, T) or (batch, heads, T, T) maps, or one
-    stacked array, or an ``AttentionMaps`` (x is then each block's declared depth; its
-    selected layers must have a tokens layout, LayoutError otherwise). Each dot is one head
+    ``maps`` is an ``AttentionMaps`` or plain maps, as for :func:`visualizer.analysis.rollout`
+    (x is each block's declared depth; the selected layers must have a tokens layout,
+    LayoutError otherwise). Each dot is one head
     of one layer: the attention-weighted mean distance between query and key patches
     (:func:`visualizer.analysis.mean_attention_distance`, ``renormalize`` goes to it), in
     patches, or pixels when ``patch_size`` is given. A capture's declared patch grid and prefix
@@ -189,22 +196,16 @@ def plot_attention_distance(
     y-axis limits. The black line is the mean over heads.
     """
     what = "plot_attention_distance()"
-    infos = layer_infos(maps)
-    if infos is not None:  # read a block of rows at a time: no layer is built whole
-        chosen, _ = layer_choice(maps, batch, layers, f"{what}: maps")
-        sources = [dict(attn=maps, layer=i) for i in chosen]
-    else:
-        chosen, selected, _ = layer_selection(maps, batch, layers, f"{what}: maps")
-        sources = [dict(attn=layer) for layer in selected]
+    maps = as_maps(maps, f"{what}: maps").maps
+    chosen = pick_layers(maps, layers, f"{what}: maps", batch)
     distances = []
-    for source in sources:
+    for i in chosen:  # each read a block of rows at a time: no layer is built whole
         d = mean_attention_distance(
-            grid=grid, cls_token=prefix_tokens, patch_size=patch_size, renormalize=renormalize, **source
+            maps, grid=grid, cls_token=prefix_tokens, patch_size=patch_size, renormalize=renormalize, layer=i
         )
-        if infos is not None and batch is not None:
-            d = d[batch]
-        distances.append(np.nanmean(d, axis=0) if d.ndim == 2 else d)
-    if infos is not None and len({infos[i].role for i in chosen}) == 1:
+        distances.append(np.nanmean(d, axis=0) if batch is None else d[batch])
+    infos = maps.infos
+    if len({infos[i].role for i in chosen}) == 1:
         chosen = [infos[i].depth for i in chosen]  # the declared depth of each block
     fig, ax = figure_for(ax, figsize, what)
     colormap = mpl().colormaps[cmap] if isinstance(cmap, str) else cmap

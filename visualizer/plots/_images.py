@@ -25,8 +25,15 @@ import numbers
 
 import numpy as np
 
-from visualizer._arrays import declared_layout, image_geometry, layer_infos, split_layers
-from visualizer._maps import AttentionMaps
+from visualizer._arrays import (
+    as_array,
+    as_maps,
+    image_geometry,
+    layer_label,
+    one_layer,
+    pick_layers,
+    read_item,
+)
 from visualizer._structure import require_tokens
 from visualizer._validate import index
 from visualizer.analysis import rollout
@@ -35,13 +42,11 @@ from visualizer.plots._inputs import (
     add_colorbar,
     color_norm,
     figure_for,
-    head_maps,
     image_rgb,
-    layer_choice,
-    layer_selection,
     model_of,
     mpl,
     panel_grid,
+    single_map,
     what_is_shown,
 )
 
@@ -92,24 +97,16 @@ def plot_grid_to_grid(
     """
     what = "plot_grid_to_grid()"
     rgb = image_rgb(image, f"{what}: image")
-    declared = None
-    if isinstance(attn, AttentionMaps):
-        if layer is None:
-            raise TypeError(
-                f"{what}: attn is an AttentionMaps of {len(attn)} layers; name one with layer=i or "
-                "layer='path' (or pass one layer's map, maps[i])"
-            )
-        declared = declared_layout(attn, layer, call)
-        require_tokens(declared, f"{what}: layer {layer!r}")
-        attn = attn.read(layer, batch=batch, call=call)
-        batch = 0
-    elif layer is not None or call is not None:
-        raise TypeError(f"{what}: layer= and call= pick a layer of an AttentionMaps; attn is one layer's map")
-    heads = _square_heads(attn, batch, what)
-    rows, cols, prefix = image_geometry(heads.shape[-1], grid, prefix_tokens, declared, what)
-    m = _fuse_heads(heads, head, what)
+    maps = as_maps(attn, f"{what}: attn").maps
+    position = one_layer(maps, layer, f"{what}: attn", "layer=i")
+    declared = maps.layout(position, -1 if call is None else call)
+    require_tokens(declared, f"{what}: layer {position} ({maps.names[position]!r})")
+    shape = maps.shape(position, call)
+    _check_square(shape, what)
+    rows, cols, prefix = image_geometry(shape[-1], grid, prefix_tokens, declared, what)
     q = _query_index(query, rows, cols, prefix, what)
-    row = m[q]
+    heads = read_item(maps, position, batch, f"{what}: attn", rows=[q], call=call)
+    row = single_map(heads, head, what)[0]
     patches = row[prefix:].reshape(rows, cols)
     norm = color_norm(scale, vmin, vmax, patches, what)
     if ax is None:
@@ -171,10 +168,10 @@ def plot_cls_attention(
 
     >>> fig = plot_cls_attention(shown, maps, layers=[3, 7, 11])
 
-    ``maps`` is a sequence of per-layer (heads, T, T) or (batch, heads, T, T) maps, or one
-    stacked array, as for :func:`visualizer.analysis.rollout`. ``query`` is the token whose
-    row is drawn (0: CLS). ``head=None`` averages the heads. Each panel says how much of the
-    row's weight lands on the patches at all (the rest goes to prefix tokens). Without
+    ``maps`` is an ``AttentionMaps`` or plain maps, as for :func:`visualizer.analysis.rollout`.
+    ``query`` is the token whose row is drawn (0: CLS). ``head=None`` averages the heads.
+    Each panel says how much of the row's weight lands on the patches at all (the rest goes
+    to prefix tokens). Without
     ``vmin``/``vmax`` each panel is scaled to its own maximum, so weak and strong layers are
     both readable (the colorbar then reads "÷ panel max"); with them, all panels share that
     scale. ``scale`` is the color scale ("linear", "sqrt", "log"). ``show_image`` adds the
@@ -186,16 +183,11 @@ def plot_cls_attention(
     """
     what = "plot_cls_attention()"
     rgb = image_rgb(image, f"{what}: image")
-    if layer_infos(maps) is not None:  # only the query's row of each layer is read
-        chosen, labels = layer_choice(maps, batch, layers, f"{what}: maps")
-        selected = None
-        tokens = [maps.shape(i)[-1] for i in chosen]
-    else:
-        chosen, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
-        tokens = [layer.shape[-1] for layer in selected]
+    maps = as_maps(maps, f"{what}: maps").maps
+    chosen = pick_layers(maps, layers, f"{what}: maps", batch)
+    labels = [layer_label(maps.info(i)) for i in chosen]
     geometries = [
-        image_geometry(count, grid, prefix_tokens, declared_layout(maps, i), what)
-        for i, count in zip(chosen, tokens, strict=True)
+        image_geometry(maps.shape(i)[-1], grid, prefix_tokens, maps.layout(i), what) for i in chosen
     ]
     rows, cols, prefix = geometries[0]
     q = _query_index(query, rows, cols, prefix, what)
@@ -218,12 +210,8 @@ def plot_cls_attention(
     heat = None
     for panel, label, n in zip(panels, labels, range(len(chosen))):
         rows, cols, prefix = geometries[n]
-        if selected is None:
-            _check_square(maps.shape(chosen[n]), what)
-            heads = head_maps(maps.read(chosen[n], batch=batch, rows=[q]), 0, f"{what}: attn")
-            row = _fuse_heads(heads, head, what)[0]
-        else:
-            row = _fuse_heads(_square_heads(selected[n], 0, what), head, what)[q]
+        _check_square(maps.shape(chosen[n]), what)
+        row = single_map(read_item(maps, chosen[n], batch, f"{what}: maps", rows=[q]), head, what)[0]
         patches = row[prefix:].reshape(rows, cols)
         on_patches = float(patches.sum() / max(row.sum(), 1e-12))
         shown = patches if fixed else patches / max(float(patches.max()), 1e-12)
@@ -270,7 +258,8 @@ def plot_rollout(
     >>> fig = plot_rollout(shown, rollout(maps)[0], ax=ax)      # a precomputed (T, T) rollout
 
     ``attentions`` is anything :func:`visualizer.analysis.rollout` takes (``head_fusion``,
-    ``discard_ratio`` and ``start_layer`` go to it), or a precomputed 2-D (T, T) rollout.
+    ``discard_ratio`` and ``start_layer`` go to it), or a precomputed rollout: one 2-D
+    (T, T) array (plain maps of one head are given as (1, T, T)).
     The query's rollout row over the patches is drawn on the image; the color scale
     (``scale``) spans it unless ``vmin``/``vmax`` are given. ``ax=`` draws only the overlay.
     A capture's declared patch grid and prefix tokens place the keys; ``grid`` and
@@ -279,26 +268,22 @@ def plot_rollout(
     """
     what = "plot_rollout()"
     rgb = image_rgb(image, f"{what}: image")
-    precomputed = getattr(attentions, "ndim", None) == 2
-    if precomputed:
-        result = _square_heads(attentions, 0, what)[0]
-        if title is None:
-            title = "rollout"
+    declared = None
+    if getattr(attentions, "ndim", None) == 2:  # a precomputed rollout
+        result = as_array(attentions, f"{what}: attentions")
+        _check_square(result.shape, what)
+        title = "rollout" if title is None else title
     else:
-        result = rollout(
-            attentions, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
-        )
-        if result.ndim == 3:
-            result = result[index(batch, result.shape[0], f"{what}: batch", "batch item")]
+        maps = as_maps(attentions, f"{what}: attentions").maps
+        result = rollout(maps, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer)
+        result = result[index(batch, result.shape[0], f"{what}: batch", "batch item")]
+        declared = maps.layout(0)
         if title is None:
-            count = len(split_layers(attentions, f"{what}: attentions"))
-            start = start_layer % count if -count <= start_layer < count else start_layer
+            count = len(maps)
+            start = start_layer % count
             span = f"layer {start}" if start == count - 1 else f"layers {start}-{count - 1}"
-            title = (
-                f"{model_of(attentions)}rollout of {span}\n({head_fusion} of heads, "
-                f"discard ratio {discard_ratio:g})"
-            )
-    declared = None if precomputed else declared_layout(attentions, 0)
+            fusion = f"{head_fusion} of heads, discard ratio {discard_ratio:g}"
+            title = f"{model_of(maps)}rollout of {span}\n({fusion})"
     rows, cols, prefix = image_geometry(result.shape[-1], grid, prefix_tokens, declared, what)
     q = _query_index(query, rows, cols, prefix, what)
     patches = result[q, prefix:].reshape(rows, cols)
@@ -419,19 +404,6 @@ def _solid_colorbar(colorbar) -> None:
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-
-
-def _fuse_heads(heads: np.ndarray, head, what: str) -> np.ndarray:
-    """(heads, T, T) -> (T, T): the mean over heads, or one head."""
-    if head is None:
-        return heads.mean(axis=0)
-    return heads[index(head, heads.shape[0], f"{what}: head", "head")]
-
-
-def _square_heads(attn, batch: int, what: str) -> np.ndarray:
-    heads = head_maps(attn, batch, f"{what}: attn")
-    _check_square(heads.shape, what)
-    return heads
 
 
 def _check_square(shape, what: str) -> None:

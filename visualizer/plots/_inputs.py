@@ -1,6 +1,6 @@
-"""What every plot shares: matplotlib loaded lazily, inputs checked and brought to numpy, panels laid out.
+"""What every plot shares: matplotlib loaded lazily, inputs checked, panels laid out.
 
->>> m = single_map(maps[3], batch=0, head=None, what="plot_head(): attn")   # (queries, keys)
+>>> m = single_map(read_item(maps, 3, 0, "plot_head()"), None, "plot_head()")   # (queries, keys)
 >>> fig, axes, ncols = panel_grid(7, ncols=4, panel=(3.0, 3.0))              # 2 x 4, one hidden
 
 Figures are made with ``matplotlib.figure.Figure``, never through pyplot: they are not
@@ -17,39 +17,26 @@ import io
 
 import numpy as np
 
-from visualizer._arrays import (
-    as_array,
-    as_rgb_uint8,
-    check_layer_shapes,
-    layer_infos,
-    layer_label,
-    layer_map,
-    layer_maps,
-    require_token_layers,
-    split_layers,
-)
-from visualizer._validate import SCALES, check_scale, color_limits, index, indices, positive_int
+from visualizer._arrays import as_maps, as_rgb_uint8, one_layer, read_item
+from visualizer._validate import SCALES, check_scale, color_limits, index, positive_int
 
 __all__ = [
     "AXES",
     "SCALES",
     "check_axes",
-    "layer_choice",
     "color_norm",
     "draw_matrix",
     "figure_for",
-    "head_maps",
     "image_rgb",
+    "layer_heads",
     "DENSE_KEYS",
     "DENSE_QUANTILE",
     "label_fontsize",
     "matrix_scale",
     "model_of",
     "what_is_shown",
-    "layer_selection",
     "mpl",
     "panel_grid",
-    "pick_batch",
     "single_map",
     "token_labels",
 ]
@@ -93,8 +80,8 @@ def matrix_scale(scale, vmax, values: np.ndarray, what: str = "plot") -> tuple[s
 
 
 def model_of(maps) -> str:
-    """``"VisionTransformer: "``, the model's name and a colon, for an ``AttentionMaps``; else ""."""
-    name = getattr(maps, "model_name", None) if layer_infos(maps) is not None else None
+    """``"VisionTransformer: "``, the model's name and a colon, for a capture; "" for plain maps."""
+    name = getattr(maps, "model_name", None)
     return f"{name}: " if isinstance(name, str) and name else ""
 
 
@@ -197,74 +184,18 @@ def panel_grid(
     return fig, flat[:count], ncols
 
 
-def pick_batch(a: np.ndarray, batch: int, batched: bool, what: str) -> np.ndarray:
-    """Drop the batch axis, checking the index, when the array has one."""
-    if not batched:
-        return a
-    return a[index(batch, a.shape[0], f"{what}: batch", "batch item")]
+def layer_heads(attn, layer, call, batch, what: str) -> np.ndarray:
+    """(heads, queries, keys) of item ``batch`` of the one layer ``attn`` holds or ``layer`` names."""
+    maps = as_maps(attn, f"{what}: attn").maps
+    position = one_layer(maps, layer, f"{what}: attn", "layer=i")
+    return read_item(maps, position, batch, f"{what}: attn", call=call)
 
 
-def head_maps(attn, batch: int, what: str) -> np.ndarray:
-    """(heads, queries, keys) from (queries, keys), (heads, Q, K) or (batch, heads, Q, K)."""
-    a = as_array(attn, what)
-    if a.ndim == 2:
-        return a[None]
-    if a.ndim == 3:
-        return a
-    if a.ndim == 4:
-        return pick_batch(a, batch, True, what)
-    raise ValueError(
-        f"{what} must be (queries, keys), (heads, queries, keys) or (batch, heads, queries, keys), "
-        f"not shape {a.shape}"
-    )
-
-
-def single_map(attn, batch: int, head, what: str) -> np.ndarray:
-    """One (queries, keys) map: one head, or the mean over heads when ``head`` is None."""
-    heads = head_maps(attn, batch, what)
+def single_map(heads: np.ndarray, head, what: str) -> np.ndarray:
+    """(queries, keys) of (heads, queries, keys): one head, or the mean over heads when ``head`` is None."""
     if head is None:
         return heads.mean(axis=0)
     return heads[index(head, heads.shape[0], f"{what}: head", "head")]
-
-
-def layer_choice(maps, batch: int | None, layers, what: str) -> tuple[list[int], list[str]]:
-    """Selected layer positions and captions of an ``AttentionMaps``, checked as by
-    :func:`layer_selection` but with nothing built: for plots that read rows (``maps.rows``)."""
-    infos = layer_infos(maps)
-    items = split_layers(maps, what)
-    chosen = indices(layers, len(items), f"{what}: layers", "layer")
-    require_token_layers(infos, chosen, what)
-    check_layer_shapes([items[i].shape for i in chosen], chosen, what)
-    if batch is not None:
-        index(batch, items[chosen[0]].shape[0], f"{what}: batch", "batch item")
-    return chosen, [layer_label(infos[i], i) for i in chosen]
-
-
-def layer_selection(
-    maps, batch: int | None, layers, what: str
-) -> tuple[list[int], list[np.ndarray], list[str]]:
-    """Selected layer positions, their (heads, Q, K) maps and captions, from anything rollout() takes.
-
-    ``batch=None`` keeps every item: the maps are then (batch, heads, Q, K). An
-    ``AttentionMaps`` gives the captions (:func:`visualizer._arrays.layer_label`) and must
-    declare a tokens layout for every selected layer; only the selected layers are
-    converted, and only they must agree in shape.
-    """
-    infos = layer_infos(maps)
-    items = split_layers(maps, what)
-    chosen = indices(layers, len(items), f"{what}: layers", "layer")
-    require_token_layers(infos, chosen, what)
-    labels = [layer_label(None if infos is None else infos[i], i) for i in chosen]
-    if infos is not None and batch is not None:
-        # One layer built at a time, and only the batch item kept of it.
-        check_layer_shapes([items[i].shape for i in chosen], chosen, what)
-        index(batch, items[chosen[0]].shape[0], f"{what}: batch", "batch item")
-        selected = [layer_map(maps.read(i, batch=batch), f"{what}[{i}]")[0] for i in chosen]
-        return chosen, selected, labels
-    selected, _ = layer_maps([items[i] for i in chosen], what, positions=chosen)
-    if batch is None:
-        return chosen, selected, labels
-    return chosen, [pick_batch(layer, batch, True, what) for layer in selected], labels
 
 
 def check_axes(axes: str, what: str) -> str:

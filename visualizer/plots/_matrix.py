@@ -1,18 +1,23 @@
 """Attention matrices as heatmaps: one head, all heads of a layer, a head grid, layers side by side.
 
->>> plot_head(maps[3], head=2)                      # (batch, heads, Q, K): item 0, head 2
->>> plot_heads(maps[3])                             # every head plus their mean, one shared scale
+>>> plot_head(maps, layer=3, head=2)                # item 0, head 2 of layer 3
+>>> plot_heads(outputs.attentions, layer=3)         # every head plus their mean, one shared scale
 >>> plot_head_grid(maps[3], tokens)                 # heads with token labels
 >>> plot_layers(maps, head=None)                    # the head-mean of each layer
 >>> plot_head(maps[3], axes="cartesian")            # origin bottom left, x = query, y = key
 
-Each returns a ``matplotlib.figure.Figure``; none calls ``plt.show()``.
+Each takes an ``AttentionMaps`` or plain maps (:meth:`AttentionMaps.from_arrays
+<visualizer.AttentionMaps.from_arrays>`): one layer's (Q, K), (heads, Q, K) or (batch, heads,
+Q, K), or several layers, of which ``layer=`` names the one to draw (``call=`` the call of a
+layer that ran several times). ``batch`` picks the item. Each returns a
+``matplotlib.figure.Figure``; none calls ``plt.show()``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from visualizer._arrays import as_maps, layer_label, pick_layers, read_item
 from visualizer._validate import index, indices
 from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
@@ -21,8 +26,7 @@ from visualizer.plots._inputs import (
     color_norm,
     draw_matrix,
     figure_for,
-    head_maps,
-    layer_selection,
+    layer_heads,
     matrix_scale,
     model_of,
     panel_grid,
@@ -38,6 +42,8 @@ def plot_head(
     attn,
     head: int | None = 0,
     *,
+    layer: int | str | None = None,
+    call: int | None = None,
     batch: int = 0,
     tokens=None,
     key_tokens=None,
@@ -56,7 +62,7 @@ def plot_head(
     >>> fig = plot_head(maps[3], head=2)            # (batch, heads, Q, K) -> item 0, head 2
     >>> fig = plot_head(attn_2d, ax=axes[0, 1])     # (Q, K) into a panel of your own figure
 
-    ``attn`` is (Q, K), (heads, Q, K) or (batch, heads, Q, K); ``head=None`` draws the mean
+    ``attn`` is one layer's map or several layers (see the module docstring); ``head=None`` draws the mean
     over heads. ``tokens`` label the queries (and the keys too when the map is square,
     unless ``key_tokens`` are given). ``axes="image"`` puts queries on rows from the top and
     keys on columns; ``axes="cartesian"`` puts the origin bottom left, x = query, y = key.
@@ -68,8 +74,8 @@ def plot_head(
     """
     what = "plot_head()"
     check_axes(axes, what)
-    heads = head_maps(attn, batch, f"{what}: attn")
-    m = single_map(heads, 0, head, f"{what}: attn")
+    heads = layer_heads(attn, layer, call, batch, what)
+    m = single_map(heads, head, f"{what}: attn")
     queries, keys = _labels(tokens, key_tokens, m.shape, what)
     fig, ax = figure_for(ax, figsize, what)
     image = draw_matrix(
@@ -85,7 +91,7 @@ def plot_head(
         what=what,
     )
     if title is None:
-        if _ndim(attn) == 2:
+        if getattr(attn, "ndim", None) == 2:
             title = "attention"
         elif head is None:
             title = f"mean of {heads.shape[0]} heads"
@@ -100,6 +106,8 @@ def plot_head(
 def plot_heads(
     attn,
     *,
+    layer: int | str | None = None,
+    call: int | None = None,
     batch: int = 0,
     tokens=None,
     key_tokens=None,
@@ -117,36 +125,23 @@ def plot_heads(
 
     >>> fig = plot_heads(maps[3])                   # 6 heads + mean: 7 panels, 4 per row
 
-    ``attn`` is (heads, Q, K) or (batch, heads, Q, K) (or (Q, K): one head). With
+    ``attn``, ``layer`` and ``batch`` are as for :func:`plot_head`. With
     ``shared_scale`` all panels share one color scale and one colorbar, so heads compare
     directly; otherwise each panel has its own.
     """
     what = "plot_heads()"
-    heads = head_maps(attn, batch, f"{what}: attn")
+    heads = layer_heads(attn, layer, call, batch, what)
     maps = list(heads) + [heads.mean(axis=0)]
     titles = [f"head {h}" for h in range(heads.shape[0])] + [f"mean of {heads.shape[0]}"]
-    return _panels(
-        maps,
-        titles,
-        what,
-        tokens=tokens,
-        key_tokens=key_tokens,
-        ncols=ncols,
-        axes=axes,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        scale=scale,
-        title=title,
-        shared_scale=shared_scale,
-        figsize=figsize,
-    )
+    return _panels(maps, titles, what, **_styling(locals()))
 
 
 def plot_head_grid(
     attn,
     tokens=None,
     *,
+    layer: int | str | None = None,
+    call: int | None = None,
     heads=None,
     batch: int = 0,
     key_tokens=None,
@@ -164,28 +159,13 @@ def plot_head_grid(
 
     >>> fig = plot_head_grid(maps[2], tokens, heads=[0, 3, 7])
 
-    ``attn`` is (heads, Q, K) or (batch, heads, Q, K); ``heads`` is a list of head indices
+    ``attn``, ``layer`` and ``batch`` are as for :func:`plot_head`; ``heads`` is a list of head indices
     (None: all). ``tokens`` label the queries and, for a square map, the keys.
     """
     what = "plot_head_grid()"
-    all_heads = head_maps(attn, batch, f"{what}: attn")
+    all_heads = layer_heads(attn, layer, call, batch, what)
     chosen = indices(heads, all_heads.shape[0], f"{what}: heads", "head")
-    return _panels(
-        [all_heads[h] for h in chosen],
-        [f"head {h}" for h in chosen],
-        what,
-        tokens=tokens,
-        key_tokens=key_tokens,
-        ncols=ncols,
-        axes=axes,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        scale=scale,
-        title=title,
-        shared_scale=shared_scale,
-        figsize=figsize,
-    )
+    return _panels([all_heads[h] for h in chosen], [f"head {h}" for h in chosen], what, **_styling(locals()))
 
 
 def plot_layers(
@@ -211,33 +191,41 @@ def plot_layers(
     >>> fig = plot_layers(cache["Attention.forward"])          # 12 x (1, 6, T, T)
     >>> fig = plot_layers(maps, head=0, layers=[0, 5, 11])
 
-    ``maps`` is what :func:`visualizer.analysis.rollout` takes: a sequence of per-layer
-    (heads, Q, K) or (batch, heads, Q, K) maps, or one stacked array, or an
-    ``AttentionMaps``, whose panels are captioned with what the capture declared ("layer 3",
+    ``maps`` is what :func:`visualizer.analysis.rollout` takes: an ``AttentionMaps`` or
+    plain maps (a sequence of per-layer (heads, Q, K) or (batch, heads, Q, K) maps, one
+    (layers, batch, heads, Q, K) array), whose panels are captioned with what the capture declared ("layer 3",
     "decoder layer 1, cross"); its selected layers must have a tokens layout (LayoutError
     otherwise). The selected layers must agree in queries and keys.
     """
     what = "plot_layers()"
-    _, selected, labels = layer_selection(maps, batch, layers, f"{what}: maps")
-    panels = [single_map(m, 0, head, f"{what}: maps") for m in selected]
+    maps = as_maps(maps, f"{what}: maps").maps
+    chosen = pick_layers(maps, layers, f"{what}: maps", batch)
+    panels = [single_map(read_item(maps, i, batch, f"{what}: maps"), head, what) for i in chosen]
+    labels = [layer_label(maps.info(i)) for i in chosen]
     if title is None:
         title = f"{model_of(maps)}attention by layer ({what_is_shown(head)})"
-    return _panels(
-        panels,
-        labels,
-        what,
-        tokens=tokens,
-        key_tokens=key_tokens,
-        ncols=ncols,
-        axes=axes,
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        scale=scale,
-        title=title,
-        shared_scale=shared_scale,
-        figsize=figsize,
-    )
+    return _panels(panels, labels, what, **_styling(locals()))
+
+
+#: The arguments of the panel plots that only say how the panels look, passed on to _panels.
+_STYLING = (
+    "tokens",
+    "key_tokens",
+    "ncols",
+    "axes",
+    "cmap",
+    "vmin",
+    "vmax",
+    "scale",
+    "title",
+    "shared_scale",
+    "figsize",
+)
+
+
+def _styling(arguments: dict) -> dict:
+    """The styling arguments among a panel plot's ``locals()``."""
+    return {name: arguments[name] for name in _STYLING}
 
 
 def _panels(
@@ -295,10 +283,6 @@ def _panels(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def _ndim(value) -> int:
-    return len(getattr(value, "shape", np.shape(value)))
 
 
 def _labels(tokens, key_tokens, shape, what: str):

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._validate import index
 from visualizer.plots._colors import ATTENTION_CMAP
 from visualizer.plots._inputs import (
     add_colorbar,
     check_axes,
     draw_matrix,
     figure_for,
-    head_maps,
+    layer_heads,
+    single_map,
     token_labels,
 )
 
@@ -32,6 +32,8 @@ def plot_token_heatmap(
     *,
     key_tokens=None,
     head: int | None = None,
+    layer: int | str | None = None,
+    call: int | None = None,
     batch: int = 0,
     axes: str = "image",
     annotate: bool | None = None,
@@ -48,7 +50,9 @@ def plot_token_heatmap(
 
     >>> fig = plot_token_heatmap(attentions[2], ["[CLS]", "the", "cat", "[SEP]"])
 
-    ``attn`` is (T, T), (heads, T, T) or (batch, heads, T, T); ``head=None`` (the default)
+    ``attn`` is one layer's (T, T), (heads, T, T) or (batch, heads, T, T), or several layers
+    (``outputs.attentions``, an ``AttentionMaps``) of which ``layer=`` names one (``call=``
+    the call of a layer that ran several times); ``head=None`` (the default)
     averages the heads. ``tokens`` label the queries, and the keys too unless
     ``key_tokens`` are given (cross-attention: queries are the target, keys the source).
     ``annotate`` writes each weight in its cell; None does so for maps of up to
@@ -56,8 +60,7 @@ def plot_token_heatmap(
     """
     what = "plot_token_heatmap()"
     check_axes(axes, what)
-    heads = head_maps(attn, batch, f"{what}: attn")
-    m = heads.mean(axis=0) if head is None else heads[index(head, len(heads), f"{what}: head", "head")]
+    m = single_map(layer_heads(attn, layer, call, batch, what), head, what)
     if tokens is None:
         raise TypeError(
             f"{what}: tokens is required, a list of strings with one per query; for a map "

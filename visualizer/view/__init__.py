@@ -10,9 +10,11 @@
 >>> text_view(maps, tokens, prompt_length=12)             # long texts, generation: prose, shaded
 >>> neuron_view(maps, tokens, layer=1, head=3)            # one pair's query, key and their product
 
-``attentions`` is a sequence of per-layer maps, (batch, heads, queries, keys) or
-(heads, queries, keys), numpy or torch, or one stacked array with a leading layer axis,
-or an ``AttentionMaps``, whose declared module paths label the layers (a layer declared
+``attentions`` is an ``AttentionMaps``, whose declared module paths label the layers, or
+plain maps, which each view turns into one (:meth:`AttentionMaps.from_arrays
+<visualizer.AttentionMaps.from_arrays>`: ``outputs.attentions`` or any tuple or list of
+per-layer maps, (batch, heads, queries, keys) or (heads, queries, keys), numpy or torch;
+one array of 4 axes is one layer, of 5 a stack of layers), labelled "layer i" (a layer declared
 with windows or channels is refused: LayoutError; ``maps.scatter(name)`` puts a windowed
 layer on the token grid). In a notebook a view shows itself
 (``_repr_html_``: a sandboxed ``<iframe srcdoc>``, so no requireJS, CDN or extension);

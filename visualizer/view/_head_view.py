@@ -4,10 +4,11 @@
 >>> view.save("bert_heads.html")
 >>> head_view(maps, encoder_tokens, decoder_tokens=decoder_tokens)   # BART, T5, nn.Transformer
 
-``attentions``: per-layer (batch, heads, queries, keys) or (heads, queries, keys) maps, or
-a stacked (layers, ...) array, numpy or torch; see :mod:`visualizer.view._maps`. An
-``AttentionMaps`` of an encoder-decoder model (its layers declared encoder / decoder, self /
-cross) gets a selector: encoder self-attention, decoder self-attention and cross-attention
+``attentions``: an ``AttentionMaps`` or plain maps (:meth:`AttentionMaps.from_arrays
+<visualizer.AttentionMaps.from_arrays>`: ``outputs.attentions``, per-layer maps, a stacked
+array, numpy or torch). Maps of an encoder-decoder model (a capture, or a Hugging Face
+``outputs`` with its encoder, decoder and cross attentions) get a selector:
+encoder self-attention, decoder self-attention and cross-attention
 (decoder tokens as queries, encoder tokens as keys).
 """
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from visualizer._arrays import as_maps
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_text, check_title, plural, render_fragment
-from visualizer.view._maps import initial_head, initial_layer, stack_attentions
+from visualizer.view._maps import initial_head, initial_layer, stack_layers
 from visualizer.view._sections import keep_layers, sections
 from visualizer.view._tokens import pretty_tokens
 
@@ -63,6 +65,7 @@ def head_view(
     In the view, click heads to tick or untick them, double-click one to solo it; hover a
     token to see only its lines, click it to pin it (click again to release).
     """
+    attentions = as_maps(attentions, "head_view(): attentions").maps
     groups = sections(attentions)
     if groups is None and decoder_tokens is not None:
         raise ValueError(
@@ -74,7 +77,7 @@ def head_view(
     tokens = check_tokens(tokens, "tokens")
     if groups is not None:
         return _sectioned(attentions, groups, tokens, locals())
-    stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
+    stack = stack_layers(attentions, batch=batch, layers=layers, heads=heads)
     start_layer = initial_layer(stack, layer, "head_view()")
     start = initial_heads(stack, head, "head_view()")
     _, _, queries, keys = stack.maps.shape
@@ -131,7 +134,7 @@ def _sectioned(attentions, groups, tokens, args) -> AttentionView:
         chosen_layer = index(args["layer"], count, "head_view(): layer", "layer")
     built, extra, start_section, start_layer, start = [], {}, 0, None, None
     for number, (name, positions) in enumerate(groups):
-        stack = stack_attentions(attentions, batch=args["batch"], layers=positions, heads=args["heads"])
+        stack = stack_layers(attentions, batch=args["batch"], layers=positions, heads=args["heads"])
         _, _, queries, keys = stack.maps.shape
         query_tokens = tokens if name == "Encoder self" else decoder_tokens
         _check_count(

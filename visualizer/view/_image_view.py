@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 import operator
 
-from visualizer._arrays import as_rgb_uint8, declared_defaults, declared_layout
+from visualizer._arrays import as_maps, as_rgb_uint8, declared_defaults
 from visualizer._maps import AttentionMaps
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._image import png_base64
-from visualizer.view._maps import initial_head, initial_layer, stack_attentions
+from visualizer.view._maps import initial_head, initial_layer, stack_layers
 
 __all__ = ["declared_geometry", "image_panel", "image_view"]
 
@@ -60,8 +60,9 @@ def image_view(
       64 steps when the view is built, so this needs matplotlib), by default the one of every
       figure (``visualizer.plots._colors.ATTENTION_CMAP``).
     """
-    grid, prefix_tokens = declared_geometry(attentions, layers, grid, prefix_tokens)
-    stack = stack_attentions(attentions, batch=batch, layers=layers, heads=heads)
+    attentions = as_maps(attentions, "image_view(): attentions").maps
+    stack = stack_layers(attentions, batch=batch, layers=layers, heads=heads)
+    grid, prefix_tokens = declared_geometry(attentions, stack.layer_index, grid, prefix_tokens)
     start_layer = initial_layer(stack, layer, "image_view()")
     start_head = initial_head(stack, head, ("mean",), "image_view()")
     _, _, queries, keys = stack.maps.shape
@@ -92,19 +93,11 @@ def image_view(
     return AttentionView("image", fragment, title=title, height=200 + panel["panel"][1], summary=summary)
 
 
-def declared_geometry(attentions, layers, grid, prefix_tokens) -> tuple:
-    """``(grid, prefix_tokens)`` for a view: each as given, else what a capture declared for the
-    first kept layer (:func:`~visualizer._arrays.declared_defaults`), else None and 1."""
-    layout = None
-    if isinstance(attentions, AttentionMaps) and len(attentions):
-        first = 0
-        if isinstance(layers, int) and not isinstance(layers, bool):
-            first = layers
-        elif isinstance(layers, (list, tuple)) and layers and isinstance(layers[0], int):
-            first = layers[0]
-        if -len(attentions) <= first < len(attentions):  # (a bad selection is refused later)
-            layout = declared_layout(attentions, first)
-    return declared_defaults(grid, prefix_tokens, layout)
+def declared_geometry(maps: AttentionMaps, kept, grid, prefix_tokens) -> tuple:
+    """``(grid, prefix_tokens)`` for a view: each as given, else what the capture declared for the
+    first of the ``kept`` layer positions (:func:`~visualizer._arrays.declared_defaults`), else
+    None and 1."""
+    return declared_defaults(grid, prefix_tokens, maps.layout(kept[0]))
 
 
 def image_panel(

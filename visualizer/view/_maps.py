@@ -1,23 +1,16 @@
-"""Attention maps in, one (layers, heads, queries, keys) float32 array out.
+"""The kept layers and heads of one batch item, as one (layers, heads, queries, keys) float32 array.
 
->>> stack = stack_attentions(cache["Attention.forward"], layers=[0, -1])
+>>> stack = stack_layers(as_maps(cache["Attention.forward"], "attentions").maps, layers=[0, -1])
 >>> stack.maps.shape                         # (layers, heads, queries, keys)
 (2, 6, 257, 257)
->>> stack.layer_labels
+>>> stack.layer_labels                       # the declared paths; plain maps: "layer i"
 ['layer 0', 'layer 11']
 
-What is accepted (see :func:`visualizer._arrays.split_layers`), and why a bare 3-d array is not:
-
-- an ``AttentionMaps``: its declared layer paths (``maps.infos``) become the layer labels,
-  and every selected layer must be declared with a tokens layout: windowed (Swin) and
-  channel (XCiT) layers are refused with a LayoutError naming the fix;
-- a sequence of per-layer maps, each (heads, queries, keys) or (batch, heads, queries, keys),
-  numpy arrays or torch tensors: ``get_local.cache[key]`` or a list, labelled by position;
-- one stacked array, (layers, heads, queries, keys) or (layers, batch, heads, queries, keys).
-
-A bare (heads, T, T) array could just as well be (layers, T, T) with the heads fused, so it
-is refused with the fix (wrap it in a list) rather than guessed. Only the selected layers
-are converted to numpy. Selections follow :mod:`visualizer._validate`.
+Every view turns what it is given into an ``AttentionMaps`` at its entry
+(:func:`visualizer._arrays.as_maps`); its declared layer paths label the layers, and every
+selected layer must be declared with a tokens layout: windowed (Swin) and channel (XCiT)
+layers are refused with a LayoutError naming the fix. Only the kept item, layers and heads
+are read. Selections follow :mod:`visualizer._validate`.
 """
 
 from __future__ import annotations
@@ -26,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
+from visualizer._arrays import pick_layers, read_item
+from visualizer._maps import AttentionMaps
 from visualizer._validate import index, indices
 
-__all__ = ["LayerStack", "initial_head", "initial_layer", "stack_attentions"]
+__all__ = ["LayerStack", "check_weights", "initial_head", "initial_layer", "stack_layers"]
 
 
 @dataclass(frozen=True)
@@ -84,52 +78,42 @@ def initial_head(stack: LayerStack, head, modes: tuple[str, ...], what: str):
     return stack.head_index.index(chosen)
 
 
-def stack_attentions(attentions, *, batch: int = 0, layers=None, heads=None) -> LayerStack:
-    """Validate ``attentions`` and return the selected layers and heads of one batch item.
+def stack_layers(maps: AttentionMaps, *, batch: int = 0, layers=None, heads=None) -> LayerStack:
+    """The selected layers and heads of item ``batch`` of ``maps``, checked to be attention weights.
 
-    Raises TypeError for what is not attention maps, IndexError for an out-of-range batch,
+    Raises TypeError for a batch that is not an int, IndexError for an out-of-range batch,
     layer or head, LayoutError for a selected layer declared with windows or channels, and
     ValueError for inconsistent shapes or values that are not attention weights (negative,
     NaN or infinite: pass softmax probabilities, not scores).
     """
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise TypeError(f"batch must be an int; got {type(batch).__name__}")
-    infos = layer_infos(attentions)
-    per_layer = split_layers(attentions, "attentions")
-    layer_index = indices(layers, len(per_layer), "layers", "layer")
-    require_token_layers(infos, layer_index, "attentions")
-    arrays = []
-    for position in layer_index:
-        array = layer_map(per_layer[position], f"attentions[{position}]")
-        if array.ndim == 4:
-            array = array[
-                index(batch, array.shape[0], f"batch (attentions[{position}] {array.shape})", "batch item")
-            ]
-            if infos is not None:  # a layer built for this: keep its item, not the whole batch
-                array = array.copy()
-        arrays.append(array)
-    shapes = {array.shape for array in arrays}
-    if len(shapes) > 1:
-        raise ValueError(f"all layers must have the same (heads, queries, keys) shape; got {sorted(shapes)}")
-    head_index = indices(heads, arrays[0].shape[0], "heads", "head")
-    maps = np.stack([array[head_index] for array in arrays]).astype(np.float32)
-    if 0 in maps.shape:
-        raise ValueError(f"attentions has an empty dimension: (heads, queries, keys) = {arrays[0].shape}")
-    if not np.isfinite(maps).all():
-        raise ValueError("attentions holds NaN or infinite values; pass finite attention weights")
-    low = float(maps.min())
-    if low < 0:
-        raise ValueError(
-            f"attentions holds negative values (min {low:.4g}): attention weights are >= 0. "
-            "Pass the softmax probabilities, not the scores before the softmax."
-        )
-    labels = [infos[i].path if infos is not None else f"layer {i}" for i in layer_index]
+    layer_index = pick_layers(maps, layers, "attentions", batch)
+    counts = {maps.shape(i)[1] for i in layer_index}
+    if len(counts) > 1:
+        raise ValueError(f"all layers must have the same number of heads; got {sorted(counts)}")
+    head_count = counts.pop()
+    head_index = indices(heads, head_count, "heads", "head")
+    arrays = [read_item(maps, i, batch, f"attentions[{i}]", heads=head_index) for i in layer_index]
+    stacked = check_weights(np.stack(arrays).astype(np.float32), "attentions")
     return LayerStack(
-        maps,
-        labels,
+        stacked,
+        [maps.info(i).path for i in layer_index],
         [str(h) for h in head_index],
         tuple(layer_index),
         tuple(head_index),
-        len(per_layer),
-        arrays[0].shape[0],
+        len(maps),
+        head_count,
     )
+
+
+def check_weights(array: np.ndarray, what: str) -> np.ndarray:
+    """``array``, refused unless it holds attention weights (finite, >= 0)."""
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} holds NaN or infinite values; pass finite attention weights")
+    if array.size and array.min() < 0:
+        raise ValueError(
+            f"{what} holds negative values (min {float(array.min()):.4g}): attention weights are >= 0. "
+            "Pass the softmax probabilities, not the scores before the softmax."
+        )
+    return array

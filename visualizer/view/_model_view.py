@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import layer_infos, layer_map, require_token_layers, split_layers
-from visualizer._maps import AttentionMaps
+from visualizer._arrays import as_array, as_maps, pick_layers, read_item
 from visualizer._validate import index, indices, positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
@@ -32,6 +31,7 @@ from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._downsample import block_average, block_means
 from visualizer.view._head_view import check_tokens, shown_tokens
 from visualizer.view._image_view import declared_geometry, image_panel
+from visualizer.view._maps import check_weights
 from visualizer.view._sections import keep_layers, sections
 
 __all__ = ["DETAIL_CELLS", "DETAIL_TOKENS", "model_view"]
@@ -60,8 +60,8 @@ def model_view(
 ) -> AttentionView:
     """A grid of layers x heads, each a small heat map of its map; click one to see it in detail.
 
-    - ``attentions``: per-layer (batch, heads, queries, keys) or (heads, queries, keys) maps, a
-      stacked array, or an ``AttentionMaps`` (rows labelled with its declared module paths);
+    - ``attentions``: an ``AttentionMaps`` (rows labelled with its declared module paths) or
+      plain maps (:meth:`AttentionMaps.from_arrays`);
     - ``tokens``: one string per position (prettified as in the head view, ``scheme=``): the
       detail panel is then the head view of that layer, opened on the clicked head; for an
       encoder-decoder capture, the encoder's tokens, with ``decoder_tokens`` the decoder's;
@@ -77,8 +77,8 @@ def model_view(
     if image is not None and (tokens is not None or decoder_tokens is not None):
         raise ValueError("pass tokens= for text or image= for a picture, not both")
     title = check_title(title, "Attention: every layer and head")
-    infos = layer_infos(attentions)
-    per_layer = split_layers(attentions, "attentions")
+    attentions = as_maps(attentions, "model_view(): attentions").maps
+    count = len(attentions)
     groups = sections(attentions)
     if groups is None:
         if decoder_tokens is not None:
@@ -86,20 +86,21 @@ def model_view(
                 "decoder_tokens= is for an AttentionMaps of an encoder-decoder model; these maps declare "
                 "no cross-attention. Drop decoder_tokens="
             )
-        groups = [(None, indices(layers, len(per_layer), "layers", "layer"))]
+        groups = [(None, indices(layers, count, "layers", "layer"))]
     else:
         if image is not None:
             raise ValueError(
                 "image= needs self-attention maps of a vision model, not an encoder-decoder capture"
             )
-        groups = keep_layers(groups, layers, len(per_layer))
+        groups = keep_layers(groups, layers, count)
         if tokens is not None and decoder_tokens is None:
             raise ValueError(
                 "these maps come from an encoder-decoder model: pass decoder_tokens= besides tokens= (the "
                 "encoder's), or neither"
             )
     chosen = [position for _, positions in groups for position in positions]
-    require_token_layers(infos, chosen, "attentions")
+    for name, positions in groups:  # tokens layouts; within a section, one shape
+        pick_layers(attentions, positions, "attentions")
     if image is not None:
         grid, prefix_tokens = declared_geometry(attentions, chosen, grid, prefix_tokens)
     tokens = None if tokens is None else check_tokens(tokens, "tokens")
@@ -119,7 +120,7 @@ def model_view(
     }
     for name, positions in groups:
         for position in positions:
-            row, small, payload = _layer(attentions, per_layer, position, name, batch, thumb, setup, options)
+            row, small, payload = _layer(attentions, position, name, batch, thumb, setup, options)
             row["data"] = f"tvz-layer-{len(rows)}"
             extra[row["data"]] = payload
             rows.append(row)
@@ -155,12 +156,12 @@ def model_view(
     return AttentionView("model", fragment, title=title, height=height, summary=summary)
 
 
-def _layer(attentions, per_layer, position: int, name, batch: int, thumb: int, setup: dict, args: dict):
+def _layer(attentions, position: int, name, batch: int, thumb: int, setup: dict, args: dict):
     """One row of the grid: ``(row config, thumbnail (heads, q, k), detail payload)``.
 
-    The full map is built only where the detail panel gets it (a head view of at most
-    :data:`DETAIL_TOKENS` tokens, an image view); for a long map of an ``AttentionMaps`` the
-    block means are summed one row block at a time, so not even that layer is held whole.
+    The full map is read only where the detail panel gets it (a head view of at most
+    :data:`DETAIL_TOKENS` tokens, an image view); for a longer map the block means are summed
+    one row block at a time, so not even that layer is held whole.
     """
     tokens, decoder_tokens, image, scheme = (
         args["tokens"],
@@ -168,28 +169,24 @@ def _layer(attentions, per_layer, position: int, name, batch: int, thumb: int, s
         args["image"],
         args["scheme"],
     )
-    shape = tuple(per_layer[position].shape) if hasattr(per_layer[position], "shape") else None
-    queries, keys = (shape[-2], shape[-1]) if shape is not None and len(shape) in (3, 4) else (None, None)
+    _, count, queries, keys = attentions.shape(position)
+    heads = _head_index(setup, count, position)
     detail = "image" if image is not None else "head" if tokens is not None else "heatmap"
-    if detail == "head" and queries is not None and max(queries, keys) > DETAIL_TOKENS:
+    if detail == "head" and max(queries, keys) > DETAIL_TOKENS:
         detail = "heatmap"
-    if detail == "heatmap" and isinstance(attentions, AttentionMaps):
-        heads = _head_index(setup, shape[1], position)
+    if detail == "heatmap":
         blocks = _row_blocks(attentions, position, batch, heads)
         (small, steps), (large, detail_steps) = block_means(
             blocks, len(heads), queries, keys, (thumb, DETAIL_CELLS)
         )
     else:
-        weights = _one_layer(per_layer[position], position, batch)
-        weights = weights[_head_index(setup, weights.shape[0], position)]
-        queries, keys = weights.shape[1:]
-        detail = "heatmap" if detail == "head" and max(queries, keys) > DETAIL_TOKENS else detail
+        what = f"attentions[{position}]"
+        weights = check_weights(
+            read_item(attentions, position, batch, what, heads=heads).astype(np.float32), what
+        )
         small, steps = block_average(weights, thumb)
-        if detail == "heatmap":
-            large, detail_steps = block_average(weights, DETAIL_CELLS)
-    infos = layer_infos(attentions)
     row = {
-        "label": infos[position].path if infos is not None else f"layer {position}",
+        "label": attentions.info(position).path,
         "layer": position,
         "section": name,
         "shape": [queries, keys],
@@ -235,41 +232,13 @@ def _head_index(setup: dict, count: int, position: int) -> list[int]:
 
 
 def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
-    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of an AttentionMaps, checked."""
+    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of item ``batch``, checked."""
+    item = index(batch, attentions.shape(position)[0], f"attentions[{position}]: batch", "batch item")
     for start, block in attentions.row_blocks(position, heads=heads):
-        item = index(
-            batch, block.shape[0], f"batch (attentions[{position}] {tuple(block.shape)})", "batch item"
+        yield (
+            start,
+            check_weights(as_array(block[item], "attentions"), f"attentions[{position}]").astype(np.float32),
         )
-        yield start, _checked(block[item].detach().float().cpu().numpy(), position)
-
-
-def _checked(array, position: int):
-    """``array`` (float32), refused unless it holds attention weights (finite, >= 0)."""
-    if not np.isfinite(array).all():
-        raise ValueError(
-            f"attentions[{position}] holds NaN or infinite values; pass finite attention weights"
-        )
-    if array.size and array.min() < 0:
-        raise ValueError(
-            f"attentions[{position}] holds negative values (min {float(array.min()):.4g}): attention weights "
-            "are >= 0. Pass the softmax probabilities, not the scores before the softmax."
-        )
-    return array
-
-
-def _one_layer(item, position: int, batch: int):
-    """One layer as (heads, queries, keys) float32, checked to be attention weights."""
-    array = layer_map(item, f"attentions[{position}]")
-    if array.ndim == 4:
-        array = array[
-            index(batch, array.shape[0], f"batch (attentions[{position}] {array.shape})", "batch item")
-        ]
-    array = np.asarray(array, dtype=np.float32)
-    if 0 in array.shape:
-        raise ValueError(
-            f"attentions[{position}] has an empty dimension: (heads, queries, keys) = {array.shape}"
-        )
-    return _checked(array, position)
 
 
 def _row_tokens(token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int) -> str:

@@ -1,17 +1,15 @@
-"""Attention maps read one block of query rows at a time, whatever form they come in (for the text view).
+"""The kept layers and heads of one batch item of an ``AttentionMaps``, read a block of query rows
+at a time (for the text view).
 
->>> source = row_source(maps, batch=0, layers=None, heads=None, what="text_view()")
+>>> source = row_reader(maps, batch=0, layers=None, heads=None, what="text_view()")
 >>> source.shape                                   # (layers, heads, queries, keys) kept
 (4, 8, 4096, 4096)
 >>> for layer, start, block in source.blocks():    # block: (heads, rows, keys) float32
 ...     ...
 
-Accepted: an ``AttentionMaps`` (a layer that ran once is read with ``maps.row_blocks``; one
-that ran once per step of ``model.generate`` is read with ``maps.generation(i, rows=...)``,
-the stitched causal map of the run), a sequence of per-layer maps, (heads, queries, keys) or
-(batch, heads, queries, keys), numpy or torch (``[maps.generation(i) for i in ...]`` too), or
-one stacked (layers, [batch,] heads, queries, keys) array. A rebuilt layer is never built
-whole: at most ``heads x ROWS x keys`` weights are held at once.
+A layer that ran once is read with ``maps.rows``; one that ran once per step of
+``model.generate`` with ``maps.generation(i, rows=...)``, the stitched causal map of the run.
+A rebuilt layer is never built whole: at most ``heads x ROWS x keys`` weights are held at once.
 """
 
 from __future__ import annotations
@@ -20,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visualizer._arrays import as_array, layer_infos, layer_map, require_token_layers, split_layers
+from visualizer._arrays import as_array
 from visualizer._blockwise import ROWS
 from visualizer._maps import AttentionMaps
+from visualizer._structure import require_tokens
 from visualizer._validate import index, indices
 
-__all__ = ["RowSource", "row_source"]
+__all__ = ["RowSource", "row_reader"]
 
 
 @dataclass(frozen=True)
@@ -48,49 +47,14 @@ class RowSource:
                 yield position, start, self.read(layer, start, min(start + ROWS, queries))
 
 
-def row_source(attentions, *, batch: int, layers, heads, what: str) -> RowSource:
-    """Check ``attentions`` (see the module docstring) and return a :class:`RowSource` of it."""
+def row_reader(maps: AttentionMaps, *, batch: int, layers, heads, what: str) -> RowSource:
+    """The :class:`RowSource` of the kept ``layers`` and ``heads`` of item ``batch`` of ``maps``."""
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise TypeError(f"{what}: batch must be an int; got {type(batch).__name__}")
-    if isinstance(attentions, AttentionMaps) and len(attentions):
-        return _from_maps(attentions, batch, layers, heads, what)
-    per_layer = split_layers(attentions, f"{what}: attentions")
-    layer_index = indices(layers, len(per_layer), f"{what}: layers", "layer")
-    arrays = {}
-    for position in layer_index:
-        array = layer_map(per_layer[position], f"{what}: attentions[{position}]")
-        if array.ndim == 4:
-            array = array[
-                index(
-                    batch,
-                    array.shape[0],
-                    f"{what}: batch (attentions[{position}] {array.shape})",
-                    "batch item",
-                )
-            ]
-        arrays[position] = array
-    shape = _common_shape({p: a.shape for p, a in arrays.items()}, what)
-    head_index = indices(heads, shape[0], f"{what}: heads", "head")
-
-    def read(layer, start, stop):
-        return np.asarray(arrays[layer][head_index, start:stop], dtype=np.float32)
-
-    labels = [f"layer {i}" for i in layer_index]
-    return RowSource(
-        read,
-        (len(layer_index), len(head_index), *shape[1:]),
-        tuple(layer_index),
-        tuple(head_index),
-        labels,
-        len(per_layer),
-        shape[0],
-    )
-
-
-def _from_maps(maps: AttentionMaps, batch: int, layers, heads, what: str) -> RowSource:
-    infos = layer_infos(maps)
+    infos = maps.infos
     layer_index = indices(layers, len(maps), f"{what}: layers", "layer")
-    require_token_layers(infos, layer_index, f"{what}: attentions")
+    for i in layer_index:
+        require_tokens(infos[i].layout, f"{what}: attentions: layer {i} ({infos[i].path!r})")
     shapes, stitched = {}, {}
     for position in layer_index:
         info = infos[position]

@@ -2,17 +2,16 @@
 
 >>> sections(maps)                 # an AttentionMaps of a BART, T5 or nn.Transformer
 [('Encoder self', [0, 1]), ('Decoder self', [2, 4]), ('Cross', [3, 5])]
->>> sections([attn0, attn1])       # plain maps declare nothing: None
+>>> sections(plain)                # one stack (plain maps declare no roles): None
 >>> keep_layers(sections(maps), layers=[0, 3], count=6)
 [('Encoder self', [0]), ('Cross', [3])]
 
-Only what the capture declares counts (``LayerInfo.role`` and ``.kind``): a model with one
+Only what the maps declare counts (``LayerInfo.role`` and ``.kind``): a model with one
 stack, or plain maps, has no sections. Indices are positions among all captured layers.
 """
 
 from __future__ import annotations
 
-from visualizer._arrays import layer_infos
 from visualizer._validate import indices
 
 __all__ = ["SECTION_NAMES", "keep_layers", "sections"]
@@ -22,8 +21,8 @@ SECTION_NAMES = ("Encoder self", "Decoder self", "Cross")
 
 def sections(attentions) -> list[tuple[str, list[int]]] | None:
     """``[(name, layer positions), ...]`` for an encoder-decoder ``AttentionMaps``; None otherwise."""
-    infos = layer_infos(attentions)
-    if infos is None or not any(info.kind == "cross" and info.role == "decoder" for info in infos):
+    infos = attentions.infos
+    if not any(info.kind == "cross" and info.role == "decoder" for info in infos):
         return None
     groups = {name: [] for name in SECTION_NAMES}
     for position, info in enumerate(infos):

@@ -9,9 +9,11 @@ the tokens that attend to it (its column); click to pin it. Pick a layer, a head
 over heads. With ``prompt_length`` the generated tokens are marked, and a step slider shows
 the text as it was at each step of generation, the token generated at that step as query.
 
-``attentions`` (see :mod:`visualizer.view._row_source`): an ``AttentionMaps`` (read a block
-of rows at a time, never whole; a layer that ran once per ``generate`` step is stitched with
-``maps.generation``), per-layer maps, or a stacked array; self-attention, (batch, heads, T, T).
+``attentions``: an ``AttentionMaps`` (read a block of rows at a time, never whole; a layer that
+ran once per ``generate`` step is stitched with ``maps.generation``; see
+:mod:`visualizer.view._row_source`), or plain maps (:meth:`AttentionMaps.from_arrays
+<visualizer.AttentionMaps.from_arrays>`, ``generate()``'s per-step attentions included);
+self-attention, (batch, heads, T, T).
 What the view keeps of each row, and why, is in :mod:`visualizer.view._topk_codec`; the
 view says it under the text, with the share of the attention mass the kept weights hold.
 """
@@ -22,12 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from visualizer._arrays import as_maps
 from visualizer._validate import positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._document import check_text, check_title, plural, render_fragment
 from visualizer.view._maps import LayerStack, initial_head, initial_layer
-from visualizer.view._row_source import row_source
+from visualizer.view._row_source import row_reader
 from visualizer.view._tokens import pretty_tokens
 from visualizer.view._topk_codec import LEVELS, TopKEncoder
 
@@ -67,7 +70,8 @@ def text_view(
       the bins the rest of each row is summed over;
     - ``batch``: which item of a batched map.
     """
-    source = row_source(attentions, batch=batch, layers=layers, heads=heads, what=WHAT)
+    attentions = as_maps(attentions, f"{WHAT}: attentions").maps
+    source = row_reader(attentions, batch=batch, layers=layers, heads=heads, what=WHAT)
     layer_count, head_count, queries, keys = source.shape
     if queries != keys:
         raise ValueError(
