@@ -43,6 +43,7 @@ __all__ = [
     "as_maps",
     "as_rgb_uint8",
     "declared_defaults",
+    "layer_array",
     "image_geometry",
     "layer_label",
     "maps_from_arrays",
@@ -51,6 +52,7 @@ __all__ = [
     "pick_layers",
     "prefix_count",
     "read_item",
+    "require_square",
 ]
 
 #: The attention fields of a Hugging Face output, in model order (:func:`maps_from_arrays`).
@@ -229,14 +231,16 @@ def _one_map(value, what: str):
     return a[(None,) * (4 - len(a.shape))], had_batch
 
 
-def one_layer(maps: AttentionMaps, layer, what: str, fix: str) -> int:
-    """The position of the layer named (a position or a path), or of the only layer when None."""
+def one_layer(maps: AttentionMaps, layer, what: str, fix: str | None) -> int:
+    """The position of the layer named (a position or a path), or of the only layer when None;
+    ``fix`` says how to name one (None: the function takes one layer's map only)."""
     if layer is None:
         if len(maps) == 1:
             return 0
-        raise TypeError(
-            f"{what} holds {len(maps)} layers; name one: {fix} (or pass one layer's map, maps[i])"
+        how = (
+            f"name one: {fix} (or pass one layer's map, maps[i])" if fix else "pass one layer's map, maps[i]"
         )
+        raise TypeError(f"{what} holds {len(maps)} layers; {how}")
     return maps.names.index(maps.info(layer).path)
 
 
@@ -257,6 +261,23 @@ def pick_layers(maps: AttentionMaps, layers, what: str, batch=None) -> list[int]
     if batch is not None:
         index(batch, first[0], f"{what}: batch", "batch item")
     return chosen
+
+
+def layer_array(attentions, layer, what: str, fix: str | None = "layer=i", call=None) -> np.ndarray:
+    """The one layer ``attentions`` holds, or the one ``layer`` names, whole: (batch, heads,
+    queries, keys) as numpy (for measures of a few small maps; analysis reads rows)."""
+    maps = as_maps(attentions, what).maps
+    position = one_layer(maps, layer, what, fix)
+    return as_array(maps.read(position, call=call), what)
+
+
+def require_square(shape, what: str) -> None:
+    """ValueError unless a map of ``shape`` is square self-attention (as many queries as keys)."""
+    if shape[-1] != shape[-2]:
+        raise ValueError(
+            f"{what}: the map must be square self-attention over the image tokens, not "
+            f"{shape[-2]} queries x {shape[-1]} keys"
+        )
 
 
 def read_item(
@@ -298,7 +319,7 @@ def declared_defaults(grid, prefix_tokens, declared) -> tuple:
 
 
 def image_geometry(
-    tokens: int, grid, prefix_tokens, declared, what: str, argument: str = "prefix_tokens"
+    tokens: int, grid, prefix_tokens, declared, what: str, argument: str = "prefix_tokens", aspect=None
 ) -> tuple[int, int, int]:
     """(rows, cols, prefix) of the image patches among ``tokens`` keys.
 
@@ -308,36 +329,46 @@ def image_geometry(
     """
     grid, prefix_tokens = declared_defaults(grid, prefix_tokens, declared)
     prefix = prefix_count(prefix_tokens, f"{what}: {argument}")
-    rows, cols = patch_grid(tokens, grid, prefix, what)
+    rows, cols = patch_grid(tokens, grid, prefix, what, aspect)
     return rows, cols, prefix
 
 
-def patch_grid(tokens: int, grid, prefix: int, what: str) -> tuple[int, int]:
-    """(rows, cols) of the patch grid, checked against the token count; None infers a square."""
+def patch_grid(tokens: int, grid, prefix: int, what: str, aspect: float | None = None) -> tuple[int, int]:
+    """(rows, cols) of the patch grid, checked against the token count. None infers it: a square,
+    else, given the image's ``aspect`` (width / height), the grid within 10 % of that aspect."""
     patches = tokens - prefix
     if grid is None:
         side = math.isqrt(max(patches, 0))
-        if patches <= 0 or side * side != patches:
-            raise ValueError(
-                f"{what}: {tokens} tokens minus {prefix} prefix token(s) leave {patches} patches, not a "
-                "square number; pass grid=(rows, cols) or the right number of prefix tokens"
-            )
-        return side, side
+        if patches > 0 and side * side == patches:
+            return side, side
+        if patches > 0 and aspect is not None:
+            pairs = [(r, patches // r) for r in range(1, patches + 1) if patches % r == 0]
+            rows, cols = min(pairs, key=lambda pair: abs(math.log(pair[1] / pair[0] / aspect)))
+            if abs(math.log(cols / rows / aspect)) <= math.log(1.1):
+                return rows, cols
+        matching = "" if aspect is None else f" nor a grid of the image's aspect ratio ({aspect:.2f})"
+        raise ValueError(
+            f"{what}: cannot infer the patch grid: {tokens} tokens minus {prefix} prefix token(s) leave "
+            f"{patches} patches, not a square number{matching}; pass grid=(rows, cols) or the right "
+            "prefix_tokens (1 for CLS, 5 for CLS and 4 registers)"
+        )
     if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
         grid = (grid, grid)
     try:
         rows, cols = grid
-        ok = all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in (rows, cols))
     except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{what}: grid must be (rows, cols) of positive ints, an int, or None, not {grid!r}")
+        rows = cols = None
+    if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in (rows, cols)):
+        raise TypeError(f"{what}: grid must be (rows, cols), two ints, an int, or None; got {grid!r}")
+    rows, cols = int(rows), int(cols)
+    if rows < 1 or cols < 1:
+        raise ValueError(f"{what}: grid must be (rows, cols), both at least 1; got {grid!r}")
     if rows * cols != patches:
         raise ValueError(
             f"{what}: grid {rows} x {cols} has {rows * cols} patches but the maps have {tokens} tokens "
             f"= {prefix} prefix + {patches}; fix grid or the number of prefix tokens"
         )
-    return int(rows), int(cols)
+    return rows, cols
 
 
 def as_rgb_uint8(image, what: str = "image") -> np.ndarray:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_array, image_geometry
+from visualizer._arrays import as_array, image_geometry, require_square
 from visualizer._lazy import BLOCK_ROWS
 
 __all__ = [
@@ -40,10 +40,7 @@ def check_probabilities(a: np.ndarray, what: str) -> None:
 
 def layer_shape(maps, key, call) -> tuple[int, ...]:
     """(batch, heads, queries, keys) of one layer, without building it."""
-    shape = tuple(int(n) for n in maps.shape(key, call))
-    if len(shape) != 4:  # pragma: no cover - the capture keeps 4-D maps
-        raise ValueError(f"layer {key!r} has a map of shape {shape}, not (batch, heads, queries, keys)")
-    return shape
+    return tuple(int(n) for n in maps.shape(key, call))
 
 
 def _blocks(maps, key, call, what: str, heads=None):
@@ -93,11 +90,7 @@ def token_distance(
     """(batch, heads): the mean attention distance of one square tokens layer (see analysis);
     ``grid`` and ``prefix_tokens`` None take what the capture declared for the layer."""
     batch, heads, queries, keys = layer_shape(maps, key, call)
-    if queries != keys:
-        raise ValueError(
-            f"{what}: attn must be square self-attention over the image tokens, "
-            f"not {queries} queries x {keys} keys"
-        )
+    require_square((queries, keys), what)
     declared = maps.layout(key, -1 if call is None else call)
     rows, cols, prefix = image_geometry(keys, grid, prefix_tokens, declared, what, argument)
     patches = np.arange(rows * cols)

@@ -105,7 +105,7 @@ def rollout(attentions, head_fusion: str = "mean", discard_ratio: float = 0.0, s
     result = np.broadcast_to(eye, (batch, tokens, tokens)).copy()
     for i in range(start, len(shapes)):
         attn = as_array(maps.read(i), f"rollout(): attentions[{i}]")  # built, used, dropped
-        _check_rollout_layer(attn, i)
+        _blockwise.check_probabilities(attn, f"rollout(): layer {i}")
         fused = _fuse(attn, head_fusion)
         if discard_ratio > 0:
             fused = _discard_weakest(fused, discard_ratio)
@@ -289,14 +289,6 @@ def attention_stats(maps) -> dict:
 
 def _plain_all(summary: dict) -> dict:
     return {name: None if value is None else _plain(value) for name, value in summary.items()}
-
-
-def _check_rollout_layer(attn: np.ndarray, i: int) -> None:
-    if np.isnan(attn).any() or (attn < 0).any():
-        raise ValueError(
-            f"rollout(): layer {i} holds negative or NaN weights; pass attention probabilities "
-            "(after the softmax), not scores"
-        )
 
 
 def _check_square(shape: tuple, i: int) -> None:

@@ -136,12 +136,14 @@ def test_prefix_tokens_and_no_cls():
         (np.ones(5) / 5, 2, {}, r"shape \(5,\): a tuple or list holds layers"),
         (np.ones((1, 5, 5)) / 5, 2, {"cls_token": -1}, "prefix tokens"),
         (np.ones((1, 5, 5)) / 5, 2, {"patch_size": 0}, "positive"),
-        (np.ones((1, 5, 5)) / 5, (2, "2"), {}, "rows, cols"),
+        (np.ones((1, 5, 5)) / 5, (0, 4), {}, r"grid must be \(rows, cols\), both at least 1"),
     ],
 )
 def test_distance_refuses_bad_input(attn, grid, kwargs, match):
     with pytest.raises(ValueError, match=match):
         mean_attention_distance(attn, grid, **kwargs)
+    with pytest.raises(TypeError, match=r"grid must be \(rows, cols\), two ints, an int, or None"):
+        mean_attention_distance(np.ones((1, 5, 5)) / 5, (2, "2"))
 
 
 # -- attention_stats --------------------------------------------------------------------------

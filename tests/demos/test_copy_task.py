@@ -136,7 +136,7 @@ def test_settings_progress_and_sampling():
     [
         (torch.eye(4), 1.0),
         (np.full((3, 3), 1 / 3), 1 / 3),
-        ([[0.5, 0.5], [0.2, 0.8]], 0.65),
+        ([np.array([[0.5, 0.5], [0.2, 0.8]])], 0.65),  # a list holds layers: here one
         (np.stack([np.eye(2), np.full((2, 2), 0.5)]), 0.75),  # (heads, q, k): the mean of the heads
         # (batch, 1, q, k): the mean over the batch
         (torch.stack([torch.eye(2)[None], torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])]), 0.5),
@@ -150,11 +150,11 @@ def test_diagonal_mass(maps, expected):
 @pytest.mark.parametrize(
     "maps, error, message",
     [
-        (torch.ones(4), ValueError, "got 1 axes"),
-        (torch.ones(1, 1, 1, 2, 2), ValueError, r"\(batch, heads, queries, keys\), got 5 axes"),
+        (torch.ones(4), ValueError, r"has shape \(4,\): a tuple or list holds layers"),
+        (torch.ones(2, 1, 1, 2, 2), TypeError, r"holds 2 layers; pass one layer's map, maps\[i\]"),
         (torch.ones(2, 3, 4), ValueError, "3 queries and 4 keys"),
-        (np.ones((0, 0)), ValueError, "at least one"),
-        ("attention", TypeError, "torch tensor or numpy array"),
+        (np.ones((0, 0)), ValueError, "empty dimension"),
+        ("attention", TypeError, "must be an AttentionMaps or plain maps"),
     ],
 )
 def test_diagonal_mass_rejects_bad_maps(maps, error, message):

@@ -251,12 +251,13 @@ def test_scores_of_hand_made_maps():
 @pytest.mark.parametrize(
     "maps, block_len, error, message",
     [
-        (np.ones((7, 7)), 3, ValueError, "got 2 axes"),
+        (np.ones(7), 3, ValueError, r"has shape \(7,\): a tuple or list holds layers"),
+        ([np.ones((1, 7, 7))] * 2, 3, TypeError, "holds 2 layers; pass one layer's map"),
         (np.ones((1, 1, 6, 6)), 3, ValueError, r"at least 1 \+ 2 \* block_len = 7"),
         (np.ones((1, 1, 7, 8)), 3, ValueError, "square"),
         (np.ones((1, 1, 7, 7)), 1.5, TypeError, "block_len must be an int"),
         (np.ones((1, 1, 7, 7)), 0, ValueError, "block_len must be at least 1"),
-        ("attention", 3, TypeError, "torch tensor or numpy array"),
+        ("attention", 3, TypeError, "must be an AttentionMaps or plain maps"),
     ],
 )
 def test_scores_reject_bad_maps(maps, block_len, error, message):

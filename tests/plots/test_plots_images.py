@@ -142,3 +142,18 @@ def test_float_gray_and_rgba_images_are_accepted(maps):
 def test_bad_input_is_refused_with_a_clear_message(image, maps, call, error, match):
     with pytest.raises(error, match=match):
         call(image, maps)
+
+
+def test_a_plain_maps_grid_is_inferred_from_the_images_aspect(image):
+    # 1 CLS + 12 patches: no square, so the 3 x 4 grid of a 60 x 80 picture (4:3), as the image view does.
+    wide = softmax_maps(np.random.default_rng(5), 2, 1, 2, 13, 13)
+    fig = plot_cls_attention(image[:, :80], list(wide), show_image=False)
+    assert [ax.images[1].get_array().shape for ax in panels(fig)] == [(3, 4), (3, 4)]  # over the picture
+    np.testing.assert_allclose(
+        plot_grid_to_grid(image[:, :80], wide[1], query=0, prefix_tokens=1).axes[1].images[1].get_array(),
+        wide[1, 0].mean(0)[0, 1:].reshape(3, 4),
+    )
+    with pytest.raises(
+        ValueError, match=r"cannot infer the patch grid.*nor a grid of the image's aspect ratio"
+    ):
+        plot_cls_attention(image[:, :40], list(wide))  # 2:3: the nearest grid of 12 is 4 x 3 (3:4)

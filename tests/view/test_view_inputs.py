@@ -159,7 +159,9 @@ def test_grid_is_inferred_or_checked(vit_maps, picture):
     assert config_of(image_view(vit_maps, picture, grid=(4, 3)).html)["grid"] == [4, 3]
     square = [softmax_maps((1, 2, 17, 17))]
     assert config_of(image_view(square, picture).html)["grid"] == [4, 4]
-    with pytest.raises(ValueError, match=r"grid 3x3 has 9 patches, but the maps have 12 tokens after the 1"):
+    with pytest.raises(
+        ValueError, match=r"grid 3 x 3 has 9 patches but the maps have 13 tokens = 1 prefix \+ 12"
+    ):
         image_view(vit_maps, picture, grid=(3, 3))
     with pytest.raises(TypeError, match=r"grid must be \(rows, cols\), two ints"):
         image_view(vit_maps, picture, grid=(3.0, 4))

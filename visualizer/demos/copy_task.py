@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visualizer._arrays import layer_array
 from visualizer.demos._training import evaluating, intra_op_threads, is_int
 
 __all__ = ["CopyTask", "CopyTaskSettings", "CopyTransformer", "diagonal_mass", "train_copy_task"]
@@ -307,26 +308,13 @@ def diagonal_mass(cross_attention) -> float:
     >>> diagonal_mass(np.full((8, 2, 4, 4), 0.25))           # (batch, heads, queries, keys)
     0.25
 
-    Averages over batch, heads and queries. Accepts torch tensors and numpy arrays (or
-    nested lists) of floats with 2, 3 or 4 axes whose last two are equal (queries == keys).
+    Averages over batch, heads and queries. Takes one layer's map, square (queries == keys),
+    as every analysis function does (:meth:`visualizer.AttentionMaps.from_arrays`).
     """
-    if isinstance(cross_attention, torch.Tensor):
-        maps = cross_attention.detach().cpu().double().numpy()
-    else:
-        maps = np.asarray(cross_attention)
-        if maps.dtype.kind not in "fiu":
-            raise TypeError(
-                "cross_attention must be a torch tensor or numpy array of attention weights, got "
-                f"{type(cross_attention).__name__} of dtype {maps.dtype}"
-            )
-    if maps.ndim not in (2, 3, 4):
+    maps = layer_array(cross_attention, None, "diagonal_mass(): cross_attention", None)
+    if maps.shape[-1] != maps.shape[-2]:
         raise ValueError(
-            "cross_attention must be (queries, keys), (heads, queries, keys) or "
-            f"(batch, heads, queries, keys), got {maps.ndim} axes: {maps.shape}"
-        )
-    if maps.shape[-1] != maps.shape[-2] or maps.size == 0:
-        raise ValueError(
-            f"cross_attention needs as many queries as keys (a square map) and at least one, "
+            f"cross_attention needs as many queries as keys (a square map), "
             f"got {maps.shape[-2]} queries and {maps.shape[-1]} keys in shape {maps.shape}"
         )
     return float(np.diagonal(maps, axis1=-2, axis2=-1).mean(dtype=np.float64))

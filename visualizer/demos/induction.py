@@ -95,6 +95,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from visualizer._arrays import layer_array
 from visualizer.demos._training import evaluating, intra_op_threads, is_int
 
 __all__ = [
@@ -447,23 +448,7 @@ def induction_score(maps, block_len: int) -> np.ndarray:
 
 
 def _check_maps(maps, block_len, function: str) -> tuple[np.ndarray, int]:
-    if isinstance(maps, torch.Tensor):
-        array = maps.detach().cpu().double().numpy()
-    else:
-        array = np.asarray(maps)
-        if array.dtype.kind not in "fiu":
-            raise TypeError(
-                f"{function}: maps must be a torch tensor or numpy array of attention weights, got "
-                f"{type(maps).__name__} of dtype {array.dtype}"
-            )
-        array = array.astype(np.float64)
-    if array.ndim == 3:
-        array = array[None]
-    if array.ndim != 4:
-        raise ValueError(
-            f"{function}: maps must be one layer's (batch, heads, queries, keys) or (heads, queries, keys), "
-            f"got {array.ndim} axes: {array.shape}"
-        )
+    array = layer_array(maps, None, f"{function}: maps", None).astype(np.float64)
     if not is_int(block_len):
         raise TypeError(
             f"{function}: block_len must be an int, got {type(block_len).__name__}: {block_len!r}"

@@ -6,8 +6,9 @@
 >>> plot_rollout(shown, maps)                                # rollout of all layers, CLS row
 
 Maps are (batch, heads, T, T) with ``T = prefix_tokens + rows * cols``: ``prefix_tokens``
-(CLS, registers) lead, then the patches row by row. ``grid`` is (rows, cols), inferred as a
-square from T when not given. The image is (H, W, 3) uint8 or float in [0, 1], the picture
+(CLS, registers) lead, then the patches row by row. ``grid`` is (rows, cols): a capture
+declares both; for plain maps the grid is inferred from T, square, or else of the image's
+aspect ratio. The image is (H, W, 3) uint8 or float in [0, 1], the picture
 the model saw (not normalised); patch (r, c) covers the r-th of ``rows`` equal bands from
 the top and the c-th of ``cols`` from the left, so overlays line up for any image size.
 
@@ -33,6 +34,7 @@ from visualizer._arrays import (
     one_layer,
     pick_layers,
     read_item,
+    require_square,
 )
 from visualizer._structure import require_tokens
 from visualizer._validate import index
@@ -102,8 +104,8 @@ def plot_grid_to_grid(
     declared = maps.layout(position, -1 if call is None else call)
     require_tokens(declared, f"{what}: layer {position} ({maps.names[position]!r})")
     shape = maps.shape(position, call)
-    _check_square(shape, what)
-    rows, cols, prefix = image_geometry(shape[-1], grid, prefix_tokens, declared, what)
+    require_square(shape, what)
+    rows, cols, prefix = image_geometry(shape[-1], grid, prefix_tokens, declared, what, aspect=_aspect(rgb))
     q = _query_index(query, rows, cols, prefix, what)
     heads = read_item(maps, position, batch, f"{what}: attn", rows=[q], call=call)
     row = single_map(heads, head, what)[0]
@@ -187,7 +189,8 @@ def plot_cls_attention(
     chosen = pick_layers(maps, layers, f"{what}: maps", batch)
     labels = [layer_label(maps.info(i)) for i in chosen]
     geometries = [
-        image_geometry(maps.shape(i)[-1], grid, prefix_tokens, maps.layout(i), what) for i in chosen
+        image_geometry(maps.shape(i)[-1], grid, prefix_tokens, maps.layout(i), what, aspect=_aspect(rgb))
+        for i in chosen
     ]
     rows, cols, prefix = geometries[0]
     q = _query_index(query, rows, cols, prefix, what)
@@ -210,7 +213,7 @@ def plot_cls_attention(
     heat = None
     for panel, label, n in zip(panels, labels, range(len(chosen))):
         rows, cols, prefix = geometries[n]
-        _check_square(maps.shape(chosen[n]), what)
+        require_square(maps.shape(chosen[n]), what)
         row = single_map(read_item(maps, chosen[n], batch, f"{what}: maps", rows=[q]), head, what)[0]
         patches = row[prefix:].reshape(rows, cols)
         on_patches = float(patches.sum() / max(row.sum(), 1e-12))
@@ -271,7 +274,7 @@ def plot_rollout(
     declared = None
     if getattr(attentions, "ndim", None) == 2:  # a precomputed rollout
         result = as_array(attentions, f"{what}: attentions")
-        _check_square(result.shape, what)
+        require_square(result.shape, what)
         title = "rollout" if title is None else title
     else:
         maps = as_maps(attentions, f"{what}: attentions").maps
@@ -284,7 +287,9 @@ def plot_rollout(
             span = f"layer {start}" if start == count - 1 else f"layers {start}-{count - 1}"
             fusion = f"{head_fusion} of heads, discard ratio {discard_ratio:g}"
             title = f"{model_of(maps)}rollout of {span}\n({fusion})"
-    rows, cols, prefix = image_geometry(result.shape[-1], grid, prefix_tokens, declared, what)
+    rows, cols, prefix = image_geometry(
+        result.shape[-1], grid, prefix_tokens, declared, what, aspect=_aspect(rgb)
+    )
     q = _query_index(query, rows, cols, prefix, what)
     patches = result[q, prefix:].reshape(rows, cols)
     norm = color_norm(scale, vmin, vmax, patches, what)
@@ -406,12 +411,9 @@ def _solid_colorbar(colorbar) -> None:
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def _check_square(shape, what: str) -> None:
-    if shape[-1] != shape[-2]:
-        raise ValueError(
-            f"{what}: the map must be square self-attention over the image tokens, not "
-            f"{shape[-2]} queries x {shape[-1]} keys"
-        )
+def _aspect(rgb: np.ndarray) -> float:
+    """The image's width over its height: a grid of plain maps is inferred to match it."""
+    return rgb.shape[1] / rgb.shape[0]
 
 
 def _query_index(query, rows: int, cols: int, prefix: int, what: str) -> int:

@@ -11,10 +11,7 @@ or float in [0, 1]; the patch grid is laid over the whole of it.
 
 from __future__ import annotations
 
-import math
-import operator
-
-from visualizer._arrays import as_maps, as_rgb_uint8, declared_defaults
+from visualizer._arrays import as_maps, as_rgb_uint8, declared_defaults, patch_grid
 from visualizer._maps import AttentionMaps
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
@@ -116,7 +113,7 @@ def image_panel(
         )
     rgb = as_rgb_uint8(image, "image")
     height, width, _ = rgb.shape
-    rows, cols = _check_grid(grid, keys - prefix_tokens, prefix_tokens, width / height)
+    rows, cols = patch_grid(keys, grid, prefix_tokens, "image_view()", aspect=width / height)
     scale = _PANEL_PX / max(height, width)
     prefix = ["CLS"] + [f"reg{i}" for i in range(1, prefix_tokens)] if prefix_tokens else []
     panel = {
@@ -127,38 +124,3 @@ def image_panel(
         "start_query": 0 if prefix_tokens else (rows // 2) * cols + cols // 2,
     }
     return panel, png_base64(rgb)
-
-
-def _check_grid(grid, patches: int, prefix_tokens: int, aspect: float) -> tuple[int, int]:
-    """(rows, cols) with rows * cols == patches, given or inferred from the aspect (width / height)."""
-    if grid is not None:
-        if (
-            isinstance(grid, (str, bytes))
-            or not hasattr(grid, "__len__")
-            or len(grid) != 2
-            or any(isinstance(n, bool) or not hasattr(n, "__index__") for n in grid)
-        ):
-            raise TypeError(f"grid must be (rows, cols), two ints; got {grid!r}")
-        rows, cols = (operator.index(n) for n in grid)
-        if rows < 1 or cols < 1:
-            raise ValueError(f"grid must be (rows, cols), both at least 1; got {grid!r}")
-        if rows * cols != patches:
-            raise ValueError(
-                f"grid {rows}x{cols} has {rows * cols} patches, but the maps have {patches} "
-                f"tokens after the {prefix_tokens} prefix token(s); check grid and "
-                "prefix_tokens"
-            )
-        return rows, cols
-    side = math.isqrt(patches)
-    if side * side == patches:
-        return side, side
-    pairs = [(r, patches // r) for r in range(1, patches + 1) if patches % r == 0]
-    rows, cols = min(pairs, key=lambda pair: abs(math.log(pair[1] / pair[0] / aspect)))
-    if abs(math.log(cols / rows / aspect)) > math.log(1.1):
-        raise ValueError(
-            f"cannot infer the patch grid: {patches} tokens after {prefix_tokens} prefix "
-            "token(s) make no square and no grid matching the image's aspect ratio "
-            f"({aspect:.2f}); pass grid=(rows, cols), or fix prefix_tokens (1 for CLS, 5 for "
-            "CLS and 4 registers)"
-        )
-    return rows, cols

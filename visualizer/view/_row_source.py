@@ -14,7 +14,8 @@ A rebuilt layer is never built whole: at most ``heads x ROWS x keys`` weights ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,26 +24,23 @@ from visualizer._blockwise import ROWS
 from visualizer._maps import AttentionMaps
 from visualizer._structure import require_tokens
 from visualizer._validate import index, indices
+from visualizer.view._maps import LayerStack
 
 __all__ = ["RowSource", "row_reader"]
 
 
-@dataclass(frozen=True)
-class RowSource:
-    """The selected layers and heads of one batch item, readable a block of rows at a time."""
+class RowSource(NamedTuple):
+    """The kept layers and heads of one batch item (``stack``, its maps None), readable a block of
+    rows at a time: ``read(layer position among all, start, stop)`` gives (heads, rows, keys) float32."""
 
-    read: object  # (layer position among all, start, stop) -> (heads, rows, keys) float32
-    shape: tuple[int, int, int, int]
-    layer_index: tuple[int, ...]
-    head_index: tuple[int, ...]
-    layer_labels: list[str]
-    layer_count: int
-    head_count: int
+    stack: LayerStack
+    shape: tuple[int, int, int, int]  # (kept layers, kept heads, queries, keys)
+    read: Callable
 
     def blocks(self):
         """``(kept layer position, first row, (heads, rows, keys) float32)`` for every block of rows."""
         queries = self.shape[2]
-        for position, layer in enumerate(self.layer_index):
+        for position, layer in enumerate(self.stack.layer_index):
             for start in range(0, queries, ROWS):
                 yield position, start, self.read(layer, start, min(start + ROWS, queries))
 
@@ -86,15 +84,10 @@ def row_reader(maps: AttentionMaps, *, batch: int, layers, heads, what: str) -> 
         return np.asarray(as_array(block[item], f"{what}: attentions[{layer}]"), dtype=np.float32)
 
     labels = [infos[i].path for i in layer_index]
-    return RowSource(
-        read,
-        (len(layer_index), len(head_index), *shape[1:]),
-        tuple(layer_index),
-        tuple(head_index),
-        labels,
-        len(maps),
-        shape[0],
+    stack = LayerStack(
+        None, labels, [str(h) for h in head_index], tuple(layer_index), tuple(head_index), len(maps), shape[0]
     )
+    return RowSource(stack, (len(layer_index), len(head_index), *shape[1:]), read)
 
 
 def _common_shape(shapes: dict, what: str) -> tuple[int, int, int]:

@@ -29,7 +29,7 @@ from visualizer._validate import positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._document import check_text, check_title, plural, render_fragment
-from visualizer.view._maps import LayerStack, initial_head, initial_layer
+from visualizer.view._maps import check_weights, initial_head, initial_layer
 from visualizer.view._row_source import row_reader
 from visualizer.view._tokens import pretty_tokens
 from visualizer.view._topk_codec import LEVELS, TopKEncoder
@@ -80,15 +80,7 @@ def text_view(
         )
     keep = positive_int(keep, f"{WHAT}: keep")
     bin_width = positive_int(bin_width, f"{WHAT}: bin_width")
-    stack = LayerStack(
-        None,
-        source.layer_labels,
-        [str(h) for h in source.head_index],
-        source.layer_index,
-        source.head_index,
-        source.layer_count,
-        source.head_count,
-    )
+    stack = source.stack
     start_layer = initial_layer(stack, layer, WHAT)
     start_head = initial_head(stack, "mean" if head is None else head, ("mean",), WHAT)
     tokens = _check_tokens(tokens)
@@ -110,7 +102,7 @@ def text_view(
     config = {
         "kind": "text",
         "title": title,
-        "layers": source.layer_labels,
+        "layers": stack.layer_labels,
         "heads": stack.head_labels,
         "maps": {
             **meta,
@@ -170,15 +162,7 @@ def _encode(source, keep: int, bin_width: int) -> tuple[str, dict, bool]:
     encoder = TopKEncoder(layers * heads * queries, keys, keep, bin_width)
     causal = True
     for position, start, block in source.blocks():
-        if not np.isfinite(block).all():
-            raise ValueError(
-                f"{WHAT}: attentions holds NaN or infinite values; pass finite attention weights"
-            )
-        if (block < 0).any():
-            raise ValueError(
-                f"{WHAT}: attentions holds negative values: attention weights are >= 0. Pass the softmax "
-                "probabilities, not the scores before the softmax."
-            )
+        check_weights(block, f"{WHAT}: attentions")
         rows = np.arange(start, start + block.shape[1])
         if causal:  # no weight on a key after the query: row start + i, key j > start + i
             causal = not np.triu(block, start + 1).any()
