@@ -64,6 +64,13 @@ _RULE = (
 )
 
 
+_EMPTY_FIX = (
+    "From a Hugging Face model: pass outputs.attentions (outputs[-1] is often the empty "
+    'cross_attentions), with the model loaded with attn_implementation="eager" and called with '
+    "output_attentions=True; or capture any kernel's maps with capture_attention(model)"
+)
+
+
 def as_array(value, what: str, *, keep_integers: bool = False) -> np.ndarray:
     """A numpy array of real numbers from a numpy array, a torch tensor or nested lists.
 
@@ -126,7 +133,10 @@ def _convert(attentions, role, kind, what: str) -> tuple[AttentionMaps, bool]:
         raise ValueError(
             f"{what}: role must be one of {ROLES} and kind one of {(*KINDS, None)}, not {role!r}, {kind!r}"
         )
-    if isinstance(attentions, Mapping) and any(attentions.get(key) is not None for key in HF_KEYS):
+    declared = getattr(attentions, "__dataclass_fields__", None) or (
+        attentions if isinstance(attentions, Mapping) else {}
+    )
+    if any(key in declared for key in HF_KEYS):  # a Hugging Face output (a ModelOutput drops None fields)
         layers = _hf_layers(attentions, what)
     elif isinstance(attentions, Mapping):
         named = []
@@ -140,7 +150,7 @@ def _convert(attentions, role, kind, what: str) -> tuple[AttentionMaps, bool]:
         split = _split(attentions, what)
         layers = [(f"layer {i}", role, kind, f"layer {i}", i, calls) for i, calls in enumerate(split)]
     if not layers:
-        raise ValueError(f"{what} is empty: pass at least one layer's map")
+        raise ValueError(f"{what} is empty: pass at least one layer's map. {_EMPTY_FIX}")
     builder = MapsBuilder("", len(layers))
     batched = False
     for position, (path, role_, kind_, block, depth, calls) in enumerate(layers):
@@ -158,7 +168,13 @@ def _convert(attentions, role, kind, what: str) -> tuple[AttentionMaps, bool]:
 
 def _hf_layers(output: Mapping, what: str) -> list[tuple]:
     """(path, role, kind, block, depth, calls) of each layer of a Hugging Face output, in model order."""
-    split = {key: _split(output[key], f"{what}: {key}") for key in HF_KEYS if output.get(key) is not None}
+    fields = {key: getattr(output, key) if hasattr(output, key) else output.get(key) for key in HF_KEYS}
+    # Fields left out (None) or empty (transformers 5 fills cross_attentions of an encoder with ()).
+    split = {
+        key: _split(value, f"{what}: {key}")
+        for key, value in fields.items()
+        if value is not None and len(value)
+    }
     layers = [
         (f"attentions[{i}]", None, "self", f"layers[{i}]", i, calls)
         for i, calls in enumerate(split.get("attentions", []))
@@ -203,7 +219,7 @@ def _split(attentions, what: str) -> list[list]:
             f"{what} must be an AttentionMaps or plain maps ({_RULE}), not {type(attentions).__name__}"
         ) from None
     if not items:
-        raise ValueError(f"{what} is empty: pass at least one layer's map")
+        raise ValueError(f"{what} is empty: pass at least one layer's map. {_EMPTY_FIX}")
     steps = [item for item in items if isinstance(item, (list, tuple)) and item and _is_array(item[0])]
     if len(steps) != len(items):
         return [[item] for item in items]

@@ -266,3 +266,24 @@ def test_generate_attentions_become_the_calls_of_each_layer():
     ids = re.compile(r"tvz-[0-9a-f]{16}")  # each view's own random id
     view = text_view(out.attentions, tokens, prompt_length=5)
     assert ids.sub("", view.html) == ids.sub("", text_view(stitched, tokens, prompt_length=5).html)
+
+
+def test_a_bert_output_is_read_by_its_fields_and_an_empty_one_names_the_fix():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32
+    )
+    bert = transformers.BertModel(config).eval()
+    bert.set_attn_implementation("eager")
+    ids = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    out = bert(ids, output_attentions=True)
+    assert out[-1] == ()  # transformers 5: the last field is the empty cross_attentions
+    maps = AttentionMaps.from_arrays(out)  # the empty field is left out, the hidden states ignored
+    assert maps.names == ["attentions[0]", "attentions[1]"]
+    np.testing.assert_allclose(entropy(out, layer=1), entropy(out.attentions, layer=1))
+    fix = r"is empty.*outputs\.attentions \(outputs\[-1\].*attn_implementation=\"eager\".*capture_attention"
+    for empty in (out[-1], bert(ids)):  # no attention fields at all without output_attentions
+        with pytest.raises(ValueError, match=fix):
+            entropy(empty, layer=0)
