@@ -287,3 +287,23 @@ def test_a_bert_output_is_read_by_its_fields_and_an_empty_one_names_the_fix():
     for empty in (out[-1], bert(ids)):  # no attention fields at all without output_attentions
         with pytest.raises(ValueError, match=fix):
             entropy(empty, layer=0)
+
+
+def test_each_field_of_an_encoder_decoder_output_goes_to_every_kind_of_function():
+    from analysis.declared_maps import captured_seq2seq
+
+    _, _, _, out = captured_seq2seq("bart", src=5, tgt=4)
+    source, target = list("abcde"), list("wxyz")
+    fields = {"encoder_attentions": (source, source), "decoder_attentions": (target, target)}
+    fields["cross_attentions"] = (target, source)
+    for name, (queries, keys) in fields.items():
+        field = tuple(t.clone().requires_grad_() for t in getattr(out, name))
+        assert entropy(field, layer=1).shape == (1, 2)  # (batch, heads)
+        assert len(top_k_pairs(field, 3, layer=0, item=0, head=1)) == 3
+        assert len(plot_heads(field, layer=1, batch=0).axes) == 2 + 1 + 1  # 2 heads, their mean, a colorbar
+        plot_token_heatmap(field, queries, key_tokens=keys, layer=0)
+        assert "<script" in head_view(field, queries, key_tokens=None if keys is queries else keys).html
+        assert "<script" in model_view(field).html
+    view = model_view(out, source, decoder_tokens=target)  # the three sections, as from the capture
+    assert all(name in view.html for name in ("Encoder self", "Decoder self", "Cross"))
+    assert "2 layers x 2 heads, 4 tokens" in repr(text_view(out.decoder_attentions, target))

@@ -186,6 +186,22 @@ def test_copies_and_pickles_are_plain(gl):
     assert type(copy.copy(gl.cache[key])) is list
 
 
-def test_replacing_the_cache_attribute_is_refused_with_guidance(gl):
-    with pytest.raises(AttributeError, match="get_local.clear"):
-        gl.cache = {}
+def test_assigning_the_cache_empties_it_as_the_original_did(gl):
+    @gl("x")
+    def f(v):
+        x = v
+        return x
+
+    with gl.activated():
+        f(1)
+        taken = gl.cache[gl.key_of(f)]
+        gl.cache = {}  # the original tool's way to empty its cache
+        assert gl.cache == {gl.key_of(f): []} and taken == [1]  # lists taken before keep their records
+        f(2)
+        gl.cache = {"mine": [0]}  # a dict's items are put in, as if it were the new cache
+        f(3)
+    assert gl.cache == {gl.key_of(f): [3], "mine": [0]}
+    with pytest.raises(
+        TypeError, match=r"takes a dict \(\{\} empties the cache, as get_local.clear\(\) does\)"
+    ):
+        gl.cache = None

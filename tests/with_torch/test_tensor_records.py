@@ -30,10 +30,10 @@ def test_default_store_is_a_detached_cpu_numpy_copy(capture):
     assert record.flags.owndata  # not a view of the tensor's memory
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_becomes_float32(capture, dtype):
+@pytest.mark.parametrize("dtype, kept", [(torch.bfloat16, np.float32), (torch.float16, np.float16)])
+def test_fp16_stays_fp16_and_bf16_which_numpy_lacks_becomes_float32(capture, dtype, kept):
     record = capture(torch.tensor([1.5, -2.25], dtype=dtype))
-    assert record.dtype == np.float32
+    assert record.dtype == kept  # the original kept fp16: half the memory of float32
     np.testing.assert_array_equal(record, [1.5, -2.25])
 
 

@@ -14,7 +14,7 @@ import dataclasses
 import types
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from visualizer._core.captured import Captured, Tap
@@ -90,12 +90,18 @@ class GetLocal:
 
     @cache.setter
     def cache(self, value) -> None:
+        """``get_local.cache = {}`` empties the cache, as it did in the original tool (there it
+        bound a new dict): :meth:`clear`, then the given dict's items, if any, put in."""
         if value is self._store.cache:  # `get_local.cache |= {...}` assigns it back
             return
-        raise AttributeError(
-            "get_local.cache cannot be replaced; empty it with get_local.clear() "
-            "(lists you took from it before keep their records), or change it in place."
-        )
+        if not isinstance(value, Mapping):
+            raise TypeError(
+                f"get_local.cache = ... takes a dict ({{}} empties the cache, as get_local.clear() does), "
+                f"not {type(value).__name__}"
+            )
+        items = dict(value)
+        self._store.clear()
+        self._store.cache.update(items)
 
     @property
     def is_activate(self) -> bool:
@@ -155,8 +161,8 @@ class GetLocal:
     def configure(self, *, store: str | None = None, max_records=_UNSET) -> dict:
         """Set how records are kept; returns the previous settings.
 
-        store: ``"numpy"`` (default: tensors become detached CPU numpy copies, bf16/fp16
-            as float32), ``"tensor"`` (detached copies on their device) or ``"graph"``
+        store: ``"numpy"`` (default: tensors become detached CPU numpy copies, fp16 kept,
+            bf16 as float32), ``"tensor"`` (detached copies on their device) or ``"graph"``
             (the tensors themselves, autograd graph included, for gradient methods).
         max_records: at most this many records per key, the oldest dropped as new ones
             arrive; ``None`` for no bound.

@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["PASSTHROUGH", "STORES", "Channel", "RecordCache", "RecordStore", "Records", "convert"]
 
-#: How tensors are kept: "numpy" (detached CPU copy, bf16/fp16 widened to float32),
+#: How tensors are kept: "numpy" (detached CPU copy; bf16, which numpy lacks, widened to float32),
 #: "tensor" (detached copy on its device), "graph" (the tensor itself, autograd graph included).
 STORES = ("numpy", "tensor", "graph")
 
@@ -406,7 +406,7 @@ def _to_numpy(tensor, torch):
 
 def _wider_dtype(dtype, torch):
     """The dtype numpy can hold for ``dtype``, or None when numpy has it already."""
-    if dtype in (torch.bfloat16, torch.float16) or "float8" in str(dtype):
+    if dtype == torch.bfloat16 or "float8" in str(dtype):  # numpy has float16, as the original kept it
         return torch.float32
     if dtype == torch.complex32:
         return torch.complex64
