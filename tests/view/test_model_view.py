@@ -107,7 +107,7 @@ def test_a_long_lazy_capture_is_read_in_row_blocks_never_whole(monkeypatch):
         raise AssertionError("a whole layer was built")
 
     monkeypatch.setattr(AttentionMaps, "__getitem__", refuse)
-    view = model_view(maps, [f"t{i}" for i in range(600)], heads=[1])
+    view = model_view(maps, [f"t{i}" for i in range(600)], include_heads=[1])
     back, config = thumbnails(view.html)
     for layer in range(2):
         row = config["rows"][layer]
@@ -121,7 +121,7 @@ def test_a_long_lazy_capture_is_read_in_row_blocks_never_whole(monkeypatch):
 
 def test_long_maps_get_a_block_averaged_detail_and_say_so():
     maps = [softmax_maps((1, 2, 600, 600), seed=layer, sharpness=1) for layer in range(2)]
-    view = model_view(maps, [f"w{i}" for i in range(600)], heads=[1])
+    view = model_view(maps, [f"w{i}" for i in range(600)], include_heads=[1])
     _, config = thumbnails(view.html)
     row = config["rows"][0]
     assert row["detail"] == "heatmap" and row["detail_block"] == [3, 3] and row["block"] == [10, 10]
@@ -134,7 +134,7 @@ def test_long_maps_get_a_block_averaged_detail_and_say_so():
 def test_model_view_arguments_and_errors():
     maps = [softmax_maps((2, 3, 5, 5), seed=layer) for layer in range(3)]
     tokens = list("abcde")
-    config = config_of(model_view(maps, tokens, layers=[2, 0], heads=[2], batch=1).html)
+    config = config_of(model_view(maps, tokens, layers=[2, 0], include_heads=[2], batch=1).html)
     assert config["layers"] == ["layer 2", "layer 0"] and config["heads"] == ["2"]
     back, _ = thumbnails(model_view(maps, tokens, layers=[2], batch=1).html)
     assert (np.abs(back[0] - maps[2][1]) <= max_error(maps[2][1], config["maps"])).all()
@@ -149,7 +149,7 @@ def test_model_view_arguments_and_errors():
     with pytest.raises(IndexError, match="layers: layer 3 is out of range"):
         model_view(maps, layers=[3])
     with pytest.raises(IndexError, match="heads: head 5 is out of range"):
-        model_view(maps, heads=[5])
+        model_view(maps, include_heads=[5])
     with pytest.raises(IndexError, match="batch item 2 is out of range"):
         model_view(maps, batch=2)
     with pytest.raises(ValueError, match="not both"):

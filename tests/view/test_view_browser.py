@@ -83,7 +83,7 @@ def test_head_view_opens_where_asked_and_a_click_pins(page, text_maps, tmp_path)
     open_view(page, head_view(text_maps, TOKENS).save(tmp_path / "default.html"))
     assert (state(page)["layer"], state(page)["head"]) == ("2", "0")
     assert page.evaluate("document.querySelector('.tvz-layer').value") == "2"
-    view = head_view(text_maps, TOKENS, layers=[0, 2], heads=[1, 3], layer=2, head=3)
+    view = head_view(text_maps, TOKENS, layers=[0, 2], include_heads=[1, 3], layer=2, head=3)
     open_view(page, view.save(tmp_path / "head.html"))
     assert (state(page)["layer"], state(page)["head"]) == ("1", "1")  # positions among the kept ones
     assert page.evaluate("document.querySelector('.tvz-layer').value") == "1"

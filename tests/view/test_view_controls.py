@@ -57,7 +57,12 @@ def test_head_argument_forms_and_errors(text_maps):
     assert initial(head=(3, 0))["heads"] == [0, 3]  # ticked in head order
     assert initial(head=np.array([1, 2]))["heads"] == [1, 2]
     assert initial(head="all") == {"layer": 1, "heads": [0, 1, 2, 3], "mean": False}
-    assert initial(heads=[1, 3], head=[3])["heads"] == [1]  # positions among the kept heads
+    assert initial(include_heads=[1, 3], head=[3])["heads"] == [1]  # positions among the kept heads
+    assert initial(heads=[1, 3]) == initial(head=[1, 3])  # bertviz's name: the heads ticked
+    with pytest.raises(
+        ValueError, match="head= and heads= .bertviz's name. are the same argument and disagree"
+    ):
+        initial(heads=[1], head=2)
     with pytest.raises(ValueError, match="head is an empty list"):
         initial(head=[])
     with pytest.raises(ValueError, match="names a head more than once"):
@@ -65,7 +70,7 @@ def test_head_argument_forms_and_errors(text_maps):
     with pytest.raises(IndexError, match="head 4 is out of range"):
         initial(head=[0, 4])
     with pytest.raises(ValueError, match=r"head 2 is not among the kept heads \[1, 3\]"):
-        initial(heads=[1, 3], head=[2])
+        initial(include_heads=[1, 3], head=[2])
     with pytest.raises(TypeError, match="a list of heads holds head indices"):
         initial(head=["0"])
     with pytest.raises(TypeError, match="a head index must be an int"):

@@ -54,7 +54,7 @@ def test_static_files_cannot_close_their_script():
 
 @pytest.mark.parametrize("batch", [0, 1])
 def test_head_view_payload_decodes_to_the_input(maps, batch):
-    view = head_view(maps, TOKENS, batch=batch, layers=[1, 0], heads=[2, 1])
+    view = head_view(maps, TOKENS, batch=batch, layers=[1, 0], include_heads=[2, 1])
     config = config_of(view.html)
     back = decode_maps(embedded(view.html, "tvz-data"), config["maps"])
     expected = np.stack([maps[1][batch][[2, 1]], maps[0][batch][[2, 1]]])

@@ -79,7 +79,7 @@ def test_layer_labels_come_from_declared_paths_and_follow_the_selection(maps):
 
 
 def test_the_view_shows_names_tokens_and_selection(maps):
-    document = head_view(declared(maps), TOKENS, heads=[1], title="t").html
+    document = head_view(declared(maps), TOKENS, include_heads=[1], title="t").html
     config = config_of(document)
     assert config["layers"] == PATHS
     assert config["heads"] == ["1"]
@@ -274,7 +274,7 @@ def test_initial_layer_and_head(vit_maps, picture, maps):
     # Asked ones are indices into all layers and heads, stored as positions among those kept.
     config = config_of(image_view(vit_maps, picture, layers=[2, 0], layer=0, head=-1).html)
     assert config["initial"]["layer"] == 1 and config["initial"]["head"] == 1
-    assert config_of(head_view(maps, TOKENS, heads=[2, 1], head=1).html)["initial"]["heads"] == [1]
+    assert config_of(head_view(maps, TOKENS, include_heads=[2, 1], head=1).html)["initial"]["heads"] == [1]
     assert config_of(head_view(maps, TOKENS, head="mean").html)["initial"] == {
         "layer": 1,
         "heads": [0, 1, 2],

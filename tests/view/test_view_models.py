@@ -61,7 +61,7 @@ def test_head_view_of_a_bert_with_eager_attention():
     assert len(out.attentions) == 2 and out.attentions[0].shape == (2, 4, 5, 5)
 
     tokens = ["[CLS]", "x", "y", "[SEP]", "[PAD]"]
-    view = head_view(out.attentions, tokens, batch=1, heads=[0, 3])
+    view = head_view(out.attentions, tokens, batch=1, include_heads=[0, 3])
     config_ = config_of(view.html)
     back = decode_maps(embedded(view.html, "tvz-data"), config_["maps"])
     expected = torch.stack([a[1, [0, 3]] for a in out.attentions]).numpy()

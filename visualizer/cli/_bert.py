@@ -126,7 +126,7 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
         window,
         tokens[:n],
         layers=layers,
-        heads=chosen_heads,
+        include_heads=chosen_heads,
         layer=detail if detail in layers else None,  # opens where the figures look
         title=f"{label}: {text[:60]}{note}",
     )

@@ -167,7 +167,7 @@ def _write(
             layer_maps,
             raw,
             layers=layers,
-            heads=heads,
+            include_heads=heads,
             scheme=source.scheme,
             title=f"{label}: every layer and head",
         ).html,

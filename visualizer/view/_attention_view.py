@@ -58,6 +58,11 @@ class AttentionView:
         return self._html
 
     @property
+    def data(self) -> str:
+        """The HTML document, under the name of bertviz's returned object (``html_action="return"``)."""
+        return self.html
+
+    @property
     def nbytes(self) -> int:
         """Size of the document in bytes, as saved."""
         return len(self.html.encode("utf-8"))

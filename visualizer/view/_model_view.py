@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_array, as_maps, pick_layers, read_item
+from visualizer._arrays import as_array, pick_layers, read_item
+from visualizer._maps import AttentionMaps
 from visualizer._validate import index, indices, positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
+from visualizer.view._bertviz import SENTENCES, Arguments, finish, sentence_parts
 from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._downsample import block_average, block_means
@@ -43,11 +45,23 @@ DETAIL_CELLS = 256
 
 
 def model_view(
-    attentions,
+    attentions=None,
     tokens=None,
-    *,
-    image=None,
+    sentence_b_start=None,
+    prettify_tokens=True,
+    display_mode: str | None = None,
+    encoder_attention=None,
+    decoder_attention=None,
+    cross_attention=None,
+    encoder_tokens=None,
     decoder_tokens=None,
+    include_layers=None,
+    include_heads=None,
+    html_action=None,
+    *,
+    attention=None,
+    image=None,
+    key_tokens=None,
     layers=None,
     heads=None,
     batch: int = 0,
@@ -57,42 +71,82 @@ def model_view(
     prefix_tokens: int | None = None,
     scheme: str | None = None,
     cmap=ATTENTION_CMAP,
-) -> AttentionView:
+) -> AttentionView | None:
     """A grid of layers x heads, each a small heat map of its map; click one to see it in detail.
 
-    - ``attentions``: an ``AttentionMaps`` (rows labelled with its declared module paths) or
-      plain maps (:meth:`AttentionMaps.from_arrays`);
-    - ``tokens``: one string per position (prettified as in the head view, ``scheme=``): the
-      detail panel is then the head view of that layer, opened on the clicked head; for an
-      encoder-decoder capture, the encoder's tokens, with ``decoder_tokens`` the decoder's;
+    The positional arguments are bertviz's, with bertviz's meaning (``model_view(attention,
+    tokens, sentence_b_start, prettify_tokens, display_mode, ...)``); see the guide's "Coming
+    from bertviz".
+
+    - ``attentions`` (bertviz: ``attention``): an ``AttentionMaps`` (rows labelled with its
+      declared module paths) or plain maps (:meth:`AttentionMaps.from_arrays`); or, as in
+      bertviz, ``encoder_attention=``, ``decoder_attention=`` and ``cross_attention=`` with
+      ``encoder_tokens=`` and ``decoder_tokens=``;
+    - ``tokens``: one string per position (prettified as in the head view, ``scheme=``;
+      ``prettify_tokens=False`` is "raw"): the detail panel is then the head view of that
+      layer, opened on the clicked head; for an encoder-decoder model, the encoder's tokens,
+      with ``decoder_tokens`` the decoder's; ``key_tokens``: the keys' tokens of plain
+      cross-attention maps;
+    - ``sentence_b_start``: the first token of the second sentence of a pair: a selector shows
+      all the attention, or that from sentence A or B to sentence A or B;
     - ``image``: the picture a vision transformer saw ((H, W, 3)): the detail panel is the
       image view; ``grid`` and ``prefix_tokens`` as in :func:`~visualizer.view.image_view`;
-    - ``layers``, ``heads``: indices to keep; ``batch``: which item of a batched map;
+    - ``layers`` (bertviz: ``include_layers``), ``include_heads``: indices to keep; ``batch``:
+      which item of a batched map;
     - ``thumb``: the most cells a side of each small map (block-averaged beyond that);
-    - ``cmap``: the colour map, by default the one of every figure.
+    - ``cmap``: the colour map, by default the one of every figure; ``display_mode``: the
+      theme it opens with, "light" or "dark" (None: the system's);
+    - ``html_action``: None returns the view; "view" displays it and returns None; "return"
+      returns it (its ``.data`` is the HTML), as bertviz does.
     """
-    thumb = positive_int(thumb, "model_view(): thumb")
+    what = "model_view()"
+    if heads is not None:
+        raise TypeError(f"{what}: heads= is now include_heads= (the heads the page holds), bertviz's name")
+    args = Arguments(
+        what,
+        attentions=attentions,
+        attention=attention,
+        tokens=tokens,
+        encoder_tokens=encoder_tokens,
+        encoder_attention=encoder_attention,
+        decoder_attention=decoder_attention,
+        cross_attention=cross_attention,
+        layers=layers,
+        include_layers=include_layers,
+        include_heads=include_heads,
+        scheme=scheme,
+        prettify_tokens=prettify_tokens,
+        display_mode=display_mode,
+        html_action=html_action,
+    )
+    thumb = positive_int(thumb, f"{what}: thumb")
     if isinstance(batch, bool) or not isinstance(batch, int):
         raise TypeError(f"batch must be an int; got {type(batch).__name__}")
+    tokens = args.tokens
     if image is not None and (tokens is not None or decoder_tokens is not None):
         raise ValueError("pass tokens= for text or image= for a picture, not both")
     title = check_title(title, "Attention: every layer and head")
-    attentions = as_maps(attentions, "model_view(): attentions").maps
+    attentions = args.maps
     count = len(attentions)
     groups = sections(attentions)
     if groups is None:
         if decoder_tokens is not None:
             raise ValueError(
                 "decoder_tokens= is for an AttentionMaps of an encoder-decoder model; these maps declare "
-                "no cross-attention. Drop decoder_tokens="
+                "no cross-attention. Drop decoder_tokens=, or pass key_tokens= for plain cross-attention"
             )
-        groups = [(None, indices(layers, count, "layers", "layer"))]
+        groups = [(None, indices(args.layers, count, "layers", "layer"))]
     else:
         if image is not None:
             raise ValueError(
                 "image= needs self-attention maps of a vision model, not an encoder-decoder capture"
             )
-        groups = keep_layers(groups, layers, count)
+        if key_tokens is not None or sentence_b_start is not None:
+            raise ValueError(
+                "key_tokens= and sentence_b_start= are not for an encoder-decoder model's maps: pass tokens= "
+                "(the encoder's) and decoder_tokens="
+            )
+        groups = keep_layers(groups, args.layers, count)
         if tokens is not None and decoder_tokens is None:
             raise ValueError(
                 "these maps come from an encoder-decoder model: pass decoder_tokens= besides tokens= (the "
@@ -105,22 +159,26 @@ def model_view(
         grid, prefix_tokens = declared_geometry(attentions, chosen, grid, prefix_tokens)
     tokens = None if tokens is None else check_tokens(tokens, "tokens")
     decoder_tokens = None if decoder_tokens is None else check_tokens(decoder_tokens, "decoder_tokens")
+    key_tokens = None if key_tokens is None else check_tokens(key_tokens, "key_tokens")
+    plan = [(name, attentions, positions, tokens, key_tokens, batch) for name, positions in groups]
+    if sentence_b_start is not None:
+        plan = _sentences(attentions, chosen, sentence_b_start, tokens, key_tokens, batch, what)
 
     rows, thumbs, extra, token_sets = [], [], {}, {}
-    setup = {"heads": heads, "image": None}
+    setup = {"heads": args.heads, "image": None}
     options = {
-        "tokens": tokens,
         "decoder_tokens": decoder_tokens,
         "image": image,
-        "scheme": scheme,
+        "scheme": args.scheme,
         "grid": grid,
         "prefix_tokens": prefix_tokens,
         "cmap": cmap,
         "token_sets": token_sets,
     }
-    for name, positions in groups:
+    for name, group_maps, positions, group_tokens, group_keys, item in plan:
+        options.update(tokens=group_tokens, key_tokens=group_keys)
         for position in positions:
-            row, small, payload = _layer(attentions, position, name, batch, thumb, setup, options)
+            row, small, payload = _layer(group_maps, position, name, item, thumb, setup, options)
             row["data"] = f"tvz-layer-{len(rows)}"
             extra[row["data"]] = payload
             rows.append(row)
@@ -140,10 +198,12 @@ def model_view(
         "maps": meta,
         "rows": rows,
         "token_sets": token_sets,
-        "sections": [name for name, _ in groups] if groups[0][0] is not None else None,
+        "sections": [group[0] for group in plan] if plan[0][0] is not None else None,
+        "choose_section": sentence_b_start is not None,  # bertviz's sentence filter: one at a time
         "thumb": thumb,
         "colormap": colormap_table(cmap),
         "initial": {"row": None, "head": None},
+        "theme": args.theme,
     }
     if image_setup is not None:
         panel, png = image_setup
@@ -151,9 +211,28 @@ def model_view(
         extra["tvz-image"] = png
     fragment = render_fragment("model", config, payload, extra_scripts=extra)
     longest = max(max(row["shape"]) for row in rows)
-    summary = f"{plural(len(rows), 'layer')} x {plural(len(head_index), 'head')}, up to {longest} tokens"
-    height = 160 + len(rows) * 76 + 40 * len(groups) + 560
-    return AttentionView("model", fragment, title=title, height=height, summary=summary)
+    shown = len(rows) // len(plan) if sentence_b_start is not None else len(rows)  # one choice at a time
+    summary = f"{plural(shown, 'layer')} x {plural(len(head_index), 'head')}, up to {longest} tokens"
+    height = 160 + shown * 76 + 40 * len(groups) + 560
+    view = AttentionView("model", fragment, title=title, height=height, summary=summary)
+    return finish(view, args.action)
+
+
+def _sentences(maps, chosen, start, tokens, key_tokens, batch: int, what: str) -> list[tuple]:
+    """The rows of bertviz's sentence filter: for each choice, the kept layers cut to its tokens."""
+    if tokens is None or key_tokens is not None:
+        raise ValueError(f"{what}: sentence_b_start= needs tokens= (a sentence pair's, one per position)")
+    if maps.shape(chosen[0])[2] != maps.shape(chosen[0])[3]:
+        raise ValueError(f"{what}: sentence_b_start= is for self-attention over a sentence pair")
+    parts = sentence_parts(start, len(tokens), what)
+    plan = []
+    for name, q, k in SENTENCES:
+        cut = {maps.names[i]: maps.read(i, batch=[batch])[:, :, parts[q], parts[k]] for i in chosen}
+        part_keys = None if q == k else tokens[parts[k]]
+        plan.append(
+            (name, AttentionMaps.from_arrays(cut), range(len(chosen)), tokens[parts[q]], part_keys, 0)
+        )
+    return plan
 
 
 def _layer(attentions, position: int, name, batch: int, thumb: int, setup: dict, args: dict):
@@ -214,7 +293,14 @@ def _layer(attentions, position: int, name, batch: int, thumb: int, setup: dict,
         row["detail_block"] = list(detail_steps)
     if tokens is not None:
         row["tokens"] = _row_tokens(
-            args["token_sets"], name, tokens, decoder_tokens, (queries, keys), scheme, position
+            args["token_sets"],
+            name,
+            tokens,
+            decoder_tokens,
+            (queries, keys),
+            scheme,
+            position,
+            args["key_tokens"],
         )
     return row, small, payload
 
@@ -241,14 +327,19 @@ def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
         )
 
 
-def _row_tokens(token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int) -> str:
+def _row_tokens(
+    token_sets: dict, name, tokens, decoder_tokens, shape, scheme, position: int, keys=None
+) -> str:
     """The name of the query and key tokens of one row in ``token_sets`` (filled on first use),
-    checked against its map's ``shape`` (queries, keys)."""
-    encoder_queries = name in (None, "Encoder self")
+    checked against its map's ``shape`` (queries, keys); ``keys``: the keys' tokens where they
+    are not ``tokens`` (plain cross-attention, a part of a sentence pair)."""
+    encoder_queries = name not in ("Decoder self", "Cross")
     query_tokens, query_name = (tokens, "tokens") if encoder_queries else (decoder_tokens, "decoder_tokens")
     key_tokens, key_name = (
         (decoder_tokens, "decoder_tokens") if name == "Decoder self" else (tokens, "tokens")
     )
+    if keys is not None:
+        key_tokens, key_name = keys, "key_tokens"
     for given, count, argument, noun in (
         (query_tokens, shape[0], query_name, "queries"),
         (key_tokens, shape[1], key_name, "keys"),

@@ -22,13 +22,17 @@ async function tvzModelView(root, config, thumbs) {
   });
   grid.appendChild(header);
 
-  let section;
+  let section, title;
+  const lines = [];  // [section, element] of every title and row, for the sentence filter
   rows.forEach((row, r) => {
     if (config.sections && row.section !== section) {
       section = row.section;
-      grid.appendChild(tvzEl("div", "tvz-section-title", section));
+      title = tvzEl("div", "tvz-section-title", section);
+      grid.appendChild(title);
+      lines.push([section, title]);
     }
     const line = tvzEl("div", "tvz-grid-row");
+    lines.push([row.section, line]);
     const label = tvzEl("div", "tvz-row-label", row.label);
     label.title = row.label;
     line.appendChild(label);
@@ -57,6 +61,25 @@ async function tvzModelView(root, config, thumbs) {
     }));
     grid.appendChild(line);
   });
+
+  // bertviz's sentence filter (sentence_b_start): one section of rows at a time, chosen here.
+  if (config.choose_section) {
+    const label = tvzEl("label", "tvz-label", "Attention ");
+    const choice = tvzEl("select", "tvz-select tvz-section");
+    config.sections.forEach(name => {
+      const option = tvzEl("option", null, name);
+      option.value = name;
+      choice.appendChild(option);
+    });
+    const show = name => {
+      lines.forEach(([owner, element]) => { element.style.display = owner === name ? "" : "none"; });
+      root.dataset.section = name;
+    };
+    choice.addEventListener("change", () => show(choice.value));
+    label.appendChild(choice);
+    root.querySelector(".tvz-controls").appendChild(label);
+    show(config.sections[0]);
+  }
 
   const down = rows.filter(row => row.block[0] > 1 || row.block[1] > 1);
   const info = tvzEl("div", "tvz-info tvz-grid-note");

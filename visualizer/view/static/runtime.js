@@ -145,7 +145,7 @@ function tvzToolbar(root, config) {
   save.addEventListener("click", () => tvzSavePng(root, config));
   bar.append(theme, save);
   root.prepend(bar);
-  apply("auto");
+  apply(config.theme || "auto");  // display_mode= (bertviz's): the theme a page opens with
 }
 
 /* The view as one picture: backgrounds, borders, text, images and canvases of what is shown, drawn
