@@ -14,6 +14,8 @@ the encoder-decoder form (``encoder_attention``, ``decoder_attention``, ``cross_
 
 from __future__ import annotations
 
+import numbers
+
 from visualizer._arrays import as_maps
 
 __all__ = ["ACTIONS", "SENTENCES", "THEMES", "Arguments", "finish", "sentence_parts"]
@@ -34,11 +36,15 @@ SENTENCES = (
 
 
 def _same(a, b) -> bool:
+    """Whether two values of one argument say the same: the same object, or equal plain values
+    (indices, lists of them, strings); maps are the same only as one object."""
     if a is b:
         return True
+    if isinstance(a, (str, numbers.Integral)) or isinstance(b, (str, numbers.Integral)):
+        return isinstance(a, str) == isinstance(b, str) and bool(a == b)
     try:
-        return bool(list(a) == list(b)) if not isinstance(a, (str, int)) else a == b
-    except TypeError:
+        return [int(x) for x in a] == [int(x) for x in b]
+    except (TypeError, ValueError):
         return False
 
 
