@@ -208,16 +208,16 @@ def _split(attentions, what: str) -> list[list]:
         if len(shape) in (2, 3, 4):
             return [[attentions]]
         raise ValueError(f"{what} has shape {shape}: {_RULE}")
-    if isinstance(attentions, (str, bytes, Mapping)) or attentions is None:
+    items = None
+    if not isinstance(attentions, (str, bytes, Mapping)) and attentions is not None:
+        try:
+            items = list(attentions)
+        except TypeError:
+            pass
+    if items is None:
         raise TypeError(
             f"{what} must be an AttentionMaps or plain maps ({_RULE}), not {type(attentions).__name__}"
         )
-    try:
-        items = list(attentions)
-    except TypeError:
-        raise TypeError(
-            f"{what} must be an AttentionMaps or plain maps ({_RULE}), not {type(attentions).__name__}"
-        ) from None
     if not items:
         raise ValueError(f"{what} is empty: pass at least one layer's map. {_EMPTY_FIX}")
     steps = [item for item in items if isinstance(item, (list, tuple)) and item and _is_array(item[0])]
@@ -279,12 +279,11 @@ def pick_layers(maps: AttentionMaps, layers, what: str, batch=None) -> list[int]
     return chosen
 
 
-def layer_array(attentions, layer, what: str, fix: str | None = "layer=i", call=None) -> np.ndarray:
-    """The one layer ``attentions`` holds, or the one ``layer`` names, whole: (batch, heads,
-    queries, keys) as numpy (for measures of a few small maps; analysis reads rows)."""
+def layer_array(attentions, what: str) -> np.ndarray:
+    """The one layer ``attentions`` holds, whole: (batch, heads, queries, keys) as numpy (for
+    measures of a few small maps that take one layer only; analysis reads rows)."""
     maps = as_maps(attentions, what).maps
-    position = one_layer(maps, layer, what, fix)
-    return as_array(maps.read(position, call=call), what)
+    return as_array(maps.read(one_layer(maps, None, what, None)), what)
 
 
 def require_square(shape, what: str) -> None:

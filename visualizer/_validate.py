@@ -119,25 +119,25 @@ def positions(selector, size: int, what: str = "query row") -> list[int] | slice
         return selector
     if isinstance(selector, _bools()):
         raise TypeError(f"a {what} is an int, a slice, a list or a tensor of ints, not {selector!r}")
-    if getattr(selector, "ndim", 0) > 1 or str(getattr(selector, "dtype", "int")).split(".")[-1][:3] not in (
-        "int",
-        "uin",
-    ):
-        raise TypeError(
-            f"{what}s as a tensor must be a 0-D or 1-D integer tensor, not {selector.dtype} "
-            f"{tuple(selector.shape)}"
-        )
-    if hasattr(selector, "tolist"):
-        selector = selector.tolist()
-    values = [selector] if isinstance(selector, numbers.Integral) else selector
-    try:
-        values = list(values)
-    except TypeError:
-        raise TypeError(
-            f"a {what} is an int, a slice, a list or a tensor of ints, not {type(selector).__name__}"
-        ) from None
-    if any(isinstance(v, _bools()) or not isinstance(v, numbers.Integral) for v in values):
-        raise TypeError(f"{what}s must be ints, not {values!r}")
+    if hasattr(selector, "tolist"):  # a tensor, an array or a numpy scalar: 0-D or 1-D, of integers
+        listed = selector.tolist()
+        values = listed if isinstance(listed, list) else [listed]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):  # bools, floats, 2-D rows
+            raise TypeError(
+                f"{what}s as a tensor must be a 0-D or 1-D integer tensor, not {selector.dtype} "
+                f"{tuple(selector.shape)}"
+            )
+    elif isinstance(selector, numbers.Integral):
+        values = [selector]
+    else:
+        try:
+            values = list(selector)
+        except TypeError:
+            raise TypeError(
+                f"a {what} is an int, a slice, a list or a tensor of ints, not {type(selector).__name__}"
+            ) from None
+        if any(isinstance(v, _bools()) or not isinstance(v, numbers.Integral) for v in values):
+            raise TypeError(f"{what}s must be ints, not {values!r}")
     for value in values:
         if not -size <= value < size:
             raise IndexError(f"{what} {value} is out of range: there are {size} (0..{size - 1})")

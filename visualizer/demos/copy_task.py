@@ -311,7 +311,7 @@ def diagonal_mass(cross_attention) -> float:
     Averages over batch, heads and queries. Takes one layer's map, square (queries == keys),
     as every analysis function does (:meth:`visualizer.AttentionMaps.from_arrays`).
     """
-    maps = layer_array(cross_attention, None, "diagonal_mass(): cross_attention", None)
+    maps = layer_array(cross_attention, "diagonal_mass(): cross_attention")
     if maps.shape[-1] != maps.shape[-2]:
         raise ValueError(
             f"cross_attention needs as many queries as keys (a square map), "

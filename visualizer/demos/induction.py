@@ -448,7 +448,7 @@ def induction_score(maps, block_len: int) -> np.ndarray:
 
 
 def _check_maps(maps, block_len, function: str) -> tuple[np.ndarray, int]:
-    array = layer_array(maps, None, f"{function}: maps", None).astype(np.float64)
+    array = layer_array(maps, f"{function}: maps").astype(np.float64)
     if not is_int(block_len):
         raise TypeError(
             f"{function}: block_len must be an int, got {type(block_len).__name__}: {block_len!r}"

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from visualizer._arrays import as_array, pick_layers, read_item
+from visualizer._arrays import pick_layers, read_item
+from visualizer._blockwise import ROWS
 from visualizer._maps import AttentionMaps
-from visualizer._validate import index, indices, positive_int
+from visualizer._validate import indices, positive_int
 from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._bertviz import SENTENCES, Arguments, finish, sentence_parts
@@ -318,13 +319,13 @@ def _head_index(setup: dict, count: int, position: int) -> list[int]:
 
 
 def _row_blocks(attentions, position: int, batch: int, heads: list[int]):
-    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of item ``batch``, checked."""
-    item = index(batch, attentions.shape(position)[0], f"attentions[{position}]: batch", "batch item")
-    for start, block in attentions.row_blocks(position, heads=heads):
-        yield (
-            start,
-            check_weights(as_array(block[item], "attentions"), f"attentions[{position}]").astype(np.float32),
-        )
+    """``(first row, (heads, rows, keys) float32)`` blocks of one layer of item ``batch``, checked;
+    only that item's rows are read (a rebuilt map: rebuilt for that item alone)."""
+    what, queries = f"attentions[{position}]", attentions.shape(position)[2]
+    for start in range(0, queries, ROWS):
+        rows = slice(start, min(start + ROWS, queries))
+        block = read_item(attentions, position, batch, what, rows=rows, heads=heads)
+        yield start, check_weights(block, what).astype(np.float32)
 
 
 def _row_tokens(

@@ -78,10 +78,10 @@ def row_reader(maps: AttentionMaps, *, batch: int, layers, heads, what: str) -> 
     def read(layer, start, stop):
         rows = slice(start, stop)
         if stitched[layer]:
-            block = maps.generation(layer, rows=rows, heads=selected)
-        else:
-            block = maps.rows(layer, rows, heads=selected)
-        return np.asarray(as_array(block[item], f"{what}: attentions[{layer}]"), dtype=np.float32)
+            block = maps.generation(layer, rows=rows, heads=selected)[item]
+        else:  # only this item's rows (a rebuilt map: rebuilt for it alone)
+            block = maps.read(layer, batch=[item], rows=rows, heads=selected)[0]
+        return np.asarray(as_array(block, f"{what}: attentions[{layer}]"), dtype=np.float32)
 
     labels = [infos[i].path for i in layer_index]
     stack = LayerStack(
