@@ -23,7 +23,7 @@ from visualizer import capture_attention
 from visualizer._maps import MapsBuilder
 from visualizer._structure import CHANNELS, TOKENS, LayerInfo, Tokens, Windows
 
-__all__ = ["build", "captured_seq2seq", "captured_swin", "captured_xcit", "info", "softmax"]
+__all__ = ["build", "captured_seq2seq", "captured_swin", "captured_vit", "captured_xcit", "info", "softmax"]
 
 
 def softmax(*shape, seed=0):
@@ -105,6 +105,26 @@ def captured_xcit(img_size=32, seed=0):
         model(images)
     channels = {name: CHANNELS for name, module in model.named_modules() if isinstance(module, XCA)}
     return model, redeclared(maps, channels), images
+
+
+def captured_vit(layers=None):
+    """A tiny random timm ViT (CLS + 4 x 4 patches, 3 layers of 2 heads) captured with its fused
+    kernel kept on 2 images; ``layers`` as for ``capture_attention``."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=16,
+        depth=3,
+        num_heads=2,
+    ).eval()
+    with capture_attention(model, layers=layers) as maps, torch.no_grad():
+        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    return maps
 
 
 def captured_seq2seq(kind="bart", src=5, tgt=4, seed=0):

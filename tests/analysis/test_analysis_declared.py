@@ -5,10 +5,17 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from analysis.declared_maps import build, captured_seq2seq, captured_swin, captured_xcit, info, softmax
+from analysis.declared_maps import (
+    build,
+    captured_seq2seq,
+    captured_swin,
+    captured_vit,
+    captured_xcit,
+    info,
+    softmax,
+)
 
-from visualizer import LayoutError, capture_attention
+from visualizer import LayoutError
 from visualizer._structure import TOKENS, Windows
 from visualizer.analysis import attention_stats, entropy, mean_attention_distance, rollout, top_k_pairs
 
@@ -25,19 +32,8 @@ def swin():
 
 @pytest.fixture(scope="module")
 def vit():
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=3,
-        num_heads=2,
-    ).eval()
-    with capture_attention(model) as maps, torch.no_grad():
-        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    pytest.importorskip("timm")
+    maps = captured_vit()
     return maps
 
 

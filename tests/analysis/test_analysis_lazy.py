@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from analysis.declared_maps import captured_vit
 
 from visualizer import _blockwise, capture_attention
 from visualizer._lazy import Recipe
@@ -59,18 +60,7 @@ def _llama(calls=1, eager=False):
 
 def _vit():
     """A tiny random timm ViT with fused attention: 2 images, CLS + 4 x 4 patches, 3 layers."""
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=3,
-        num_heads=2,
-    ).eval()
-    with capture_attention(model) as maps, torch.no_grad():
-        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    maps = captured_vit()
     return maps
 
 

@@ -12,6 +12,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from analysis.declared_maps import captured_seq2seq, captured_vit
 from matplotlib.figure import Figure
 from tiny_models import tiny_llama
 
@@ -125,19 +126,8 @@ def test_role_and_kind_are_declared_as_given_and_checked():
 
 @pytest.fixture(scope="module")
 def vit():
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=3,
-        num_heads=2,
-    ).eval()
-    with capture_attention(model) as maps, torch.no_grad():
-        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    pytest.importorskip("timm")
+    maps = captured_vit()
     for i in range(len(maps)):
         maps[i]  # built once and cached: every read below slices the same tensors as the forms hold
     return maps
@@ -229,8 +219,6 @@ def test_an_unbatched_form_gives_results_without_the_batch_axis(vit):
 
 
 def test_a_hugging_face_encoder_decoder_output_declares_what_its_capture_declares():
-    from analysis.declared_maps import captured_seq2seq
-
     _, captured, _, out = captured_seq2seq("bart", src=5, tgt=4)
     maps = AttentionMaps.from_arrays(out)
     declared = [(i.role, i.kind, i.depth) for i in maps.infos]
@@ -290,8 +278,6 @@ def test_a_bert_output_is_read_by_its_fields_and_an_empty_one_names_the_fix():
 
 
 def test_each_field_of_an_encoder_decoder_output_goes_to_every_kind_of_function():
-    from analysis.declared_maps import captured_seq2seq
-
     _, _, _, out = captured_seq2seq("bart", src=5, tgt=4)
     source, target = list("abcde"), list("wxyz")
     fields = {"encoder_attentions": (source, source), "decoder_attentions": (target, target)}

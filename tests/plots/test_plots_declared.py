@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 import torch
-from analysis.declared_maps import build, captured_seq2seq, captured_swin, captured_xcit, info, softmax
+from analysis.declared_maps import (
+    build,
+    captured_seq2seq,
+    captured_swin,
+    captured_vit,
+    captured_xcit,
+    info,
+    softmax,
+)
 from plot_checks import check_figure, panels, titles
 
 from visualizer import LayoutError, capture_attention
@@ -28,19 +36,8 @@ def swin():
 @pytest.fixture(scope="module")
 def vit():
     """A tiny random timm ViT (CLS + 4 x 4 patches) on 2 images, layers 1 and 2 of 3 captured."""
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=3,
-        num_heads=2,
-    ).eval()
-    with capture_attention(model, layers=[1, 2]) as maps, torch.no_grad():
-        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    pytest.importorskip("timm")
+    maps = captured_vit(layers=[1, 2])
     return maps
 
 

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
+from analysis.declared_maps import captured_vit
 from plot_checks import panels
 
-from visualizer import capture_attention
 from visualizer._lazy import Recipe
 from visualizer.plots import plot_attention_distance, plot_cls_attention, plot_layers, plot_rollout
 
@@ -13,19 +12,8 @@ from visualizer.plots import plot_attention_distance, plot_cls_attention, plot_l
 @pytest.fixture
 def vit():
     """A tiny random timm ViT with fused attention (CLS + 4 x 4 patches), 3 layers, 2 images."""
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        img_size=32,
-        patch_size=8,
-        embed_dim=16,
-        depth=3,
-        num_heads=2,
-    ).eval()
-    with capture_attention(model) as maps, torch.no_grad():
-        model(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
+    pytest.importorskip("timm")
+    maps = captured_vit()
     assert all(info.rebuilt for info in maps.infos)
     return maps
 

@@ -11,6 +11,7 @@ random BERT (MiniLM's shape and its real WordPiece tokenizer) and a tiny random 
 
 import pytest
 import torch
+from analysis.declared_maps import captured_seq2seq
 from view_data import config_of, open_view, state
 
 from visualizer.view import head_view, model_view
@@ -35,28 +36,7 @@ def bert():
 
 @pytest.fixture(scope="module")
 def bart():
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.BartConfig(
-        vocab_size=60,
-        d_model=16,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        max_position_embeddings=32,
-    )
-    model = transformers.BartModel(config).eval()
-    model.set_attn_implementation("eager")
-    encoder_input_ids = torch.tensor([[0, 11, 12, 13, 2]])
-    decoder_input_ids = torch.tensor([[2, 0, 21, 22]])
-    with torch.no_grad():
-        outputs = model(
-            input_ids=encoder_input_ids, decoder_input_ids=decoder_input_ids, output_attentions=True
-        )
+    _, _, _, outputs = captured_seq2seq("bart", src=5, tgt=4)  # a tiny random BART's eager outputs
     return outputs, ["<s>", "a", "b", "c", "</s>"], ["</s>", "<s>", "x", "y"]
 
 
