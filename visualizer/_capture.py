@@ -221,11 +221,11 @@ class AttentionCapture:
     def _decide(self, selected: list, model_name: str) -> None:
         """Which targets keep their kernel (lazy) and which compute their maps eagerly."""
         for target in selected:
-            target.lazy = self.lazy is not False and target.rebuild is None
+            target.lazy = self.lazy is not False and target.eager_because is None
         if self.lazy is True:
             cannot = [target for target in selected if not target.lazy]
             if cannot:
-                listed = "; ".join(f"{target.name}: {target.rebuild}" for target in cannot[:6])
+                listed = "; ".join(f"{target.name}: {target.eager_because}" for target in cannot[:6])
                 more = f" and {len(cannot) - 6} more" if len(cannot) > 6 else ""
                 raise ValueError(
                     f"capture_attention(lazy=True): {len(cannot)} selected attention module(s) of "
@@ -237,7 +237,7 @@ class AttentionCapture:
     def _eager_reason(self, target) -> str:
         if self.lazy is False:
             return "capture_attention(lazy=False) computes every map eagerly"
-        return str(target.rebuild)
+        return str(target.eager_because)
 
     def _attach(self) -> None:
         detachers = attach(self._selected, self, self.core)
@@ -285,18 +285,18 @@ class AttentionCapture:
             return
         self._builder.ran(self._handles[id(target)])
 
-    def record(self, target, weights, layout=None) -> None:
+    def record(self, call) -> None:
         if self._foreign():
             return
+        target, layout = call.target, call.layout
         handle = self._handles[id(target)]
-        from visualizer._lazy import Recipe
-
-        if isinstance(weights, Recipe):
-            self._builder.record(
-                handle, self._keep(weights), self._geometry(target, weights.shape[3], layout)
-            )
+        if call.eager_because is not None:
+            self._builder.note_eager(handle, call.eager_because)
+        if call.probabilities is None:
+            recipe = call.recipe()
+            self._builder.record(handle, self._keep(recipe), self._geometry(target, recipe.shape[3], layout))
             return
-        weights = _as_map(weights)
+        weights = _as_map(call.probabilities)
         if isinstance(weights, str):
             self.missing(target, weights)
             return
@@ -316,13 +316,6 @@ class AttentionCapture:
         if not self._patches or not isinstance(layout, Tokens) or layout.grid is not None:
             return layout
         return self._patches.layout(target.name, int(keys)) or layout
-
-    def record_eager(self, target, weights, layout=None, reason: str = "") -> None:
-        """A lazy target's call that had to be computed eagerly (``reason`` says why)."""
-        if self._foreign():
-            return
-        self._builder.note_eager(self._handles[id(target)], reason)
-        self.record(target, weights, layout)
 
     def _keep(self, recipe):
         """What a Recipe keeps: its own copies of views into larger tensors, detached unless

@@ -12,11 +12,15 @@ its own module of this package and listed in :data:`REGISTRY`, most specific fir
   the attention modules it records, each a :class:`Target` carrying the role, kind, block
   and layout the framework declares and a typed payload of the adapter's own; and the
   attention modules it knows but cannot record, each a :class:`Refusal` saying why;
-- ``attach(targets, recorder, core) -> detach``: make those modules produce weights and
-  send them to ``recorder`` (:class:`Recorder`); ``detach()`` undoes every change. A target
-  whose ``lazy`` the capture set keeps its own kernel and sends a
-  :class:`~visualizer._lazy.Recipe` instead of the weights; ``find`` says in each target's
-  ``rebuild`` whether that is exact for it (None) or why not.
+- ``attach(targets, recorder, core) -> detach``: make those modules report each attention
+  call as one :class:`~visualizer._adapters._events.AttentionCall` to ``recorder``
+  (:class:`Recorder`); ``detach()`` undoes every change. A target whose ``lazy`` the capture
+  set keeps its own kernel, and its event carries what defines the map instead of the map;
+  ``find`` says in each target's ``eager_because`` why the map cannot be rebuilt from its
+  kernel's inputs (None where it can);
+- ``edit_point(target) -> str | None``: None where the target's kernel output, split by head,
+  is exactly what its output projection receives, so editors and gradient taps can act there
+  (see ``_seam``); else why not.
 
 ``core`` is the :class:`~visualizer._core.GetLocal` the capture uses.
 """
@@ -29,6 +33,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from visualizer._adapters._events import Recorder
 from visualizer._structure import TOKENS, Layout
 
 __all__ = [
@@ -70,7 +75,7 @@ class Target(Generic[P]):
     payload: P = None  # type: ignore[assignment]
     #: Why this module's map cannot be rebuilt from what its kernel receives (see
     #: ``visualizer._lazy``); None where it can. Set by the adapter in ``find``.
-    rebuild: str | None = "its adapter records the map as the module computes it"
+    eager_because: str | None = "its adapter records the map as the module computes it"
     #: Set by the capture before ``attach``: record what defines the map (a Recipe), leaving
     #: the module's own kernel on, instead of the map itself.
     lazy: bool = False
@@ -97,21 +102,6 @@ class Refusal:
     reason: str
 
 
-class Recorder(Protocol):
-    """What adapters report to, for each target."""
-
-    def ran(self, target: Target) -> None:
-        """The target's forward started."""
-
-    def record(self, target: Target, weights: Any, layout: Layout | None = None) -> None:
-        """Attention weights of one call, shaped as ``layout`` (the target's own when None) says:
-        (batch, heads, queries, keys) for tokens, or (heads, queries, keys) for one sequence;
-        or, for a lazy target, the :class:`~visualizer._lazy.Recipe` that rebuilds them."""
-
-    def missing(self, target: Target, cause: str) -> None:
-        """A call produced no weights; ``cause`` says why and how to fix it."""
-
-
 class Adapter(Protocol):
     """One framework's way to find and record attention modules; see the module docstring."""
 
@@ -124,6 +114,8 @@ class Adapter(Protocol):
     ) -> list[Target | Refusal]: ...
 
     def attach(self, targets: list[Target], recorder: Recorder, core: Any) -> Callable[[], None]: ...
+
+    def edit_point(self, target: Target) -> str | None: ...
 
 
 def adapters(*, available_only: bool = True) -> list[Adapter]:

@@ -26,6 +26,8 @@ import inspect
 import threading
 from typing import Any
 
+from visualizer._adapters._events import AttentionCall
+
 __all__ = ["FallbackPayload", "Unit", "find_fallback"]
 
 FIELDS = ("attentions", "encoder_attentions", "decoder_attentions", "cross_attentions")
@@ -156,7 +158,7 @@ class Unit:
             if weights is None:
                 self.recorder.missing(target, self._cause(target, fields))
             else:
-                self.recorder.record(target, weights, layout)
+                self.recorder.record(AttentionCall(target, "eager", layout, probabilities=weights))
         if asked and wants_dict is not False:
             return None
         if not asked:

@@ -2,7 +2,7 @@
 
 A module owns a captured function when the function is one of its class's methods
 (``forward`` or a helper), or when its ``forward`` calls it by a global name. Values are
-attributed to the module whose forward is running (see ``_windows``). A captured
+attributed to the module whose forward is running (see ``_scopes``). A captured
 function no module owns is recorded under its get_local key whenever it runs during
 capture. With several names (``get_local("attn", "v")``) the first is the map.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import types
 
 from visualizer._adapters import Target, block_of
-from visualizer._adapters._windows import Windows
+from visualizer._adapters._scopes import ForwardScopes
 from visualizer._core import describe, wrapped_chain
 
 __all__ = ["ADAPTER"]
@@ -51,22 +51,28 @@ class DecoratedAdapter:
         return targets
 
     def attach(self, targets, recorder, core):
-        windows = Windows(recorder, _cause, core)
+        scopes = ForwardScopes(recorder, _cause, core)
         try:
             functions: dict = {}
             for target in targets:
                 functions.update(target.payload)
             for func, variable in functions.items():
-                windows.tap(func, variable)
+                scopes.tap(func, variable)
             for target in targets:
                 if target.module is not None:
-                    windows.watch(target, tuple(target.payload))
+                    scopes.watch(target, tuple(target.payload))
                 else:
-                    windows.loose_function(next(iter(target.payload)), target)
+                    scopes.loose_function(next(iter(target.payload)), target)
         except BaseException:
-            windows.close()
+            scopes.close()
             raise
-        return windows.close
+        return scopes.close
+
+    def edit_point(self, target) -> str | None:
+        return (
+            f"{target.name} is recorded through a get_local function, which declares no output "
+            "projection to edit"
+        )
 
 
 ADAPTER = DecoratedAdapter()

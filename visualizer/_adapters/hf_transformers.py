@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
+from visualizer._adapters._events import AttentionCall
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
 from visualizer._adapters._switches import hold
@@ -76,12 +77,22 @@ class TransformersAdapter:
             target = Target(
                 path, m, self.name, kind=kind, role=_role_of(path, roles), block=block, payload=payload
             )
-            target.rebuild = _rebuild(module, m, payload)
+            target.eager_because = _rebuild(module, m, payload)
             targets.append(target)
         return targets
 
     def attach(self, targets, recorder, core):
         return attach(targets, recorder)
+
+    def edit_point(self, target) -> str | None:
+        name = f"{target.name} ({type(target.module).__name__})"
+        if not isinstance(target.payload, Payload):
+            return (
+                f"{name}: its weights come through the model's output_attentions, with no kernel call to edit"
+            )
+        if target.eager_because is not None:
+            return f"{name}: {target.eager_because}"
+        return None
 
 
 ADAPTER = TransformersAdapter()
@@ -284,7 +295,7 @@ def attach(targets, recorder):
     eager_models = [m for m in models if any(t.payload.model is m and not t.lazy for t in targets)]
     saved = _implementations(eager_models, PreTrainedModel)
     closers: list = []
-    rebuilt: dict[int, Any] = {}  # id(target) -> the Recipe of its running call
+    rebuilt: dict[int, Any] = {}  # id(target) -> the kernel call of its running forward, or the count
     try:
         for model in eager_models:
             if model.config._attn_implementation != "eager":
@@ -351,20 +362,10 @@ def _detach(closers, saved) -> None:
 
 
 def _kernel_calls(rebuilt: dict):
-    """The watcher's report: the Recipe of a call that made exactly one kernel call."""
+    """The watcher's report: the event of a forward that made exactly one kernel call, else the count."""
 
     def done(target, calls) -> None:
-        module = target.module
-        heads = getattr(module, "num_heads", None) or getattr(
-            getattr(module, "config", None), "num_attention_heads", None
-        )
-        groups = getattr(module, "num_key_value_groups", 1)
-        groups = groups if isinstance(groups, int) and groups > 0 else 1
-        rebuilt[id(target)] = (
-            _sdpa.recipe(calls[0], heads=heads if isinstance(heads, int) else None, groups=groups)
-            if len(calls) == 1
-            else len(calls)
-        )
+        rebuilt[id(target)] = calls[0] if len(calls) == 1 else len(calls)
 
     return done
 
@@ -378,13 +379,18 @@ def _hook(target, recorder, windows, rebuilt):
         if target.lazy:
             kept = rebuilt.pop(id(target), 0)
             if not isinstance(kept, int):
-                recorder.record(target, kept, layout)
+                kept.layout = layout
+                recorder.record(kept)
                 return
             weights = (
                 output[index] if isinstance(output, tuple) and -len(output) <= index < len(output) else None
             )
             if weights is not None:  # the model was switched to eager after all (a nested model)
-                recorder.record_eager(target, weights, layout, "its model ran eagerly")
+                recorder.record(
+                    AttentionCall(
+                        target, "eager", layout, probabilities=weights, eager_because="its model ran eagerly"
+                    )
+                )
             else:
                 recorder.missing(target, _sdpa.not_one_call(type(module).__name__, kept))
             return
@@ -397,7 +403,7 @@ def _hook(target, recorder, windows, rebuilt):
         if weights is None:
             recorder.missing(target, _cause(module))
         else:
-            recorder.record(target, weights, layout)
+            recorder.record(AttentionCall(target, "eager", layout, probabilities=weights))
 
     return after
 

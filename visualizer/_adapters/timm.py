@@ -33,13 +33,13 @@ import dataclasses
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
+from visualizer._adapters._events import AttentionCall
+from visualizer._adapters._scopes import ForwardScopes
 from visualizer._adapters._switches import hold
 from visualizer._adapters._timm_inventory import Plan, plan_for
 from visualizer._adapters._timm_windows import Placement, place
-from visualizer._adapters._windows import Windows
 from visualizer._core import describe, resolve
-from visualizer._structure import CHANNELS, TOKENS
-from visualizer._structure import Windows as WindowsLayout
+from visualizer._structure import CHANNELS, TOKENS, Windows
 
 __all__ = ["ADAPTER", "Payload"]
 
@@ -75,7 +75,7 @@ class TimmAdapter:
                 function = _function(type(module), GENERIC)
                 if function is not None:
                     target = _target(self.name, name, module, everything, Payload(function, GENERIC))
-                    target.rebuild = (
+                    target.eager_because = (
                         f"{type(module).__qualname__} is not a timm class, so what its fused path "
                         "computes is not known; its map is computed on its unfused path"
                     )
@@ -108,13 +108,13 @@ class TimmAdapter:
 
     def attach(self, targets, recorder, core):
         layouts = _Layouts(recorder)
-        windows = Windows(layouts, _cause, core)
+        scopes = ForwardScopes(layouts, _cause, core)
         switched: list = []
         handles: list = []
         eager = [target for target in targets if not target.lazy]
         try:
             for function, variable in {(t.payload.function, t.payload.plan.variable): None for t in eager}:
-                windows.tap(function, variable)
+                scopes.tap(function, variable)
             for target in targets:
                 payload = target.payload
                 if payload.placement is not None:
@@ -125,18 +125,42 @@ class TimmAdapter:
                     )
                     handles.append(_Unwatch(_sdpa.watch(target, target.module, layouts.kernel_calls)))
                     continue
-                windows.watch(target, (payload.function,))
+                scopes.watch(target, (payload.function,))
                 if payload.plan.switch and isinstance(getattr(target.module, "fused_attn", None), bool):
                     # Held until the last capture open on the module ends (captures may overlap).
                     switched.append(hold(target.module, "fused_attn"))
                     target.module.fused_attn = False
         except BaseException:
-            _detach(windows, switched, handles)
+            _detach(scopes, switched, handles)
             raise
-        return lambda: _detach(windows, switched, handles)
+        return lambda: _detach(scopes, switched, handles)
+
+    def edit_point(self, target) -> str | None:
+        name = f"{target.name} ({type(target.module).__qualname__})"
+        if target.eager_because is not None:
+            return f"{name}: {target.eager_because}, so its kernel output is not its heads' output"
+        between = _between_heads_and_projection(target.module)
+        if between:
+            return (
+                f"{name} applies {between} to all heads together between the kernel and its output "
+                "projection (scale_norm), so one head's output cannot be changed on its own"
+            )
+        return None
 
 
 ADAPTER = TimmAdapter()
+
+
+def _between_heads_and_projection(module) -> str:
+    """The norms a timm attention applies over all heads after its kernel (``scale_norm``), named."""
+    from torch import nn
+
+    found = [
+        f"{name} ({type(child).__name__})"
+        for name, child in module.named_children()
+        if "norm" in name and name not in ("q_norm", "k_norm") and not isinstance(child, nn.Identity)
+    ]
+    return ", ".join(found)
 
 
 def _target(adapter: str, name: str, module, everything: dict, payload: Payload) -> Target:
@@ -154,7 +178,7 @@ def _target(adapter: str, name: str, module, everything: dict, payload: Payload)
         layout=layout,
         payload=payload,
     )
-    target.rebuild = _rebuild(module, plan)
+    target.eager_because = _rebuild(module, plan)
     return target
 
 
@@ -185,7 +209,7 @@ class _Unwatch:
         (remove or self.function)()
 
 
-def _static_windows(placement: Placement) -> WindowsLayout:
+def _static_windows(placement: Placement) -> Windows:
     """The layout declared before any call: from the block's configured feature size where it has one."""
     block = placement.block
     size = getattr(block, "input_resolution", None) or getattr(block, "feat_size", None)
@@ -193,10 +217,10 @@ def _static_windows(placement: Placement) -> WindowsLayout:
     window = (window, window) if isinstance(window, int) else tuple(int(w) for w in window)
     shift = tuple(int(s) for s in getattr(block, "shift_size", (0, 0)))
     if size is None:
-        return WindowsLayout(window=window, grid=(1, 1))
+        return Windows(window=window, grid=(1, 1))
     size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     grid = (-(-size[0] // window[0]), -(-size[1] // window[1]))
-    return WindowsLayout(window=window, grid=grid, shift=shift, tokens=size, shift_before_pad=True)
+    return Windows(window=window, grid=grid, shift=shift, tokens=size, shift_before_pad=True)
 
 
 class _Layouts:
@@ -204,7 +228,7 @@ class _Layouts:
 
     def __init__(self, recorder) -> None:
         self.recorder = recorder
-        self.current: dict[int, WindowsLayout] = {}  # id(target) -> the layout of its running call
+        self.current: dict[int, Windows] = {}  # id(target) -> the layout of its running call
 
     def follow(self, target, placement: Placement):
         def pre_hook(block, args, kwargs):
@@ -223,15 +247,18 @@ class _Layouts:
     def kernel_calls(self, target, calls) -> None:
         """A lazy target's forward ended: one kernel call gives its Recipe."""
         if len(calls) == 1:
-            self.recorder.record(target, _sdpa.recipe(calls[0]), self.current.get(id(target)))
+            calls[0].layout = self.current.get(id(target))
+            self.recorder.record(calls[0])
             return
         self.recorder.missing(target, _sdpa.not_one_call(type(target.module).__qualname__, len(calls)))
 
-    def record(self, target, weights, layout=None) -> None:
+    def record(self, call: AttentionCall) -> None:
+        target = call.target
         shape = target.payload.plan.shape
-        if shape is not None and hasattr(weights, "dim"):
-            weights = shape(target.module, weights)
-        self.recorder.record(target, weights, self.current.get(id(target), layout))
+        if shape is not None and hasattr(call.probabilities, "dim"):
+            call.probabilities = shape(target.module, call.probabilities)
+        call.layout = self.current.get(id(target), call.layout)
+        self.recorder.record(call)
 
     def missing(self, target, cause: str) -> None:
         self.recorder.missing(target, cause)
@@ -248,12 +275,12 @@ def _function(cls, plan: Plan):
         return None
 
 
-def _detach(windows, switched, handles) -> None:
+def _detach(scopes, switched, handles) -> None:
     for release in switched:
         release()
     for handle in handles:
         handle.remove()
-    windows.close()
+    scopes.close()
 
 
 def _cause(target, function, unbound) -> str:

@@ -27,6 +27,7 @@ import threading
 import weakref
 
 from visualizer._adapters import Target, block_of
+from visualizer._adapters._events import AttentionCall
 
 __all__ = ["ADAPTER"]
 
@@ -64,12 +65,18 @@ class TorchAdapter:
             else:
                 block = block_of(name, everything)
             target = Target(name, module, ADAPTER_NAME, kind=kind, role=role, block=block)
-            target.rebuild = _rebuild(module)
+            target.eager_because = _rebuild(module)
             targets.append(target)
         return targets
 
     def attach(self, targets, recorder, core):
         return attach(targets, recorder)
+
+    def edit_point(self, target) -> str | None:
+        return (
+            f"{target.name} (nn.MultiheadAttention): its fast paths and need_weights=True never call the "
+            "sdpa kernel, and an edit point of its own is not offered yet"
+        )
 
 
 ADAPTER = TorchAdapter()
@@ -166,7 +173,7 @@ class _Shared:
             stack = self.asked.stack = []
         recipe: object = None
         if all(target.lazy for target, _ in listeners):
-            recipe = _recipe(module, args, kwargs)
+            recipe = _recipe(listeners[0][0], module, args, kwargs)
         stack.append(
             (kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True), listeners, recipe)
         )
@@ -185,7 +192,7 @@ class _Shared:
             return None
         if recipe is not None and not isinstance(recipe, str):
             for target, recorder in listeners:
-                recorder.record(target, recipe)
+                recorder.record(recipe.for_target(target))
             return None
         out, weights = output
         for target, recorder in listeners:
@@ -193,14 +200,14 @@ class _Shared:
                 reason = (
                     recipe if isinstance(recipe, str) else "another capture open on it needs eager weights"
                 )
-                recorder.record_eager(target, weights, None, reason)
+                recorder.record(AttentionCall(target, "eager", probabilities=weights, eager_because=reason))
                 continue
             if weights is None:
                 recorder.missing(
                     target, f"{target.name} returned no weights although need_weights=True was passed"
                 )
             else:
-                recorder.record(target, weights)
+                recorder.record(AttentionCall(target, "eager", probabilities=weights))
         if weights is None:
             return None
         if not need_weights:
@@ -217,14 +224,12 @@ def _rebuild(module) -> str | None:
     return None
 
 
-def _recipe(module, args, kwargs):
-    """The Recipe of one call, from the module's own input projection of its inputs and the masks
-    it was given (as ``multi_head_attention_forward`` merges them); a str where this call needs
-    eager weights."""
+def _recipe(target, module, args, kwargs):
+    """The event of one call (source ``projection``), from the module's own input projection of its
+    inputs and the masks it was given (as ``multi_head_attention_forward`` merges them); a str where
+    this call needs eager weights."""
     import torch
     import torch.nn.functional as F
-
-    from visualizer._lazy import Recipe
 
     named = dict(zip(_POSITIONAL, args))
     query = named.get("query", kwargs.get("query"))
@@ -263,7 +268,9 @@ def _recipe(module, args, kwargs):
         padding = padding.reshape(batch, 1, 1, -1)
         masks.append(~padding if padding.dtype == torch.bool else padding)
     dropout = module.dropout if module.training else 0.0
-    return Recipe(q, k, tuple(masks), dropout=dropout)
+    return AttentionCall(
+        target, "projection", query=q, key=k, masks=tuple(masks), dropout=dropout, heads=heads
+    )
 
 
 _SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Shared

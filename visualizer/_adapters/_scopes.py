@@ -3,9 +3,9 @@
 timm's ``Attention.forward`` and functions users decorate with ``get_local`` compute the
 attention map in a local variable. A get_local tap hands over that variable when the
 function returns; this module works out which module instance it belongs to. Each
-watched module opens a *window* when its forward starts (a forward pre-hook) and closes
+watched module opens a *scope* when its forward starts (a forward pre-hook) and closes
 it when it ends (a forward hook that also runs on exceptions). A value goes to the
-innermost open window, in this thread, whose module owns the function, so nested and
+innermost open scope, in this thread, whose module owns the function, so nested and
 recursive modules each get their own calls.
 """
 
@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import threading
 
-__all__ = ["Windows"]
+from visualizer._adapters._events import AttentionCall
+
+__all__ = ["ForwardScopes"]
 
 
-class _Window:
+class _Scope:
     __slots__ = ("functions", "misses", "target", "values")
 
     def __init__(self, target, functions) -> None:
@@ -26,8 +28,8 @@ class _Window:
         self.misses: list[str] = []
 
 
-class Windows:
-    """Module windows and get_local taps for one capture.
+class ForwardScopes:
+    """Forward scopes and get_local taps for one capture.
 
     ``cause`` builds the message for a call whose variable was unassigned:
     ``cause(target, function, unbound_names) -> str``.
@@ -42,7 +44,7 @@ class Windows:
         self.taps: list = []
         self.loose: dict = {}  # function -> target, for functions no module owns
 
-    def _stack(self) -> list[_Window]:
+    def _stack(self) -> list[_Scope]:
         stack = getattr(self.local, "stack", None)
         if stack is None:
             stack = self.local.stack = []
@@ -54,19 +56,19 @@ class Windows:
 
         def opened(module, args):
             self.recorder.ran(target)
-            self._stack().append(_Window(target, functions))
+            self._stack().append(_Scope(target, functions))
 
         def closed(module, args, output):
             stack = self._stack()
-            while stack:  # a forward that raised may have left inner windows open
-                window = stack.pop()
-                if window.target is target:
+            while stack:  # a forward that raised may have left inner scopes open
+                scope = stack.pop()
+                if scope.target is target:
                     break
             else:
                 return
-            for value in window.values:
-                self.recorder.record(target, value)
-            for cause in window.misses:
+            for value in scope.values:
+                self.recorder.record(AttentionCall(target, "local", probabilities=value))
+            for cause in scope.misses:
                 self.recorder.missing(target, cause)
 
         self.handles.append(target.module.register_forward_pre_hook(opened))
@@ -84,32 +86,32 @@ class Windows:
         """
 
         def on_record(value):
-            window = self._owner(function)
-            if window is not None:
-                window.values.append(value)
+            scope = self._owner(function)
+            if scope is not None:
+                scope.values.append(value)
             elif function in self.loose:
                 target = self.loose[function]
                 self.recorder.ran(target)
-                self.recorder.record(target, value)
+                self.recorder.record(AttentionCall(target, "local", probabilities=value))
 
         def on_missing(unbound):
-            window = self._owner(function)
-            target = window.target if window is not None else self.loose.get(function)
+            scope = self._owner(function)
+            target = scope.target if scope is not None else self.loose.get(function)
             if target is None:
                 return
             cause = self.cause(target, function, unbound)
-            if window is not None:
-                window.misses.append(cause)
+            if scope is not None:
+                scope.misses.append(cause)
             else:
                 self.recorder.ran(target)
                 self.recorder.missing(target, cause)
 
         self.taps.append(self.core.open_tap(function, variable, on_record, on_missing))
 
-    def _owner(self, function) -> _Window | None:
-        for window in reversed(self._stack()):
-            if function in window.functions:
-                return window
+    def _owner(self, function) -> _Scope | None:
+        for scope in reversed(self._stack()):
+            if function in scope.functions:
+                return scope
         return None
 
     def close(self) -> None:

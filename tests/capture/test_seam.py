@@ -1,0 +1,395 @@
+"""Editors and gradient taps at the edit point, checked against what they must equal independently:
+zeroing a head's output equals zeroing that head's slice of the output projection's input (a
+pre-hook written here), a gradient tap sees eager autograd's gradient of the per-head output."""
+
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.tiny_models import tiny_llama
+from visualizer import capture_attention
+from visualizer._adapters._seam import EditPointError, Seam
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class ZeroHead:
+    """The tests' editor: zero one head of the named modules (every module when ``names`` is None)."""
+
+    def __init__(self, head: int, names=None) -> None:
+        self.head, self.names, self.calls = head, names, []
+
+    def edit(self, call):
+        self.calls.append(call)
+        if self.names is not None and call.target.name not in self.names:
+            return None
+        out = call.output.clone()
+        out[:, self.head] = 0
+        return out
+
+
+class Identity:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def edit(self, call):
+        self.calls += 1
+        return call.output.clone()
+
+
+class KeepGradient:
+    def __init__(self, detach_scores: bool = False) -> None:
+        self.detach_scores = detach_scores
+        self.grads: dict[str, torch.Tensor] = {}
+
+    def gradient(self, call, grad) -> None:
+        self.grads[call.target.name] = grad
+
+
+def _zero_projection_input(projection, head: int, head_dim: int, transposed: bool = False):
+    """A pre-hook on the output projection that zeroes head ``head``'s slice of its input."""
+
+    def pre(module, args):
+        x = args[0].clone()
+        x[..., head * head_dim : (head + 1) * head_dim] = 0
+        return (x, *args[1:])
+
+    return projection.register_forward_pre_hook(pre)
+
+
+def _on(model, implementation: str):
+    model.set_attn_implementation(implementation)
+    return model.eval()
+
+
+def _vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=2
+    ).eval()
+
+
+def _bert():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    return _on(BertModel(config), "sdpa")
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return _on(GPT2LMHeadModel(config), "sdpa")
+
+
+def _bart():
+    from transformers import BartConfig, BartModel
+
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=100,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+    )
+    return _on(BartModel(config), "sdpa")
+
+
+# (model, inputs, attention module, its output projection, heads)
+CASES = {
+    "timm fused": (_vit, lambda: (torch.randn(2, 3, 32, 32),), "blocks.1.attn", "blocks.1.attn.proj", 3),
+    "bert sdpa": (
+        _bert,
+        lambda: (torch.randint(0, 100, (2, 7)),),
+        "encoder.layer.1.attention.self",
+        "encoder.layer.1.attention.output.dense",
+        4,
+    ),
+    "gpt2 sdpa": (
+        _gpt2,
+        lambda: (torch.randint(0, 100, (2, 9)),),
+        "transformer.h.0.attn",
+        "transformer.h.0.attn.c_proj",
+        4,
+    ),
+    "llama gqa": (
+        lambda: tiny_llama(attn_implementation="sdpa"),
+        lambda: (torch.randint(0, 100, (2, 9)),),
+        "model.layers.1.self_attn",
+        "model.layers.1.self_attn.o_proj",
+        4,
+    ),
+}
+
+
+def _output(result):
+    for name in ("logits", "last_hidden_state"):
+        if hasattr(result, name):
+            return getattr(result, name)
+    return result
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_zeroing_a_head_equals_zeroing_its_slice_of_the_projection_input(case):
+    build, inputs, name, projection, heads = CASES[case]
+    model = build()
+    args = inputs()
+    dim = dict(model.named_modules())[projection]
+    in_features = dim.weight.shape[0] if type(dim).__name__ == "Conv1D" else dim.in_features
+    head_dim = in_features // heads
+    with torch.no_grad():
+        plain = _output(model(*args))
+        handle = _zero_projection_input(dim, 2, head_dim)
+        try:
+            expected = _output(model(*args))
+        finally:
+            handle.remove()
+        editor = ZeroHead(2, names={name})
+        with Seam(model, editors=[editor], modules=[name]) as seam:
+            edited = _output(model(*args))
+        identity = Identity()
+        with Seam(model, editors=[identity]):
+            same = _output(model(*args))
+    assert [target.name for target in seam.targets] == [name]
+    assert len(editor.calls) == 1 and editor.calls[0].source == "kernel"
+    assert editor.calls[0].value is not None and editor.calls[0].output.shape[1] == heads
+    assert (expected - plain).abs().max() > 1e-4  # the head matters, so the comparison can fail
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
+    assert identity.calls >= 2
+    assert torch.equal(same, plain)  # the kernel path is unchanged: bit-identical
+
+
+def test_zeroing_a_head_on_a_packed_grouped_query_decoding_step():
+    """A decoding step with a padding mask: transformers folds query heads into query positions
+    (pack_gqa); the editor still sees (batch, heads, 1, head dim)."""
+    model = tiny_llama(attn_implementation="sdpa")
+    ids = torch.randint(0, 100, (2, 6))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 0] = 0
+    with torch.no_grad():
+        prefill = model(ids, attention_mask=mask[:, :6], use_cache=True)
+        step = torch.randint(0, 100, (2, 1))
+
+        def decode(**kw):
+            cache = copy.deepcopy(prefill.past_key_values)
+            return model(step, attention_mask=mask, past_key_values=cache, **kw).logits
+
+        projection = model.model.layers[0].self_attn.o_proj
+        handle = _zero_projection_input(projection, 3, 16)
+        try:
+            expected = decode()
+        finally:
+            handle.remove()
+        editor = ZeroHead(3)
+        with Seam(model, editors=[editor], modules=["model.layers.0.self_attn"]):
+            edited = decode()
+    assert editor.calls[0].packed and editor.calls[0].output.shape == (2, 4, 1, 16)
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
+
+
+def test_cross_attention_of_an_encoder_decoder():
+    model = _bart()
+    ids = torch.randint(0, 100, (2, 7))
+    name = "decoder.layers.0.encoder_attn"
+    with torch.no_grad():
+        plain = model(ids, decoder_input_ids=ids[:, :5]).last_hidden_state
+        handle = _zero_projection_input(model.decoder.layers[0].encoder_attn.out_proj, 1, 8)
+        try:
+            expected = model(ids, decoder_input_ids=ids[:, :5]).last_hidden_state
+        finally:
+            handle.remove()
+        with Seam(model, editors=[ZeroHead(1)], modules=[name]):
+            edited = model(ids, decoder_input_ids=ids[:, :5]).last_hidden_state
+    assert (expected - plain).abs().max() > 1e-4
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
+
+
+def _eager_head_output_grad(model, images, block: int):
+    """Eager autograd's gradient of block ``block``'s per-head output (timm, fused kernel off)."""
+    attn = model.blocks[block].attn
+    kept = {}
+
+    def pre(module, args):
+        args[0].retain_grad()
+        kept["x"] = args[0]
+
+    attn.fused_attn = False
+    handle = attn.proj.register_forward_pre_hook(pre)
+    try:
+        model(images).pow(2).sum().backward()
+    finally:
+        handle.remove()
+        attn.fused_attn = True
+    grad = kept["x"].grad  # (batch, tokens, heads x head dim)
+    return grad.reshape(*grad.shape[:2], attn.num_heads, -1).transpose(1, 2)
+
+
+def test_a_gradient_tap_sees_eager_autograds_gradient_of_the_per_head_output():
+    model = _vit()
+    images = torch.randn(2, 3, 32, 32)
+    expected = _eager_head_output_grad(model, images, 1)
+    model.zero_grad()
+    tap = KeepGradient()
+    with Seam(model, taps=[tap]):
+        out = model(images)
+        out.pow(2).sum().backward()
+    assert set(tap.grads) == {"blocks.0.attn", "blocks.1.attn"}
+    torch.testing.assert_close(tap.grads["blocks.1.attn"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_detached_scores_leave_the_output_and_send_gradients_through_the_values_only():
+    model = _vit()
+    images = torch.randn(2, 3, 32, 32)
+    plain = model(images)
+    plain.pow(2).sum().backward()
+    qkv = model.blocks[1].attn.qkv.weight
+    dim = qkv.shape[1]
+    assert qkv.grad[: 2 * dim].abs().max() > 0
+    model.zero_grad()
+    tap = KeepGradient(detach_scores=True)
+    with Seam(model, taps=[tap]):
+        out = model(images)
+        out.pow(2).sum().backward()
+    assert torch.equal(out, plain)
+    assert torch.count_nonzero(qkv.grad[: 2 * dim]) == 0  # queries and keys get no gradient
+    assert qkv.grad[2 * dim :].abs().max() > 0  # the values do
+
+
+def test_modules_without_an_edit_point_are_refused_by_name():
+    import timm
+
+    torch.manual_seed(0)
+    scaled = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=1, scale_attn_norm=True
+    ).eval()
+    with pytest.raises(EditPointError, match=r"blocks\.0\.attn .*norm .*scale_norm"):
+        Seam(scaled, editors=[Identity()]).open()
+    mha = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
+    with pytest.raises(EditPointError, match=r"layers\.0\.self_attn \(nn\.MultiheadAttention\)"):
+        Seam(mha, editors=[Identity()]).open()
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    eager = _on(BertModel(config), "eager")
+    with pytest.raises(EditPointError, match="'eager'.*attn_implementation='sdpa'"):
+        Seam(eager, taps=[KeepGradient()]).open()
+    assert not hasattr(F.scaled_dot_product_attention, "__wrapped__")  # nothing was attached
+
+
+def test_bad_editors_and_arguments_raise_clear_errors():
+    model = _vit()
+    with pytest.raises(TypeError, match="edit"):
+        Seam(model, editors=[object()])
+    with pytest.raises(TypeError, match="detach_scores"):
+        Seam(model, taps=[type("T", (), {"gradient": lambda self, c, g: None})()])
+    with pytest.raises(ValueError, match="at least one"):
+        Seam(model)
+    with pytest.raises(KeyError, match="blocks.9.attn"):
+        Seam(model, editors=[Identity()], modules=["blocks.9.attn"]).open()
+
+    class Wrong:
+        def edit(self, call):
+            return call.output[:, :1]
+
+    with (
+        Seam(model, editors=[Wrong()]),
+        pytest.raises(ValueError, match=r"Wrong\.edit returned .*shaped like"),
+    ):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_an_editor_on_a_module_whose_kernel_was_switched_off_raises():
+    model = _vit()
+    with Seam(model, editors=[Identity()]):
+        with capture_attention(model, lazy=False):  # switches fused_attn off
+            with pytest.raises(RuntimeError, match="made no call to .*scaled_dot_product_attention"):
+                model(torch.randn(1, 3, 32, 32))
+
+
+def _hooks(model) -> list:
+    return [(name, len(m._forward_hooks), len(m._forward_pre_hooks)) for name, m in model.named_modules()]
+
+
+@pytest.mark.parametrize("order", ["nested", "overlapping", "capture inside"])
+def test_seams_and_captures_nest_and_overlap_and_leave_everything_as_before(order):
+    model = _vit()
+    images = torch.randn(1, 3, 32, 32)
+    before = _hooks(model)
+    sdpa = F.scaled_dot_product_attention
+    with torch.no_grad():
+        plain = model(images)
+        ablated_expected = None
+        handle = _zero_projection_input(model.blocks[0].attn.proj, 0, 64)
+        ablated_expected = model(images)
+        handle.remove()
+        first = Seam(model, editors=[ZeroHead(0, names={"blocks.0.attn"})])
+        capture = capture_attention(model)
+        if order == "nested":
+            first.open()
+            maps = capture.start()
+            out = model(images)
+            capture.stop()
+            first.close()
+        elif order == "overlapping":
+            maps = capture.start()
+            first.open()
+            out = model(images)
+            capture.stop()
+            again = model(images)
+            first.close()
+            torch.testing.assert_close(again, ablated_expected, atol=1e-5, rtol=0)
+        else:
+            first.open()
+            with pytest.raises(ZeroDivisionError):
+                with capture:
+                    model(images)
+                    1 / 0
+            maps = capture.maps
+            out = model(images)
+            first.close()
+        after = model(images)
+    assert len(maps) == 2 and maps[0].shape == (1, 3, 5, 5)
+    torch.testing.assert_close(out, ablated_expected, atol=1e-5, rtol=0)
+    assert torch.equal(after, plain)
+    assert _hooks(model) == before
+    assert F.scaled_dot_product_attention is sdpa
+    assert model.blocks[0].attn.fused_attn is True
+
+
+def test_a_seam_closes_after_an_exception_and_survives_a_deep_copy():
+    model = _vit()
+    before = _hooks(model)
+    sdpa = F.scaled_dot_product_attention
+    with pytest.raises(ZeroDivisionError):
+        with Seam(model, editors=[Identity()]):
+            model(torch.randn(1, 3, 32, 32))
+            1 / 0
+    assert _hooks(model) == before and F.scaled_dot_product_attention is sdpa
+    images = torch.randn(1, 3, 32, 32)
+    editor = ZeroHead(1)
+    with torch.no_grad(), Seam(model, editors=[editor]):
+        twin = copy.deepcopy(model)
+        edited = model(images)
+        assert len(editor.calls) == 2
+        copied = twin(images)  # the copy runs without the seam
+        assert len(editor.calls) == 2
+    assert _hooks(twin) == before
+    with torch.no_grad():
+        assert torch.equal(copied, model(images))
+        assert not torch.equal(edited, copied)
