@@ -16,38 +16,39 @@ Nothing runs in the copy, so nothing is lost from the maps.
 from __future__ import annotations
 
 import copy
-import threading
 import weakref
 from typing import Any
 
+from visualizer._sessions import SESSIONS
+
 __all__ = ["guard", "release"]
 
-_OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> [capture, ...]
-_LOCK = threading.RLock()
+#: The name of a module's open captures in the registry of sessions (``visualizer._sessions``).
+PART = "copy guard"
 _NAMES = ("__deepcopy__", "__reduce_ex__")
 
 
 def guard(capture: Any, modules: list) -> None:
     """Make ``modules`` copyable while ``capture`` is open (it has ``suspend()`` and ``resume()``)."""
-    with _LOCK:
+    with SESSIONS.lock:
         for module in modules:
-            opened = _OPEN.get(module)
+            opened = SESSIONS.get(module, PART)
             if opened is None:
-                opened = _OPEN[module] = []
+                opened = SESSIONS.part(module, PART, list)
                 _install(module)
             opened.append(capture)
 
 
 def release(capture: Any, modules: list) -> None:
     """``capture`` has closed: its modules copy as usual once no other capture is open on them."""
-    with _LOCK:
+    with SESSIONS.lock:
         for module in modules:
-            opened = _OPEN.get(module)
+            opened = SESSIONS.get(module, PART)
             if opened is None:
                 continue
             opened[:] = [other for other in opened if other is not capture]
             if not opened:
-                del _OPEN[module]
+                SESSIONS.drop(module, PART, opened)
                 _uninstall(module)
 
 
@@ -64,9 +65,9 @@ def _uninstall(module) -> None:
 
 def _bare(module, work):
     """Run ``work()`` with every capture open on ``module`` off and no copy hooks anywhere."""
-    with _LOCK:
-        captures = list(_OPEN.get(module, ()))
-        guarded = list(_OPEN)
+    with SESSIONS.lock:
+        captures = list(SESSIONS.get(module, PART) or ())
+        guarded = SESSIONS.holders(PART)
         for other in guarded:
             _uninstall(other)
         suspended = []
@@ -79,7 +80,7 @@ def _bare(module, work):
             for capture in reversed(suspended):
                 capture.resume()
             for other in guarded:
-                if other in _OPEN:
+                if SESSIONS.get(other, PART) is not None:
                     _install(other)
 
 

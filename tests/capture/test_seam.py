@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tests.tiny_models import tiny_llama
 from visualizer import capture_attention
 from visualizer._adapters._seam import EditPointError, Seam
+from visualizer._sessions import SESSIONS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -143,10 +144,21 @@ def _output(result):
     return result
 
 
+def _eager(model):
+    """The model on its eager path: timm's fused_attn off, transformers' eager implementation."""
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+    for module in model.modules():
+        if isinstance(getattr(module, "fused_attn", None), bool):
+            module.fused_attn = False
+    return model
+
+
+@pytest.mark.parametrize("path", ["kernel", "eager"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_zeroing_a_head_equals_zeroing_its_slice_of_the_projection_input(case):
+def test_zeroing_a_head_equals_zeroing_its_slice_of_the_projection_input(case, path):
     build, inputs, name, projection, heads = CASES[case]
-    model = build()
+    model = build() if path == "kernel" else _eager(build())
     args = inputs()
     dim = dict(model.named_modules())[projection]
     in_features = dim.weight.shape[0] if type(dim).__name__ == "Conv1D" else dim.in_features
@@ -165,8 +177,11 @@ def test_zeroing_a_head_equals_zeroing_its_slice_of_the_projection_input(case):
         with Seam(model, editors=[identity]):
             same = _output(model(*args))
     assert [target.name for target in seam.targets] == [name]
-    assert len(editor.calls) == 1 and editor.calls[0].source == "kernel"
-    assert editor.calls[0].value is not None and editor.calls[0].output.shape[1] == heads
+    assert len(editor.calls) == 1 and editor.calls[0].output.shape[1] == heads
+    if path == "kernel":  # the event carries what the kernel got
+        assert editor.calls[0].source == "kernel" and editor.calls[0].value is not None
+    else:
+        assert editor.calls[0].source == "projection" and editor.calls[0].query is None
     assert (expected - plain).abs().max() > 1e-4  # the head matters, so the comparison can fail
     torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
     assert identity.calls >= 2
@@ -238,11 +253,14 @@ def _eager_head_output_grad(model, images, block: int):
     return grad.reshape(*grad.shape[:2], attn.num_heads, -1).transpose(1, 2)
 
 
-def test_a_gradient_tap_sees_eager_autograds_gradient_of_the_per_head_output():
+@pytest.mark.parametrize("path", ["kernel", "eager"])
+def test_a_gradient_tap_sees_eager_autograds_gradient_of_the_per_head_output(path):
     model = _vit()
     images = torch.randn(2, 3, 32, 32)
     expected = _eager_head_output_grad(model, images, 1)
     model.zero_grad()
+    if path == "eager":
+        _eager(model)
     tap = KeepGradient()
     with Seam(model, taps=[tap]):
         out = model(images)
@@ -278,17 +296,14 @@ def test_modules_without_an_edit_point_are_refused_by_name():
     ).eval()
     with pytest.raises(EditPointError, match=r"blocks\.0\.attn .*norm .*scale_norm"):
         Seam(scaled, editors=[Identity()]).open()
-    mha = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
-    with pytest.raises(EditPointError, match=r"layers\.0\.self_attn \(nn\.MultiheadAttention\)"):
-        Seam(mha, editors=[Identity()]).open()
-    from transformers import BertConfig, BertModel
-
-    config = BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
-    )
-    eager = _on(BertModel(config), "eager")
-    with pytest.raises(EditPointError, match="'eager'.*attn_implementation='sdpa'"):
-        Seam(eager, taps=[KeepGradient()]).open()
+    biased = torch.nn.Sequential(torch.nn.MultiheadAttention(16, 2, add_bias_kv=True))
+    with pytest.raises(EditPointError, match=r"0 \(nn\.MultiheadAttention\): its learned key bias"):
+        Seam(biased, editors=[Identity()]).open()
+    eager = _eager(_bert())
+    with Seam(eager, taps=[KeepGradient()]) as seam:  # an eager path has an edit point
+        assert len(seam.targets) == 2
+    with pytest.raises(EditPointError, match="'eager'.*cannot detach its queries and keys"):
+        Seam(eager, taps=[KeepGradient(detach_scores=True)]).open()
     assert not hasattr(F.scaled_dot_product_attention, "__wrapped__")  # nothing was attached
 
 
@@ -314,12 +329,26 @@ def test_bad_editors_and_arguments_raise_clear_errors():
         model(torch.randn(1, 3, 32, 32))
 
 
-def test_an_editor_on_a_module_whose_kernel_was_switched_off_raises():
+def test_an_editor_keeps_working_when_a_capture_switches_the_kernel_off_but_a_detaching_tap_raises():
     model = _vit()
-    with Seam(model, editors=[Identity()]):
-        with capture_attention(model, lazy=False):  # switches fused_attn off
-            with pytest.raises(RuntimeError, match="made no call to .*scaled_dot_product_attention"):
-                model(torch.randn(1, 3, 32, 32))
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        handle = _zero_projection_input(model.blocks[1].attn.proj, 2, 64)
+        expected = model(images)
+        handle.remove()
+        with Seam(model, editors=[ZeroHead(2, names={"blocks.1.attn"})]):
+            with capture_attention(model, lazy=False) as maps:  # switches fused_attn off
+                edited = model(images)
+    torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
+    assert len(maps) == 2 and not maps.infos[0].rebuilt
+    with Seam(model, taps=[KeepGradient(detach_scores=True)]):
+        with capture_attention(model, lazy=False):
+            with pytest.raises(RuntimeError, match="made no call to .*scaled_dot_product_attention, so the editors and gradient taps"):
+                model(images)
+
+
+#: The parts captures and seams keep on a timm model's objects in the registry of sessions.
+PARTS = ("kernel", "copy guard", "held fused_attn")
 
 
 def _hooks(model) -> list:
@@ -370,6 +399,8 @@ def test_seams_and_captures_nest_and_overlap_and_leave_everything_as_before(orde
     assert _hooks(model) == before
     assert F.scaled_dot_product_attention is sdpa
     assert model.blocks[0].attn.fused_attn is True
+    assert all(SESSIONS.get(module, name) is None for module in model.modules() for name in PARTS)
+    assert not SESSIONS.patched("sdpa wrapper")
 
 
 def test_a_seam_closes_after_an_exception_and_survives_a_deep_copy():
@@ -393,3 +424,70 @@ def test_a_seam_closes_after_an_exception_and_survives_a_deep_copy():
     with torch.no_grad():
         assert torch.equal(copied, model(images))
         assert not torch.equal(edited, copied)
+
+
+def _zeroed_out_proj_columns(model, module_name: str, head: int):
+    """A copy of ``model`` whose MultiheadAttention ``module_name`` has head ``head``'s columns of
+    out_proj zeroed: the same as zeroing that head's slice of the projection's input."""
+    twin = copy.deepcopy(model)
+    module = dict(twin.named_modules())[module_name]
+    width = module.embed_dim // module.num_heads
+    with torch.no_grad():
+        module.out_proj.weight[:, head * width : (head + 1) * width] = 0
+    return twin
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_multihead_attention_fast_paths_included(grad):
+    """nn.TransformerEncoder under eval + no_grad takes torch's fused fast paths; with an editor
+    on, the layer goes through multi_head_attention_forward's kernel call instead."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, dropout=0.0)
+    model = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(2, 5, 16)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 3:] = True
+    twin = _zeroed_out_proj_columns(model, "layers.1.self_attn", 2)
+    with torch.set_grad_enabled(grad):
+        plain = model(x, src_key_padding_mask=padding)
+        expected = twin(x, src_key_padding_mask=padding)
+        editor = ZeroHead(2, names={"layers.1.self_attn"})
+        with Seam(model, editors=[editor]):
+            assert torch.backends.mha.get_fastpath_enabled() is False
+            edited = model(x, src_key_padding_mask=padding)
+        after = model(x, src_key_padding_mask=padding)
+    assert torch.backends.mha.get_fastpath_enabled() is True
+    assert len(editor.calls) == 2 and editor.calls[0].source == "kernel"
+    keep = ~padding[..., None]
+    assert ((expected - plain) * keep).abs().max() > 1e-4
+    torch.testing.assert_close(edited * keep, expected * keep, atol=1e-5, rtol=0)
+    torch.testing.assert_close(after, plain, atol=0, rtol=0)
+
+
+def test_multihead_attention_still_returns_the_weights_the_caller_asked_for():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    model = torch.nn.Sequential()
+    model.add_module("attn", mha)
+    q, kv = torch.randn(2, 3, 16), torch.randn(2, 6, 16)
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[0, 4:] = True
+    twin = _zeroed_out_proj_columns(model, "attn", 1)
+    with torch.no_grad():
+        for kwargs in ({}, {"average_attn_weights": False}, {"need_weights": False}):
+            out, weights = mha(q, kv, kv, key_padding_mask=mask, **kwargs)
+            expected, _ = twin.attn(q, kv, kv, key_padding_mask=mask, **kwargs)
+            with Seam(model, editors=[ZeroHead(1)]), capture_attention(model, lazy=False) as maps:
+                edited, edited_weights = mha(q, kv, kv, key_padding_mask=mask, **kwargs)
+            torch.testing.assert_close(edited, expected, atol=1e-5, rtol=0)
+            if weights is None:
+                assert edited_weights is None
+            else:
+                torch.testing.assert_close(edited_weights, weights, atol=1e-6, rtol=0)
+            _, full = mha(q, kv, kv, key_padding_mask=mask, average_attn_weights=False)
+            torch.testing.assert_close(maps[0], full, atol=1e-6, rtol=0)
+        unbatched, weights = mha(q[0], kv[0], kv[0])
+        with Seam(model, editors=[Identity()]):
+            again, rebuilt = mha(q[0], kv[0], kv[0])
+    torch.testing.assert_close(again, unbatched, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rebuilt, weights, atol=1e-6, rtol=0)

@@ -18,9 +18,9 @@ its own module of this package and listed in :data:`REGISTRY`, most specific fir
   set keeps its own kernel, and its event carries what defines the map instead of the map;
   ``find`` says in each target's ``eager_because`` why the map cannot be rebuilt from its
   kernel's inputs (None where it can);
-- ``edit_point(target) -> str | None``: None where the target's kernel output, split by head,
-  is exactly what its output projection receives, so editors and gradient taps can act there
-  (see ``_seam``); else why not.
+- ``edit_point(target, modules) -> EditPoint | str``: where editors and gradient taps act on
+  the target (its output projection and heads, :class:`~visualizer._adapters._events.EditPoint`;
+  see ``_seam``), or why they cannot; ``modules`` is ``dict(model.named_modules())``.
 
 ``core`` is the :class:`~visualizer._core.GetLocal` the capture uses.
 """
@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from visualizer._adapters._events import Recorder
+from visualizer._adapters._events import EditPoint, Recorder
 from visualizer._structure import TOKENS, Layout
 
 __all__ = [
@@ -115,7 +115,7 @@ class Adapter(Protocol):
 
     def attach(self, targets: list[Target], recorder: Recorder, core: Any) -> Callable[[], None]: ...
 
-    def edit_point(self, target: Target) -> str | None: ...
+    def edit_point(self, target: Target, modules: dict[str, Any]) -> EditPoint | str: ...
 
 
 def adapters(*, available_only: bool = True) -> list[Adapter]:

@@ -7,10 +7,16 @@ target (the module and the structure its framework declares) and, by source:
   transformers' ``sdpa``, torch's ``multi_head_attention_forward``): the queries, keys and
   values as the kernel got them, its mask, ``is_causal``, scale, dropout and grouped-query
   layout, and the kernel's output, split by head (the *edit point*);
-- ``"projection"``: the queries and keys ``nn.MultiheadAttention`` projects with its own
+- ``"inputs"``: the queries and keys ``nn.MultiheadAttention`` projects with its own
   weights, and the masks it was given, while its fused fast path runs untouched;
 - ``"eager"`` and ``"local"``: the probabilities as the module computed them (an eager
-  attention's returned weights, or the local variable a get_local tap read).
+  attention's returned weights, or the local variable a get_local tap read);
+- ``"projection"``: a call known only at its edit point (an eager path seen by an editor).
+
+The *edit point* of a call is the input of its output projection, split by head,
+(batch, heads, queries, head dim): where one head's contribution to the module's output can
+be changed alone (zeroing it there is zero-ablating the head). Each adapter says where it is
+for a target (:class:`EditPoint`), or why it has none.
 
 Three kinds of subscriber read the events through one protocol each:
 
@@ -21,21 +27,21 @@ Three kinds of subscriber read the events through one protocol each:
   kernel to run on detached queries and keys (the output is unchanged; gradients then flow
   only through the values).
 
-Editors and gradient taps act where the kernel's output is the input of the output
-projection split by head; ``visualizer._adapters._seam`` attaches them.
+``visualizer._adapters._seam`` attaches editors and gradient taps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from visualizer._structure import Layout
 
-__all__ = ["SOURCES", "AttentionCall", "Editor", "GradientTap", "Recorder"]
+__all__ = ["SOURCES", "AttentionCall", "EditPoint", "Editor", "GradientTap", "Recorder"]
 
 #: Where an event's map comes from; see the module docstring.
-SOURCES = ("kernel", "projection", "eager", "local")
+SOURCES = ("kernel", "inputs", "eager", "local", "projection")
 
 
 @dataclasses.dataclass(eq=False)
@@ -45,8 +51,9 @@ class AttentionCall:
     ``probabilities`` holds the map where the module computed it (sources ``eager`` and
     ``local``); otherwise ``query`` and ``key`` (batch, heads, queries, head dim), with
     ``masks`` (added or boolean, as the kernel takes them), ``is_causal``, ``scale`` and
-    ``dropout``, define it, and :meth:`recipe` keeps them. ``output`` is the per-head output
-    at the edit point, (batch, heads, queries, head dim), where the source offers one.
+    ``dropout``, define it, and :meth:`recipe` keeps them; ``value`` is kept where a subscriber
+    acts on the call. ``output`` is the per-head output at the edit point, (batch, heads,
+    queries, head dim), set when the call reaches it with an editor or tap attached.
     ``eager_because`` says why a call of a lazy target was computed eagerly.
     """
 
@@ -132,6 +139,23 @@ def _repeated(key, groups: int) -> bool:
     batch, heads, tokens, dim = key.shape
     runs = key.reshape(batch, heads // groups, groups, tokens, dim)
     return bool(torch.equal(runs, runs[:, :, :1].expand_as(runs)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EditPoint:
+    """Where a target's per-head output can be changed: the input of ``projection``, the module
+    its output projection is (a ``Linear``, or transformers' ``Conv1D``), whose last dimension
+    holds ``heads`` heads one after another; or, with ``projection`` None, the output of its
+    ``scaled_dot_product_attention`` call, (batch, heads, queries, head dim), where the module
+    applies its projection through its weights (``nn.MultiheadAttention``). ``kernel``: the
+    module's attention runs in that kernel on its default path, so gradient taps may detach
+    its queries and keys. ``prepare()``, where given, changes what the module needs changed
+    while editors act on it (its path) and returns the function that puts it back."""
+
+    projection: Any
+    heads: int
+    kernel: bool = True
+    prepare: Callable[[], Callable[[], None]] | None = None
 
 
 class Recorder(Protocol):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import threading
+from types import MappingProxyType
 from typing import Any
 
 from visualizer._adapters._events import AttentionCall
@@ -198,12 +199,14 @@ class Unit:
 
 
 #: Which calls each field's tensors come from: (role, kind); None matches any role.
-DECLARED = {
-    "attentions": (None, "self"),
-    "encoder_attentions": ("encoder", "self"),
-    "decoder_attentions": ("decoder", "self"),
-    "cross_attentions": (None, "cross"),
-}
+DECLARED = MappingProxyType(
+    {
+        "attentions": (None, "self"),
+        "encoder_attentions": ("encoder", "self"),
+        "decoder_attentions": ("decoder", "self"),
+        "cross_attentions": (None, "cross"),
+    }
+)
 
 
 def _by_position(calls, fields) -> dict:

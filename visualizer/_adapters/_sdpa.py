@@ -3,11 +3,10 @@
 While any module is watched, ``torch.nn.functional.scaled_dot_product_attention`` is a thin
 wrapper: each call made inside a watched module's forward (the innermost watched module, in
 the calling thread) becomes an :class:`~visualizer._adapters._events.AttentionCall` with the
-queries, keys, mask, causality, scale and grouped-query flag the kernel got. With no editor
-or gradient tap on the module, the original kernel then runs with the same arguments and its
-output is returned untouched. With editors or taps (see ``_seam``), the event also carries
-the values and the kernel's output split by head (the edit point): each editor may replace
-it, and each tap sees its gradient during backward.
+queries, keys, mask, causality, scale and grouped-query flag the kernel got; a subscriber that
+acts on calls (``_seam``) gets it as the call is made, with the values too. The original
+kernel then runs with the same arguments, on detached queries and keys where a gradient tap
+asks for that, and its output is returned untouched.
 
 Every module that looks the function up on ``torch.nn.functional`` at call time is seen
 (timm's ``F.scaled_dot_product_attention``, transformers' ``sdpa_attention_forward``, torch's
@@ -20,57 +19,61 @@ calls it made, each reported for that target.
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from visualizer._adapters._events import AttentionCall
+from visualizer._sessions import SESSIONS
 
 __all__ = ["not_one_call", "watch"]
 
-_LOCK = threading.RLock()
-_STATE = threading.local()  # .stack: [[listeners, calls], ...] of the forwards running in this thread
-_WATCHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Module
-_installed: list = []  # [original function] while the wrapper is in place
+#: The names of this module's parts in the registry of sessions (``visualizer._sessions``): a
+#: watched module's hooks, the process-wide wrapper, and the per-thread stack of running
+#: watched forwards ([watched, listeners, calls], ...).
+PART, WRAPPER, STACK = "kernel", "sdpa wrapper", "sdpa_stack"
 
 
 class _Listener(NamedTuple):
     target: Any
     done: Callable[[Any, list], None]
-    editors: tuple
-    taps: tuple
+    on_call: Callable[[AttentionCall], None] | None
+    on_output: Callable[[AttentionCall, Any], Any] | None
+    detach_scores: bool
 
 
 def watch(
-    target, module, done: Callable[[Any, list], None], *, editors: Sequence = (), taps: Sequence = ()
+    target,
+    module,
+    done: Callable[[Any, list], None],
+    *,
+    on_call: Callable[[AttentionCall], None] | None = None,
+    on_output: Callable[[AttentionCall, Any], Any] | None = None,
+    detach_scores: bool = False,
 ) -> Callable[[], None]:
-    """Watch ``module``'s forward for ``target``: ``done(target, calls)`` after each forward, with
-    ``editors`` and gradient ``taps`` acting on each kernel call (see ``_events``).
+    """Watch ``module``'s forward for ``target``: ``done(target, calls)`` after each forward;
+    ``on_call(call)`` as each kernel call is made (its event then holds the values too);
+    ``on_output(call, output)`` with the kernel's output, returning what the caller gets; with
+    ``detach_scores``, the kernel runs on detached queries and keys.
 
     Returns the function that stops watching."""
-    entry = _Listener(target, done, tuple(editors), tuple(taps))
-    with _LOCK:
-        watched = _WATCHED.get(module)
-        if watched is None:
-            watched = _WATCHED[module] = _Module(module)
+    entry = _Listener(target, done, on_call, on_output, detach_scores)
+    with SESSIONS.lock:
+        watched = SESSIONS.part(module, PART, lambda: _Module(module))
         watched.listeners = (*watched.listeners, entry)
-        _install()
+        release = SESSIONS.acquire(WRAPPER, _install)
     removed = False
 
     def unwatch() -> None:
         nonlocal removed
-        with _LOCK:
+        with SESSIONS.lock:
             if removed:
                 return
             removed = True
             watched.listeners = tuple(listener for listener in watched.listeners if listener is not entry)
             if not watched.listeners:
                 watched.close()
-                if _WATCHED.get(module) is watched:
-                    del _WATCHED[module]
-            if not _WATCHED:
-                _uninstall()
+                SESSIONS.drop(module, PART, watched)
+            release()
 
     return unwatch
 
@@ -120,23 +123,24 @@ def _declared_heads(module) -> tuple[int | None, int]:
 
 
 def _stack() -> list:
-    stack = getattr(_STATE, "stack", None)
+    stack = getattr(SESSIONS.local, STACK, None)
     if stack is None:
-        stack = _STATE.stack = []
+        stack = []
+        setattr(SESSIONS.local, STACK, stack)
     return stack
 
 
-def _install() -> None:
+def _install() -> Callable[[], None]:
+    """Put the wrapper in place; returns the function that takes it out."""
     import torch.nn.functional as F
 
-    if _installed:
-        return
     original = F.scaled_dot_product_attention
+    local = SESSIONS.local
 
     def scaled_dot_product_attention(
         query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
     ):
-        stack = getattr(_STATE, "stack", None)
+        stack = getattr(local, STACK, None)
         if not stack:
             return original(
                 query,
@@ -149,14 +153,17 @@ def _install() -> None:
                 enable_gqa=enable_gqa,
             )
         watched, listeners, calls = stack[-1]
-        editors = tuple(editor for listener in listeners for editor in listener.editors)
-        taps = tuple(tap for listener in listeners for tap in listener.taps)
+        acting = [
+            listener
+            for listener in listeners
+            if listener.on_call is not None or listener.on_output is not None
+        ]
         call = AttentionCall(
             listeners[0].target,
             "kernel",
             query=query,
             key=key,
-            value=value if editors or taps else None,  # held only where a subscriber acts on it
+            value=value if acting else None,  # held only where a subscriber acts on it
             masks=() if attn_mask is None else (attn_mask,),
             is_causal=bool(is_causal),
             scale=scale,
@@ -166,18 +173,10 @@ def _install() -> None:
             groups=watched.groups,
         )
         calls.append(call)
-        if not editors and not taps:
-            return original(
-                query,
-                key,
-                value,
-                attn_mask=attn_mask,
-                dropout_p=dropout_p,
-                is_causal=is_causal,
-                scale=scale,
-                enable_gqa=enable_gqa,
-            )
-        if any(tap.detach_scores for tap in taps):
+        for listener in acting:
+            if listener.on_call is not None:
+                listener.on_call(call.for_target(listener.target))
+        if any(listener.detach_scores for listener in listeners):
             query, key = query.detach(), key.detach()
         output = original(
             query,
@@ -189,76 +188,21 @@ def _install() -> None:
             scale=scale,
             enable_gqa=enable_gqa,
         )
-        return _act(call, output, editors, taps)
+        for listener in acting:
+            if listener.on_output is not None:
+                output = listener.on_output(call.for_target(listener.target), output)
+        return output
 
     scaled_dot_product_attention.__wrapped__ = original  # type: ignore[attr-defined]
     scaled_dot_product_attention.__doc__ = original.__doc__
     F.scaled_dot_product_attention = scaled_dot_product_attention
-    _installed.append((original, scaled_dot_product_attention))
 
+    def uninstall() -> None:
+        if F.scaled_dot_product_attention is scaled_dot_product_attention:
+            F.scaled_dot_product_attention = original
+        # (another tool that wrapped it after us keeps its wrapper, which calls ours, which still works)
 
-def _uninstall() -> None:
-    import torch.nn.functional as F
-
-    if not _installed:
-        return
-    original, wrapper = _installed.pop()
-    if F.scaled_dot_product_attention is wrapper:
-        F.scaled_dot_product_attention = original
-    # (another tool that wrapped it after us keeps its wrapper, which calls ours, which still works)
-
-
-def _act(call: AttentionCall, output, editors: tuple, taps: tuple):
-    """The kernel's ``output`` after the editors, with the gradient taps on it."""
-    heads = _per_head(call, output)
-    call.output = heads
-    for editor in editors:
-        replaced = editor.edit(call)
-        if replaced is None:
-            continue
-        if (
-            getattr(replaced, "shape", None) != heads.shape
-            or replaced.dtype != heads.dtype
-            or replaced.device != heads.device
-        ):
-            raise ValueError(
-                f"{type(editor).__name__}.edit returned {_describe(replaced)} for {call.target.name}; "
-                f"it must return a tensor shaped like call.output, {tuple(heads.shape)}, {heads.dtype} on "
-                f"{heads.device}, or None to keep it"
-            )
-        call.output = replaced
-    if taps and call.output.requires_grad:
-        call.output.register_hook(_tap_hook(call, taps))
-    if call.output is heads and heads is output:
-        return output
-    return call.output.reshape(output.shape)
-
-
-def _tap_hook(call: AttentionCall, taps: tuple):
-    def hook(grad) -> None:
-        for tap in taps:
-            tap.gradient(call, grad)
-
-    return hook
-
-
-def _per_head(call: AttentionCall, output):
-    """The kernel's output as (batch, heads, queries, head dim): unpacked where transformers folded
-    a grouped-query decoding step's heads into query positions."""
-    if output.dim() != 4:
-        raise ValueError(
-            f"{call.target.name} called scaled_dot_product_attention with {output.dim()}-D tensors, "
-            "batch and heads folded together, so its output cannot be split by head for an editor or "
-            "gradient tap"
-        )
-    if call.packed:
-        return output.reshape(output.shape[0], call.heads, 1, output.shape[-1])
-    return output
-
-
-def _describe(value) -> str:
-    shape = getattr(value, "shape", None)
-    return f"a {type(value).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+    return uninstall
 
 
 def not_one_call(name: str, calls: int) -> str:

@@ -8,21 +8,25 @@
 >>> with Seam(model, editors=[ZeroHead()], modules=["blocks.5.attn"]):
 ...     logits = model(images)
 
-The edit point of a call is its kernel's output split by head, which is exactly what the
-module's output projection receives (each adapter's ``edit_point`` says where that holds,
-and why not elsewhere). A Seam finds the model's attention modules as the capture does,
-refuses loudly any selected module without an edit point, and watches the rest through
-``_sdpa``; a module whose forward then makes no kernel call raises, so no edit is silently
-skipped. Seams, captures and other seams on one model nest and overlap in any order; a model
+The edit point of a call is the input of its module's output projection, split by head
+(each adapter's ``edit_point`` names the projection and the heads, or says why a module has
+none). A Seam finds the model's attention modules as the capture does, refuses loudly any
+selected module without an edit point, and puts a pre-hook on each projection; where the
+module runs ``scaled_dot_product_attention``, it also watches the kernel call (``_sdpa``), so
+the event the editors see carries the queries, keys and values, and a gradient tap may run
+the kernel on detached queries and keys (a module that then makes no kernel call raises).
+Seams, captures and other seams on one model nest and overlap in any order; a model
 copied or pickled while a seam is open is copied without it.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from visualizer._adapters import _sdpa, adapters, find_targets
+from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._copy_guard import guard, release
 
 __all__ = ["EditPointError", "Seam"]
@@ -70,6 +74,8 @@ class Seam:
         self.targets: list = []
         self._closers: list[Callable[[], None]] = []
         self._guarded: list = []  # the modules made copyable while this seam is open
+        self._points: list = []  # (target, EditPoint)
+        self._local = threading.local()  # .pending: id(target) -> its kernel call awaiting the projection
 
     def __enter__(self) -> Seam:
         self.open()
@@ -97,18 +103,29 @@ class Seam:
             refused = {name: reason for name, reason in refused.items() if name in self.modules}
         if not targets and not refused:
             raise ValueError(f"{type(self.model).__name__} has no attention module the seam can find")
-        points = {adapter.name: adapter for adapter in adapters(available_only=False)}
+        adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
+        modules = dict(self.model.named_modules())
+        detach = any(tap.detach_scores for tap in self.taps)
+        points = []
         for target in targets:
-            reason = points[target.adapter].edit_point(target)
-            if reason is not None:
-                refused[target.name] = reason
+            point = adapters_by_name[target.adapter].edit_point(target, modules)
+            if isinstance(point, str):
+                refused[target.name] = point
+            elif detach and not point.kernel:
+                refused[target.name] = (
+                    f"its attention does not run in one scaled_dot_product_attention call "
+                    f"({target.eager_because}), so a gradient tap cannot detach its queries and keys"
+                )
+            else:
+                points.append((target, point))
         if refused:
             listed = "\n".join(f"- {name}: {reason}" for name, reason in refused.items())
             raise EditPointError(
-                f"{len(refused)} attention module(s) offer no edit point for editors and gradient taps:\n"
-                f"{listed}\nPass modules=[...] to act on the others."
+                f"{len(refused)} attention module(s) offer no edit point for these editors and gradient "
+                f"taps:\n{listed}\nPass modules=[...] to act on the others."
             )
-        self.targets = targets
+        self.targets = [target for target, _ in points]
+        self._points = points
         self._attach()
         self._guarded = list(self.model.modules())
         guard(self, self._guarded)
@@ -130,21 +147,125 @@ class Seam:
         self._attach()
 
     def _attach(self) -> None:
+        detach = any(tap.detach_scores for tap in self.taps)
         try:
-            for target in self.targets:
-                self._closers.append(
-                    _sdpa.watch(target, target.module, _made_a_call, editors=self.editors, taps=self.taps)
-                )
+            for target, point in self._points:
+                if point.prepare is not None:
+                    self._closers.append(point.prepare())
+                if point.projection is None:  # the kernel's output is the edit point
+                    self._closers.append(
+                        _sdpa.watch(
+                            target,
+                            target.module,
+                            self._kernel_done,
+                            on_output=self._kernel_output(target),
+                            detach_scores=detach,
+                        )
+                    )
+                    continue
+                if point.kernel:
+                    self._closers.append(
+                        _sdpa.watch(
+                            target,
+                            target.module,
+                            self._kernel_done,
+                            on_call=self._kernel_call,
+                            detach_scores=detach,
+                        )
+                    )
+                hook = point.projection.register_forward_pre_hook(self._edit_hook(target, point))
+                self._closers.append(hook.remove)
         except BaseException:
             self.suspend()
             raise
 
+    def _pending(self) -> dict:
+        pending = getattr(self._local, "pending", None)
+        if pending is None:
+            pending = self._local.pending = {}
+        return pending
 
-def _made_a_call(target, calls: list) -> None:
-    """Raise where a watched forward made no kernel call: its editors and taps did nothing."""
-    if not calls:
-        raise RuntimeError(
-            f"{target.name}'s forward made no call to torch.nn.functional.scaled_dot_product_attention, so "
-            "the editors and gradient taps attached to it did nothing. Its fused kernel was switched off "
-            "(a capture with lazy=False, fused_attn=False, or an eager attention implementation)."
+    def _kernel_call(self, call: AttentionCall) -> None:
+        """A kernel call of a target: its event waits for the target's output projection."""
+        self._pending()[id(call.target)] = call
+
+    def _kernel_done(self, target, calls: list) -> None:
+        point = dict((id(t), p) for t, p in self._points).get(id(target))
+        edits_there = point is not None and point.projection is None
+        if not calls and (edits_there or any(tap.detach_scores for tap in self.taps)):
+            raise RuntimeError(
+                f"{target.name}'s forward made no call to torch.nn.functional.scaled_dot_product_attention, "
+                "so the editors and gradient taps acting on that call did nothing. Its fused kernel was "
+                "switched off (a capture with lazy=False, fused_attn=False, or an eager attention "
+                "implementation)."
+            )
+
+    def _kernel_output(self, target):
+        def on_output(call: AttentionCall, output):
+            if output.dim() != 4:
+                raise ValueError(
+                    f"{target.name} called scaled_dot_product_attention with {output.dim()}-D tensors, so "
+                    "its output cannot be split by head"
+                )
+            heads = (
+                output.reshape(output.shape[0], call.heads, 1, output.shape[-1]) if call.packed else output
+            )
+            edited = self._apply(call, heads)
+            return output if edited is None else edited.reshape(output.shape)
+
+        return on_output
+
+    def _edit_hook(self, target, point: EditPoint):
+        def pre_hook(projection, args):
+            if not args or not hasattr(args[0], "unflatten"):
+                return None
+            inputs = args[0]
+            if inputs.dim() < 3:
+                raise ValueError(
+                    f"{target.name}'s output projection got a {inputs.dim()}-D input; the edit point needs "
+                    "(batch, ..., heads x head dim)"
+                )
+            heads = inputs.unflatten(-1, (point.heads, -1)).movedim(-2, 1)
+            call = self._pending().pop(id(target), None)
+            if call is None:
+                call = AttentionCall(target, "projection", heads=point.heads)
+            edited = self._apply(call, heads)
+            return None if edited is None else (edited.movedim(1, -2).flatten(-2), *args[1:])
+
+        return pre_hook
+
+    def _apply(self, call: AttentionCall, heads):
+        """The editors' output for ``heads`` (the call's per-head output), with the taps on it;
+        None where nothing changed and no tap needs the graph."""
+        call.output = heads
+        for editor in self.editors:
+            replaced = editor.edit(call)
+            if replaced is not None:
+                _check(editor, replaced, heads, call.target.name)
+                call.output = replaced
+        if self.taps and call.output.requires_grad:
+            call.output.register_hook(_tap_hook(call, self.taps))
+            return call.output
+        return None if call.output is heads else call.output
+
+
+def _tap_hook(call: AttentionCall, taps: tuple):
+    def hook(grad) -> None:
+        for tap in taps:
+            tap.gradient(call, grad)
+
+    return hook
+
+
+def _check(editor, replaced, heads, name: str) -> None:
+    if (
+        getattr(replaced, "shape", None) != heads.shape
+        or getattr(replaced, "dtype", None) != heads.dtype
+        or getattr(replaced, "device", None) != heads.device
+    ):
+        shape = getattr(replaced, "shape", None)
+        got = f"a {type(replaced).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+        raise ValueError(
+            f"{type(editor).__name__}.edit returned {got} for {name}; it must return a tensor shaped like "
+            f"call.output, {tuple(heads.shape)}, {heads.dtype} on {heads.device}, or None to keep it"
         )

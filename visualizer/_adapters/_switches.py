@@ -12,39 +12,36 @@ B would restore A's switched value for good.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["hold"]
+from visualizer._sessions import SESSIONS
 
-_HELD: dict[tuple[int, str], list] = {}  # (id(obj), attribute) -> [obj, original, holders]
-_LOCK = threading.Lock()
+__all__ = ["hold"]
 
 
 def hold(obj: Any, attribute: str) -> Callable[[], None]:
     """Hold ``obj.attribute``: its value now is the one restored when the last holder releases.
 
-    Returns the release function; calling it more than once releases once.
+    The original value and the count of holders are ``obj``'s part ``"held <attribute>"`` in
+    the registry of sessions. Returns the release function; calling it more than once
+    releases once.
     """
-    key = (id(obj), attribute)
-    with _LOCK:
-        held = _HELD.get(key)
-        if held is None or held[0] is not obj:
-            held = _HELD[key] = [obj, getattr(obj, attribute), 0]
-        held[2] += 1
+    name = f"held {attribute}"
+    with SESSIONS.lock:
+        held = SESSIONS.part(obj, name, lambda: [getattr(obj, attribute), 0])
+        held[1] += 1
     released = False
 
     def release() -> None:
         nonlocal released
-        with _LOCK:
+        with SESSIONS.lock:
             if released:
                 return
             released = True
-            held[2] -= 1
-            if held[2] == 0:
-                setattr(obj, attribute, held[1])
-                if _HELD.get(key) is held:
-                    del _HELD[key]
+            held[1] -= 1
+            if held[1] == 0:
+                setattr(obj, attribute, held[0])
+                SESSIONS.drop(obj, name, held)
 
     return release

@@ -18,7 +18,8 @@ module computed, in order (talking heads, differential attention, ConViT's gated
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 __all__ = ["INVENTORY", "Plan", "plan_for"]
@@ -89,128 +90,130 @@ L, M = "timm.layers.", "timm.models."
 
 _WINDOWED = "computes attention inside local windows whose layout this adapter does not declare"
 
-INVENTORY: dict[str, Plan | str] = {
-    # timm.layers
-    L + "attention.Attention": TOKENS,
-    L + "attention.AttentionRope": TOKENS,
-    L + "attention2d.Attention2d": TOKENS,
-    L + "attention2d.MultiQueryAttentionV2": (
-        "multi-query attention kept as an einsum map (batch, queries, heads, keys); not declared"
-    ),
-    L + "attention2d.MultiQueryAttention2d": (
-        "multi-query attention with spatially downsampled queries and keys kept in two different "
-        "layouts depending on the path; not declared"
-    ),
-    L + "attention_pool.AttentionPoolLatent": dataclasses.replace(
-        TOKENS, kind="cross", note="learned latent queries attend to the tokens"
-    ),
-    L + "attention_pool.AttentionPoolPrr": TOKENS,
-    L + "attention_pool2d.AttentionPool2d": dataclasses.replace(
-        TOKENS, note="the pooled (class or mean) token is part of the sequence, so self-attention"
-    ),
-    L + "attention_pool2d.RotAttentionPool2d": TOKENS,
-    L + "other_pool.SimPool1d": dataclasses.replace(TOKENS, note="the query is the mean token"),
-    L + "other_pool.SimPool2d": dataclasses.replace(TOKENS, note="the query is the mean token"),
-    L + "diff_attention.DiffAttention": dataclasses.replace(
-        TOKENS, derive=_differential, note="the differential map softmax1 - lambda * softmax2"
-    ),
-    L + "bottleneck_attn.BottleneckAttn": dataclasses.replace(NO_SWITCH, shape=_heads_in_batch),
-    L + "non_local_attn.NonLocalAttn": dataclasses.replace(NO_SWITCH, variable="att", shape=_one_head),
-    L + "halo_attn.HaloAttn": (
-        "halo attention: each block of queries attends to an overlapping neighbourhood of keys, "
-        "which has no window layout"
-    ),
-    L + "lambda_layer.LambdaLayer": (
-        "computes lambda (linear) attention: the softmax normalises the keys, there is no query-key map"
-    ),
-    L + "global_context.GlobalContext": (
-        "global context pooling: one softmax over positions from a 1x1 conv, no query-key map"
-    ),
-    # timm.models
-    M + "beit.Attention": TOKENS,
-    M + "cait.ClassAttn": dataclasses.replace(
-        TOKENS, note="the class token (part of the sequence) is the only query"
-    ),
-    M + "cait.TalkingHeadAttn": dataclasses.replace(
-        NO_SWITCH, derive=_talking_heads, note="after the softmax, proj_w mixes the heads"
-    ),
-    M + "coat.FactorAttnConvRelPosEnc": (
-        "factorized (linear) attention: the softmax normalises the keys, then k^T v; no query-key map"
-    ),
-    M + "convit.GPSA": dataclasses.replace(
-        NO_SWITCH, derive=_gated, note="gated mix of content and positional softmaxes, renormalised"
-    ),
-    M + "convit.MHSA": NO_SWITCH,
-    M + "cpubone.ConvAttention": TOKENS,
-    M + "crossvit.CrossAttention": dataclasses.replace(
-        NO_SWITCH, kind="cross", note="the other branch's class token queries this branch's tokens"
-    ),
-    M + "csatv2.SpatialTransformerBlock": (
-        "multiplies (batch, tokens) queries and keys, so its softmax map is (batch, batch), across the "
-        "images of a batch, not between tokens"
-    ),
-    M + "davit.ChannelAttention": dataclasses.replace(NO_SWITCH, layout="channels"),
-    M + "davit.ChannelAttentionV2": dataclasses.replace(NO_SWITCH, layout="channels"),
-    M + "davit.WindowAttention": _WINDOWED,
-    M + "edgenext.CrossCovarianceAttn": dataclasses.replace(NO_SWITCH, layout="channels"),
-    M + "efficientformer.Attention": NO_SWITCH,
-    M + "efficientformer_v2.Attention2d": dataclasses.replace(
-        NO_SWITCH, derive=_talking_heads_2d, note="after the softmax, talking_head2 mixes the heads"
-    ),
-    M + "efficientformer_v2.Attention2dDownsample": NO_SWITCH,
-    M + "efficientvim.HSMSSD": (
-        "a state-space mixer: the softmax normalises state transitions, not query-key attention"
-    ),
-    M + "efficientvit_mit.LiteMLA": "computes ReLU linear attention without a softmax map",
-    M + "efficientvit_msra.CascadedGroupAttention": (
-        "computes each head in a loop and keeps only the last head's map in a local"
-    ),
-    M + "eva.EvaAttention": TOKENS,
-    M + "fastvit.Attention": TOKENS,
-    M + "gcvit.WindowAttentionGlobal": _WINDOWED,
-    M + "gemma4_vit.Gemma4Attention": TOKENS,
-    M + "hiera.MaskUnitAttention": (
-        "attention over Hiera's unrolled token order, inside mask units; no token layout declared"
-    ),
-    M + "hieradet_sam2.MultiScaleAttention": TOKENS,  # windowed blocks refused in _timm_windows
-    M + "iformer.SHMA": dataclasses.replace(TOKENS, shape=_one_head, fused_shaped=True),  # one head
-    M + "levit.Attention": NO_SWITCH,
-    M + "levit.AttentionDownsample": NO_SWITCH,
-    M + "lowformer.ConvAttention": TOKENS,
-    M + "maxxvit.Attention2d": TOKENS,  # windows inside partition blocks, see _timm_windows
-    M + "maxxvit.AttentionCl": TOKENS,
-    M + "metaformer.Attention": TOKENS,
-    M + "mobilevit.LinearSelfAttention": (
-        "separable linear attention: one context score per token, no query-key map"
-    ),
-    M + "mvitv2.MultiScaleAttention": NO_SWITCH,
-    M + "mvitv2.MultiScaleAttentionPoolFirst": NO_SWITCH,
-    M + "nest.Attention": "block-local attention over NesT's image blocks (batch, heads, blocks, n, n)",
-    M + "nextvit.EfficientAttention": TOKENS,
-    M + "pvt_v2.Attention": TOKENS,
-    M + "shvit.SHSA": dataclasses.replace(NO_SWITCH, shape=_one_head),
-    M + "swiftformer.EfficientAdditiveAttention": "computes additive attention without a softmax map",
-    M + "swin_transformer.WindowAttention": WINDOWS,
-    M + "swin_transformer_v2.WindowAttention": dataclasses.replace(WINDOWS, switch=False),
-    M + "swin_transformer_v2_cr.WindowMultiHeadAttention": dataclasses.replace(WINDOWS, switch=False),
-    M + "tiny_vit.Attention": _WINDOWED,
-    M + "tnt.Attention": NO_SWITCH,  # the pixel-level attn_in is refused in _timm_windows
-    M + "twins.LocallyGroupedAttn": _WINDOWED,
-    M + "twins.GlobalSubSampleAttn": TOKENS,
-    M + "visformer.Attention": TOKENS,
-    M + "vision_transformer.ParallelScalingBlock": TOKENS,
-    M + "vision_transformer.DiffParallelScalingBlock": dataclasses.replace(
-        TOKENS, derive=_differential, note="the differential map softmax1 - lambda * softmax2"
-    ),
-    M + "vision_transformer_relpos.RelPosAttention": TOKENS,
-    M + "vision_transformer_sam.Attention": TOKENS,  # windows in windowed blocks, see _timm_windows
-    M + "volo.OutlookAttention": (
-        "outlook attention: weights predicted by a linear layer for a local window, not a query-key map"
-    ),
-    M + "volo.Attention": TOKENS,
-    M + "volo.ClassAttention": NO_SWITCH,
-    M + "xcit.XCA": CHANNELS,
-}
+INVENTORY: Mapping[str, Plan | str] = MappingProxyType(
+    {
+        # timm.layers
+        L + "attention.Attention": TOKENS,
+        L + "attention.AttentionRope": TOKENS,
+        L + "attention2d.Attention2d": TOKENS,
+        L + "attention2d.MultiQueryAttentionV2": (
+            "multi-query attention kept as an einsum map (batch, queries, heads, keys); not declared"
+        ),
+        L + "attention2d.MultiQueryAttention2d": (
+            "multi-query attention with spatially downsampled queries and keys kept in two different "
+            "layouts depending on the path; not declared"
+        ),
+        L + "attention_pool.AttentionPoolLatent": dataclasses.replace(
+            TOKENS, kind="cross", note="learned latent queries attend to the tokens"
+        ),
+        L + "attention_pool.AttentionPoolPrr": TOKENS,
+        L + "attention_pool2d.AttentionPool2d": dataclasses.replace(
+            TOKENS, note="the pooled (class or mean) token is part of the sequence, so self-attention"
+        ),
+        L + "attention_pool2d.RotAttentionPool2d": TOKENS,
+        L + "other_pool.SimPool1d": dataclasses.replace(TOKENS, note="the query is the mean token"),
+        L + "other_pool.SimPool2d": dataclasses.replace(TOKENS, note="the query is the mean token"),
+        L + "diff_attention.DiffAttention": dataclasses.replace(
+            TOKENS, derive=_differential, note="the differential map softmax1 - lambda * softmax2"
+        ),
+        L + "bottleneck_attn.BottleneckAttn": dataclasses.replace(NO_SWITCH, shape=_heads_in_batch),
+        L + "non_local_attn.NonLocalAttn": dataclasses.replace(NO_SWITCH, variable="att", shape=_one_head),
+        L + "halo_attn.HaloAttn": (
+            "halo attention: each block of queries attends to an overlapping neighbourhood of keys, "
+            "which has no window layout"
+        ),
+        L + "lambda_layer.LambdaLayer": (
+            "computes lambda (linear) attention: the softmax normalises the keys, there is no query-key map"
+        ),
+        L + "global_context.GlobalContext": (
+            "global context pooling: one softmax over positions from a 1x1 conv, no query-key map"
+        ),
+        # timm.models
+        M + "beit.Attention": TOKENS,
+        M + "cait.ClassAttn": dataclasses.replace(
+            TOKENS, note="the class token (part of the sequence) is the only query"
+        ),
+        M + "cait.TalkingHeadAttn": dataclasses.replace(
+            NO_SWITCH, derive=_talking_heads, note="after the softmax, proj_w mixes the heads"
+        ),
+        M + "coat.FactorAttnConvRelPosEnc": (
+            "factorized (linear) attention: the softmax normalises the keys, then k^T v; no query-key map"
+        ),
+        M + "convit.GPSA": dataclasses.replace(
+            NO_SWITCH, derive=_gated, note="gated mix of content and positional softmaxes, renormalised"
+        ),
+        M + "convit.MHSA": NO_SWITCH,
+        M + "cpubone.ConvAttention": TOKENS,
+        M + "crossvit.CrossAttention": dataclasses.replace(
+            NO_SWITCH, kind="cross", note="the other branch's class token queries this branch's tokens"
+        ),
+        M + "csatv2.SpatialTransformerBlock": (
+            "multiplies (batch, tokens) queries and keys, so its softmax map is (batch, batch), across the "
+            "images of a batch, not between tokens"
+        ),
+        M + "davit.ChannelAttention": dataclasses.replace(NO_SWITCH, layout="channels"),
+        M + "davit.ChannelAttentionV2": dataclasses.replace(NO_SWITCH, layout="channels"),
+        M + "davit.WindowAttention": _WINDOWED,
+        M + "edgenext.CrossCovarianceAttn": dataclasses.replace(NO_SWITCH, layout="channels"),
+        M + "efficientformer.Attention": NO_SWITCH,
+        M + "efficientformer_v2.Attention2d": dataclasses.replace(
+            NO_SWITCH, derive=_talking_heads_2d, note="after the softmax, talking_head2 mixes the heads"
+        ),
+        M + "efficientformer_v2.Attention2dDownsample": NO_SWITCH,
+        M + "efficientvim.HSMSSD": (
+            "a state-space mixer: the softmax normalises state transitions, not query-key attention"
+        ),
+        M + "efficientvit_mit.LiteMLA": "computes ReLU linear attention without a softmax map",
+        M + "efficientvit_msra.CascadedGroupAttention": (
+            "computes each head in a loop and keeps only the last head's map in a local"
+        ),
+        M + "eva.EvaAttention": TOKENS,
+        M + "fastvit.Attention": TOKENS,
+        M + "gcvit.WindowAttentionGlobal": _WINDOWED,
+        M + "gemma4_vit.Gemma4Attention": TOKENS,
+        M + "hiera.MaskUnitAttention": (
+            "attention over Hiera's unrolled token order, inside mask units; no token layout declared"
+        ),
+        M + "hieradet_sam2.MultiScaleAttention": TOKENS,  # windowed blocks refused in _timm_windows
+        M + "iformer.SHMA": dataclasses.replace(TOKENS, shape=_one_head, fused_shaped=True),  # one head
+        M + "levit.Attention": NO_SWITCH,
+        M + "levit.AttentionDownsample": NO_SWITCH,
+        M + "lowformer.ConvAttention": TOKENS,
+        M + "maxxvit.Attention2d": TOKENS,  # windows inside partition blocks, see _timm_windows
+        M + "maxxvit.AttentionCl": TOKENS,
+        M + "metaformer.Attention": TOKENS,
+        M + "mobilevit.LinearSelfAttention": (
+            "separable linear attention: one context score per token, no query-key map"
+        ),
+        M + "mvitv2.MultiScaleAttention": NO_SWITCH,
+        M + "mvitv2.MultiScaleAttentionPoolFirst": NO_SWITCH,
+        M + "nest.Attention": "block-local attention over NesT's image blocks (batch, heads, blocks, n, n)",
+        M + "nextvit.EfficientAttention": TOKENS,
+        M + "pvt_v2.Attention": TOKENS,
+        M + "shvit.SHSA": dataclasses.replace(NO_SWITCH, shape=_one_head),
+        M + "swiftformer.EfficientAdditiveAttention": "computes additive attention without a softmax map",
+        M + "swin_transformer.WindowAttention": WINDOWS,
+        M + "swin_transformer_v2.WindowAttention": dataclasses.replace(WINDOWS, switch=False),
+        M + "swin_transformer_v2_cr.WindowMultiHeadAttention": dataclasses.replace(WINDOWS, switch=False),
+        M + "tiny_vit.Attention": _WINDOWED,
+        M + "tnt.Attention": NO_SWITCH,  # the pixel-level attn_in is refused in _timm_windows
+        M + "twins.LocallyGroupedAttn": _WINDOWED,
+        M + "twins.GlobalSubSampleAttn": TOKENS,
+        M + "visformer.Attention": TOKENS,
+        M + "vision_transformer.ParallelScalingBlock": TOKENS,
+        M + "vision_transformer.DiffParallelScalingBlock": dataclasses.replace(
+            TOKENS, derive=_differential, note="the differential map softmax1 - lambda * softmax2"
+        ),
+        M + "vision_transformer_relpos.RelPosAttention": TOKENS,
+        M + "vision_transformer_sam.Attention": TOKENS,  # windows in windowed blocks, see _timm_windows
+        M + "volo.OutlookAttention": (
+            "outlook attention: weights predicted by a linear layer for a local window, not a query-key map"
+        ),
+        M + "volo.Attention": TOKENS,
+        M + "volo.ClassAttention": NO_SWITCH,
+        M + "xcit.XCA": CHANNELS,
+    }
+)
 
 
 def plan_for(cls) -> Plan | str | None:

@@ -68,7 +68,7 @@ class DecoratedAdapter:
             raise
         return scopes.close
 
-    def edit_point(self, target) -> str | None:
+    def edit_point(self, target, modules) -> str:
         return (
             f"{target.name} is recorded through a get_local function, which declares no output "
             "projection to edit"

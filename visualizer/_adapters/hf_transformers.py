@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
-from visualizer._adapters._events import AttentionCall
+from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
 from visualizer._adapters._switches import hold
@@ -84,18 +84,107 @@ class TransformersAdapter:
     def attach(self, targets, recorder, core):
         return attach(targets, recorder)
 
-    def edit_point(self, target) -> str | None:
-        name = f"{target.name} ({type(target.module).__name__})"
-        if not isinstance(target.payload, Payload):
-            return (
-                f"{name}: its weights come through the model's output_attentions, with no kernel call to edit"
-            )
-        if target.eager_because is not None:
-            return f"{name}: {target.eager_because}"
-        return None
+    def edit_point(self, target, modules) -> EditPoint | str:
+        kernel = isinstance(target.payload, Payload) and target.eager_because is None
+        return edit_point(target, modules, kernel=kernel)
 
 
 ADAPTER = TransformersAdapter()
+
+
+#: The names transformers gives an attention module's output projection, across its families.
+PROJECTIONS = (
+    "o_proj",
+    "out_proj",
+    "c_proj",
+    "dense",
+    "o",
+    "out_lin",
+    "proj",
+    "wo",
+    "Wo",
+    "out",
+    "linear_out",
+    "output_proj",
+    "projection_layer",
+)
+#: Where a module's heads are declared, on the module or its config.
+HEADS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
+
+
+def edit_point(target, modules: dict, *, kernel: bool) -> EditPoint | str:
+    """The input of ``target``'s output projection, split into the heads declared on the module
+    that holds it (or its config). The projection is a child named as in :data:`PROJECTIONS`, of
+    the target or of the one child it wraps (T5's ``SelfAttention.o``); or an ``output.dense``
+    of the target or, where the family keeps it in a sibling (BERT, ViT:
+    ``attention.output.dense``), of its parent."""
+    module = target.module
+    name = f"{target.name} ({type(module).__name__})"
+    parent = modules.get(target.name.rsplit(".", 1)[0]) if "." in target.name else None
+    found = _projection(module) or _dense(module, parent)
+    if found is None:
+        inner = [child for child in module.children() if _projection(child) is not None]
+        found = _projection(inner[0]) if len(inner) == 1 else None
+    if found is None:
+        children = ", ".join(n for n, _ in module.named_children()) or "none"
+        return f"{name} has no output projection under a known name (its children: {children})"
+    holder, attribute, projection = found
+    if _uses_weights(type(holder), attribute):
+        return (
+            f"{name} applies {attribute}.weight itself (not as a module call), so its input cannot be edited"
+        )
+    config = getattr(holder, "config", None) or getattr(module, "config", None)
+    declared = [getattr(holder, n, None) for n in HEADS] + [getattr(config, n, None) for n in HEADS]
+    heads = next((h for h in declared if isinstance(h, int) and not isinstance(h, bool) and h > 0), None)
+    features = projection.weight.shape[0] if type(projection).__name__ == "Conv1D" else projection.in_features
+    if heads is None or features % heads:
+        return f"{name} declares no number of heads that divides its output projection's {features} inputs"
+    return EditPoint(projection, heads, kernel=kernel)
+
+
+def _projection(module):
+    """(module, name, projection) for the first child of ``module`` named as in PROJECTIONS."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    for attribute in PROJECTIONS:
+        child = getattr(module, attribute, None)
+        if isinstance(child, (nn.Linear, Conv1D)):
+            return module, attribute, child
+    return None
+
+
+def _dense(module, parent):
+    """(module, "output.dense", projection) where ``module`` or its parent keeps its projection in
+    ``output.dense`` (BERT: the parent ``attention`` holds ``self`` and ``output``)."""
+    from torch import nn
+
+    # the parent counts only where it is the attention pair (self or attention, and output) and
+    # not a layer whose `output` is the feed-forward's
+    pair = parent is not None and module in (
+        getattr(parent, "self", None),
+        getattr(parent, "attention", None),
+    )
+    for holder in (module, parent) if pair else (module,):
+        dense = getattr(getattr(holder, "output", None), "dense", None)
+        if isinstance(dense, nn.Linear):
+            return module, "output.dense", dense
+    return None
+
+
+@functools.cache
+def _uses_weights(cls, attribute: str) -> bool:
+    """Whether the methods of ``cls`` read ``self.<attribute>.weight`` themselves (WavLM hands its
+    projections' weights to torch's multi_head_attention_forward, Bloom to ``F.linear``)."""
+    sources = []
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("torch."):
+            break
+        try:
+            sources.append(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+    return any(f"self.{attribute}.weight" in source for source in sources)
 
 
 def _windowed(found: list, everything: dict, available: dict, claimed: dict) -> list:

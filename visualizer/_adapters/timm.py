@@ -30,10 +30,12 @@ differential attention, ConViT's gated mix) are kept as the module uses them; th
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
-from visualizer._adapters._events import AttentionCall
+from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._adapters._scopes import ForwardScopes
 from visualizer._adapters._switches import hold
 from visualizer._adapters._timm_inventory import Plan, plan_for
@@ -135,32 +137,60 @@ class TimmAdapter:
             raise
         return lambda: _detach(scopes, switched, handles)
 
-    def edit_point(self, target) -> str | None:
-        name = f"{target.name} ({type(target.module).__qualname__})"
-        if target.eager_because is not None:
-            return f"{name}: {target.eager_because}, so its kernel output is not its heads' output"
-        between = _between_heads_and_projection(target.module)
+    def edit_point(self, target, modules) -> EditPoint | str:
+        from torch import nn
+
+        module = target.module
+        name = f"{target.name} ({type(module).__qualname__})"
+        between = _between_heads_and_projection(module)
         if between:
             return (
-                f"{name} applies {between} to all heads together between the kernel and its output "
-                "projection (scale_norm), so one head's output cannot be changed on its own"
+                f"{name} applies {between} to all heads together before its output projection "
+                "(scale_norm), so one head's output cannot be changed on its own"
             )
-        return None
+        projection, heads = getattr(module, "proj", None), getattr(module, "num_heads", None)
+        if not isinstance(projection, nn.Linear) or not isinstance(heads, int) or heads < 1:
+            return f"{name} has no Linear output projection `proj` with `num_heads` heads"
+        if projection.in_features % heads:
+            return f"{name}.proj takes {projection.in_features} features, not a whole number per head"
+        return EditPoint(projection, heads, kernel=target.eager_because is None)
 
 
 ADAPTER = TimmAdapter()
 
 
 def _between_heads_and_projection(module) -> str:
-    """The norms a timm attention applies over all heads after its kernel (``scale_norm``), named."""
-    from torch import nn
-
-    found = [
-        f"{name} ({type(child).__name__})"
-        for name, child in module.named_children()
-        if "norm" in name and name not in ("q_norm", "k_norm") and not isinstance(child, nn.Identity)
-    ]
+    """The norms over all heads a timm attention applies after its kernel and before ``proj``
+    (``scale_norm``), named: a norm child whose call comes, in the class's forward, after its
+    softmax or kernel call and before ``self.proj(``, and whose size is all of ``proj``'s inputs
+    (a per-head norm, as differential attention's ``sub_norm``, keeps heads apart)."""
+    source = _forward_source(type(module))
+    projection = getattr(module, "proj", None)
+    width = getattr(projection, "in_features", None)
+    if not source or width is None:
+        return ""
+    kernel = max(source.rfind("scaled_dot_product_attention"), source.rfind("softmax"))
+    end = source.find("self.proj(")
+    found = []
+    for name, child in module.named_children():
+        weight = getattr(child, "weight", None)
+        position = source.find(f"self.{name}(")
+        if (
+            "norm" in name
+            and kernel < position < end
+            and (weight is None or weight.numel() == width)
+            and type(child).__name__ != "Identity"
+        ):
+            found.append(f"{name} ({type(child).__name__})")
     return ", ".join(found)
+
+
+@functools.cache
+def _forward_source(cls) -> str:
+    try:
+        return inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return ""
 
 
 def _target(adapter: str, name: str, module, everything: dict, payload: Payload) -> Target:

@@ -27,11 +27,15 @@ import threading
 import weakref
 
 from visualizer._adapters import Target, block_of
-from visualizer._adapters._events import AttentionCall
+from visualizer._adapters._events import AttentionCall, EditPoint
+from visualizer._adapters._switches import hold
+from visualizer._sessions import SESSIONS
 
 __all__ = ["ADAPTER"]
 
 ADAPTER_NAME = "torch"
+#: The name of a MultiheadAttention's hooks in the registry of sessions (``visualizer._sessions``).
+PART = "multihead attention"
 
 
 class TorchAdapter:
@@ -72,11 +76,11 @@ class TorchAdapter:
     def attach(self, targets, recorder, core):
         return attach(targets, recorder)
 
-    def edit_point(self, target) -> str | None:
-        return (
-            f"{target.name} (nn.MultiheadAttention): its fast paths and need_weights=True never call the "
-            "sdpa kernel, and an edit point of its own is not offered yet"
-        )
+    def edit_point(self, target, modules) -> EditPoint | str:
+        if target.eager_because is not None:
+            return f"{target.name} (nn.MultiheadAttention): {target.eager_because}"
+        module = target.module
+        return EditPoint(None, module.num_heads, kernel=True, prepare=lambda: _editing(module))
 
 
 ADAPTER = TorchAdapter()
@@ -96,7 +100,7 @@ def attach(targets, recorder):
 
 def _detach(targets, recorder) -> None:
     for target in targets:
-        shared = _SHARED.get(target.module)
+        shared = SESSIONS.get(target.module, PART)
         if shared is not None:
             shared.remove(target, recorder)
 
@@ -122,19 +126,16 @@ class _Shared:
     weights once, hand them to every capture's recorder, and give the caller what it asked for.
     """
 
-    __slots__ = ("__weakref__", "asked", "handles", "listeners", "module")
+    __slots__ = ("__weakref__", "asked", "editing", "handles", "listeners", "module")
 
     @classmethod
     def of(cls, module) -> _Shared:
-        with _LOCK:
-            shared = _SHARED.get(module)
-            if shared is None:
-                shared = _SHARED[module] = cls(module)
-            return shared
+        return SESSIONS.part(module, PART, lambda: cls(module))
 
     def __init__(self, module) -> None:
         self.module = weakref.ref(module)
         self.listeners: tuple = ()  # ((target, recorder), ...), replaced whole
+        self.editing = 0  # seams with editors or taps on the module (see _editing)
         self.asked = threading.local()  # what each (possibly nested) caller asked for, per thread
         self.handles = (
             module.register_forward_pre_hook(self.before, with_kwargs=True),
@@ -142,24 +143,29 @@ class _Shared:
         )
 
     def add(self, target, recorder) -> None:
-        with _LOCK:
+        with SESSIONS.lock:
             self.listeners = (*self.listeners, (target, recorder))
 
     def remove(self, target, recorder) -> None:
-        with _LOCK:
+        with SESSIONS.lock:
             self.listeners = tuple(
                 pair for pair in self.listeners if not (pair[0] is target and pair[1] is recorder)
             )
-            if not self.listeners:
-                for handle in self.handles:
-                    handle.remove()
-                module = self.module()
-                if module is not None and _SHARED.get(module) is self:
-                    del _SHARED[module]
+            self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        with SESSIONS.lock:
+            if self.listeners or self.editing:
+                return
+            for handle in self.handles:
+                handle.remove()
+            module = self.module()
+            if module is not None:
+                SESSIONS.drop(module, PART, self)
 
     def before(self, module, args, kwargs):
         listeners = self.listeners
-        if not listeners:
+        if not listeners and not self.editing:
             return None
         for target, recorder in listeners:
             recorder.ran(target)
@@ -171,12 +177,21 @@ class _Shared:
         stack = getattr(self.asked, "stack", None)
         if stack is None:
             stack = self.asked.stack = []
+        asked = (kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True))
+        if self.editing:  # through multi_head_attention_forward's sdpa call, weights rebuilt after
+            inputs = _recipe(listeners[0][0] if listeners else None, module, args, kwargs)
+            if isinstance(inputs, str):
+                raise ValueError(
+                    f"an editor or gradient tap acts on this nn.MultiheadAttention, but {inputs}; "
+                    "its weights cannot be rebuilt for the caller"
+                )
+            stack.append((*asked, listeners, inputs, True))
+            kwargs["need_weights"] = False
+            return args, kwargs
         recipe: object = None
         if all(target.lazy for target, _ in listeners):
             recipe = _recipe(listeners[0][0], module, args, kwargs)
-        stack.append(
-            (kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True), listeners, recipe)
-        )
+        stack.append((*asked, listeners, recipe, False))
         if recipe is not None and not isinstance(recipe, str):
             return None  # the module runs as called, its own kernel and fast paths included
         kwargs["need_weights"] = True
@@ -187,9 +202,11 @@ class _Shared:
         stack = getattr(self.asked, "stack", None)
         if not stack:
             return None
-        need_weights, average, listeners, recipe = stack.pop()
+        need_weights, average, listeners, recipe, edited = stack.pop()
         if output is None:  # forward raised
             return None
+        if edited:
+            return _rebuilt(output[0], need_weights, average, listeners, recipe, args, kwargs)
         if recipe is not None and not isinstance(recipe, str):
             for target, recorder in listeners:
                 recorder.record(recipe.for_target(target))
@@ -217,6 +234,51 @@ class _Shared:
         return out, weights
 
 
+def _rebuilt(out, need_weights, average, listeners, inputs, args, kwargs):
+    """The caller's output of a call sent through the kernel for an editor: the weights it asked
+    for, and every capture's, rebuilt from the call's queries and keys."""
+    weights = None
+    if need_weights or any(not target.lazy for target, _ in listeners):
+        weights = inputs.recipe().full()
+    for target, recorder in listeners:
+        if target.lazy:
+            recorder.record(inputs.for_target(target))
+        else:
+            recorder.record(AttentionCall(target, "eager", probabilities=weights))
+    if not need_weights:
+        return out, None
+    query = dict(zip(_POSITIONAL, args)).get("query", kwargs.get("query"))
+    if query.dim() == 2:  # unbatched
+        weights = weights[0]
+    return out, weights.mean(dim=-3) if average else weights
+
+
+def _editing(module):
+    """While an editor or gradient tap acts on ``module``: its calls go through
+    ``multi_head_attention_forward``'s kernel call (need_weights=False, torch's MHA fast paths
+    off process-wide, held as a setting), the weights the caller asked for rebuilt after."""
+    import torch.backends.mha
+
+    shared = _Shared.of(module)
+    with SESSIONS.lock:
+        shared.editing += 1
+    release = hold(torch.backends.mha, "_is_fastpath_enabled")
+    torch.backends.mha._is_fastpath_enabled = False
+    done = False
+
+    def undo() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        release()
+        with SESSIONS.lock:
+            shared.editing -= 1
+        shared.close_if_idle()
+
+    return undo
+
+
 def _rebuild(module) -> str | None:
     """None where the map follows from the module's projections and masks alone; else why not."""
     if module.bias_k is not None or module.add_zero_attn:
@@ -225,7 +287,7 @@ def _rebuild(module) -> str | None:
 
 
 def _recipe(target, module, args, kwargs):
-    """The event of one call (source ``projection``), from the module's own input projection of its
+    """The event of one call (source ``inputs``), from the module's own input projection of its
     inputs and the masks it was given (as ``multi_head_attention_forward`` merges them); a str where
     this call needs eager weights."""
     import torch
@@ -268,10 +330,4 @@ def _recipe(target, module, args, kwargs):
         padding = padding.reshape(batch, 1, 1, -1)
         masks.append(~padding if padding.dtype == torch.bool else padding)
     dropout = module.dropout if module.training else 0.0
-    return AttentionCall(
-        target, "projection", query=q, key=k, masks=tuple(masks), dropout=dropout, heads=heads
-    )
-
-
-_SHARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> _Shared
-_LOCK = threading.Lock()
+    return AttentionCall(target, "inputs", query=q, key=k, masks=tuple(masks), dropout=dropout, heads=heads)

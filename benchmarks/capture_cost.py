@@ -1,0 +1,123 @@
+"""What capture_attention and a Seam cost on a batch-1 ViT forward, side by side in one run.
+
+For DINOv2 ViT-S/14 (the offline weights of ``visualizer.models.load_vit()``) and timm's
+ViT-B/16 (random weights), 224 px, batch 1, eval, no_grad, torch on 1 thread, each round
+runs every variant once in a new shuffled order:
+
+- ``fused``: the model as shipped (timm's fused attention);
+- ``capture``: ``with capture_attention(model) as maps:`` around the forward (maps rebuilt
+  on demand, fused kernel kept; the maps are dropped outside the timed region);
+- ``capture+search``: the same, also timing ``capture_attention(model)``'s search for the
+  attention modules (made once per capture);
+- ``seam``: an identity editor on every attention module through a ``Seam`` (the editor
+  returns None: the projection gets its own input).
+
+It prints, per model, each variant's median and minimum over the rounds as a ratio to the
+fused forward's, and the capture's cost per attention call in ms::
+
+    .venv/bin/python benchmarks/capture_cost.py              # 15 rounds, about 2 minutes
+    .venv/bin/python benchmarks/capture_cost.py --rounds 3   # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+
+
+class Keep:
+    """An identity editor: looks at every call, changes nothing."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def edit(self, call):
+        self.calls += 1
+        return None
+
+
+def models() -> dict:
+    import timm
+
+    from visualizer.models import load_vit
+
+    torch.manual_seed(0)
+    return {
+        "dinov2-vits14-b1": load_vit().eval(),
+        "vitb16-b1": timm.create_model("vit_base_patch16_224", pretrained=False).eval(),
+    }
+
+
+def variants(model, images) -> dict:
+    from visualizer import capture_attention
+    from visualizer._adapters._seam import Seam
+
+    capture = capture_attention(model)
+    seam = Seam(model, editors=[Keep()])
+
+    def fused():
+        model(images)
+
+    def captured():
+        capture.start()
+        model(images)
+        capture.stop()
+
+    def searched():
+        with capture_attention(model):
+            model(images)
+
+    def edited():
+        seam.open()
+        model(images)
+        seam.close()
+
+    return {"fused": fused, "capture": captured, "capture+search": searched, "seam": edited}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    random.seed(0)
+    print(f"torch {torch.__version__}, 1 thread, {args.rounds} rounds; ratios to the fused forward")
+    for name, model in models().items():
+        images = torch.randn(1, 3, 224, 224)
+        runs = variants(model, images)
+        times: dict[str, list[float]] = {key: [] for key in runs}
+        with torch.no_grad():
+            for run in runs.values():  # warm-up, and a check that the capture captures
+                run()
+            for _ in range(args.rounds):
+                order = list(runs)
+                random.shuffle(order)
+                for key in order:
+                    started = time.perf_counter()
+                    runs[key]()
+                    times[key].append(time.perf_counter() - started)
+        layers = sum(1 for _ in _attention_modules(model))
+        base_median, base_min = statistics.median(times["fused"]), min(times["fused"])
+        print(f"\n{name}: fused forward {base_median * 1e3:.1f} ms (median), {layers} attention modules")
+        for key, values in times.items():
+            median, low = statistics.median(values), min(values)
+            per_call = (median - base_median) / layers * 1e3
+            print(
+                f"  {key:15s} {median / base_median:.3f}x median  {low / base_min:.3f}x min"
+                f"  ({per_call:+.2f} ms per attention call)"
+            )
+
+
+def _attention_modules(model):
+    from visualizer import get_local
+    from visualizer._adapters import find_targets
+
+    return find_targets(model, get_local)[0]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Edit points across the timm and transformers registries: every attention module has one or a reason.
+
+The models are those of ``test_timm_registry`` (one small variant per family) and
+``test_transformers_registry`` (every base model of ``MODEL_MAPPING_NAMES``, tiny configs),
+built the same way. For each model, every attention module the capture finds must have an
+edit point (its output projection and heads) or a reason. A Seam with an identity editor on
+every module with an edit point must then:
+
+- see at least one event from every such module that ran, so the projection found is the one
+  the module calls; from every module whose default path is one sdpa call, an event of the
+  kernel (with its queries, keys and values);
+- leave the model's output bit-identical (an editor that returns a copy of what it got).
+
+For each kernel event, the kernel's own output, recomputed here from the event's queries, keys
+and values with the original ``scaled_dot_product_attention``, is compared with what the
+projection received: equal (the kernel's output is the edit point) or not (a gate or norm sits
+between; the edit point is still the projection's input). The counts are printed at the end::
+
+    PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_seam_registry.py
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import test_timm_registry as timm_registry
+import test_transformers_registry as hf_registry
+
+import visualizer
+from visualizer._adapters import adapters, find_targets
+from visualizer._adapters._seam import Seam
+
+COUNTS: collections.Counter = collections.Counter()
+REFUSED: collections.Counter = collections.Counter()  # (framework, reason's shape) -> modules
+BETWEEN: set = set()  # classes whose kernel output is not what their projection receives
+
+
+class Copying:
+    """An identity editor that returns a copy of what it got, keeping every event."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def edit(self, call):
+        self.events.append(call)
+        return call.output.clone()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    print(
+        f"\nedit points: {COUNTS['models']} models, {COUNTS['targets']} attention modules; "
+        f"{COUNTS['points']} with an edit point ({COUNTS['kernel points']} on the sdpa kernel, where "
+        f"gradient taps may detach queries and keys; all take editors and gradient taps), "
+        f"{COUNTS['refused']} refused; "
+        f"{COUNTS['ran']} ran under the seam; kernel output = projection input in {COUNTS['same']} calls, "
+        f"something between in {COUNTS['between']} ({', '.join(sorted(BETWEEN)) or 'none'}); "
+        f"identity editor bit-identical on {COUNTS['identical']} models, within 1e-6 on {COUNTS['close']}"
+    )
+    for (framework, reason), count in REFUSED.most_common():
+        print(f"  refused ({framework}, {count}): {reason}")
+
+
+def _kernel_output(call):
+    """What the kernel returned for this event, recomputed with the original function, per head."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    sdpa = getattr(sdpa, "__wrapped__", sdpa)
+    mask = call.masks[0] if call.masks else None
+    out = sdpa(
+        call.query,
+        call.key,
+        call.value,
+        attn_mask=mask,
+        is_causal=call.is_causal,
+        scale=call.scale,
+        enable_gqa=call.enable_gqa,
+    )
+    if call.packed:
+        out = out.reshape(out.shape[0], call.heads, 1, out.shape[-1])
+    return out
+
+
+def _check(framework: str, model, run) -> None:
+    """``run()`` runs the model on its inputs and returns its output (a tensor or a ModelOutput)."""
+    COUNTS["models"] += 1
+    targets, _ = find_targets(model, visualizer.get_local)
+    by_adapter = {adapter.name: adapter for adapter in adapters(available_only=False)}
+    modules = dict(model.named_modules())
+    points = {}
+    for target in targets:
+        COUNTS["targets"] += 1
+        point = by_adapter[target.adapter].edit_point(target, modules)
+        if isinstance(point, str):
+            assert point, f"{target.name}: refused with no reason"
+            COUNTS["refused"] += 1
+            REFUSED[framework, re.sub(r"^\S+ \((\w+)\)", r"\1", point)] += 1
+        else:
+            points[target.name] = (target, point)
+    if not points:
+        return
+    COUNTS["points"] += len(points)
+    COUNTS["kernel points"] += sum(point.kernel for _, point in points.values())
+    torch.manual_seed(0)  # (models that draw at random in their forward: ViTMAE's masking)
+    with torch.no_grad():
+        plain = run()
+    ran: collections.Counter = collections.Counter()
+    handles = [
+        target.module.register_forward_pre_hook(lambda m, a, name=name: ran.update([name]))
+        for name, (target, _) in points.items()
+    ]
+    editor = Copying()
+    torch.manual_seed(0)
+    try:
+        with torch.no_grad(), Seam(model, editors=[editor], modules=list(points)):
+            edited = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    seen = collections.defaultdict(list)
+    for call in editor.events:
+        seen[call.target.name].append(call)
+    for name in ran:
+        target, point = points[name]
+        COUNTS["ran"] += 1
+        assert seen[name], f"{name} ({type(target.module).__name__}) ran, but its projection never did"
+        if point.kernel:
+            kernel = [call for call in seen[name] if call.source == "kernel"]
+            assert kernel, f"{name}: no kernel event although its default path is one sdpa call"
+            for call in kernel:
+                with torch.no_grad():
+                    expected = _kernel_output(call)
+                if expected.shape == call.output.shape and torch.allclose(expected, call.output, atol=1e-6):
+                    COUNTS["same"] += 1
+                else:
+                    COUNTS["between"] += 1
+                    BETWEEN.add(type(target.module).__name__)
+    before, after = _tensors(plain), _tensors(edited)
+    assert before.keys() == after.keys() and before, "no outputs to compare"
+    if all(torch.equal(before[k], after[k]) for k in before):
+        COUNTS["identical"] += 1
+        return
+    differ = [
+        k
+        for k in before
+        if before[k].shape != after[k].shape
+        or not torch.allclose(before[k].float(), after[k].float(), atol=1e-6, rtol=0, equal_nan=True)
+    ]
+    assert not differ, f"an identity editor changed the output beyond 1e-6: {differ[:4]}"
+    COUNTS["close"] += 1
+
+
+def _tensors(output) -> dict:
+    return {"output": output} if isinstance(output, torch.Tensor) else hf_registry.output_tensors(output)
+
+
+@pytest.mark.parametrize("family", [*timm_registry.FAMILIES, *timm_registry.EXTRAS])
+def test_timm_edit_points(family):
+    if family in timm_registry.LEFT_OUT:
+        pytest.skip(timm_registry.LEFT_OUT[family])
+    name, model, side = timm_registry._build(family)
+    if isinstance(model, str):
+        pytest.skip(model)
+    sides = [side] if side else [timm_registry.S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
+    for size in sides:
+        torch.manual_seed(1)
+        x = torch.randn(2, 3, size, size)
+        try:
+            with torch.no_grad():
+                model(x)
+            break
+        except Exception:
+            continue
+    else:
+        pytest.skip("does not run at the sizes tried")
+    _check("timm", model, lambda: model(x))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "class_name"), hf_registry.ENTRIES, ids=[f"{t}-{n}" for t, n in hf_registry.ENTRIES]
+)
+def test_transformers_edit_points(model_type, class_name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with hf_registry.time_cap(hf_registry.TIME_CAP):
+                model = hf_registry.build(model_type, class_name)
+                inputs = hf_registry.make_inputs(model)
+                with torch.no_grad():
+                    model(**inputs, return_dict=True)
+        except Exception as exc:
+            pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
+        with hf_registry.time_cap(3 * hf_registry.TIME_CAP):
+            _check("transformers", model, lambda: model(**inputs, return_dict=True))
