@@ -343,7 +343,10 @@ def test_an_editor_keeps_working_when_a_capture_switches_the_kernel_off_but_a_de
     assert len(maps) == 2 and not maps.infos[0].rebuilt
     with Seam(model, taps=[KeepGradient(detach_scores=True)]):
         with capture_attention(model, lazy=False):
-            with pytest.raises(RuntimeError, match="made no call to .*scaled_dot_product_attention, so the editors and gradient taps"):
+            with pytest.raises(
+                RuntimeError,
+                match="made no call to .*scaled_dot_product_attention, so the editors and gradient taps",
+            ):
                 model(images)
 
 
