@@ -494,3 +494,94 @@ def test_multihead_attention_still_returns_the_weights_the_caller_asked_for():
             again, rebuilt = mha(q[0], kv[0], kv[0])
     torch.testing.assert_close(again, unbatched, atol=1e-6, rtol=0)
     torch.testing.assert_close(rebuilt, weights, atol=1e-6, rtol=0)
+
+
+def _state(model) -> tuple:
+    return (
+        _hooks(model),
+        F.scaled_dot_product_attention,
+        torch.backends.mha.get_fastpath_enabled(),
+        [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")],
+        [name for name in ("__deepcopy__", "__reduce_ex__") for m in model.modules() if name in vars(m)],
+    )
+
+
+def test_captures_editors_and_taps_overlap_in_every_order():
+    """Open a capture, a seam with an editor and a seam with a gradient tap in every order, close
+    them in every order: while all three are open the output is the ablated one, the capture has
+    its maps and the tap its gradients; after the last one, everything is as before."""
+    import itertools
+
+    model = _vit()
+    images = torch.randn(1, 3, 32, 32, requires_grad=True)
+    before = _state(model)
+    handle = _zero_projection_input(model.blocks[1].attn.proj, 1, 64)
+    expected = model(images).detach()
+    handle.remove()
+    for opened in itertools.permutations(range(3)):
+        for closed in itertools.permutations(range(3)):
+            tap = KeepGradient()
+            capture = capture_attention(model)
+            seams = [Seam(model, editors=[ZeroHead(1, names={"blocks.1.attn"})]), Seam(model, taps=[tap])]
+            starts = [capture.start, seams[0].open, seams[1].open]
+            stops = [capture.stop, seams[0].close, seams[1].close]
+            for index in opened:
+                starts[index]()
+            out = model(images)
+            out.sum().backward()
+            for index in closed:
+                stops[index]()
+            torch.testing.assert_close(out.detach(), expected, atol=1e-5, rtol=0)
+            assert len(capture.maps) == 2 and set(tap.grads) == {"blocks.0.attn", "blocks.1.attn"}
+            assert _state(model) == before, (opened, closed)
+
+
+def test_an_exception_inside_a_multihead_seam_restores_the_fast_path():
+    torch.manual_seed(0)
+    model = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1)
+    before = _state(model)
+    with pytest.raises(ZeroDivisionError), Seam(model, editors=[Identity()]):
+        model(torch.randn(1, 3, 16))
+        1 / 0
+    assert _state(model) == before and torch.backends.mha.get_fastpath_enabled()
+
+
+def test_pickling_during_a_seam_gives_the_model_without_it():
+    import io
+
+    model = _vit()
+    images = torch.randn(1, 3, 32, 32)
+    editor = ZeroHead(0)
+    with torch.no_grad(), Seam(model, editors=[editor]):
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        edited = model(images)
+    buffer.seek(0)
+    twin = torch.load(buffer, weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(twin(images), model(images))
+        assert not torch.equal(edited, model(images))
+    assert _hooks(twin) == _hooks(model)
+
+
+def test_a_seam_edits_the_calls_of_every_thread():
+    import threading
+
+    model = _vit()
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        handle = _zero_projection_input(model.blocks[0].attn.proj, 2, 64)
+        expected = model(images)
+        handle.remove()
+        results = {}
+        with Seam(model, editors=[ZeroHead(2, names={"blocks.0.attn"})]):
+            workers = [
+                threading.Thread(target=lambda i=i: results.__setitem__(i, model(images))) for i in range(3)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+    assert len(results) == 3
+    for out in results.values():
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
