@@ -22,6 +22,7 @@ between; the edit point is still the projection's input). The counts are printed
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import warnings
@@ -55,19 +56,26 @@ class Copying:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def report():
+def report(request):
     yield
-    print(
-        f"\nedit points: {COUNTS['models']} models, {COUNTS['targets']} attention modules; "
+    lines = [
+        f"edit points: {COUNTS['models']} models, {COUNTS['targets']} attention modules; "
         f"{COUNTS['points']} with an edit point ({COUNTS['kernel points']} on the sdpa kernel, where "
         f"gradient taps may detach queries and keys; all take editors and gradient taps), "
-        f"{COUNTS['refused']} refused; "
-        f"{COUNTS['ran']} ran under the seam; kernel output = projection input in {COUNTS['same']} calls, "
-        f"something between in {COUNTS['between']} ({', '.join(sorted(BETWEEN)) or 'none'}); "
-        f"identity editor bit-identical on {COUNTS['identical']} models, within 1e-6 on {COUNTS['close']}"
-    )
-    for (framework, reason), count in REFUSED.most_common():
-        print(f"  refused ({framework}, {count}): {reason}")
+        f"{COUNTS['refused']} refused; {COUNTS['ran']} ran under the seam",
+        f"  kernel output = projection input in {COUNTS['same']} calls, something between in "
+        f"{COUNTS['between']} ({', '.join(sorted(BETWEEN)) or 'none'})",
+        f"  identity editor: output bit-identical on {COUNTS['identical']} models, within 1e-6 on "
+        f"{COUNTS['close']}",
+    ]
+    lines += [
+        f"  refused ({framework}, {count}): {reason}" for (framework, reason), count in REFUSED.most_common()
+    ]
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        for line in lines:
+            (reporter.write_line if reporter else print)(line)
 
 
 def _kernel_output(call):

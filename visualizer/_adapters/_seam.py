@@ -225,12 +225,16 @@ class Seam:
                     f"{target.name}'s output projection got a {inputs.dim()}-D input; the edit point needs "
                     "(batch, ..., heads x head dim)"
                 )
-            heads = inputs.unflatten(-1, (point.heads, -1)).movedim(-2, 1)
+            # (batch, queries, heads x head dim), spatial query axes (batch, h, w, ...) flattened
+            tokens = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1])
+            heads = tokens.unflatten(-1, (point.heads, -1)).movedim(-2, 1)
             call = self._pending().pop(id(target), None)
             if call is None:
                 call = AttentionCall(target, "projection", heads=point.heads)
             edited = self._apply(call, heads)
-            return None if edited is None else (edited.movedim(1, -2).flatten(-2), *args[1:])
+            if edited is None:
+                return None
+            return (edited.movedim(1, -2).flatten(-2).reshape(inputs.shape), *args[1:])
 
         return pre_hook
 

@@ -142,35 +142,41 @@ class TimmAdapter:
 
         module = target.module
         name = f"{target.name} ({type(module).__qualname__})"
-        between = _between_heads_and_projection(module)
+        attribute = next((a for a in PROJECTIONS if isinstance(getattr(module, a, None), nn.Linear)), None)
+        heads = getattr(module, "num_heads", None)
+        if attribute is None or not isinstance(heads, int) or heads < 1:
+            names = " or ".join(f"`{a}`" for a in PROJECTIONS)
+            return f"{name} has no Linear output projection ({names}) and `num_heads` heads"
+        between = _between_heads_and_projection(module, attribute)
         if between:
             return (
                 f"{name} applies {between} to all heads together before its output projection "
                 "(scale_norm), so one head's output cannot be changed on its own"
             )
-        projection, heads = getattr(module, "proj", None), getattr(module, "num_heads", None)
-        if not isinstance(projection, nn.Linear) or not isinstance(heads, int) or heads < 1:
-            return f"{name} has no Linear output projection `proj` with `num_heads` heads"
+        projection = getattr(module, attribute)
         if projection.in_features % heads:
-            return f"{name}.proj takes {projection.in_features} features, not a whole number per head"
+            return f"{name}.{attribute} takes {projection.in_features} features, not a whole number per head"
         return EditPoint(projection, heads, kernel=target.eager_because is None)
 
 
 ADAPTER = TimmAdapter()
 
+#: The names timm gives an attention's output projection (``attn_out_proj``: the parallel blocks).
+PROJECTIONS = ("proj", "out_proj", "o_proj", "attn_out_proj")
 
-def _between_heads_and_projection(module) -> str:
+
+def _between_heads_and_projection(module, attribute: str = "proj") -> str:
     """The norms over all heads a timm attention applies after its kernel and before ``proj``
     (``scale_norm``), named: a norm child whose call comes, in the class's forward, after its
     softmax or kernel call and before ``self.proj(``, and whose size is all of ``proj``'s inputs
     (a per-head norm, as differential attention's ``sub_norm``, keeps heads apart)."""
     source = _forward_source(type(module))
-    projection = getattr(module, "proj", None)
+    projection = getattr(module, attribute, None)
     width = getattr(projection, "in_features", None)
     if not source or width is None:
         return ""
     kernel = max(source.rfind("scaled_dot_product_attention"), source.rfind("softmax"))
-    end = source.find("self.proj(")
+    end = source.find(f"self.{attribute}(")
     found = []
     for name, child in module.named_children():
         weight = getattr(child, "weight", None)
