@@ -299,6 +299,17 @@ def test_modules_without_an_edit_point_are_refused_by_name():
     biased = torch.nn.Sequential(torch.nn.MultiheadAttention(16, 2, add_bias_kv=True))
     with pytest.raises(EditPointError, match=r"0 \(nn\.MultiheadAttention\): its learned key bias"):
         Seam(biased, editors=[Identity()]).open()
+    from transformers import BitNetConfig, BitNetModel
+
+    bitnet = BitNetModel(
+        BitNetConfig(
+            vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4
+        )
+    )
+    with pytest.raises(
+        EditPointError, match=r"- layers\.0\.self_attn \(BitNetAttention\) applies attn_sub_norm"
+    ):
+        Seam(bitnet, editors=[Identity()]).open()
     eager = _eager(_bert())
     with Seam(eager, taps=[KeepGradient()]) as seam:  # an eager path has an edit point
         assert len(seam.targets) == 2

@@ -119,7 +119,10 @@ class Seam:
             else:
                 points.append((target, point))
         if refused:
-            listed = "\n".join(f"- {name}: {reason}" for name, reason in refused.items())
+            listed = "\n".join(
+                f"- {reason}" if reason.startswith(name) else f"- {name}: {reason}"
+                for name, reason in refused.items()
+            )
             raise EditPointError(
                 f"{len(refused)} attention module(s) offer no edit point for these editors and gradient "
                 f"taps:\n{listed}\nPass modules=[...] to act on the others."

@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
+from visualizer._adapters._edit_points import norms_between
 from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
@@ -132,6 +133,12 @@ def edit_point(target, modules: dict, *, kernel: bool) -> EditPoint | str:
     if _uses_weights(type(holder), attribute):
         return (
             f"{name} applies {attribute}.weight itself (not as a module call), so its input cannot be edited"
+        )
+    between = norms_between(holder, attribute) if "." not in attribute else ""
+    if between:
+        return (
+            f"{name} applies {between} to all heads together before its output projection, so one "
+            "head's output cannot be changed on its own"
         )
     config = getattr(holder, "config", None) or getattr(module, "config", None)
     declared = [getattr(holder, n, None) for n in HEADS] + [getattr(config, n, None) for n in HEADS]

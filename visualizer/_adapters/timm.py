@@ -30,11 +30,10 @@ differential attention, ConViT's gated mix) are kept as the module uses them; th
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
+from visualizer._adapters._edit_points import norms_between
 from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._adapters._scopes import ForwardScopes
 from visualizer._adapters._switches import hold
@@ -147,7 +146,7 @@ class TimmAdapter:
         if attribute is None or not isinstance(heads, int) or heads < 1:
             names = " or ".join(f"`{a}`" for a in PROJECTIONS)
             return f"{name} has no Linear output projection ({names}) and `num_heads` heads"
-        between = _between_heads_and_projection(module, attribute)
+        between = norms_between(module, attribute)
         if between:
             return (
                 f"{name} applies {between} to all heads together before its output projection "
@@ -163,40 +162,6 @@ ADAPTER = TimmAdapter()
 
 #: The names timm gives an attention's output projection (``attn_out_proj``: the parallel blocks).
 PROJECTIONS = ("proj", "out_proj", "o_proj", "attn_out_proj")
-
-
-def _between_heads_and_projection(module, attribute: str = "proj") -> str:
-    """The norms over all heads a timm attention applies after its kernel and before ``proj``
-    (``scale_norm``), named: a norm child whose call comes, in the class's forward, after its
-    softmax or kernel call and before ``self.proj(``, and whose size is all of ``proj``'s inputs
-    (a per-head norm, as differential attention's ``sub_norm``, keeps heads apart)."""
-    source = _forward_source(type(module))
-    projection = getattr(module, attribute, None)
-    width = getattr(projection, "in_features", None)
-    if not source or width is None:
-        return ""
-    kernel = max(source.rfind("scaled_dot_product_attention"), source.rfind("softmax"))
-    end = source.find(f"self.{attribute}(")
-    found = []
-    for name, child in module.named_children():
-        weight = getattr(child, "weight", None)
-        position = source.find(f"self.{name}(")
-        if (
-            "norm" in name
-            and kernel < position < end
-            and (weight is None or weight.numel() == width)
-            and type(child).__name__ != "Identity"
-        ):
-            found.append(f"{name} ({type(child).__name__})")
-    return ", ".join(found)
-
-
-@functools.cache
-def _forward_source(cls) -> str:
-    try:
-        return inspect.getsource(cls.forward)
-    except (OSError, TypeError):
-        return ""
 
 
 def _target(adapter: str, name: str, module, everything: dict, payload: Payload) -> Target:
