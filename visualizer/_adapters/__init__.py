@@ -1,12 +1,14 @@
 """Model adapters: each finds one framework's attention modules and records their weights.
 
 Every adapter is an object behind the :class:`Adapter` protocol, kept as ``ADAPTER`` in
-its own module of this package and listed in :data:`REGISTRY`, most specific first:
+its own module of this package (found by :data:`REGISTRY`, most specific first: each adapter's
+``order``):
 
 - ``name``: how maps name their source (``LayerInfo.adapter``);
 - ``framework``: the module it serves (``"transformers"``); the adapter is skipped unless
   that module is already imported, since no model of a framework exists before it is;
 - ``supports``: one line for error messages;
+- ``order``: where it comes among the adapters (a more specific adapter first: lower);
 - ``find(model, modules, claimed, core) -> [Target | Refusal, ...]``: among ``modules``
   (``(path, module)`` pairs in model order, none inside a module another adapter claimed),
   the attention modules it records, each a :class:`Target` carrying the role, kind, block
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -49,8 +52,6 @@ __all__ = [
     "supported",
 ]
 
-#: Adapter modules of this package, most specific first.
-REGISTRY = ("hf_transformers", "timm", "torch_mha", "decorated")
 
 P = TypeVar("P")
 
@@ -108,6 +109,7 @@ class Adapter(Protocol):
     name: str
     framework: str | None
     supports: str
+    order: int
 
     def find(
         self, model: Any, modules: Sequence[tuple[str, Any]], claimed: dict[int, str], core: Any
@@ -187,3 +189,15 @@ def _inside(path: str, claimed_paths: set[str]) -> bool:
     """Whether ``path`` is a claimed module or inside one (the root, path "", never counts)."""
     parts = path.split(".")
     return any(".".join(parts[:i]) in claimed_paths for i in range(1, len(parts) + 1)) if path else False
+
+
+def _discover() -> tuple[str, ...]:
+    """The adapter modules of this package (every module whose name has no leading underscore),
+    by their ``ADAPTER.order``: a new adapter needs only its own file."""
+    names = [info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_")]
+    ordered = sorted((importlib.import_module(f"{__name__}.{name}").ADAPTER.order, name) for name in names)
+    return tuple(name for _, name in ordered)
+
+
+#: Adapter modules of this package, most specific first (found, not listed).
+REGISTRY = _discover()

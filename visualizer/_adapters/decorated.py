@@ -27,6 +27,7 @@ class DecoratedAdapter:
     name = "get_local"
     framework = None
     supports = "functions or methods decorated with get_local"
+    order = 40  # last: get_local functions inside modules no other adapter claimed
 
     def find(self, model, modules, claimed, core) -> list:
         captured = {info.function: info for info in core.captures()}

@@ -48,6 +48,7 @@ class TransformersAdapter:
     name = ADAPTER_NAME
     framework = "transformers"
     supports = "transformers models (BERT, ViT, DINOv2 and others that declare their attentions)"
+    order = 10  # before timm: a transformers model's modules are its own
 
     def find(self, model, modules, claimed, core) -> list:
         from transformers import PreTrainedModel

@@ -62,6 +62,7 @@ class TimmAdapter:
     name = "timm"
     framework = None  # any module following timm's convention (a `fused_attn` switch), timm's or not
     supports = "timm attention modules (every timm attention class, or any with a `fused_attn` switch)"
+    order = 20  # any module with timm's `fused_attn` switch
 
     def find(self, model, modules, claimed, core) -> list:
         everything = dict(model.named_modules())

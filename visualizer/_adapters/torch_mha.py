@@ -44,6 +44,7 @@ class TorchAdapter:
     name = ADAPTER_NAME
     framework = "torch"
     supports = "nn.MultiheadAttention (also inside nn.Transformer* layers)"
+    order = 30  # nn.MultiheadAttention
 
     def find(self, model, modules, claimed, core) -> list:
         from torch import nn
