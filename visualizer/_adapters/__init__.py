@@ -144,8 +144,7 @@ def find_targets(model: Any, core: Any) -> tuple[list[Target], list[Refusal]]:
     targets: list[Target] = []
     refusals: list[Refusal] = []
     for adapter in adapters():
-        claimed_paths = {path for path in claimed.values() if path}
-        available = [(path, module) for path, module in modules if not _inside(path, claimed_paths)]
+        available = _unclaimed(modules, {path for path in claimed.values() if path})
         for found in adapter.find(model, available, claimed, core):
             if found.module is not None:
                 claimed[id(found.module)] = found.name
@@ -185,10 +184,21 @@ def block_of(path: str, modules: dict[str, Any]) -> str:
     return ".".join(parts[:-1]) if len(parts) > 1 else path
 
 
-def _inside(path: str, claimed_paths: set[str]) -> bool:
-    """Whether ``path`` is a claimed module or inside one (the root, path "", never counts)."""
-    parts = path.split(".")
-    return any(".".join(parts[:i]) in claimed_paths for i in range(1, len(parts) + 1)) if path else False
+def _unclaimed(modules: list, claimed_paths: set[str]) -> list:
+    """``modules`` (``named_modules()`` order: a module's descendants follow it) less the claimed
+    ones and everything inside them (the root, path "", is never claimed)."""
+    if not claimed_paths:
+        return modules
+    available, skipping = [], None
+    for path, module in modules:
+        if skipping is not None and path.startswith(skipping):
+            continue
+        if path and path in claimed_paths:
+            skipping = path + "."
+            continue
+        skipping = None
+        available.append((path, module))
+    return available
 
 
 def _discover() -> tuple[str, ...]:
