@@ -130,6 +130,34 @@ def _stack() -> list:
     return stack
 
 
+def _event(frame: list, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """The event of one kernel call in the watched forward ``frame``, kept for its listeners and
+    handed to those that act on calls as it is made; returns it with those listeners."""
+    watched, listeners, calls = frame
+    acting = tuple(
+        listener for listener in listeners if listener.on_call is not None or listener.on_output is not None
+    )
+    call = AttentionCall(
+        listeners[0].target,
+        "kernel",
+        query=query,
+        key=key,
+        value=value if acting else None,  # held only where a subscriber acts on it
+        masks=() if attn_mask is None else (attn_mask,),
+        is_causal=bool(is_causal),
+        scale=scale,
+        dropout=float(dropout_p or 0.0),
+        enable_gqa=bool(enable_gqa),
+        heads=watched.heads,
+        groups=watched.groups,
+    )
+    calls.append(call)
+    for listener in acting:
+        if listener.on_call is not None:
+            listener.on_call(call.for_target(listener.target))
+    return call, acting
+
+
 def _install() -> Callable[[], None]:
     """Put the wrapper in place; returns the function that takes it out."""
     import torch.nn.functional as F
@@ -141,43 +169,13 @@ def _install() -> Callable[[], None]:
         query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
     ):
         stack = getattr(local, STACK, None)
-        if not stack:
-            return original(
-                query,
-                key,
-                value,
-                attn_mask=attn_mask,
-                dropout_p=dropout_p,
-                is_causal=is_causal,
-                scale=scale,
-                enable_gqa=enable_gqa,
+        call, acting = None, ()
+        if stack:  # inside a watched module's forward: the call becomes its event
+            call, acting = _event(
+                stack[-1], query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
             )
-        watched, listeners, calls = stack[-1]
-        acting = [
-            listener
-            for listener in listeners
-            if listener.on_call is not None or listener.on_output is not None
-        ]
-        call = AttentionCall(
-            listeners[0].target,
-            "kernel",
-            query=query,
-            key=key,
-            value=value if acting else None,  # held only where a subscriber acts on it
-            masks=() if attn_mask is None else (attn_mask,),
-            is_causal=bool(is_causal),
-            scale=scale,
-            dropout=float(dropout_p or 0.0),
-            enable_gqa=bool(enable_gqa),
-            heads=watched.heads,
-            groups=watched.groups,
-        )
-        calls.append(call)
-        for listener in acting:
-            if listener.on_call is not None:
-                listener.on_call(call.for_target(listener.target))
-        if any(listener.detach_scores for listener in listeners):
-            query, key = query.detach(), key.detach()
+            if any(listener.detach_scores for listener in stack[-1][1]):
+                query, key = query.detach(), key.detach()
         output = original(
             query,
             key,

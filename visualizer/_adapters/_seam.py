@@ -155,29 +155,21 @@ class Seam:
             for target, point in self._points:
                 if point.prepare is not None:
                     self._closers.append(point.prepare())
-                if point.projection is None:  # the kernel's output is the edit point
+                at_kernel = point.projection is None  # the kernel's output is the edit point
+                if at_kernel or point.kernel:
                     self._closers.append(
                         _sdpa.watch(
                             target,
                             target.module,
-                            self._kernel_done,
-                            on_output=self._kernel_output(target),
+                            _made_a_call if at_kernel or detach else _any_calls,
+                            on_call=None if at_kernel else self._kernel_call,
+                            on_output=self._kernel_output(target) if at_kernel else None,
                             detach_scores=detach,
                         )
                     )
-                    continue
-                if point.kernel:
-                    self._closers.append(
-                        _sdpa.watch(
-                            target,
-                            target.module,
-                            self._kernel_done,
-                            on_call=self._kernel_call,
-                            detach_scores=detach,
-                        )
-                    )
-                hook = point.projection.register_forward_pre_hook(self._edit_hook(target, point))
-                self._closers.append(hook.remove)
+                if not at_kernel:
+                    hook = point.projection.register_forward_pre_hook(self._edit_hook(target, point))
+                    self._closers.append(hook.remove)
         except BaseException:
             self.suspend()
             raise
@@ -191,17 +183,6 @@ class Seam:
     def _kernel_call(self, call: AttentionCall) -> None:
         """A kernel call of a target: its event waits for the target's output projection."""
         self._pending()[id(call.target)] = call
-
-    def _kernel_done(self, target, calls: list) -> None:
-        point = dict((id(t), p) for t, p in self._points).get(id(target))
-        edits_there = point is not None and point.projection is None
-        if not calls and (edits_there or any(tap.detach_scores for tap in self.taps)):
-            raise RuntimeError(
-                f"{target.name}'s forward made no call to torch.nn.functional.scaled_dot_product_attention, "
-                "so the editors and gradient taps acting on that call did nothing. Its fused kernel was "
-                "switched off (a capture with lazy=False, fused_attn=False, or an eager attention "
-                "implementation)."
-            )
 
     def _kernel_output(self, target):
         def on_output(call: AttentionCall, output):
@@ -254,6 +235,21 @@ class Seam:
             call.output.register_hook(_tap_hook(call, self.taps))
             return call.output
         return None if call.output is heads else call.output
+
+
+def _made_a_call(target, calls: list) -> None:
+    """A watched forward whose kernel call the seam acts on (its edit point, or a tap detaching its
+    queries and keys) made none: say so, rather than act on nothing."""
+    if not calls:
+        raise RuntimeError(
+            f"{target.name}'s forward made no call to torch.nn.functional.scaled_dot_product_attention, so "
+            "the editors and gradient taps acting on that call did nothing. Its fused kernel was switched "
+            "off (a capture with lazy=False, fused_attn=False, or an eager attention implementation)."
+        )
+
+
+def _any_calls(target, calls: list) -> None:
+    """A watched forward whose kernel calls only add queries, keys and values to the events."""
 
 
 def _tap_hook(call: AttentionCall, taps: tuple):
