@@ -180,7 +180,9 @@ class _Shared:
             stack = self.asked.stack = []
         asked = (kwargs.get("need_weights", True), kwargs.get("average_attn_weights", True))
         if self.editing:  # through multi_head_attention_forward's sdpa call, weights rebuilt after
-            inputs = _recipe(listeners[0][0] if listeners else None, module, args, kwargs)
+            inputs = None  # the queries and keys, projected only where a caller or capture needs them
+            if asked[0] or listeners:
+                inputs = _recipe(listeners[0][0] if listeners else None, module, args, kwargs)
             if isinstance(inputs, str):
                 raise ValueError(
                     f"an editor or gradient tap acts on this nn.MultiheadAttention, but {inputs}; "
