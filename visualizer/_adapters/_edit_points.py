@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 
-__all__ = ["norms_between"]
+__all__ = ["forward_source", "norms_between"]
 
 #: What marks the attention itself in a forward's source.
 KERNELS = ("scaled_dot_product_attention", "softmax", "attention_interface(")
@@ -23,7 +23,7 @@ KERNELS = ("scaled_dot_product_attention", "softmax", "attention_interface(")
 def norms_between(module, attribute: str) -> str:
     """The norms over all heads ``module`` applies between its attention and ``self.<attribute>(``,
     named (``"norm (LayerNorm)"``), or ''."""
-    source = _forward_source(type(module))
+    source = forward_source(type(module))
     projection = getattr(module, attribute, None)
     weight = getattr(projection, "weight", None)
     if not source or weight is None:
@@ -46,7 +46,8 @@ def norms_between(module, attribute: str) -> str:
 
 
 @functools.cache
-def _forward_source(cls) -> str:
+def forward_source(cls) -> str:
+    """The source of ``cls.forward``, read once per class; '' where it cannot be read."""
     try:
         return inspect.getsource(cls.forward)
     except (OSError, TypeError):

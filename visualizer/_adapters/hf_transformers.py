@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from visualizer._adapters import Refusal, Target, _sdpa, block_of
-from visualizer._adapters._edit_points import norms_between
+from visualizer._adapters._edit_points import forward_source, norms_between
 from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._adapters._hf_fallback import FallbackPayload, Unit, find_fallback
 from visualizer._adapters._hf_windows import WindowLayers, is_window_layer
@@ -272,9 +272,8 @@ def _one_kernel_call(cls) -> str | None:
     ``ALL_ATTENTION_FUNCTIONS`` exactly once (so one kernel call defines its map), read from its
     source as transformers itself decides whether a model can switch implementations; else why not."""
     name = cls.__qualname__
-    try:
-        source = inspect.getsource(cls.forward)
-    except (OSError, TypeError):
+    source = forward_source(cls)
+    if not source:
         return f"the source of {name}.forward cannot be read, so its kernel calls are not known"
     found = _INTERFACE.search(source)
     if found is None:
