@@ -2,6 +2,7 @@
 
 >>> model = tiny_llama()                                  # LlamaForCausalLM, 2 layers, 4 heads, 2 key heads
 >>> model = tiny_llama(hidden_size=32, num_hidden_layers=4, initializer_range=0.2)
+>>> model = tiny_bert()                                   # BertModel, 2 layers, 4 heads, hidden size 32
 
 Weights are drawn after ``torch.manual_seed(0)``, so the same arguments give the same model.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LLAMA_SIZES", "tiny_llama"]
+__all__ = ["LLAMA_SIZES", "tiny_bert", "tiny_llama"]
 
 #: The sizes every tiny Llama starts from: small, with grouped-query attention (4 heads, 2 key heads).
 LLAMA_SIZES = {
@@ -29,3 +30,14 @@ def tiny_llama(model_class: str = "LlamaForCausalLM", **config):
 
     torch.manual_seed(0)
     return getattr(transformers, model_class)(transformers.LlamaConfig(**{**LLAMA_SIZES, **config})).eval()
+
+
+def tiny_bert():
+    """A random ``transformers.BertModel`` (vocabulary 100, hidden size 32, 2 layers, 4 heads), eval mode."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    return BertModel(config).eval()

@@ -1,6 +1,7 @@
 """Tiny random models for the capture tests, one per framework."""
 
 import pytest
+import tiny_models
 import torch
 
 
@@ -16,13 +17,7 @@ def tiny_vit():
 
 @pytest.fixture
 def tiny_bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    return BertModel(config).eval()
+    return tiny_models.tiny_bert()
 
 
 @pytest.fixture

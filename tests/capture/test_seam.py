@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_bert, tiny_llama
 
-from tests.tiny_models import tiny_llama
 from visualizer import capture_attention
 from visualizer._adapters._seam import EditPointError, Seam
 from visualizer._sessions import SESSIONS
@@ -76,13 +76,7 @@ def _vit():
 
 
 def _bert():
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
-    )
-    return _on(BertModel(config), "sdpa")
+    return _on(tiny_bert(), "sdpa")
 
 
 def _gpt2():
