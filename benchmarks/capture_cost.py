@@ -58,7 +58,7 @@ def variants(model, images) -> dict:
     from visualizer._adapters._seam import Seam
 
     capture = capture_attention(model)
-    seam = Seam(model, editors=[Keep()])
+    seam, open_seam = Seam(model, editors=[Keep()]), Seam(model, editors=[Keep()])
 
     def fused():
         model(images)
@@ -74,29 +74,29 @@ def variants(model, images) -> dict:
 
     return {
         "fused": fused,
-        "capture open": Open(capture, model, images),
+        "capture open": Open(capture.start, lambda: capture.stop(check=False), fused),
         "capture per forward": per_forward,
-        "seam open": Open(Seam(model, editors=[Keep()]), model, images),
+        "seam open": Open(open_seam.open, open_seam.close, fused),
         "seam per forward": edited,
     }
 
 
 class Open:
-    """A forward inside a capture or seam that stays open across the rounds: opened when it first
-    runs, closed by ``close()``."""
+    """``run()`` inside a capture or seam that stays open across the rounds: ``start()`` when it
+    first runs, ``stop()`` at ``close()``."""
 
-    def __init__(self, opened, model, images) -> None:
-        self.opened, self.model, self.images, self.is_open = opened, model, images, False
+    def __init__(self, start, stop, run) -> None:
+        self.start, self.stop, self.run, self.is_open = start, stop, run, False
 
     def __call__(self) -> None:
         if not self.is_open:
-            self.opened.start() if hasattr(self.opened, "start") else self.opened.open()
+            self.start()
             self.is_open = True
-        self.model(self.images)
+        self.run()
 
     def close(self) -> None:
         if self.is_open:
-            self.opened.stop(check=False) if hasattr(self.opened, "stop") else self.opened.close()
+            self.stop()
             self.is_open = False
 
 
