@@ -22,6 +22,13 @@ resumable, and sharded under ``torchrun``)::
     result = survey(model, "photos/", batch_size=16)
     result.mean("distance")                    # (layers, heads)
 
+``ablate`` tests what a map suggests: does the model need this head? ::
+
+    from visualizer import ablate, head_effects
+    with ablate(model, {"transformer.h.1.attn": [0, 3]}):   # zero two heads' outputs
+        logits = model(ids).logits
+    effects = head_effects(model, ids, metric)             # (layers, heads): one ablation each
+
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
@@ -40,11 +47,28 @@ from visualizer._structure import CHANNELS, TOKENS, Channels, LayerInfo, Tokens,
 
 __version__ = "0.5.0"
 
-_LAZY = {"survey": "visualizer._survey", "SurveyResult": "visualizer._survey"}
+_LAZY = {
+    "survey": "visualizer._survey",
+    "SurveyResult": "visualizer._survey",
+    **dict.fromkeys(
+        (
+            "ablate",
+            "patch",
+            "record_heads",
+            "head_means",
+            "head_effects",
+            "HeadEffects",
+            "HeadMeans",
+            "HeadRecord",
+        ),
+        "visualizer.interventions",
+    ),
+}
 
 
 def __getattr__(name: str):
-    """``survey`` and ``SurveyResult``, imported on first use (they need numpy and torch)."""
+    """``survey``, the interventions (``ablate``, ``patch``, ``head_effects``, ...) and their
+    results, imported on first use (they need numpy and torch)."""
     if name in _LAZY:
         import importlib
 
@@ -66,6 +90,9 @@ __all__ = [
     "AttentionMaps",
     "CaptureError",
     "CaptureWarning",
+    "HeadEffects",
+    "HeadMeans",
+    "HeadRecord",
     "Channels",
     "LayerInfo",
     "LayoutError",
@@ -76,7 +103,12 @@ __all__ = [
     "WeightsError",
     "Windows",
     "__version__",
+    "ablate",
     "capture_attention",
     "get_local",
+    "head_effects",
+    "head_means",
+    "patch",
+    "record_heads",
     "survey",
 ]

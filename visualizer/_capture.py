@@ -12,7 +12,6 @@ captured it says so, with the cause and the fix, instead of handing back an empt
 
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 
@@ -20,6 +19,7 @@ from visualizer._adapters import attach, find_targets, supported
 from visualizer._copy_guard import guard, release
 from visualizer._errors import CaptureError, CaptureWarning
 from visualizer._maps import AttentionMaps, MapsBuilder
+from visualizer._selection import select_targets
 from visualizer._structure import LayerInfo, Tokens
 
 __all__ = ["AttentionCapture", "CaptureError", "capture_attention"]
@@ -179,7 +179,9 @@ class AttentionCapture:
                 f"It records {supported()}. Fix: decorate the function that computes your attention map, "
                 "e.g. @get_local('attn') on its forward, and keep the map in that local variable."
             )
-        selected = self._selected = _select(found, self.layers, model_name)
+        selected = self._selected = select_targets(
+            found, self.layers, model_name, "capture_attention(layers=...)"
+        )
         self._decide(selected, model_name)
         modules = sum(target.module is not None for target in found)
         builder = self._builder = MapsBuilder(model_name, modules, self.max_calls)
@@ -442,73 +444,6 @@ def _as_map(weights):
         f"the recorded tensor has shape {tuple(weights.shape)}; an attention map is "
         "(batch, heads, queries, keys), or (heads, queries, keys) for one sequence"
     )
-
-
-def _select(found: list, layers, model_name: str) -> list:
-    """The targets ``layers`` selects, in model order; clear errors for selections that miss."""
-    if layers is None:
-        return found
-    names = [target.name for target in found]
-    if callable(layers) and not isinstance(layers, (str, re.Pattern)):
-        chosen = [target for target in found if layers(target.name, target.module)]
-        if not chosen:
-            raise ValueError(
-                f"capture_attention(layers=...): the function selected none of {_listing(names)}"
-            )
-        return chosen
-    items = [layers] if isinstance(layers, (int, str, re.Pattern)) else layers
-    try:
-        items = list(items)
-    except TypeError:
-        raise TypeError(
-            "capture_attention(layers=...) takes None, an int, a module path or regex, a list of those, "
-            f"or a callable, not {type(layers).__name__}"
-        ) from None
-    from visualizer._validate import index  # (numpy: not imported with visualizer itself)
-
-    argument = "capture_attention(layers=...)"
-    wanted: set[int] = set()
-    given: list = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, str, re.Pattern)):
-            raise TypeError(
-                f"capture_attention(layers=...): {item!r} is neither a layer index, a module path nor a regex"
-            )
-        if isinstance(item, int):
-            position = index(item, len(found), argument, f"{model_name} attention module")
-            given.append(position)
-            wanted.add(position)
-            continue
-        if isinstance(item, str) and item in names:
-            given.append(names.index(item))
-            wanted.add(names.index(item))
-            continue
-        try:
-            pattern = re.compile(item)
-        except re.error as exc:
-            raise ValueError(
-                f"capture_attention(layers=...): {item!r} is neither a module path nor a valid regex "
-                f"({exc}); "
-                f"module paths: {_listing(names)}"
-            ) from None
-        matched = [i for i, name in enumerate(names) if pattern.fullmatch(name)]
-        if not matched:
-            raise ValueError(
-                f"capture_attention(layers=...): {getattr(item, 'pattern', item)!r} matches no "
-                f"attention module (a regex must match the whole path); module paths: {_listing(names)}"
-            )
-        wanted.update(matched)
-    if len(set(given)) != len(given):  # the one policy of visualizer._validate: name each once
-        repeated = sorted({names[i] for i in given if given.count(i) > 1})
-        raise ValueError(
-            f"{argument} selects {', '.join(repeated)} more than once ({items!r}); name each once"
-        )
-    return [target for i, target in enumerate(found) if i in wanted]
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:12])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
 
 
 def _names(entries: list) -> str:

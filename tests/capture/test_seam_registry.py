@@ -9,7 +9,11 @@ every module with an edit point must then:
 - see at least one event from every such module that ran, so the projection found is the one
   the module calls; from every module whose default path is one sdpa call, an event of the
   kernel (with its queries, keys and values);
-- leave the model's output bit-identical (an editor that returns a copy of what it got).
+- leave the model's output bit-identical (an editor that returns a copy of what it got);
+- through the public ``visualizer.ablate``, zero-ablating the last head of every such module
+  give the output of an independent reference: a copy of the model whose output projections
+  ignore that head (the weight's input columns set to zero; rows for GPT-2's ``Conv1D``;
+  ``out_proj`` for ``nn.MultiheadAttention``), to 1e-5.
 
 For each kernel event, the kernel's own output, recomputed here from the event's queries, keys
 and values with the original ``scaled_dot_product_attention``, is compared with what the
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import os
 import re
 import warnings
@@ -42,6 +47,7 @@ from visualizer._adapters._seam import Seam
 COUNTS: collections.Counter = collections.Counter()
 REFUSED: collections.Counter = collections.Counter()  # (framework, reason's shape) -> modules
 BETWEEN: set = set()  # classes whose kernel output is not what their projection receives
+MAX_DIFF = [0.0]  # the largest difference between ablate and its reference
 
 
 class Copying:
@@ -67,6 +73,8 @@ def report(request):
         f"{COUNTS['between']} ({', '.join(sorted(BETWEEN)) or 'none'})",
         f"  identity editor: output bit-identical on {COUNTS['identical']} models, within 1e-6 on "
         f"{COUNTS['close']}",
+        f"  zero-ablation of one head per module = zeroed-projection reference (1e-5): {COUNTS['ablated']} "
+        f"models, {COUNTS['ablated modules']} modules; largest difference {MAX_DIFF[0]:.2g}",
     ]
     lines += [
         f"  refused ({framework}, {count}): {reason}" for (framework, reason), count in REFUSED.most_common()
@@ -98,7 +106,7 @@ def _kernel_output(call):
 
 
 def _check(framework: str, model, run) -> None:
-    """``run()`` runs the model on its inputs and returns its output (a tensor or a ModelOutput)."""
+    """``run(model)`` runs a model on the inputs and returns its output (a tensor or a ModelOutput)."""
     COUNTS["models"] += 1
     targets, _ = find_targets(model, visualizer.get_local)
     by_adapter = {adapter.name: adapter for adapter in adapters(available_only=False)}
@@ -119,7 +127,7 @@ def _check(framework: str, model, run) -> None:
     COUNTS["kernel points"] += sum(point.kernel for _, point in points.values())
     torch.manual_seed(0)  # (models that draw at random in their forward: ViTMAE's masking)
     with torch.no_grad():
-        plain = run()
+        plain = run(model)
     ran: collections.Counter = collections.Counter()
     handles = [
         target.module.register_forward_pre_hook(lambda m, a, name=name: ran.update([name]))
@@ -129,7 +137,7 @@ def _check(framework: str, model, run) -> None:
     torch.manual_seed(0)
     try:
         with torch.no_grad(), Seam(model, editors=[editor], modules=list(points)):
-            edited = run()
+            edited = run(model)
     finally:
         for handle in handles:
             handle.remove()
@@ -153,6 +161,8 @@ def _check(framework: str, model, run) -> None:
                     BETWEEN.add(type(target.module).__name__)
     before, after = _tensors(plain), _tensors(edited)
     assert before.keys() == after.keys() and before, "no outputs to compare"
+    if ran:
+        _check_ablation(model, run, points, ran)
     if all(torch.equal(before[k], after[k]) for k in before):
         COUNTS["identical"] += 1
         return
@@ -164,6 +174,43 @@ def _check(framework: str, model, run) -> None:
     ]
     assert not differ, f"an identity editor changed the output beyond 1e-6: {differ[:4]}"
     COUNTS["close"] += 1
+
+
+def _check_ablation(model, run, points: dict, ran) -> None:
+    """``visualizer.ablate`` of each module's last head equals a copy of the model whose output
+    projections ignore that head (written here from the weights, not through the seam)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    reference = copy.deepcopy(model)
+    modules = dict(reference.named_modules())
+    for target, point in points.values():
+        head = point.heads - 1
+        projection = point.projection if point.projection is not None else target.module.out_proj
+        weight = modules[names[id(projection)]].weight
+        transposed = type(projection).__name__ == "Conv1D"  # (in, out): the rows read the input
+        width = weight.shape[0 if transposed else 1] // point.heads
+        with torch.no_grad():
+            if transposed:
+                weight[head * width : (head + 1) * width] = 0
+            else:
+                weight[:, head * width : (head + 1) * width] = 0
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = _tensors(run(reference))
+    torch.manual_seed(0)
+    with (
+        torch.no_grad(),
+        visualizer.ablate(model, {name: [point.heads - 1] for name, (_, point) in points.items()}),
+    ):
+        ablated = _tensors(run(model))
+    assert expected.keys() == ablated.keys()
+    for key in expected:
+        difference = (expected[key].float() - ablated[key].float()).abs().nan_to_num().max().item()
+        MAX_DIFF[0] = max(MAX_DIFF[0], difference)
+        assert torch.allclose(
+            expected[key].float(), ablated[key].float(), atol=1e-5, rtol=1e-5, equal_nan=True
+        ), f"{key}: ablate differs from the zeroed-projection reference by {difference:.3g}"
+    COUNTS["ablated"] += 1
+    COUNTS["ablated modules"] += len(ran)
 
 
 def _tensors(output) -> dict:
@@ -189,7 +236,7 @@ def test_timm_edit_points(family):
             continue
     else:
         pytest.skip("does not run at the sizes tried")
-    _check("timm", model, lambda: model(x))
+    _check("timm", model, lambda m: m(x))
 
 
 @pytest.mark.parametrize(
@@ -207,4 +254,4 @@ def test_transformers_edit_points(model_type, class_name):
         except Exception as exc:
             pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
         with hf_registry.time_cap(3 * hf_registry.TIME_CAP):
-            _check("transformers", model, lambda: model(**inputs, return_dict=True))
+            _check("transformers", model, lambda m: m(**inputs, return_dict=True))

@@ -29,7 +29,7 @@ from visualizer._adapters import _sdpa, adapters, find_targets
 from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._copy_guard import guard, release
 
-__all__ = ["EditPointError", "Seam"]
+__all__ = ["EditPointError", "Seam", "edit_points"]
 
 
 class EditPointError(ValueError):
@@ -87,46 +87,9 @@ class Seam:
     def open(self) -> None:
         """Attach the editors and taps; raises :class:`EditPointError` naming every selected module
         that has no edit point, and attaches nothing then."""
-        from visualizer._core import get_local
-
         if self._guarded:
             raise RuntimeError("this Seam is already open")
-        targets, refusals = find_targets(self.model, get_local)
-        by_name = {target.name: target for target in targets}
-        refused = {refusal.name: refusal.reason for refusal in refusals}
-        if self.modules is not None:
-            unknown = [name for name in self.modules if name not in by_name and name not in refused]
-            if unknown:
-                known = ", ".join(sorted(by_name)) or "none"
-                raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
-            targets = [by_name[name] for name in self.modules if name in by_name]
-            refused = {name: reason for name, reason in refused.items() if name in self.modules}
-        if not targets and not refused:
-            raise ValueError(f"{type(self.model).__name__} has no attention module the seam can find")
-        adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
-        modules = dict(self.model.named_modules())
-        detach = any(tap.detach_scores for tap in self.taps)
-        points = []
-        for target in targets:
-            point = adapters_by_name[target.adapter].edit_point(target, modules)
-            if isinstance(point, str):
-                refused[target.name] = point
-            elif detach and not point.kernel:
-                refused[target.name] = (
-                    f"its attention does not run in one scaled_dot_product_attention call "
-                    f"({target.eager_because}), so a gradient tap cannot detach its queries and keys"
-                )
-            else:
-                points.append((target, point))
-        if refused:
-            listed = "\n".join(
-                f"- {reason}" if reason.startswith(name) else f"- {name}: {reason}"
-                for name, reason in refused.items()
-            )
-            raise EditPointError(
-                f"{len(refused)} attention module(s) offer no edit point for these editors and gradient "
-                f"taps:\n{listed}\nPass modules=[...] to act on the others."
-            )
+        points = edit_points(self.model, self.modules, detach=any(tap.detach_scores for tap in self.taps))
         self.targets = [target for target, _ in points]
         self._points = points
         self._attach()
@@ -235,6 +198,50 @@ class Seam:
             call.output.register_hook(_tap_hook(call, self.taps))
             return call.output
         return None if call.output is heads else call.output
+
+
+def edit_points(model: Any, modules: Sequence[str] | None = None, *, detach: bool = False) -> list:
+    """``[(target, EditPoint), ...]`` of ``model``'s attention modules in model order (``modules``:
+    those module paths only); :class:`EditPointError` naming every selected module that has none
+    (with ``detach``, none on the sdpa kernel, as a gradient tap detaching scores needs)."""
+    from visualizer._core import get_local
+
+    targets, refusals = find_targets(model, get_local)
+    by_name = {target.name: target for target in targets}
+    refused = {refusal.name: refusal.reason for refusal in refusals}
+    if modules is not None:
+        unknown = [name for name in modules if name not in by_name and name not in refused]
+        if unknown:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
+        targets = [by_name[name] for name in modules if name in by_name]
+        refused = {name: reason for name, reason in refused.items() if name in modules}
+    if not targets and not refused:
+        raise ValueError(f"{type(model).__name__} has no attention module the seam can find")
+    adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
+    named = dict(model.named_modules())
+    points = []
+    for target in targets:
+        point = adapters_by_name[target.adapter].edit_point(target, named)
+        if isinstance(point, str):
+            refused[target.name] = point
+        elif detach and not point.kernel:
+            refused[target.name] = (
+                f"its attention does not run in one scaled_dot_product_attention call "
+                f"({target.eager_because}), so a gradient tap cannot detach its queries and keys"
+            )
+        else:
+            points.append((target, point))
+    if refused:
+        listed = "\n".join(
+            f"- {reason}" if reason.startswith(name) else f"- {name}: {reason}"
+            for name, reason in refused.items()
+        )
+        raise EditPointError(
+            f"{len(refused)} attention module(s) offer no edit point for these editors and gradient "
+            f"taps:\n{listed}\nPass modules=[...] to act on the others."
+        )
+    return points
 
 
 def _made_a_call(target, calls: list) -> None:

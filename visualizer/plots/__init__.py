@@ -23,8 +23,12 @@ what its capture declared: captions and depths from ``maps.infos``, the flow's c
 from ``maps.structured()`` (encoder-decoder or single stack). Layers declared with windows
 (Swin) or channels (XCiT) are refused with a LayoutError; ``maps.scatter(name)`` puts one
 windowed layer on the token grid, as a plain map any plot draws.
+
+``plot_head_effects`` draws what :func:`visualizer.head_effects` measured: how much
+ablating each head changed a metric.
 """
 
+from visualizer.plots._effects import plot_head_effects
 from visualizer.plots._flow import plot_attention_distance, plot_attention_flow
 from visualizer.plots._images import plot_cls_attention, plot_grid_to_grid, plot_rollout
 from visualizer.plots._matrix import plot_head, plot_head_grid, plot_heads, plot_layers
@@ -36,6 +40,7 @@ __all__ = [
     "plot_cls_attention",
     "plot_grid_to_grid",
     "plot_head",
+    "plot_head_effects",
     "plot_head_grid",
     "plot_heads",
     "plot_layers",
