@@ -224,7 +224,7 @@ def _plan(model, heads, argument: str) -> tuple[dict[str, list[int]], dict[str, 
                 )
             resolved[name] = list(range(size))
         else:
-            resolved[name] = indices(chosen, size, f"{argument}[{name!r}]", f"head of {name}")
+            resolved[name] = indices(chosen, size, f"{argument}[{name!r}]", "head")
     return resolved, counts
 
 
