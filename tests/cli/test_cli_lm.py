@@ -169,7 +169,7 @@ def test_the_default_is_the_induction_demos_example_and_what_it_generates(tmp_pa
     out = tmp_path / "out"
     assert main(["lm", "--generate", "6", "--out", str(out)]) == 0
     folder = out / "prompt-1"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*FILES, "generation.png"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*FILES, "generation.png", "head_effects.png"])
     stats = json.loads((folder / "stats.json").read_text())
     demo = load_induction_demo()
     example = demo.example()
@@ -189,6 +189,13 @@ def test_the_default_is_the_induction_demos_example_and_what_it_generates(tmp_pa
     scores = demo.scores(sequence)
     np.testing.assert_allclose(stats["induction_score"], scores["induction"], atol=1e-4)
     assert stats["scores_on"] == demo.tokens(sequence[0])
+    # the heads the pattern calls induction heads, ablated, take the copy away (margins: tests/demos)
+    accuracy = stats["copy_accuracy"]
+    assert accuracy["induction_heads"] == demo.induction_heads()
+    assert accuracy["induction_heads_ablated"] < 0.5 * accuracy["clean"]
+    effects = np.array(stats["head_effects"]["copy_loss_change"])
+    assert effects.shape == (demo.settings.layers, demo.settings.heads)
+    np.testing.assert_allclose(effects, demo.head_effects().values, atol=1e-4)
 
 
 def test_a_demo_prompt_is_words_of_its_vocabulary(tmp_path, capsys, monkeypatch):

@@ -114,6 +114,32 @@ def test_a_later_layer_has_an_induction_head(demo, ids):
     assert scores["induction"][0].max() < 0.1, scores  # at most 0.003
 
 
+def test_ablating_the_induction_heads_breaks_the_copy_and_the_others_do_not(demo):
+    """What the pattern suggests, tested by intervention: zero-ablating the heads the induction score
+    names takes the copy away, ablating the other heads of that layer does not. Over seeds 0-3: the
+    induction heads ablated leave 0.03-0.05 of the copy (0.96-0.98 clean), the others 0.84-0.91; the
+    head whose ablation raises the copy loss most is always one of the induction heads."""
+    from visualizer import ablate
+
+    held_out = demo.sequences(256)
+    induction = demo.induction_heads(held_out)
+    others = [head for head in range(demo.settings.heads) if head not in induction]
+    clean = demo.copy_accuracy(held_out)
+    assert induction and clean >= 0.9
+    last = demo.settings.layers - 1
+    with ablate(demo.model, {last: induction}):
+        assert demo.copy_accuracy(held_out) <= 0.25
+    if others:
+        with ablate(demo.model, {last: others}):
+            assert demo.copy_accuracy(held_out) >= 0.75
+    effects = demo.head_effects(held_out)
+    assert effects.values.shape == (demo.settings.layers, demo.settings.heads)
+    layer, head, effect = effects.top(1)[0]
+    assert layer == effects.layers[last] and head in induction and effect > 1.0, effects.values
+    assert effects.clean == pytest.approx(float(demo.copy_loss(demo.model(held_out), held_out)), abs=1e-5)
+    assert demo.copy_accuracy(held_out) == clean
+
+
 def test_scores_match_transformers_eager_attention(demo, ids):
     """The scores from capture_attention's maps equal those recomputed from output_attentions."""
     n = demo.settings.block_len
@@ -180,6 +206,8 @@ def test_sequences_and_tokens(demo):
         (lambda d: d.generate(d.sequences(1), 0), ValueError, "new_tokens must be at least 1"),
         (lambda d: d.copy_margins(d.sequences(1)[:, :-1]), ValueError, "odd length 1 \\+ 2n.*got length 16"),
         (lambda d: d.copy_margins(d.sequences(1).float()), TypeError, "integer torch tensor"),
+        (lambda d: d.copy_accuracy(d.sequences(1)[:, :-1]), ValueError, "odd length 1 \\+ 2n.*got length 16"),
+        (lambda d: d.head_effects(d.sequences(1)[:, :-1]), ValueError, "odd length 1 \\+ 2n.*got length 16"),
         (lambda d: d.example(candidates=0), ValueError, "candidates must be at least 1"),
         (lambda d: d.example(margin=-1), ValueError, "margin must be a finite number"),
         (lambda d: d.example(margin=math.inf), ValueError, "margin must be a finite number"),

@@ -11,7 +11,9 @@ can be given instead. With ``--model`` (a transformers causal LM name or a local
 prompt is text. Per prompt it writes ``tokens.png`` (the mean over heads of ``--layer``,
 capped at :data:`FIGURE_TOKENS` tokens, labels prettified), ``heads.png``, the model view,
 the text view, ``generation.png`` (with ``--generate``: the stitched map of the whole run)
-and ``stats.json``.
+and ``stats.json``. For the demo it also writes ``head_effects.png``, how much zero-ablating
+each head raises the copy loss on its held-out sequences, and ``stats.json`` says what
+ablating the heads its attention calls induction heads does to the copy, against the others.
 """
 
 from __future__ import annotations
@@ -202,6 +204,8 @@ def _write(
         **attention_stats(layer_maps),
     }
     outputs.json(folder, "stats.json", stats)
+    for name, figure in source.extra_figures():
+        outputs.figure(folder, name, figure)
 
 
 def _entropy(layer_maps, i: int) -> list[float]:
@@ -255,6 +259,7 @@ class _Demo:
         self.pad_id = self.demo.settings.bos
         self.example = self.demo.example()
         self.sequence = self.example.ids
+        self._ablated: dict | None = None
         if prompts:
             self.inputs = encoded
         else:
@@ -300,11 +305,59 @@ class _Demo:
             "previous_token_score": scores["previous_token"].round(4).tolist(),
             "induction_score": scores["induction"].round(4).tolist(),
         }
+        stats.update(self._ablations())
         reference = self.sequence[0].tolist()
         if ids[:prompt_length] == reference[:prompt_length] and len(ids) > prompt_length:
             length = min(len(ids), len(reference))
             stats["generated_matches_the_copy"] = ids[prompt_length:length] == reference[prompt_length:length]
         return stats
+
+    def _ablations(self) -> dict:
+        """What zero-ablating heads does to the copy (once per run: the same held-out sequences)."""
+        if self._ablated is None:
+            from visualizer import ablate
+
+            held_out = self.demo.sequences(256)
+            self._effects = self.demo.head_effects(held_out)
+            induction = self.demo.induction_heads(held_out)
+            others = [head for head in range(self.demo.settings.heads) if head not in induction]
+            last = self.demo.settings.layers - 1
+            accuracy = {"clean": self.demo.copy_accuracy(held_out)}
+            for name, heads in (("induction_heads_ablated", induction), ("other_heads_ablated", others)):
+                if heads:
+                    with ablate(self.model, {last: heads}):
+                        accuracy[name] = self.demo.copy_accuracy(held_out)
+            self._ablated = {
+                "head_effects": {
+                    "metric": "copy loss (cross-entropy on the second copy, teacher forced) when the head "
+                    "alone is zero-ablated, minus the clean copy loss; demo.sequences(256)",
+                    "layers": list(self._effects.layers),
+                    "clean_copy_loss": round(self._effects.clean, 4),
+                    "copy_loss_change": self._effects.values.round(4).tolist(),
+                },
+                "copy_accuracy": {
+                    "rule": "teacher-forced next-token accuracy on the second copy of demo.sequences(256); "
+                    f"induction heads: layer {last}'s heads with an induction score of at least 0.5",
+                    "induction_heads": induction,
+                    **{name: round(value, 4) for name, value in accuracy.items()},
+                },
+            }
+        return self._ablated
+
+    def extra_figures(self) -> list:
+        from visualizer.plots import plot_head_effects
+
+        self._ablations()
+        return [
+            (
+                "head_effects.png",
+                plot_head_effects(
+                    self._effects,
+                    metric="copy loss",
+                    title=f"{self.label}\nzero-ablating one head at a time: the copy loss rises",
+                ),
+            )
+        ]
 
 
 class _Model:
@@ -335,3 +388,6 @@ class _Model:
 
     def extra_stats(self, ids: list[int], prompt_length: int) -> dict:
         return {}
+
+    def extra_figures(self) -> list:
+        return []

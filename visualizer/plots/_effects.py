@@ -69,7 +69,7 @@ def plot_head_effects(
     matplotlib = mpl()
     rows, cols = grid.shape
     if figsize is None:
-        figsize = (min(2.5 + 0.45 * cols, 14), min(1.5 + 0.35 * rows, 12))
+        figsize = (min(max(6.0, 3.5 + 0.5 * cols), 14), min(max(3.0, 1.6 + 0.4 * rows), 12))
     fig, ax = figure_for(ax, figsize, what)
     norm = matplotlib.colors.TwoSlopeNorm(vcenter=0.0, vmin=-vmax, vmax=vmax)
     image = ax.imshow(
@@ -96,7 +96,7 @@ def plot_head_effects(
                     fontsize=7,
                     color="white" if dark else "black",
                 )
-    add_colorbar(fig, image, ax=ax, label=f"change of {metric} when the head is ablated", extend="neither")
+    add_colorbar(fig, image, ax=ax, label=f"change in {metric}\n(ablated \u2212 clean)", extend="neither")
     how = getattr(effects, "how", None)
     ax.set_title(title if title is not None else "head effects" + (f" ({how} ablation)" if how else ""))
     return fig
