@@ -298,6 +298,12 @@ def _replacer(how, values, plan) -> Callable:
             f"values= holds no means of {', '.join(missing)}; compute them with head_means(model, inputs) on "
             "the same model"
         )
+    for name, chosen in plan.items():
+        if isinstance(chosen, list) and chosen and max(chosen) >= values[name].shape[0]:
+            raise ValueError(
+                f"values= holds means of {values[name].shape[0]} heads for {name}, not of head "
+                f"{max(chosen)}: they come from another model"
+            )
 
     def mean(name, heads, index, out):
         means = values[name].to(out.device, out.dtype)
@@ -336,7 +342,8 @@ class _Keeping:
         if self.per_position is None:
             self.kept.setdefault(name, []).append(out.clone())
             return None
-        total = out.double().sum(0) if self.per_position else out.double().sum((0, 2))
+        out = out.to(torch.float32 if out.device.type == "mps" else torch.float64)  # (no float64 on mps)
+        total = out.sum(0) if self.per_position else out.sum((0, 2))
         count = out.shape[0] if self.per_position else out.shape[0] * out.shape[2]
         if name in self.sums:
             if self.sums[name].shape != total.shape:
@@ -475,7 +482,9 @@ def head_effects(
     names = _layers(model, layers, "head_effects")
     points = edit_points(model, names)
     counts = {target.name: point.heads for target, point in points}
-    _replacer(how, values, {name: [0] for name in counts})  # the how= and values= checks, before running
+    _replacer(
+        how, values, {name: list(range(size)) for name, size in counts.items()}
+    )  # checks, before running
     batch = _batch_size(inputs)
     if per_forward is None:
         per_forward = max(1, 16 // batch)

@@ -444,3 +444,17 @@ def test_plot_head_effects_draws_every_head():
         plot_head_effects("effects")
     with pytest.raises(ValueError, match="2 layer names"):
         plot_head_effects(np.zeros((3, 2)), layers=["a", "b"])
+
+
+def test_means_of_another_model_are_refused_before_the_model_runs():
+    model = tiny_llama(attn_implementation="sdpa")
+    name = "model.layers.0.self_attn"
+    fewer = visualizer.HeadMeans({name: torch.zeros(2, 16)}, False, "other")
+    with pytest.raises(ValueError, match="another model"):
+        with ablate(model, {name: [3]}, "mean", values=fewer):
+            pass
+    with pytest.raises(KeyError, match="model.layers.1.self_attn"):
+        with ablate(model, {1: [0]}, "mean", values=fewer):
+            pass
+    with pytest.raises(ValueError, match="another model"):
+        head_effects(model, torch.randint(0, 100, (1, 4)), _loss, "mean", values=fewer, layers=[0])
