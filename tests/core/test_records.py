@@ -100,6 +100,9 @@ def test_public_surface_is_small():
         "AttentionMaps",
         "CaptureError",
         "CaptureWarning",
+        "HeadEffects",
+        "HeadMeans",
+        "HeadRecord",
         "Channels",
         "LayerInfo",
         "LayoutError",
@@ -110,11 +113,27 @@ def test_public_surface_is_small():
         "WeightsError",
         "Windows",
         "__version__",
+        "ablate",
         "capture_attention",
         "get_local",
+        "head_effects",
+        "head_means",
+        "patch",
+        "record_heads",
         "survey",
     ]
-    lazy = {"survey", "SurveyResult"}  # imported on first use: they need numpy and torch
+    lazy = {  # imported on first use: they need numpy and torch
+        "survey",
+        "SurveyResult",
+        "ablate",
+        "patch",
+        "record_heads",
+        "head_means",
+        "head_effects",
+        "HeadEffects",
+        "HeadMeans",
+        "HeadRecord",
+    }
     assert all(hasattr(visualizer, name) for name in visualizer.__all__ if name not in lazy)
     assert isinstance(visualizer.__version__, str)
     for name in lazy:
