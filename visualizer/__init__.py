@@ -29,6 +29,12 @@ resumable, and sharded under ``torchrun``)::
         logits = model(ids).logits
     effects = head_effects(model, ids, metric)             # (layers, heads): one ablation each
 
+``explain`` says which input tokens drove an output, exactly and in linear memory::
+
+    from visualizer import explain
+    relevance = explain(vit, images, target=207)           # Chefer et al.'s attention_grad
+    relevance.scores.shape                                 # (batch, tokens)
+
 Importing this package imports neither torch, timm, transformers nor matplotlib.
 """
 
@@ -37,6 +43,7 @@ from visualizer._core import get_local
 from visualizer._errors import (
     CaptureError,
     CaptureWarning,
+    EditPointError,
     LayoutError,
     RewriteError,
     UsageError,
@@ -63,6 +70,7 @@ _LAZY = {
         ),
         "visualizer.interventions",
     ),
+    **dict.fromkeys(("explain", "faithfulness", "Relevance", "Faithfulness"), "visualizer.relevance"),
 }
 
 
@@ -90,12 +98,15 @@ __all__ = [
     "AttentionMaps",
     "CaptureError",
     "CaptureWarning",
+    "EditPointError",
+    "Faithfulness",
     "HeadEffects",
     "HeadMeans",
     "HeadRecord",
     "Channels",
     "LayerInfo",
     "LayoutError",
+    "Relevance",
     "RewriteError",
     "SurveyResult",
     "Tokens",
@@ -105,6 +116,8 @@ __all__ = [
     "__version__",
     "ablate",
     "capture_attention",
+    "explain",
+    "faithfulness",
     "get_local",
     "head_effects",
     "head_means",

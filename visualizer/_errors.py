@@ -4,6 +4,7 @@ This module imports nothing, so the capture core and every optional part can use
 """
 
 __all__ = [
+    "EditPointError",
     "CaptureError",
     "CaptureWarning",
     "LayoutError",
@@ -23,6 +24,12 @@ class CaptureError(RuntimeError):
 
 class RewriteError(RuntimeError):
     """The rewrite of a function failed; the message carries its disassembly."""
+
+
+class EditPointError(ValueError):
+    """An intervention or explanation cannot act on some selected attention modules: where one
+    head's output cannot be changed alone, or no kernel call carries the map. The message names
+    each module and why."""
 
 
 class LayoutError(ValueError):

@@ -28,12 +28,9 @@ from typing import Any
 from visualizer._adapters import _sdpa, adapters, find_targets
 from visualizer._adapters._events import AttentionCall, EditPoint
 from visualizer._copy_guard import guard, release
+from visualizer._errors import EditPointError
 
-__all__ = ["EditPointError", "Seam", "edit_points"]
-
-
-class EditPointError(ValueError):
-    """Some selected attention module offers no edit point; the message names each and why."""
+__all__ = ["EditPointError", "KernelTaps", "Seam", "edit_points"]
 
 
 class Seam:
@@ -198,6 +195,136 @@ class Seam:
             call.output.register_hook(_tap_hook(call, self.taps))
             return call.output
         return None if call.output is heads else call.output
+
+
+class KernelTaps:
+    """Gradient taps on the output of each attention module's ``scaled_dot_product_attention``
+    call, while open: ``tap.gradient(call, grad)`` gets the gradient of the kernel's output, split
+    by head (batch, heads, queries, head dim), with the event's queries, keys, values and masks.
+
+    Unlike a :class:`Seam` it needs no output projection, only that the module's attention runs
+    in one kernel call (``target.eager_because`` None): for a module with something between its
+    heads and its projection (a gate, a norm), the gradient is still that of ``A @ V``. Modules
+    whose attention is computed eagerly are refused, each named with the reason, before anything
+    is attached. ``modules``: module paths (None: every attention module of the model). A tap
+    with a ``called(call)`` method is also told of each kernel call as it is made, in forward
+    order.
+    """
+
+    def __init__(self, model: Any, taps: Iterable, *, modules: Sequence[str] | None = None) -> None:
+        self.model = model
+        self.taps = tuple(taps)
+        if not self.taps:
+            raise ValueError("KernelTaps needs at least one gradient tap")
+        for tap in self.taps:
+            if not callable(getattr(tap, "gradient", None)) or not isinstance(
+                getattr(tap, "detach_scores", None), bool
+            ):
+                raise TypeError(
+                    "a gradient tap needs a gradient(call, grad) method and a bool detach_scores; "
+                    f"{type(tap).__name__} lacks one"
+                )
+        self.modules = None if modules is None else list(modules)
+        self.targets: list = []
+        self._closers: list[Callable[[], None]] = []
+        self._guarded: list = []
+
+    def __enter__(self) -> KernelTaps:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def open(self) -> None:
+        from visualizer._core import get_local
+
+        if self._guarded:
+            raise RuntimeError("these KernelTaps are already open")
+        targets, refusals = find_targets(self.model, get_local)
+        by_name = {target.name: target for target in targets}
+        refused = {refusal.name: refusal.reason for refusal in refusals}
+        if self.modules is not None:
+            unknown = [name for name in self.modules if name not in by_name and name not in refused]
+            if unknown:
+                known = ", ".join(sorted(by_name)) or "none"
+                raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
+            targets = [by_name[name] for name in self.modules if name in by_name]
+            refused = {name: reason for name, reason in refused.items() if name in self.modules}
+        if not targets and not refused:
+            raise ValueError(f"{type(self.model).__name__} has no attention module visualizer supports")
+        for target in targets:
+            if target.eager_because is not None:
+                refused[target.name] = (
+                    f"its attention is computed eagerly, not in one scaled_dot_product_attention call "
+                    f"({target.eager_because})"
+                )
+        if refused:
+            listed = "\n".join(f"- {name}: {reason}" for name, reason in refused.items())
+            raise EditPointError(
+                f"{len(refused)} attention module(s) offer no kernel call for gradient taps:\n{listed}\n"
+                "Pass modules=[...] to act on the others."
+            )
+        self.targets = targets
+        self._attach()
+        self._guarded = list(self.model.modules())
+        guard(self, self._guarded)
+
+    def close(self) -> None:
+        self.suspend()
+        release(self, self._guarded)
+        self._guarded = []
+
+    def suspend(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
+
+    def resume(self) -> None:
+        self._attach()
+
+    def _attach(self) -> None:
+        adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
+        named = dict(self.model.named_modules())
+        detach = any(tap.detach_scores for tap in self.taps)
+        try:
+            for target in self.targets:
+                point = adapters_by_name[target.adapter].edit_point(target, named)
+                if isinstance(point, EditPoint) and point.prepare is not None:
+                    self._closers.append(point.prepare())  # (nn.MultiheadAttention: its kernel path)
+                self._closers.append(
+                    _sdpa.watch(
+                        target, target.module, _made_a_call, on_output=self._output, detach_scores=detach
+                    )
+                )
+        except BaseException:
+            self.suspend()
+            raise
+
+    def _output(self, call: AttentionCall, output):
+        if output.dim() != 4:
+            raise ValueError(
+                f"{call.target.name} called scaled_dot_product_attention with {output.dim()}-D tensors; "
+                "the gradient taps need (batch, heads, queries, head dim)"
+            )
+        for tap in self.taps:  # the forward order of the calls, for taps that need it
+            called = getattr(tap, "called", None)
+            if called is not None:
+                called(call)
+        if output.requires_grad:
+            call.output = output
+            output.register_hook(_kernel_tap_hook(call, self.taps))
+        return output
+
+
+def _kernel_tap_hook(call: AttentionCall, taps: tuple):
+    def hook(grad) -> None:
+        if call.packed:
+            grad = grad.reshape(grad.shape[0], call.heads, 1, grad.shape[-1])
+        for tap in taps:
+            tap.gradient(call, grad)
+
+    return hook
 
 
 def edit_points(model: Any, modules: Sequence[str] | None = None, *, detach: bool = False) -> list:

@@ -25,19 +25,22 @@ from ``maps.structured()`` (encoder-decoder or single stack). Layers declared wi
 windowed layer on the token grid, as a plain map any plot draws.
 
 ``plot_head_effects`` draws what :func:`visualizer.head_effects` measured: how much
-ablating each head changed a metric.
+ablating each head changed a metric; ``plot_faithfulness`` the curves of
+:func:`visualizer.faithfulness`.
 """
 
 from visualizer.plots._effects import plot_head_effects
 from visualizer.plots._flow import plot_attention_distance, plot_attention_flow
 from visualizer.plots._images import plot_cls_attention, plot_grid_to_grid, plot_rollout
 from visualizer.plots._matrix import plot_head, plot_head_grid, plot_heads, plot_layers
+from visualizer.plots._relevance import plot_faithfulness
 from visualizer.plots._text import plot_token_heatmap
 
 __all__ = [
     "plot_attention_distance",
     "plot_attention_flow",
     "plot_cls_attention",
+    "plot_faithfulness",
     "plot_grid_to_grid",
     "plot_head",
     "plot_head_effects",

@@ -1,0 +1,142 @@
+"""``explain(method="attention_grad")`` across the timm and transformers registries, against the
+reference of ``relevance_reference`` (eager maps, plain autograd, whole matrices).
+
+The models are those of ``test_timm_registry`` and ``test_transformers_registry`` (tiny random
+configs), built the same way. For each model whose attention modules all run one
+``scaled_dot_product_attention`` call over the model's tokens, the scores of ``explain`` (fused
+kernel kept, linear memory) must equal the reference's, the target being the sum of the
+model's first output; the others are counted with the reason ``explain`` gives. The counts are
+printed at the end::
+
+    PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_relevance_registry.py
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import test_timm_registry as timm_registry
+import test_transformers_registry as hf_registry
+from relevance_reference import attention_grad
+
+import visualizer
+from visualizer import explain
+from visualizer._adapters import find_targets
+from visualizer._structure import Tokens
+
+COUNTS: collections.Counter = collections.Counter()
+REFUSED: collections.Counter = collections.Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report(request):
+    yield
+    lines = [
+        f"attention_grad: {COUNTS['models']} models; equal to the eager reference on {COUNTS['equal']} "
+        f"({COUNTS['encoder-decoder']} encoder-decoder), largest difference "
+        f"{COUNTS.get('max', 0) / 1e9:.2g}; "
+        f"not explained: {sum(REFUSED.values())}"
+    ]
+    lines += [f"  not explained ({count}): {reason}" for reason, count in REFUSED.most_common()]
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        for line in lines:
+            (reporter.write_line if reporter else print)(line)
+
+
+def _first(output) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    for value in output.values() if hasattr(output, "values") else output:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value
+    raise ValueError("no floating-point output")
+
+
+def target(output) -> torch.Tensor:
+    return _first(output).float().flatten(1).sum(-1)
+
+
+def _check(model, inputs, run) -> None:
+    COUNTS["models"] += 1
+    targets, _ = find_targets(model, visualizer.get_local)
+    eager = [t for t in targets if t.eager_because is not None]
+    if not targets or eager:
+        REFUSED[
+            "attention computed eagerly (no kernel call to rebuild from)" if eager else "no attention"
+        ] += 1
+        pytest.skip("no kernel path")
+    if any(not isinstance(t.layout, Tokens) for t in targets):
+        REFUSED["windowed or channel attention"] += 1
+        pytest.skip("not over tokens")
+    torch.manual_seed(0)
+    try:
+        relevance = explain(model, inputs, target)
+    except ValueError as error:  # what explain refuses, it says why
+        reason = (
+            str(error).split(":")[-1].strip()[:90] if "position=" not in str(error) else "no default position"
+        )
+        REFUSED[reason] += 1
+        pytest.skip(str(error)[:200])
+    torch.manual_seed(0)
+    expected, decoder = attention_grad(model, run, target, relevance.position)
+    difference = (relevance.scores - expected).abs().max().item()
+    COUNTS["max"] = max(COUNTS.get("max", 0), int(difference * 1e9))
+    torch.testing.assert_close(relevance.scores, expected.float(), rtol=1e-4, atol=1e-5)
+    if decoder is not None:
+        COUNTS["encoder-decoder"] += 1
+        torch.testing.assert_close(relevance.decoder_scores, decoder.float(), rtol=1e-4, atol=1e-5)
+    COUNTS["equal"] += 1
+
+
+@pytest.mark.parametrize("family", [*timm_registry.FAMILIES, *timm_registry.EXTRAS])
+def test_timm_attention_grad(family):
+    if family in timm_registry.LEFT_OUT:
+        pytest.skip(timm_registry.LEFT_OUT[family])
+    name, model, side = timm_registry._build(family)
+    if isinstance(model, str):
+        pytest.skip(model)
+    sides = [side] if side else [timm_registry.S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
+    for size in sides:
+        torch.manual_seed(1)
+        x = torch.randn(1, 3, size, size)
+        try:
+            with torch.no_grad():
+                model(x)
+            break
+        except Exception:
+            continue
+    else:
+        pytest.skip("does not run at the sizes tried")
+    _check(model, x, lambda m: m(x))
+
+
+@pytest.mark.parametrize(
+    ("model_type", "class_name"), hf_registry.ENTRIES, ids=[f"{t}-{n}" for t, n in hf_registry.ENTRIES]
+)
+def test_transformers_attention_grad(model_type, class_name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with hf_registry.time_cap(hf_registry.TIME_CAP):
+                model = hf_registry.build(model_type, class_name)
+                inputs = hf_registry.make_inputs(model)
+                with torch.no_grad():
+                    model(**inputs, return_dict=True)
+        except Exception as exc:
+            pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
+        try:
+            with hf_registry.time_cap(3 * hf_registry.TIME_CAP):
+                _check(model, {**inputs, "return_dict": True}, lambda m: m(**inputs, return_dict=True))
+        except TimeoutError:
+            REFUSED["over the time cap"] += 1
+            pytest.skip("over the time cap")
