@@ -47,7 +47,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -181,24 +181,25 @@ def explain(
     gradients = method in ("attention_grad", "input_x_gradient")
     from visualizer import capture_attention
 
-    decoder = next((i for i, t in enumerate(targets) if t.role == "decoder" and t.kind == "self"), 0)
     eager = {t.name for t in targets if t.eager_because is not None} if tap is not None else set()
     kernel = [t.name for t in targets if t.name not in eager]
-    layers = None if method == "rollout" else sorted({0, decoder, len(targets) - 1})
-    if layers is not None and eager:
-        layers = sorted({*layers, *(i for i, t in enumerate(targets) if t.name in eager)})
+    invoked: list = tap.invoked if tap is not None else []
     with contextlib.ExitStack() as stack:
         leaves = stack.enter_context(_Leaves(model, targets)) if gradients else None
-        if tap is not None:
-            if kernel:
-                stack.enter_context(KernelTaps(model, [tap], modules=kernel))
-            stack.enter_context(_invocations(targets, tap.invoked))
-        # the layout, the lengths and the baselines' maps; eager maps kept with their graph
-        maps = stack.enter_context(capture_attention(model, layers=layers, keep_grad=bool(eager)))
+        if tap is not None and kernel:
+            stack.enter_context(KernelTaps(model, [tap], modules=kernel))
+        stack.enter_context(_invocations(targets, invoked))
+        # every layer: the layout, the lengths, the baselines' maps; eager maps kept with their graph
+        maps = stack.enter_context(capture_attention(model, keep_grad=bool(eager)))
         with torch.set_grad_enabled(gradients):
             output = _run(model, inputs)
-        tokens, rows = _lengths(maps, targets[0].name, targets[decoder].name, encoder_decoder)
-        position, rule = _default_position(model, maps, position, rows, encoder_decoder)
+        ran = [t for t in targets if any(t is other for other in invoked)]
+        if not ran:
+            raise ValueError(f"none of {type(model).__name__}'s attention modules ran on these inputs")
+        first = ran[0].name
+        decoder = next((t.name for t in ran if t.role == "decoder" and t.kind == "self"), first)
+        tokens, rows = _lengths(maps, first, decoder, encoder_decoder)
+        position, rule = _default_position(model, maps, first, position, rows, encoder_decoder)
         values = _values(output, target, position)
         batch = values.shape[0]
         if tap is not None:
@@ -207,15 +208,15 @@ def explain(
         del output
     if method == "integrated_gradients":
         scores, decoder_scores, contributions = (
-            _integrated_gradients(model, inputs, target, position, maps, steps),
+            _integrated_gradients(model, inputs, target, position, maps.layout(first), steps),
             None,
             None,
         )
     else:
         scores, decoder_scores, contributions = _scores(
-            method, maps, targets, leaves, grads, tap, encoder_decoder, position, batch
+            method, maps, ran, leaves, grads, tap, encoder_decoder, position, batch
         )
-    layout = maps.layout(0)
+    layout = maps.layout(first)
     return Relevance(
         scores=scores.detach().float().cpu(),
         method=method,
@@ -456,29 +457,34 @@ def _invocations(targets, invoked: list):
 
 
 class _Leaves:
-    """Forward pre-hooks on the first block of each stack (encoder, decoder, or the one stack):
-    its hidden-state input is replaced, on its first call, by a detached copy that requires grad.
-    ``self.leaves``: [(role, tensor)] in the order they were made."""
+    """Forward pre-hooks on the first block of each stack (the blocks of one container: an encoder,
+    a decoder, a vision tower, the one stack): its hidden-state input is replaced, on its first
+    call, by a detached copy that requires grad. ``self.leaves``: [(stack, role, tensor)] in the
+    order they were made; ``stack_of[target name]`` the stack of each target."""
 
     def __init__(self, model, targets) -> None:
         self.model = model
         named = dict(model.named_modules())
+        self.stack_of: dict[str, str] = {}
         firsts: dict = {}
         for target in targets:
-            key = "decoder" if target.role == "decoder" else "encoder" if target.role == "encoder" else None
-            if key not in firsts:
-                firsts[key] = target
-        self.blocks = []
-        for role, target in firsts.items():
             path = target.block if target.block in named else block_of(target.name, named)
-            self.blocks.append((role, named.get(path, target.module), path))
+            stack = path.rsplit(".", 1)[0] if "." in path else ""
+            self.stack_of[target.name] = stack
+            if stack not in firsts:
+                firsts[stack] = (target, path)
+        self.blocks = [
+            (stack, target.role, named.get(path, target.module), path)
+            for stack, (target, path) in firsts.items()
+        ]
         self.leaves: list = []
         self.handles: list = []
-        self.replace: Callable | None = None  # (role, tensor) -> tensor for integrated gradients
 
     def __enter__(self) -> _Leaves:
-        for role, block, path in self.blocks:
-            self.handles.append(block.register_forward_pre_hook(self._hook(role, path), with_kwargs=True))
+        for stack, role, block, path in self.blocks:
+            self.handles.append(
+                block.register_forward_pre_hook(self._hook(stack, role, path), with_kwargs=True)
+            )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -486,17 +492,21 @@ class _Leaves:
             handle.remove()
         self.handles = []
 
-    def _hook(self, role, path):
+    def leaf_of(self, name: str):
+        """The leaf of the stack target ``name`` belongs to, or None where that stack did not run."""
+        stack = self.stack_of.get(name)
+        return next(((leaf, index) for index, (key, _, leaf) in enumerate(self.leaves) if key == stack), None)
+
+    def _hook(self, stack, role, path):
         def pre_hook(module, args, kwargs):
-            if any(leaf_role == role for leaf_role, _ in self.leaves):
+            if any(key == stack for key, _, _ in self.leaves):
                 return None  # a block called again (shared weights): its first input is the leaf
             if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
-                leaf = self._leaf(role, args[0])
-                return (leaf, *args[1:]), kwargs
+                return (self._leaf(stack, role, args[0]), *args[1:]), kwargs
             for name in ("hidden_states", "x", "src", "tgt"):
                 value = kwargs.get(name)
                 if isinstance(value, torch.Tensor) and value.is_floating_point():
-                    return args, {**kwargs, name: self._leaf(role, value)}
+                    return args, {**kwargs, name: self._leaf(stack, role, value)}
             raise ValueError(
                 f"{path} is called without a floating-point hidden-state tensor first, so explain() cannot "
                 "follow gradients from its input"
@@ -504,18 +514,16 @@ class _Leaves:
 
         return pre_hook
 
-    def _leaf(self, role, hidden):
+    def _leaf(self, stack, role, hidden):
         leaf = hidden.detach().requires_grad_(True)
-        if self.replace is not None:
-            leaf = self.replace(role, leaf)
-        self.leaves.append((role, leaf))
+        self.leaves.append((stack, role, leaf))
         return leaf
 
 
 def _backward(values, leaves: _Leaves):
-    tensors = [leaf for _, leaf in leaves.leaves]
+    tensors = [leaf for _, _, leaf in leaves.leaves]
     if not values.requires_grad or not tensors:
-        blocks = ", ".join(path for _, _, path in leaves.blocks)
+        blocks = ", ".join(path for _, _, _, path in leaves.blocks)
         raise ValueError(
             f"no gradient to follow: the target does not depend, through autograd, on the hidden states "
             f"entering {blocks} (a layer computed under torch.no_grad or detached cannot be differentiated; "
@@ -541,34 +549,47 @@ def _scores(method, maps, targets, leaves, grads, tap, encoder_decoder, position
             return scores, decoder, None
         contributions = torch.stack([entry.mean for entry in tap.entries])
         return tap.row, None, contributions
-    if method == "input_x_gradient":
-        per_role = {}
-        for (role, leaf), grad in zip(leaves.leaves, grads):
-            per_role[role] = (grad * leaf).sum(-1) if grad is not None else torch.zeros(leaf.shape[:-1])
+    if method == "input_x_gradient":  # the stack of the first layer that ran (and of the decoder)
+
+        def scores_of(name):
+            found = leaves.leaf_of(name)
+            if found is None:
+                raise ValueError(f"the stack of {name} did not run, so its input has no gradient")
+            leaf, index = found
+            grad = grads[index]
+            return (grad * leaf).sum(-1) if grad is not None else torch.zeros(leaf.shape[:-1])
+
         if encoder_decoder:
-            return per_role.get("encoder", next(iter(per_role.values()))), per_role.get("decoder"), None
-        return next(iter(per_role.values())), None, None
+            decoder = next((t.name for t in targets if t.role == "decoder"), None)
+            encoder = next((t.name for t in targets if t.role != "decoder"), decoder)
+            return scores_of(encoder), scores_of(decoder) if decoder else None, None
+        return scores_of(targets[0].name), None, None
     if method == "attention":  # the last layer (of an encoder-decoder model: its last cross-attention)
-        rows = maps.rows(len(maps) - 1, position)  # (batch, heads, 1, keys)
+        rows = maps.rows(targets[-1].name, position)  # (batch, heads, 1, keys)
         return rows.float().mean(1)[:, 0], None, None
     if encoder_decoder:
         raise ValueError(
             "method='rollout' is defined for one stack of self-attention, not an encoder-decoder model"
         )
+    from visualizer import AttentionMaps
     from visualizer.analysis import rollout
 
-    result = torch.as_tensor(np.asarray(rollout(maps)))
+    ran = (
+        AttentionMaps.from_arrays({t.name: maps[t.name] for t in targets})
+        if len(targets) < len(maps)
+        else maps
+    )
+    result = torch.as_tensor(np.asarray(rollout(ran)))
     if result.dim() == 2:
         result = result.unsqueeze(0)
     return result[:, position], None, None
 
 
-def _integrated_gradients(model, inputs, target, position, maps, steps):
+def _integrated_gradients(model, inputs, target, position, layout, steps):
     """captum's integrated gradients, per token: on the token embeddings (text), the pixels
     (images, summed per patch) or a float input (summed over its last axis)."""
     captum = _captum()
     main, rebuild = _main_input(inputs)
-    layout = maps.layout(0)
 
     def forward(tensor, *extra):
         return _values(_run(model, rebuild(tensor, extra)), target, position)
@@ -730,15 +751,15 @@ def _lengths(maps, first: str, decoder: str, encoder_decoder: bool) -> tuple[int
     return keys, maps.shape(decoder if encoder_decoder else first)[-2]
 
 
-def _default_position(model, maps, position, rows: int, encoder_decoder: bool) -> tuple[int, str]:
+def _default_position(model, maps, first: str, position, rows: int, encoder_decoder: bool) -> tuple[int, str]:
     if position is not None:
         return _position(position, rows), "given"
-    layout = maps.layout(0)
+    layout = maps.layout(first)
     if not encoder_decoder and getattr(layout, "prefix", 0):
         return 0, "the class token"
     if encoder_decoder:
         return rows - 1, "the last target position"
-    if _is_causal(model, maps):
+    if _is_causal(model, maps, first):
         return rows - 1, "the last position (a causal language model)"
     if getattr(model, "config", None) is not None:
         return 0, "the first token ([CLS] of a transformers encoder)"
@@ -748,7 +769,7 @@ def _default_position(model, maps, position, rows: int, encoder_decoder: bool) -
     )
 
 
-def _is_causal(model, maps) -> bool:
+def _is_causal(model, maps, first: str) -> bool:
     """A causal language model: so its class or config says, or its first attention call shows (the
     first query sees only the first key)."""
     config = getattr(model, "config", None)
@@ -762,8 +783,8 @@ def _is_causal(model, maps) -> bool:
         names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     if type(model).__name__ in names:
         return True
-    first = maps.rows(0, 0)  # (batch, heads, 1, keys)
-    return first.shape[-1] > 1 and not bool(first[..., 1:].any())
+    row = maps.rows(first, 0)  # (batch, heads, 1, keys)
+    return row.shape[-1] > 1 and not bool(row[..., 1:].any())
 
 
 def _values(output, target, position: int):
