@@ -136,7 +136,9 @@ def test_ablating_the_induction_heads_breaks_the_copy_and_the_others_do_not(demo
     assert effects.values.shape == (demo.settings.layers, demo.settings.heads)
     layer, head, effect = effects.top(1)[0]
     assert layer == effects.layers[last] and head in induction and effect > 1.0, effects.values
-    assert effects.clean == pytest.approx(float(demo.copy_loss(demo.model(held_out), held_out)), abs=1e-5)
+    with torch.no_grad():
+        clean_loss = float(demo.copy_loss(demo.model(held_out), held_out))
+    assert effects.clean == pytest.approx(clean_loss, abs=1e-5)
     assert demo.copy_accuracy(held_out) == clean
 
 
