@@ -199,6 +199,8 @@ def explain(
         first = ran[0].name
         decoder = next((t.name for t in ran if t.role == "decoder" and t.kind == "self"), first)
         tokens, rows = _lengths(maps, first, decoder, encoder_decoder)
+        if leaves is not None and not encoder_decoder:
+            _check_tokens(leaves, first, tokens)
         position, rule = _default_position(model, maps, first, position, rows, encoder_decoder)
         values = _values(output, target, position)
         batch = values.shape[0]
@@ -520,6 +522,21 @@ class _Leaves:
         return leaf
 
 
+def _check_tokens(leaves: _Leaves, first: str, tokens: int) -> None:
+    """The one-stack rules follow the model's tokens from layer to layer: the hidden states entering
+    the stack must be (batch, tokens, features) (or sequence-first) with the attention's tokens."""
+    found = leaves.leaf_of(first)
+    if found is None:
+        return
+    shape = tuple(found[0].shape)
+    if len(shape) != 3 or tokens not in shape[:2]:
+        raise ValueError(
+            f"the hidden states entering the stack of {first} are {shape}, not (batch, {tokens} tokens, "
+            "features): the attention's tokens are not the model's tokens (a convolutional feature map, "
+            "pooled or merged tokens), so relevance cannot be followed from layer to layer"
+        )
+
+
 def _backward(values, leaves: _Leaves):
     tensors = [leaf for _, _, leaf in leaves.leaves]
     if not values.requires_grad or not tensors:
@@ -565,7 +582,7 @@ def _scores(method, maps, targets, leaves, grads, tap, encoder_decoder, position
             return scores_of(encoder), scores_of(decoder) if decoder else None, None
         return scores_of(targets[0].name), None, None
     if method == "attention":  # the last layer (of an encoder-decoder model: its last cross-attention)
-        rows = maps.rows(targets[-1].name, position)  # (batch, heads, 1, keys)
+        rows = maps.rows(targets[-1].name, position, call=-1)  # (batch, heads, 1, keys)
         return rows.float().mean(1)[:, 0], None, None
     if encoder_decoder:
         raise ValueError(
@@ -747,8 +764,8 @@ def _lengths(maps, first: str, decoder: str, encoder_decoder: bool) -> tuple[int
     """(tokens explained, query rows of the explained position): the keys and queries of the
     stack's first attention module; for encoder-decoder models, the first module's keys (the
     source) and the decoder's first self-attention's queries (the target)."""
-    keys = maps.shape(first)[-1]
-    return keys, maps.shape(decoder if encoder_decoder else first)[-2]
+    keys = maps.shape(first, 0)[-1]
+    return keys, maps.shape(decoder if encoder_decoder else first, 0)[-2]
 
 
 def _default_position(model, maps, first: str, position, rows: int, encoder_decoder: bool) -> tuple[int, str]:
@@ -783,7 +800,7 @@ def _is_causal(model, maps, first: str) -> bool:
         names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
     if type(model).__name__ in names:
         return True
-    row = maps.rows(first, 0)  # (batch, heads, 1, keys)
+    row = maps.rows(first, 0, call=0)  # (batch, heads, 1, keys)
     return row.shape[-1] > 1 and not bool(row[..., 1:].any())
 
 
