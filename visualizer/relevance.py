@@ -394,11 +394,10 @@ def _encoder_decoder_scores(tap: _AttentionGrad, batch: int, position: int):
     R_qs (source tokens) and R_qq (target tokens)."""
     sources = targets_ = None
     for entry in tap.entries:
-        call = entry
         role, kind, shape = entry.target.role, entry.target.kind, tuple(entry.mean.shape[-2:])
         if role is None and kind == "self":
             raise ValueError(
-                f"{call.target.name} belongs to neither the encoder nor the decoder its model declares: the "
+                f"{entry.target.name} belongs to neither the encoder nor the decoder its model declares: the "
                 "encoder-decoder rules need one encoder stack and one decoder stack"
             )
         if kind == "self" and role == "encoder":
@@ -412,7 +411,7 @@ def _encoder_decoder_scores(tap: _AttentionGrad, batch: int, position: int):
             expected = (targets_, sources)
         if shape != expected:
             raise ValueError(
-                f"{call.target.name} maps {shape[0]} queries to {shape[1]} keys where the encoder-decoder "
+                f"{entry.target.name} maps {shape[0]} queries to {shape[1]} keys where the encoder-decoder "
                 f"rules need {expected[0]} to {expected[1]}: its stacks are not one encoder and one decoder"
             )
     if targets_ is None:
@@ -422,10 +421,10 @@ def _encoder_decoder_scores(tap: _AttentionGrad, batch: int, position: int):
     r_qq = torch.eye(targets_, device=device).expand(batch, targets_, targets_).clone()
     r_qs = torch.zeros(batch, targets_, sources, device=device)
     for entry in tap.entries:
-        mean, call = entry.mean, entry
-        if call.target.kind == "cross":
+        mean = entry.mean
+        if entry.target.kind == "cross":
             r_qs = r_qs + _normalised(r_qq).transpose(-1, -2) @ mean @ _normalised(r_ss)
-        elif call.target.role == "decoder":
+        elif entry.target.role == "decoder":
             r_qq = r_qq + mean @ r_qq
             r_qs = r_qs + mean @ r_qs
         else:
