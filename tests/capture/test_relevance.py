@@ -398,3 +398,17 @@ def test_faithfulness_rejects_bad_inputs():
 
 def test_public_names():
     assert visualizer.explain is explain and visualizer.Relevance.__module__ == "visualizer.relevance"
+
+
+def test_explain_inside_an_ablation_explains_the_ablated_model():
+    """Nesting: an explanation inside ablate() equals the explanation of a copy whose output projection
+    ignores the head, and an ablation opened inside nothing else is gone afterwards."""
+    model = tiny_llama(attn_implementation="sdpa")
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        reference.model.layers[0].self_attn.o_proj.weight[:, 16:32] = 0  # head 1 of 4, head dim 16
+    with visualizer.ablate(model, {0: [1]}):
+        inside = explain(model, IDS, 5)
+    expected = explain(reference, IDS, 5)
+    torch.testing.assert_close(inside.scores, expected.scores, rtol=1e-4, atol=1e-6)
+    assert (explain(model, IDS, 5).scores - inside.scores).abs().max() > 1e-6
