@@ -33,7 +33,59 @@ from visualizer._errors import EditPointError
 __all__ = ["EditPointError", "KernelTaps", "Seam", "edit_points"]
 
 
-class Seam:
+class _Attached:
+    """What a Seam and KernelTaps share: open once (``_select`` what to act on, ``_attach``
+    it, guard the model's modules for copying), close, and suspend/resume around a copy."""
+
+    model: Any
+    what = "this Seam"
+
+    def __init__(self) -> None:
+        self.targets: list = []
+        self._closers: list[Callable[[], None]] = []
+        self._guarded: list = []  # the modules made copyable while open
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Attach; raises :class:`EditPointError` naming every selected module that cannot be acted
+        on, and attaches nothing then."""
+        if self._guarded:
+            raise RuntimeError(f"{self.what} is already open")
+        self._select()
+        self._attach()
+        self._guarded = list(self.model.modules())
+        guard(self, self._guarded)
+
+    def close(self) -> None:
+        """Take everything off; the model and ``torch.nn.functional`` are as before."""
+        self.suspend()
+        release(self, self._guarded)
+        self._guarded = []
+
+    def suspend(self) -> None:
+        """Take it off the model for a moment (a copy of it is being made); see resume()."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
+
+    def resume(self) -> None:
+        """Put it back after suspend()."""
+        self._attach()
+
+    def _select(self) -> None:
+        raise NotImplementedError
+
+    def _attach(self) -> None:
+        raise NotImplementedError
+
+
+class Seam(_Attached):
     """Editors and gradient taps attached to the attention calls of ``model`` while open.
 
     ``editors`` follow :class:`~visualizer._adapters._events.Editor`, ``taps``
@@ -49,65 +101,25 @@ class Seam:
         taps: Iterable = (),
         modules: Sequence[str] | None = None,
     ) -> None:
+        super().__init__()
         self.model = model
         self.editors = tuple(editors)
-        self.taps = tuple(taps)
+        self.taps = _checked_taps(taps)
         for editor in self.editors:
             if not callable(getattr(editor, "edit", None)):
                 raise TypeError(f"an editor needs an edit(call) method; {type(editor).__name__} has none")
-        for tap in self.taps:
-            if not callable(getattr(tap, "gradient", None)) or not isinstance(
-                getattr(tap, "detach_scores", None), bool
-            ):
-                raise TypeError(
-                    "a gradient tap needs a gradient(call, grad) method and a bool detach_scores; "
-                    f"{type(tap).__name__} lacks one"
-                )
         if not self.editors and not self.taps:
             raise ValueError("Seam needs at least one editor or gradient tap")
         if isinstance(modules, str):
             raise TypeError(f"modules must be a list of module paths, not the string {modules!r}")
         self.modules = None if modules is None else list(modules)
-        self.targets: list = []
-        self._closers: list[Callable[[], None]] = []
-        self._guarded: list = []  # the modules made copyable while this seam is open
         self._points: list = []  # (target, EditPoint)
         self._local = threading.local()  # .pending: id(target) -> its kernel call awaiting the projection
 
-    def __enter__(self) -> Seam:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
-
-    def open(self) -> None:
-        """Attach the editors and taps; raises :class:`EditPointError` naming every selected module
-        that has no edit point, and attaches nothing then."""
-        if self._guarded:
-            raise RuntimeError("this Seam is already open")
+    def _select(self) -> None:
         points = edit_points(self.model, self.modules, detach=any(tap.detach_scores for tap in self.taps))
         self.targets = [target for target, _ in points]
         self._points = points
-        self._attach()
-        self._guarded = list(self.model.modules())
-        guard(self, self._guarded)
-
-    def close(self) -> None:
-        """Take every editor and tap off; the model and ``torch.nn.functional`` are as before."""
-        self.suspend()
-        release(self, self._guarded)
-        self._guarded = []
-
-    def suspend(self) -> None:
-        """Take the seam off the model for a moment (a copy of it is being made); see resume()."""
-        closers, self._closers = self._closers, []
-        for close in reversed(closers):
-            close()
-
-    def resume(self) -> None:
-        """Put the seam back after suspend()."""
-        self._attach()
 
     def _attach(self) -> None:
         detach = any(tap.detach_scores for tap in self.taps)
@@ -197,7 +209,7 @@ class Seam:
         return None if call.output is heads else call.output
 
 
-class KernelTaps:
+class KernelTaps(_Attached):
     """Gradient taps on the output of each attention module's ``scaled_dot_product_attention``
     call, while open: ``tap.gradient(call, grad)`` gets the gradient of the kernel's output, split
     by head (batch, heads, queries, head dim), with the event's queries, keys, values and masks.
@@ -211,77 +223,26 @@ class KernelTaps:
     order.
     """
 
+    what = "these KernelTaps"
+
     def __init__(self, model: Any, taps: Iterable, *, modules: Sequence[str] | None = None) -> None:
+        super().__init__()
         self.model = model
-        self.taps = tuple(taps)
+        self.taps = _checked_taps(taps)
         if not self.taps:
             raise ValueError("KernelTaps needs at least one gradient tap")
-        for tap in self.taps:
-            if not callable(getattr(tap, "gradient", None)) or not isinstance(
-                getattr(tap, "detach_scores", None), bool
-            ):
-                raise TypeError(
-                    "a gradient tap needs a gradient(call, grad) method and a bool detach_scores; "
-                    f"{type(tap).__name__} lacks one"
-                )
         self.modules = None if modules is None else list(modules)
-        self.targets: list = []
-        self._closers: list[Callable[[], None]] = []
-        self._guarded: list = []
 
-    def __enter__(self) -> KernelTaps:
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
-
-    def open(self) -> None:
-        from visualizer._core import get_local
-
-        if self._guarded:
-            raise RuntimeError("these KernelTaps are already open")
-        targets, refusals = find_targets(self.model, get_local)
-        by_name = {target.name: target for target in targets}
-        refused = {refusal.name: refusal.reason for refusal in refusals}
-        if self.modules is not None:
-            unknown = [name for name in self.modules if name not in by_name and name not in refused]
-            if unknown:
-                known = ", ".join(sorted(by_name)) or "none"
-                raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
-            targets = [by_name[name] for name in self.modules if name in by_name]
-            refused = {name: reason for name, reason in refused.items() if name in self.modules}
-        if not targets and not refused:
-            raise ValueError(f"{type(self.model).__name__} has no attention module visualizer supports")
+    def _select(self) -> None:
+        targets, refused = _selected(self.model, self.modules)
         for target in targets:
             if target.eager_because is not None:
                 refused[target.name] = (
                     f"its attention is computed eagerly, not in one scaled_dot_product_attention call "
                     f"({target.eager_because})"
                 )
-        if refused:
-            listed = "\n".join(f"- {name}: {reason}" for name, reason in refused.items())
-            raise EditPointError(
-                f"{len(refused)} attention module(s) offer no kernel call for gradient taps:\n{listed}\n"
-                "Pass modules=[...] to act on the others."
-            )
+        _refuse(refused, "no kernel call for gradient taps")
         self.targets = targets
-        self._attach()
-        self._guarded = list(self.model.modules())
-        guard(self, self._guarded)
-
-    def close(self) -> None:
-        self.suspend()
-        release(self, self._guarded)
-        self._guarded = []
-
-    def suspend(self) -> None:
-        closers, self._closers = self._closers, []
-        for close in reversed(closers):
-            close()
-
-    def resume(self) -> None:
-        self._attach()
 
     def _attach(self) -> None:
         adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
@@ -331,20 +292,7 @@ def edit_points(model: Any, modules: Sequence[str] | None = None, *, detach: boo
     """``[(target, EditPoint), ...]`` of ``model``'s attention modules in model order (``modules``:
     those module paths only); :class:`EditPointError` naming every selected module that has none
     (with ``detach``, none on the sdpa kernel, as a gradient tap detaching scores needs)."""
-    from visualizer._core import get_local
-
-    targets, refusals = find_targets(model, get_local)
-    by_name = {target.name: target for target in targets}
-    refused = {refusal.name: refusal.reason for refusal in refusals}
-    if modules is not None:
-        unknown = [name for name in modules if name not in by_name and name not in refused]
-        if unknown:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
-        targets = [by_name[name] for name in modules if name in by_name]
-        refused = {name: reason for name, reason in refused.items() if name in modules}
-    if not targets and not refused:
-        raise ValueError(f"{type(model).__name__} has no attention module the seam can find")
+    targets, refused = _selected(model, modules)
     adapters_by_name = {adapter.name: adapter for adapter in adapters(available_only=False)}
     named = dict(model.named_modules())
     points = []
@@ -359,16 +307,55 @@ def edit_points(model: Any, modules: Sequence[str] | None = None, *, detach: boo
             )
         else:
             points.append((target, point))
+    _refuse(refused, "no edit point for these editors and gradient taps")
+    return points
+
+
+def _selected(model: Any, modules: Sequence[str] | None) -> tuple[list, dict]:
+    """The attention modules ``modules`` names (None: all), in model order, and those of them the
+    adapters refuse, ``{path: reason}``; a KeyError for names that are no attention module."""
+    from visualizer._core import get_local
+
+    targets, refusals = find_targets(model, get_local)
+    by_name = {target.name: target for target in targets}
+    refused = {refusal.name: refusal.reason for refusal in refusals}
+    if modules is not None:
+        unknown = [name for name in modules if name not in by_name and name not in refused]
+        if unknown:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise KeyError(f"no attention module named {unknown}; the model's attention modules: {known}")
+        targets = [by_name[name] for name in modules if name in by_name]
+        refused = {name: reason for name, reason in refused.items() if name in modules}
+    if not targets and not refused:
+        raise ValueError(f"{type(model).__name__} has no attention module visualizer supports")
+    return targets, refused
+
+
+def _refuse(refused: dict, what: str) -> None:
+    """One EditPointError naming every module in ``refused`` and why, if any."""
     if refused:
         listed = "\n".join(
             f"- {reason}" if reason.startswith(name) else f"- {name}: {reason}"
             for name, reason in refused.items()
         )
         raise EditPointError(
-            f"{len(refused)} attention module(s) offer no edit point for these editors and gradient "
-            f"taps:\n{listed}\nPass modules=[...] to act on the others."
+            f"{len(refused)} attention module(s) offer {what}:\n{listed}\n"
+            "Pass modules=[...] to act on the others."
         )
-    return points
+
+
+def _checked_taps(taps: Iterable) -> tuple:
+    """``taps`` as a tuple, each with a gradient(call, grad) method and a bool detach_scores."""
+    taps = tuple(taps)
+    for tap in taps:
+        if not callable(getattr(tap, "gradient", None)) or not isinstance(
+            getattr(tap, "detach_scores", None), bool
+        ):
+            raise TypeError(
+                "a gradient tap needs a gradient(call, grad) method and a bool detach_scores; "
+                f"{type(tap).__name__} lacks one"
+            )
+    return taps
 
 
 def _made_a_call(target, calls: list) -> None:
