@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from visualizer._adapters._seam import Seam, edit_points
+from visualizer._calls import run
 from visualizer._selection import select_targets
 from visualizer._validate import indices, positive_int
 
@@ -320,14 +321,6 @@ def _replacer(how, values, plan) -> Callable:
     return mean
 
 
-def _run(model, inputs):
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(inputs)
-
-
 class _Keeping:
     """A seam editor that keeps what it sees: every call's per-head output, or running sums."""
 
@@ -373,7 +366,7 @@ def record_heads(model, inputs, *, layers=None) -> HeadRecord:
     arguments or a dict of keyword arguments), without gradients: for :func:`patch`."""
     keeping = _Keeping(None)
     with torch.no_grad(), Seam(model, editors=[keeping], modules=_layers(model, layers, "record_heads")):
-        _run(model, inputs)
+        run(model, inputs)
     if not keeping.kept:
         raise RuntimeError(f"none of {_model_name(model)}'s attention modules ran on these inputs")
     return HeadRecord({name: tuple(outs) for name, outs in keeping.kept.items()}, _model_name(model))
@@ -391,7 +384,7 @@ def head_means(model, inputs, *, layers=None, per_position: bool = False) -> Hea
         raise TypeError(f"per_position must be True or False, not {per_position!r}")
     keeping = _Keeping(per_position)
     with torch.no_grad(), Seam(model, editors=[keeping], modules=_layers(model, layers, "head_means")):
-        _run(model, inputs)
+        run(model, inputs)
     if not keeping.sums:
         raise RuntimeError(f"none of {_model_name(model)}'s attention modules ran on these inputs")
     means = {name: (total / keeping.counts[name]).float() for name, total in keeping.sums.items()}
@@ -492,7 +485,7 @@ def head_effects(
     shapes = _Shapes()
     with torch.no_grad():
         with Seam(model, editors=[shapes], modules=list(counts)):
-            output = _run(model, inputs)
+            output = run(model, inputs)
         clean = _number(metric(output), "clean")
     silent = [name for name in counts if name not in shapes.seen]
     if silent:
@@ -514,7 +507,7 @@ def head_effects(
         if measured is None:
             ((name, head),) = group
             with torch.no_grad(), ablate(model, {name: [head]}, how, values=values):
-                measured = [_number(metric(_run(model, inputs)), f"{name} head {head}")]
+                measured = [_number(metric(run(model, inputs)), f"{name} head {head}")]
         for (name, head), value in zip(group, measured):
             effects[name][head] = value - clean
         start += len(group)
@@ -573,7 +566,7 @@ def _measure(model, inputs, metric, how, values, group, seen, batch) -> list[flo
             return out
 
     with torch.no_grad(), Seam(model, editors=[Slots()], modules=list(seen)):
-        output = _run(model, repeated)
+        output = run(model, repeated)
     if mismatch or any(calls.get(name, 0) != len(shapes) for name, shapes in seen.items()):
         return None
     pieces = _split(output, batch, copies)
@@ -588,6 +581,7 @@ def _batch_size(inputs) -> int | None:
 
 
 def _leaves(value):
+    """Every value inside nested dicts (a ModelOutput too), lists and tuples."""
     if isinstance(value, Mapping):
         for item in value.values():
             yield from _leaves(item)
@@ -618,21 +612,8 @@ def _batched_axes(output, batch: int) -> bool:
     """Whether every tensor of a model's output has the batch as its first axis, so that a run on
     repeated inputs splits into one output per copy. (Other objects, such as a key-value cache,
     are left out of the pieces: None there.)"""
-    tensors = [x for x in _output_leaves(output) if isinstance(x, torch.Tensor)]
+    tensors = [x for x in _leaves(output) if isinstance(x, torch.Tensor)]
     return bool(tensors) and all(x.dim() > 0 and x.shape[0] == batch for x in tensors)
-
-
-def _output_leaves(output):
-    if isinstance(output, torch.Tensor) or output is None:
-        yield output
-    elif isinstance(output, Mapping):
-        for item in output.values():
-            yield from _output_leaves(item)
-    elif isinstance(output, (list, tuple)):
-        for item in output:
-            yield from _output_leaves(item)
-    else:
-        yield output
 
 
 def _split(output, batch: int, copies: int) -> list | None:

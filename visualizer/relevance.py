@@ -55,6 +55,7 @@ import torch
 
 from visualizer._adapters import block_of, find_targets
 from visualizer._adapters._seam import KernelTaps
+from visualizer._calls import run
 from visualizer._structure import Tokens
 
 __all__ = ["METHODS", "Faithfulness", "Relevance", "explain", "faithfulness"]
@@ -192,7 +193,7 @@ def explain(
         # every layer: the layout, the lengths, the baselines' maps; eager maps kept with their graph
         maps = stack.enter_context(capture_attention(model, keep_grad=bool(eager)))
         with torch.set_grad_enabled(gradients):
-            output = _run(model, inputs)
+            output = run(model, inputs)
         ran = [t for t in targets if any(t is other for other in invoked)]
         if not ran:
             raise ValueError(f"none of {type(model).__name__}'s attention modules ran on these inputs")
@@ -605,12 +606,11 @@ def _integrated_gradients(model, inputs, target, position, layout, steps):
     """captum's integrated gradients, per token: on the token embeddings (text), the pixels
     (images, summed per patch) or a float input (summed over its last axis)."""
     captum = _captum()
-    main, rebuild = _main_input(inputs)
+    main, extra, rebuild = _main_input(inputs)
 
     def forward(tensor, *extra):
-        return _values(_run(model, rebuild(tensor, extra)), target, position)
+        return _values(run(model, rebuild(tensor, extra)), target, position)
 
-    extra = _extras(inputs)
     if not main.is_floating_point():  # token ids: the embeddings
         embeddings = getattr(model, "get_input_embeddings", lambda: None)()
         if embeddings is None:
@@ -668,40 +668,24 @@ def _captum():
     return captum.attr
 
 
-def _run(model, inputs):
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, tuple):
-        return model(*inputs)
-    return model(inputs)
-
-
 def _main_input(inputs):
-    """The tensor integrated gradients integrates over, and how to put a replacement back."""
+    """The tensor integrated gradients integrates over (and faithfulness replaces tokens of), the
+    other inputs in order, and how to put a replacement and the others back together."""
     if isinstance(inputs, torch.Tensor):
-        return inputs, lambda tensor, extra: tensor
+        return inputs, (), lambda tensor, extra: tensor
     if isinstance(inputs, tuple):
         if not inputs or not isinstance(inputs[0], torch.Tensor):
             raise TypeError("integrated_gradients takes a tensor first among positional inputs")
-        return inputs[0], lambda tensor, extra: (tensor, *extra)
+        return inputs[0], inputs[1:], lambda tensor, extra: (tensor, *extra)
     if isinstance(inputs, Mapping):
         for key in ("input_ids", "pixel_values", "inputs_embeds", "x"):
             if isinstance(inputs.get(key), torch.Tensor):
                 keys = [k for k in inputs if k != key]
-                return inputs[key], lambda tensor, extra: {key: tensor, **dict(zip(keys, extra))}
+                extras = tuple(inputs[k] for k in keys)
+                return inputs[key], extras, lambda tensor, extra: {key: tensor, **dict(zip(keys, extra))}
     raise TypeError(
         "integrated_gradients takes a tensor, a tuple of tensors, or a dict with input_ids or pixel_values"
     )
-
-
-def _extras(inputs) -> tuple:
-    if isinstance(inputs, tuple):
-        return inputs[1:]
-    if isinstance(inputs, Mapping):
-        for key in ("input_ids", "pixel_values", "inputs_embeds", "x"):
-            if isinstance(inputs.get(key), torch.Tensor):
-                return tuple(value for k, value in inputs.items() if k != key)
-    return ()
 
 
 def _baseline_token(model) -> int | None:
@@ -943,7 +927,7 @@ def faithfulness(
         values = []
         for number in removed:
             with torch.no_grad():
-                output = _run(model, remover.inputs(order[:, :number]))
+                output = run(model, remover.inputs(order[:, :number]))
                 values.append(_values(output, target, position).float().cpu())
         return torch.stack(values, dim=1).numpy().astype(np.float64)
 
@@ -986,7 +970,7 @@ class _Remover:
     def __init__(self, model, inputs, shape, layout, baseline) -> None:
         self.model, self.original = model, inputs
         batch, tokens = shape
-        self.main, self.rebuild = _main_input(inputs)
+        self.main, self.extras, self.rebuild = _main_input(inputs)
         self.needed: list[int] = []
         if self.main.shape[0] != batch:
             raise ValueError(f"the relevance has {batch} items, the inputs {self.main.shape[0]}")
@@ -1069,7 +1053,7 @@ class _Remover:
             if self.token is not None:
                 ids = self.main.clone()
                 ids[items, order] = self.token
-                return self.rebuild(ids, _extras(self.original))
+                return self.rebuild(ids, self.extras)
             embeds = self.embeddings(self.main).detach().clone()
             embeds[items, order] = 0
             rest = {k: v for k, v in self.original.items() if k != "input_ids"}
@@ -1077,7 +1061,7 @@ class _Remover:
         if self.kind == "sequence":
             values = self.main.clone()
             values[items, order] = self.fill[items, order]
-            return self.rebuild(values, _extras(self.original))
+            return self.rebuild(values, self.extras)
         patches = self._patches(self.main).clone()
         index = order - self.prefix
         patches[items, index] = self.fill[items, index]
@@ -1089,4 +1073,4 @@ class _Remover:
             .permute(0, 3, 1, 4, 2, 5)
             .reshape(batch, channels, rows * ph, cols * pw)
         )
-        return self.rebuild(pixels, _extras(self.original))
+        return self.rebuild(pixels, self.extras)
