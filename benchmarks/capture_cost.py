@@ -25,9 +25,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
 
 import torch
+from model_timing import interleaved
 
 
 class Keep:
@@ -110,17 +110,8 @@ def main(argv=None) -> None:
     for name, model in models().items():
         images = torch.randn(1, 3, 224, 224)
         runs = variants(model, images)
-        times: dict[str, list[float]] = {key: [] for key in runs}
         with torch.no_grad():
-            for run in runs.values():  # warm-up, and a check that the capture captures
-                run()
-            for _ in range(args.rounds):
-                order = list(runs)
-                random.shuffle(order)
-                for key in order:
-                    started = time.perf_counter()
-                    runs[key]()
-                    times[key].append(time.perf_counter() - started)
+            times = interleaved(runs, args.rounds)  # (its warm-up checks that the capture captures)
         for run in runs.values():
             if isinstance(run, Open):
                 run.close()

@@ -26,9 +26,9 @@ import argparse
 import contextlib
 import random
 import statistics
-import time
 
 import torch
+from model_timing import interleaved
 
 
 def models() -> dict:
@@ -66,20 +66,6 @@ def variants(model, inputs) -> dict:
     return {"plain": plain, "ablate open": open_block, "ablate per forward": per_forward}, stack
 
 
-def timed(runs: dict, rounds: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {key: [] for key in runs}
-    for run in runs.values():  # warm-up
-        run()
-    for _ in range(rounds):
-        order = list(runs)
-        random.shuffle(order)
-        for key in order:
-            started = time.perf_counter()
-            runs[key]()
-            times[key].append(time.perf_counter() - started)
-    return times
-
-
 def effects_cost(rounds: int) -> None:
     from visualizer import head_effects
     from visualizer.models import load_vit
@@ -102,7 +88,7 @@ def effects_cost(rounds: int) -> None:
         "head_effects (default: 16 ablations per forward)": lambda: head_effects(model, images, metric),
         "head_effects(per_forward=1)": lambda: head_effects(model, images, metric, per_forward=1),
     }
-    times = timed(runs, rounds)
+    times = interleaved(runs, rounds)
     base = statistics.median(times[f"{heads} plain forwards"])
     print(f"\nDINOv2 ViT-S/14, batch 1, {heads} heads: {heads} plain forwards {base:.2f} s (median)")
     for key, values in times.items():
@@ -121,7 +107,7 @@ def main(argv=None) -> None:
         for name, (model, inputs) in models().items():
             runs, stack = variants(model, inputs)
             with stack:
-                times = timed(runs, args.rounds)
+                times = interleaved(runs, args.rounds)
             base_median, base_min = statistics.median(times["plain"]), min(times["plain"])
             print(f"\n{name}: plain forward {base_median * 1e3:.1f} ms (median)")
             for key, values in times.items():

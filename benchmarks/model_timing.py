@@ -17,7 +17,7 @@ import random
 import statistics
 import time
 
-__all__ = ["forwards_per_measurement", "measure", "summarise", "table"]
+__all__ = ["forwards_per_measurement", "interleaved", "measure", "summarise", "table"]
 
 
 def forwards_per_measurement(variant, min_seconds: float) -> int:
@@ -42,6 +42,23 @@ def measure(variants: list, rounds: int, number: int, seed: int = 0) -> dict:
         shuffle.shuffle(order)
         for variant in order:
             times[variant.key].append(_one_measurement(variant, number))
+    return times
+
+
+def interleaved(runs: dict, rounds: int) -> dict:
+    """``{key: [seconds of each round]}`` of plain functions ``{key: run}``: each run once as a
+    warm-up, then ``rounds`` rounds of every run once, in an order shuffled per round (``random``'s
+    global generator, which the caller seeds)."""
+    times: dict = {key: [] for key in runs}
+    for run in runs.values():
+        run()
+    for _ in range(rounds):
+        order = list(runs)
+        random.shuffle(order)
+        for key in order:
+            started = time.perf_counter()
+            runs[key]()
+            times[key].append(time.perf_counter() - started)
     return times
 
 

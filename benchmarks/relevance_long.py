@@ -29,7 +29,6 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -121,22 +120,13 @@ def memory(length: int, budget: int) -> dict:
 
 def timing(length: int, rounds: int, budget: int) -> dict:
     from bench_long import build_llama
+    from model_timing import interleaved
 
     torch.manual_seed(0)
     model = build_llama()
     ids = torch.randint(0, 1000, (1, length))
     keys = [key for key in VARIANTS if key != "eager relevance" or eager_need(length) <= budget]
-    steps = {key: step_of(model, ids, key) for key in keys}
-    for run in steps.values():
-        run()
-    times: dict = {key: [] for key in keys}
-    for _ in range(rounds):
-        order = list(keys)
-        random.shuffle(order)
-        for key in order:
-            started = time.perf_counter()
-            steps[key]()
-            times[key].append(time.perf_counter() - started)
+    times = interleaved({key: step_of(model, ids, key) for key in keys}, rounds)
     return {key: statistics.median(values) for key, values in times.items()}
 
 

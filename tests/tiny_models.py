@@ -41,3 +41,26 @@ def tiny_bert():
         vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
     )
     return BertModel(config).eval()
+
+
+def tiny_swin():
+    """A random timm Swin (56 px, two stages of one block: 2 then 4 heads, windows of 7), eval mode."""
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        img_size=56,
+        depths=(1, 1),
+        num_heads=(2, 4),
+        embed_dim=16,
+        num_classes=5,
+    ).eval()
+
+
+def tiny_encoder():
+    """A random ``nn.TransformerEncoder`` (width 16, 4 heads, 2 layers, batch first, no dropout), in eval."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    return torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import tiny_bert, tiny_encoder, tiny_llama, tiny_swin
 
 import visualizer
 from visualizer import ablate, capture_attention, head_effects, head_means, patch, record_heads
@@ -38,12 +38,6 @@ def _zeroed(model, projection: str, heads: list[int], count: int):
         for head in heads:
             weight[:, head * width : (head + 1) * width] = 0
     return reference
-
-
-def _encoder_layer_model():
-    torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
-    return torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
 
 
 def _mha_model(batch_first: bool):
@@ -68,7 +62,7 @@ def _transformer():
 def test_zero_ablation_on_mha_fast_path_equals_zeroed_out_proj():
     """TransformerEncoder in eval under no_grad runs MHA's fused fast path; ablate keeps the model's
     result otherwise and equals the reference."""
-    model = _encoder_layer_model()
+    model = tiny_encoder()
     x = torch.randn(2, 7, 16)
     reference = _zeroed(model, "layers.1.self_attn.out_proj", [2], 4)
     with torch.no_grad():
@@ -112,18 +106,7 @@ def test_zero_ablation_of_cross_attention_in_nn_transformer():
 
 
 def test_zero_ablation_in_windowed_layers_replaces_every_windows_head():
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        pretrained=False,
-        img_size=56,
-        depths=(1, 1),
-        num_heads=(2, 4),
-        embed_dim=16,
-        num_classes=5,
-    ).eval()
+    model = tiny_swin()
     x = torch.randn(2, 3, 56, 56)
     name = "layers.1.blocks.0.attn"
     reference = _zeroed(model, f"{name}.proj", [3], 4)
@@ -310,18 +293,7 @@ def test_head_effects_fall_back_where_the_batch_cannot_be_repeated():
 
 
 def test_head_effects_of_layers_with_different_head_counts_are_a_list():
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        pretrained=False,
-        img_size=56,
-        depths=(1, 1),
-        num_heads=(2, 4),
-        embed_dim=16,
-        num_classes=5,
-    ).eval()
+    model = tiny_swin()
     x = torch.randn(1, 3, 56, 56)
     effects = head_effects(model, x, lambda out: out[:, 0].mean())
     assert isinstance(effects.values, list) and [len(row) for row in effects.values] == [2, 4]

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from relevance_reference import attention_grad
-from tiny_models import tiny_bert, tiny_llama
+from tiny_models import tiny_bert, tiny_encoder, tiny_llama, tiny_swin
 
 import visualizer
 from visualizer import explain, faithfulness
@@ -73,12 +73,6 @@ def _transformer():
     return torch.nn.Transformer(16, 4, 2, 2, 32, dropout=0.0, batch_first=True).eval()
 
 
-def _encoder():
-    torch.manual_seed(0)
-    layer = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
-    return torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
-
-
 torch.manual_seed(7)
 IDS = torch.randint(3, 100, (2, 9))
 MASK = torch.ones(2, 9, dtype=torch.long)
@@ -104,7 +98,7 @@ CASES = {
         0,
     ),
     "timm vit": (_vit, PIXELS, 3, None, lambda m: m(PIXELS), 0),
-    "nn.TransformerEncoder": (_encoder, SRC, lambda out: out[:, 2].sum(-1), 2, lambda m: m(SRC), 2),
+    "nn.TransformerEncoder": (tiny_encoder, SRC, lambda out: out[:, 2].sum(-1), 2, lambda m: m(SRC), 2),
     "nn.Transformer": (
         _transformer,
         (SRC, TGT),
@@ -311,21 +305,10 @@ class _Detached(torch.nn.Module):
 def test_layers_that_cannot_be_followed_are_named():
     with pytest.raises(ValueError, match="no gradient to follow.*cannot be differentiated"):
         explain(_Detached(), SRC, lambda out: out[:, 0].sum(-1), position=0)
-    import timm
-
-    swin = timm.create_model(
-        "swin_tiny_patch4_window7_224",
-        pretrained=False,
-        img_size=56,
-        depths=(1, 1),
-        num_heads=(2, 4),
-        embed_dim=16,
-        num_classes=5,
-    ).eval()
     with pytest.raises(ValueError, match="windowed"):
-        explain(swin, torch.randn(1, 3, 56, 56), 1)
+        explain(tiny_swin(), torch.randn(1, 3, 56, 56), 1)
     with pytest.raises(ValueError, match="position="):
-        explain(_encoder(), SRC, lambda out: out.sum((1, 2)))
+        explain(tiny_encoder(), SRC, lambda out: out.sum((1, 2)))
     with pytest.raises(ValueError, match="one scalar per batch item"):
         explain(tiny_llama(), IDS, lambda out: out.logits)
 

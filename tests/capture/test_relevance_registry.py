@@ -104,23 +104,7 @@ def _check(model, inputs, run) -> None:
 
 @pytest.mark.parametrize("family", [*timm_registry.FAMILIES, *timm_registry.EXTRAS])
 def test_timm_attention_grad(family):
-    if family in timm_registry.LEFT_OUT:
-        pytest.skip(timm_registry.LEFT_OUT[family])
-    name, model, side = timm_registry._build(family)
-    if isinstance(model, str):
-        pytest.skip(model)
-    sides = [side] if side else [timm_registry.S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
-    for size in sides:
-        torch.manual_seed(1)
-        x = torch.randn(1, 3, size, size)
-        try:
-            with torch.no_grad():
-                model(x)
-            break
-        except Exception:
-            continue
-    else:
-        pytest.skip("does not run at the sizes tried")
+    model, x = timm_registry.runnable(family, 1)
     _check(model, x, lambda m: m(x))
 
 
@@ -130,14 +114,7 @@ def test_timm_attention_grad(family):
 def test_transformers_attention_grad(model_type, class_name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            with hf_registry.time_cap(hf_registry.TIME_CAP):
-                model = hf_registry.build(model_type, class_name)
-                inputs = hf_registry.make_inputs(model)
-                with torch.no_grad():
-                    model(**inputs, return_dict=True)
-        except Exception as exc:
-            pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
+        model, inputs = hf_registry.runnable(model_type, class_name)
         try:
             with hf_registry.time_cap(3 * hf_registry.TIME_CAP):
                 _check(model, {**inputs, "return_dict": True}, lambda m: m(**inputs, return_dict=True))

@@ -219,23 +219,7 @@ def _tensors(output) -> dict:
 
 @pytest.mark.parametrize("family", [*timm_registry.FAMILIES, *timm_registry.EXTRAS])
 def test_timm_edit_points(family):
-    if family in timm_registry.LEFT_OUT:
-        pytest.skip(timm_registry.LEFT_OUT[family])
-    name, model, side = timm_registry._build(family)
-    if isinstance(model, str):
-        pytest.skip(model)
-    sides = [side] if side else [timm_registry.S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
-    for size in sides:
-        torch.manual_seed(1)
-        x = torch.randn(2, 3, size, size)
-        try:
-            with torch.no_grad():
-                model(x)
-            break
-        except Exception:
-            continue
-    else:
-        pytest.skip("does not run at the sizes tried")
+    model, x = timm_registry.runnable(family, 2)
     _check("timm", model, lambda m: m(x))
 
 
@@ -245,13 +229,6 @@ def test_timm_edit_points(family):
 def test_transformers_edit_points(model_type, class_name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            with hf_registry.time_cap(hf_registry.TIME_CAP):
-                model = hf_registry.build(model_type, class_name)
-                inputs = hf_registry.make_inputs(model)
-                with torch.no_grad():
-                    model(**inputs, return_dict=True)
-        except Exception as exc:
-            pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
+        model, inputs = hf_registry.runnable(model_type, class_name)
         with hf_registry.time_cap(3 * hf_registry.TIME_CAP):
             _check("transformers", model, lambda m: m(**inputs, return_dict=True))

@@ -168,6 +168,27 @@ def _build(family: str):
     return name, model, side
 
 
+def runnable(family: str, batch: int):
+    """``(model, x)``: the family's small model and a random (batch, 3, side, side) input it runs on
+    (its own side, else ``S``, else its pretrained input size); pytest.skip where there is none."""
+    if family in LEFT_OUT:
+        pytest.skip(LEFT_OUT[family])
+    _, model, side = _build(family)
+    if isinstance(model, str):
+        pytest.skip(model)
+    sides = [side] if side else [S, model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]]
+    for size in sides:
+        torch.manual_seed(1)
+        x = torch.randn(batch, 3, size, size)
+        try:
+            with torch.no_grad():
+                model(x)
+            return model, x
+        except Exception:
+            continue
+    pytest.skip("does not run at the sizes tried")
+
+
 def _reference(model, side):
     """(input, probe, output) after a forward under the probe (which leaves the output as it is);
     with no side, S px first, else the configured size."""

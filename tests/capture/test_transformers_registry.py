@@ -250,6 +250,20 @@ def make_inputs(model) -> dict:
     return inputs
 
 
+def runnable(model_type: str, class_name: str):
+    """``(model, inputs)``: the tiny model and inputs it runs on within the time cap; pytest.skip
+    where it cannot be built or does not run."""
+    try:
+        with time_cap(TIME_CAP):
+            model = build(model_type, class_name)
+            inputs = make_inputs(model)
+            with torch.no_grad():
+                model(**inputs, return_dict=True)
+    except Exception as exc:
+        pytest.skip(f"does not run with a tiny config ({type(exc).__name__})")
+    return model, inputs
+
+
 def attention_fields(output, prefix="") -> list[tuple[str, tuple]]:
     """``[(field, tensors), ...]`` of every attention field of a model output, nested outputs included."""
     fields = []
