@@ -22,9 +22,10 @@ from visualizer._adapters import find_targets
 
 
 @contextlib.contextmanager
-def math_attention(model, record: list):
+def math_attention(model, record: list, *, detach: bool = False):
     """While open, every sdpa call inside an attention module of ``model`` is computed by its math,
-    and (module's target, A) is appended to ``record``; A retains its gradient."""
+    and (module's target, A) is appended to ``record``; A retains its gradient (``detach``: A is
+    detached, a constant)."""
     targets, _ = find_targets(model, visualizer.get_local)
     running: list = []
     handles = []
@@ -50,7 +51,9 @@ def math_attention(model, record: list):
                 else scores + attn_mask
             )
         weights = scores.softmax(-1).nan_to_num(0.0)
-        if weights.requires_grad:
+        if detach:
+            weights = weights.detach()
+        elif weights.requires_grad:
             weights.retain_grad()
         record.append((running[-1], weights))
         return weights @ v
@@ -103,3 +106,109 @@ def attention_grad(model, run, target, position):
         else:
             r_ss = r_ss + mean @ r_ss
     return r_qs[:, position], r_qq[:, position]
+
+
+# -- attnlrp (CP-LRP): a reference written from the rules -------------------------------------------
+
+
+@contextlib.contextmanager
+def conservative(model):
+    """While open, ``model`` follows Ali et al.'s conservative-propagation rules by rewritten math:
+    every sdpa call inside an attention module is softmax(scale q kᵀ + mask).detach() @ v (the
+    probabilities constant), and each LayerNorm / RMSNorm module's forward is replaced by its
+    formula with 1/σ detached (this reference knows ``nn.LayerNorm`` and the RMS norms with a
+    ``weight`` and ``variance_epsilon``/``eps``: Llama's, Qwen's, T5's, and Gemma's 1 + weight)."""
+    record: list = []
+    originals = {}
+    for name, module in model.named_modules():
+        forward = _conservative_norm(module)
+        if forward is not None:
+            originals[name] = module
+            module.forward = forward
+    try:
+        with math_attention(model, record, detach=True):
+            yield
+    finally:
+        for module in originals.values():
+            del module.forward
+
+
+def _conservative_norm(module):
+    if isinstance(module, torch.nn.LayerNorm):
+
+        def layer_norm(x, module=module):
+            centred = x - x.mean(-1, keepdim=True)
+            scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + module.eps).detach()
+            out = centred * scale
+            if module.weight is not None:
+                out = out * module.weight
+            return out + module.bias if module.bias is not None else out
+
+        return layer_norm
+    name = type(module).__name__
+    if name.endswith(("RMSNorm", "RmsNorm")) or name == "T5LayerNorm":
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        if not isinstance(eps, float) or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            return None
+        gemma = name.startswith("Gemma")
+
+        def rms_norm(x, module=module, eps=eps, gemma=gemma):
+            dtype = x.dtype
+            x = x.float()
+            out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps).detach()
+            weight = module.weight.float() + 1.0 if gemma else module.weight.float()
+            return (out * weight).to(dtype)
+
+        return rms_norm
+    return None
+
+
+def attnlrp(model, run, target, first_block):
+    """CP-LRP scores (batch, tokens): gradient x input at the hidden states entering ``first_block``
+    (a module), under :func:`conservative`; ``run(model)`` returns the output, ``target(output)``
+    a (batch,) tensor."""
+    leaves: list = []
+
+    def pre_hook(module, args, kwargs):
+        if leaves:
+            return None
+        if args and isinstance(args[0], torch.Tensor):
+            leaves.append(args[0].detach().requires_grad_(True))
+            return (leaves[0], *args[1:]), kwargs
+        key = next(k for k in ("hidden_states", "x", "src") if isinstance(kwargs.get(k), torch.Tensor))
+        leaves.append(kwargs[key].detach().requires_grad_(True))
+        return args, {**kwargs, key: leaves[0]}
+
+    handle = first_block.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        with torch.enable_grad(), conservative(model):
+            values = target(run(model))
+            (grad,) = torch.autograd.grad(values.sum(), leaves)
+    finally:
+        handle.remove()
+    return (grad * leaves[0]).sum(-1).detach()
+
+
+def unknown_norms(model) -> list[str]:
+    """The normalisation layers of ``model`` whose formula :func:`conservative` does not know (leaf
+    modules named ``...Norm...``, batch, group and instance norms aside)."""
+    unknown = []
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if "Norm" not in kind or any(other in kind for other in ("Batch", "Group", "Instance")):
+            continue
+        if list(module.children()) and not isinstance(module, torch.nn.LayerNorm):
+            continue
+        if _conservative_norm(module) is None:
+            unknown.append(f"{name} ({kind})")
+    return unknown
+
+
+def first_block(model, name: str):
+    """The block holding the attention module ``name``: the module itself or its deepest ancestor
+    that is an item of a ModuleList or Sequential (a path segment that is a number)."""
+    parts = name.split(".")
+    index = max((i for i, part in enumerate(parts) if part.isdigit()), default=None)
+    if index is None:
+        raise ValueError(f"{name} is in no numbered block")
+    return model.get_submodule(".".join(parts[: index + 1]))

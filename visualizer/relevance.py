@@ -17,6 +17,15 @@ answers the second question with one of these methods:
   cross-attention adds R̄_qqᵀ·Ā·R̄_ss to R_qs, R̄ being R - I with its rows normalised to
   sum to 1, plus I; the scores are row ``position`` of R_qs (the source tokens), and
   ``decoder_scores`` row ``position`` of R_qq.
+- ``"attnlrp"``: the conservative core of AttnLRP (Achtibat et al., ICML 2024), CP-LRP (Ali
+  et al., ICML 2022): gradient x input at the hidden states entering the first block, summed over
+  the features, with the attention probabilities and the normalisation layers' scales held
+  constant, so that relevance passes through softmax attention by the values only and through
+  the norms unchanged in sum. The probabilities are held constant through the seam: each
+  layer's ``scaled_dot_product_attention`` runs on detached queries and keys, the output
+  unchanged and the fused kernel kept (layers whose attention is computed eagerly are refused,
+  each named); the norms by :mod:`visualizer._norms` (the forward values unchanged). lxt's full
+  AttnLRP adds rules this does not (see the relevance guide). Scores are signed.
 - ``"rollout"``: attention rollout (:func:`visualizer.analysis.rollout`), row ``position``.
 - ``"attention"``: the last layer's mean-of-heads row at ``position`` (the last
   cross-attention of an encoder-decoder model): the baseline people use.
@@ -56,12 +65,13 @@ import torch
 from visualizer._adapters import block_of, find_targets
 from visualizer._adapters._seam import KernelTaps
 from visualizer._calls import run
+from visualizer._norms import constant_scales
 from visualizer._structure import Tokens
 
 __all__ = ["METHODS", "Faithfulness", "Relevance", "explain", "faithfulness"]
 
 #: The methods of :func:`explain`.
-METHODS = ("attention_grad", "rollout", "attention", "input_x_gradient", "integrated_gradients")
+METHODS = ("attention_grad", "attnlrp", "rollout", "attention", "input_x_gradient", "integrated_gradients")
 #: Query rows rebuilt at once by ``attention_grad`` (scores of one block: batch x heads x rows x keys).
 BLOCK_ROWS = 256
 
@@ -174,12 +184,14 @@ def explain(
             f"are not supported ({listed}{'; ...' if len(refusals) > 3 else ''})"
         )
     _check_layouts(targets)
+    if method == "attnlrp":
+        _check_kernels(model, targets)
     encoder_decoder = any(t.role == "decoder" or t.kind == "cross" for t in targets)
     length = _text_length(inputs)
     if position is not None and length is not None and not encoder_decoder:
         _position(position, length)  # out of range: before any work
     tap = _AttentionGrad(encoder_decoder) if method == "attention_grad" else None
-    gradients = method in ("attention_grad", "input_x_gradient")
+    gradients = method in ("attention_grad", "attnlrp", "input_x_gradient")
     from visualizer import capture_attention
 
     eager = {t.name for t in targets if t.eager_because is not None} if tap is not None else set()
@@ -189,6 +201,9 @@ def explain(
         leaves = stack.enter_context(_Leaves(model, targets)) if gradients else None
         if tap is not None and kernel:
             stack.enter_context(KernelTaps(model, [tap], modules=kernel))
+        if method == "attnlrp":  # A and the norms' scales constant; then gradient x input
+            stack.enter_context(KernelTaps(model, [_ConstantAttention()], modules=kernel))
+            stack.enter_context(constant_scales(model))
         stack.enter_context(_invocations(targets, invoked))
         # every layer: the layout, the lengths, the baselines' maps; eager maps kept with their graph
         maps = stack.enter_context(capture_attention(model, keep_grad=bool(eager)))
@@ -232,6 +247,34 @@ def explain(
         contributions=None if contributions is None else contributions.float().cpu(),
         decoder_scores=None if decoder_scores is None else decoder_scores.detach().float().cpu(),
     )
+
+
+# -- attnlrp: the attention probabilities held constant -------------------------------------------
+
+
+class _ConstantAttention:
+    """A gradient tap that only detaches each kernel call's queries and keys: the probabilities A are
+    constants, so the gradient of O = A·V flows to V alone (the values are unchanged)."""
+
+    detach_scores = True
+
+    def gradient(self, call, grad) -> None:
+        """Nothing to read: the detaching is the rule."""
+
+
+def _check_kernels(model, targets) -> None:
+    """attnlrp holds A constant by running the kernel on detached queries and keys: every attention
+    layer must run in one scaled_dot_product_attention call."""
+    eager = [f"{t.name} ({t.eager_because})" for t in targets if t.eager_because is not None]
+    if eager:
+        listed = "; ".join(eager[:4]) + ("; ..." if len(eager) > 4 else "")
+        raise ValueError(
+            f"method='attnlrp' holds the attention probabilities constant by running each layer's "
+            f"scaled_dot_product_attention on detached queries and keys, and {len(eager)} of "
+            f"{type(model).__name__}'s attention layers compute their attention eagerly: {listed}. "
+            "Load the model with its sdpa attention (attn_implementation='sdpa', timm's fused_attn) or use "
+            "method='attention_grad'"
+        )
 
 
 # -- the attention_grad tap -----------------------------------------------------------------
@@ -566,7 +609,7 @@ def _scores(method, maps, targets, leaves, grads, tap, encoder_decoder, position
             return scores, decoder, None
         contributions = torch.stack([entry.mean for entry in tap.entries])
         return tap.row, None, contributions
-    if method == "input_x_gradient":  # the stack of the first layer that ran (and of the decoder)
+    if method in ("input_x_gradient", "attnlrp"):  # the stack of the first layer that ran (and the decoder's)
 
         def scores_of(name):
             found = leaves.leaf_of(name)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from relevance_reference import attention_grad
+from relevance_reference import attention_grad, attnlrp, first_block
 from tiny_models import tiny_bert, tiny_encoder, tiny_llama, tiny_swin
 
 import visualizer
@@ -162,6 +162,128 @@ def test_attention_grad_equals_the_eager_reference_with_the_kernel_kept(case):
         torch.testing.assert_close(relevance.scores, onehot + relevance.contributions.sum(0))
 
 
+def _feature(position: int, index: int = 0):
+    """One feature of one token's hidden state: a target a final LayerNorm does not make trivial
+    (with the scale held constant, the sum over a LayerNorm's features has no gradient)."""
+
+    def target(output):
+        hidden = output if isinstance(output, torch.Tensor) else output.last_hidden_state
+        return hidden[:, position, index]
+
+    return target
+
+
+def _gemma():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+def _qwen3():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
+    return Qwen3ForCausalLM(config).eval()
+
+
+# attnlrp: the cases above (T5 aside: its attention is eager), with targets a final norm leaves
+# non-trivial, and Gemma 3 (RMS norms times 1 + weight, q/k norms, sliding windows) and Qwen 3 (q/k norms)
+LRP_CASES = {
+    **{case: CASES[case] for case in ("llama gqa", "gpt2", "timm vit", "bart")},
+    "bert, padded": (*CASES["bert, padded"][:2], _feature(0, 3), *CASES["bert, padded"][3:]),
+    "nn.TransformerEncoder": (
+        *CASES["nn.TransformerEncoder"][:2],
+        _feature(2),
+        *CASES["nn.TransformerEncoder"][3:],
+    ),
+    "nn.Transformer": (*CASES["nn.Transformer"][:2], _feature(-1), *CASES["nn.Transformer"][3:]),
+    "gemma 3": (_gemma, IDS, 5, None, lambda m: m(IDS), 8),
+    "qwen 3": (_qwen3, IDS, 5, None, lambda m: m(IDS), 8),
+}
+
+
+@pytest.mark.parametrize("case", list(LRP_CASES))
+def test_attnlrp_equals_the_conservative_rules_written_here(case):
+    """CP-LRP: gradient x input at the first block's input, with the attention probabilities and the
+    norms' scales constant, equals the reference's rewritten math (softmax(...).detach() @ v; each
+    norm's formula with 1/σ detached); the forward values are the model's own, and it differs from
+    plain input x gradient (the rules change the numbers)."""
+    build, inputs, target, position, run, default = LRP_CASES[case]
+    model = build()
+    before = _state(model)
+    relevance = explain(model, inputs, target, method="attnlrp", position=position)
+    assert _state(model) == before
+    assert relevance.position == default
+    target_fn = target if callable(target) else _logit(target, relevance.position)
+    with torch.no_grad():
+        torch.testing.assert_close(relevance.outputs, target_fn(run(model)).float())
+    first = next(name for name, _ in model.named_modules() if name in relevance.layers)
+    twin = copy.deepcopy(model)
+    expected = attnlrp(twin, run, target_fn, first_block(twin, first))
+    torch.testing.assert_close(relevance.scores, expected.float(), rtol=1e-4, atol=1e-6)
+    assert expected.abs().max() > 0
+    plain = explain(model, inputs, target, method="input_x_gradient", position=position)
+    assert (plain.scores - relevance.scores).abs().max() > 1e-3 * relevance.scores.abs().max()
+    if relevance.decoder_scores is not None:
+        decoder = next(name for name in relevance.layers if "decoder" in name)
+        expected = attnlrp(twin, run, target_fn, first_block(twin, decoder))
+        torch.testing.assert_close(relevance.decoder_scores, expected.float(), rtol=1e-4, atol=1e-6)
+
+
+class _ScaleNorm(torch.nn.Module):
+    """x / ‖x‖ · g: a norm that is neither a layer norm nor an RMS norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.g = torch.nn.Parameter(torch.tensor(3.0))  # (4 = √16 would make it an RMS norm)
+
+    def forward(self, x):
+        return x / x.norm(dim=-1, keepdim=True) * self.g
+
+
+def test_attnlrp_refuses_what_it_cannot_hold_constant_naming_it():
+    model = _t5()  # eager attention: refused before the model runs
+    runs = []
+    handle = model.register_forward_pre_hook(lambda m, a: runs.append(1))
+    with pytest.raises(
+        ValueError, match=r"6 of T5ForConditionalGeneration's attention layers .*encoder\.block\.0"
+    ):
+        explain(model, {"input_ids": IDS, "decoder_input_ids": IDS[:, :4]}, 9, method="attnlrp")
+    handle.remove()
+    assert not runs
+    vit = _vit()
+    for block in vit.blocks:
+        block.attn.fused_attn = False
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn \(Attention\.fused_attn is off"):
+        explain(vit, PIXELS, 3, method="attnlrp")
+    encoder = tiny_encoder()
+    encoder.layers[1].norm2 = _ScaleNorm()
+    before = _state(encoder)
+    with pytest.raises(ValueError, match=r"layers\.1\.norm2 \(_ScaleNorm\) is a norm whose output is none"):
+        explain(encoder, SRC, _feature(2), method="attnlrp", position=2)
+    assert _state(encoder) == before
+
+
 def _logit(index, position):
     def target(output):
         logits = output if isinstance(output, torch.Tensor) else output.logits
@@ -261,7 +383,7 @@ BAD = [
     (lambda: tiny_llama(), IDS, 1.5, {}, TypeError, "int .a logit index. or a callable"),
     (lambda: tiny_llama(), IDS, 5, {"position": 9}, IndexError, r"9 tokens \(valid: 0\.\.8"),
     (lambda: tiny_llama(), IDS, 5, {"position": "last"}, TypeError, "position"),
-    (lambda: tiny_llama(), IDS, 5, {"method": "lrp"}, ValueError, "attention_grad, rollout"),
+    (lambda: tiny_llama(), IDS, 5, {"method": "lrp"}, ValueError, "attention_grad, attnlrp, rollout"),
     (lambda: tiny_llama(), IDS, 5, {"steps": 0}, ValueError, "steps"),
     (tiny_bert, IDS, 3, {}, ValueError, "no logits"),
     (lambda: _vit(num_classes=0), PIXELS, 0, {}, ValueError, "no logits"),

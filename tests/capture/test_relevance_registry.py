@@ -1,12 +1,15 @@
-"""``explain(method="attention_grad")`` across the timm and transformers registries, against the
-reference of ``relevance_reference`` (eager maps, plain autograd, whole matrices).
+"""``explain(method="attention_grad")`` and ``explain(method="attnlrp")`` across the timm and
+transformers registries, against the references of ``relevance_reference`` (eager maps, plain
+autograd, whole matrices; for attnlrp, the conservative rules by rewritten math).
 
 The models are those of ``test_timm_registry`` and ``test_transformers_registry`` (tiny random
 configs), built the same way. For each model whose attention modules all run one
 ``scaled_dot_product_attention`` call over the model's tokens, the scores of ``explain`` (fused
 kernel kept, linear memory) must equal the reference's, the target being the sum of the
-model's first output; the others are counted with the reason ``explain`` gives. The counts are
-printed at the end::
+model's first output; the others are counted with the reason ``explain`` gives. On the same
+models, ``attnlrp`` must equal the conservative reference (softmax detached, the norms' formulas
+with 1/σ detached, gradient x input at the first block's input) where the reference knows every
+norm of the model. The counts are printed at the end::
 
     PYTHONPATH=$PWD HF_HUB_OFFLINE=1 python -m pytest -q tests/capture/test_relevance_registry.py
 """
@@ -25,7 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import test_timm_registry as timm_registry
 import test_transformers_registry as hf_registry
-from relevance_reference import attention_grad
+from relevance_reference import attention_grad, attnlrp, first_block, unknown_norms
 
 import visualizer
 from visualizer import explain
@@ -34,6 +37,8 @@ from visualizer._structure import Tokens
 
 COUNTS: collections.Counter = collections.Counter()
 REFUSED: collections.Counter = collections.Counter()
+LRP: collections.Counter = collections.Counter()  # attnlrp, on the models attention_grad explained
+LRP_REFUSED: collections.Counter = collections.Counter()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,6 +51,11 @@ def report(request):
         f"not explained: {sum(REFUSED.values())}"
     ]
     lines += [f"  not explained ({count}): {reason}" for reason, count in REFUSED.most_common()]
+    lines.append(
+        f"attnlrp: {LRP['models']} of those models; equal to the conservative reference on {LRP['equal']}, "
+        f"largest difference {LRP.get('max', 0) / 1e9:.2g}; not compared: {sum(LRP_REFUSED.values())}"
+    )
+    lines += [f"  not compared ({count}): {reason}" for reason, count in LRP_REFUSED.most_common()]
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
@@ -100,6 +110,28 @@ def _check(model, inputs, run) -> None:
         COUNTS["encoder-decoder"] += 1
         torch.testing.assert_close(relevance.decoder_scores, decoder.float(), rtol=1e-4, atol=1e-5)
     COUNTS["equal"] += 1
+    _check_attnlrp(model, inputs, run, relevance.position, targets[0].name)
+
+
+def _check_attnlrp(model, inputs, run, position: int, first: str) -> None:
+    """attnlrp on the same model, against the conservative reference (where it knows the norms)."""
+    LRP["models"] += 1
+    unknown = unknown_norms(model)
+    try:
+        torch.manual_seed(0)
+        relevance = explain(model, inputs, target, method="attnlrp", position=position)
+    except ValueError as error:  # a norm it cannot hold constant: it says which
+        LRP_REFUSED[str(error).split(" is a ")[-1][:90]] += 1
+        assert "norm" in str(error), error
+        return
+    if unknown:
+        LRP_REFUSED[f"a norm the reference does not know ({unknown[0].split(' ')[-1]})"] += 1
+        return
+    torch.manual_seed(0)
+    expected = attnlrp(model, run, target, first_block(model, first))
+    LRP["max"] = max(LRP.get("max", 0), int((relevance.scores - expected).abs().max().item() * 1e9))
+    torch.testing.assert_close(relevance.scores, expected.float(), rtol=1e-4, atol=1e-5)
+    LRP["equal"] += 1
 
 
 @pytest.mark.parametrize("family", [*timm_registry.FAMILIES, *timm_registry.EXTRAS])
