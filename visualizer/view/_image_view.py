@@ -2,11 +2,17 @@
 
 >>> view = image_view(cache["Attention.forward"], image, prefix_tokens=1)   # a ViT with CLS
 >>> view.save("vit_attention.html")
+>>> image_view(maps, image, relevance=explain(vit, pixels, target=207))   # and a relevance panel
 
 The maps are self-attention over ``prefix_tokens`` leading tokens (CLS, registers) followed
 by the patches in row-major order: (batch, heads, T, T) with T = prefix_tokens + rows * cols.
 ``image`` is the picture as the model saw it (after resizing and cropping), (H, W, 3) uint8
 or float in [0, 1]; the patch grid is laid over the whole of it.
+
+With ``relevance`` a third panel shows the patches shaded by their relevance scores, named
+under it (method, target, position) with a colour bar (:mod:`visualizer.view._relevance`); the
+prefix tokens' scores are written out. A Relevance must be over the view's prefix tokens and
+patch grid, which it gives the view when the maps declare none.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from visualizer.view._codec import encode_maps
 from visualizer.view._document import check_title, plural, render_fragment
 from visualizer.view._image import png_base64
 from visualizer.view._maps import initial_head, initial_layer, stack_layers
+from visualizer.view._relevance import check_layout, relevance_layout, relevance_panel
 
 __all__ = ["declared_geometry", "image_panel", "image_view"]
 
@@ -38,6 +45,7 @@ def image_view(
     cmap=ATTENTION_CMAP,
     batch: int = 0,
     title: str | None = None,
+    relevance=None,
 ) -> AttentionView:
     """An interactive view of a vision transformer's attention over ``image``.
 
@@ -55,11 +63,17 @@ def image_view(
     - ``head``: the head it opens on (an index, one of those kept) or ``"mean"`` (default);
     - ``cmap``: the heat map's colours, a matplotlib colour map (name or Colormap; sampled at
       64 steps when the view is built, so this needs matplotlib), by default the one of every
-      figure (``visualizer.plots._colors.ATTENTION_CMAP``).
+      figure (``visualizer.plots._colors.ATTENTION_CMAP``);
+    - ``relevance``: what :func:`visualizer.explain` returns, or plain scores, (tokens,) or
+      (batch, tokens), one per token, prefix tokens included: a third panel shows them.
     """
     attentions = as_maps(attentions, "image_view(): attentions").maps
     stack = stack_layers(attentions, batch=batch, layers=layers, heads=heads)
-    grid, prefix_tokens = declared_geometry(attentions, stack.layer_index, grid, prefix_tokens)
+    declared = attentions.layout(stack.layer_index[0])
+    given = relevance_layout(relevance)
+    if getattr(declared, "grid", None) is None and getattr(given, "grid", None) is not None:
+        declared = given  # plain maps: the relevance knows the geometry
+    grid, prefix_tokens = declared_defaults(grid, prefix_tokens, declared)
     start_layer = initial_layer(stack, layer, "image_view()")
     start_head = initial_head(stack, head, ("mean",), "image_view()")
     _, _, queries, keys = stack.maps.shape
@@ -70,7 +84,22 @@ def image_view(
         )
     panel, png = image_panel(image, keys, grid=grid, prefix_tokens=prefix_tokens, cmap=cmap)
     rows, cols = panel["grid"]
-    title = check_title(title, "Attention over the image")
+    title = check_title(
+        title, "Attention over the image" if relevance is None else "Attention and relevance over the image"
+    )
+    extra = {"tvz-image": png}
+    relevance_meta = None
+    if relevance is not None:
+        check_layout(relevance, rows, cols, prefix_tokens, "image_view()")
+        relevance_meta, extra["tvz-relevance"] = relevance_panel(
+            relevance,
+            count=keys,
+            batch=batch,
+            what="image_view()",
+            shaded=slice(prefix_tokens, None),
+            names=panel["prefix"] + [f"patch (row {p // cols}, col {p % cols})" for p in range(rows * cols)],
+            counts=f"{prefix_tokens} + {rows}x{cols} patches",
+        )
     payload, meta = encode_maps(stack.maps, exact_keys=prefix_tokens)
     config = {
         "kind": "image",
@@ -82,12 +111,18 @@ def image_view(
         # Start where a ViT is most telling: the CLS row of a middle-to-late layer, or the middle patch.
         "initial": {"layer": start_layer, "head": start_head, "query": panel["start_query"]},
     }
-    fragment = render_fragment("image", config, payload, extra_scripts={"tvz-image": png})
+    if relevance_meta is not None:
+        config["relevance"] = relevance_meta
+    fragment = render_fragment("image", config, payload, extra_scripts=extra)
     summary = (
         f"{plural(len(stack.layer_labels), 'layer')} x {plural(len(stack.head_labels), 'head')}, "
         f"{keys} tokens ({prefix_tokens} + {rows}x{cols} patches)"
     )
-    return AttentionView("image", fragment, title=title, height=200 + panel["panel"][1], summary=summary)
+    height = 200 + panel["panel"][1]
+    if relevance_meta is not None:
+        summary += f", relevance ({relevance_meta['method'] or 'scores'})"
+        height += panel["panel"][1] + 90  # a third panel wraps below the two others in a narrow frame
+    return AttentionView("image", fragment, title=title, height=height, summary=summary)
 
 
 def declared_geometry(maps: AttentionMaps, kept, grid, prefix_tokens) -> tuple:

@@ -3,11 +3,15 @@
 >>> view = text_view(maps, tokenizer.convert_ids_to_tokens(ids[0]))       # 4,096 tokens: a few MB
 >>> view = text_view([maps.generation(i) for i in range(len(maps))], tokens, prompt_length=12)
 >>> view.save("text.html")
+>>> text_view(maps, tokens, relevance=explain(model, ids, target=42))   # "Show": relevance | attention
 
 Hover a token to shade the tokens it attends to (its row), or, with the direction switch,
 the tokens that attend to it (its column); click to pin it. Pick a layer, a head or the mean
 over heads. With ``prompt_length`` the generated tokens are marked, and a step slider shows
 the text as it was at each step of generation, the token generated at that step as query.
+With ``relevance`` the view opens on the tokens shaded by their relevance scores, named above
+the text (method, target, position) with a colour bar; "Show" switches to attention and back
+(:mod:`visualizer.view._relevance`).
 
 ``attentions``: an ``AttentionMaps`` (read a block of rows at a time, never whole; a layer that
 ran once per ``generate`` step is stitched with ``maps.generation``; see
@@ -30,6 +34,7 @@ from visualizer.plots._colors import ATTENTION_CMAP, colormap_table
 from visualizer.view._attention_view import AttentionView
 from visualizer.view._document import check_text, check_title, plural, render_fragment
 from visualizer.view._maps import check_weights, initial_head, initial_layer
+from visualizer.view._relevance import relevance_panel
 from visualizer.view._row_source import row_reader
 from visualizer.view._tokens import pretty_tokens
 from visualizer.view._topk_codec import LEVELS, TopKEncoder
@@ -53,6 +58,7 @@ def text_view(
     batch: int = 0,
     scheme: str | None = None,
     title: str | None = None,
+    relevance=None,
 ) -> AttentionView:
     """An interactive view of self-attention over a long text; see the module docstring.
 
@@ -68,7 +74,10 @@ def text_view(
       with a step slider;
     - ``keep``: the strongest weights kept per row; ``bin_width``: the width, in tokens, of
       the bins the rest of each row is summed over;
-    - ``batch``: which item of a batched map.
+    - ``batch``: which item of a batched map (and of batched relevance scores);
+    - ``relevance``: what :func:`visualizer.explain` returns, or plain scores, (tokens,) or
+      (batch, tokens): one per token (a generation's last token may have none). The view opens
+      on them; see :mod:`visualizer.view._relevance`.
     """
     attentions = as_maps(attentions, f"{WHAT}: attentions").maps
     source = row_reader(attentions, batch=batch, layers=layers, heads=heads, what=WHAT)
@@ -92,10 +101,19 @@ def text_view(
         )
     prompt = _check_prompt(prompt_length, len(tokens))
     pretty = pretty_tokens(tokens, scheme)
-    title = check_title(title, "Attention over the text")
+    title = check_title(
+        title, "Attention over the text" if relevance is None else "Attention and relevance over the text"
+    )
     for position, token in enumerate(pretty):
         check_text(token.text, f"tokens[{position}]")
 
+    relevance_meta, extra = None, {}
+    if relevance is not None:
+        names = [t.text for t in pretty]
+        shorter = queries if len(tokens) == queries + 1 else None
+        relevance_meta, extra["tvz-relevance"] = relevance_panel(
+            relevance, count=len(tokens), batch=batch, what=WHAT, names=names, shorter=shorter
+        )
     payload, meta, causal = _encode(source, keep, bin_width)
     kept = _kept_note(meta, layer_count, head_count, queries, causal)
     table = colormap_table(ATTENTION_CMAP)
@@ -118,12 +136,17 @@ def text_view(
         "shade": table[int(0.62 * (len(table) - 1))],
         "initial": {"layer": start_layer, "head": start_head},
     }
+    if relevance_meta is not None:
+        config["relevance"] = relevance_meta
     summary = f"{plural(layer_count, 'layer')} x {plural(head_count, 'head')}, {len(tokens)} tokens" + (
         f" ({prompt} prompt)" if prompt is not None else ""
     )
     height = 220 + min(600, 24 * (1 + sum(len(t.text) + t.space for t in pretty) // 110))
+    if relevance_meta is not None:
+        summary += f", relevance ({relevance_meta['method'] or 'scores'})"
+        height += 50
     return AttentionView(
-        "text", render_fragment("text", config, payload), title=title, height=height, summary=summary
+        "text", render_fragment("text", config, payload, extra), title=title, height=height, summary=summary
     )
 
 

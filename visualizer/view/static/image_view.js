@@ -1,5 +1,7 @@
-/* The image view: hover a patch (or a prefix token such as CLS) to see where it attends.
-   Needs runtime.js. Sets root.dataset.layer / head / query / pinned for tests and tools. */
+/* The image view: hover a patch (or a prefix token such as CLS) to see where it attends; with
+   config.relevance a third panel shows the patches by relevance (_relevance.py).
+   Needs runtime.js. Sets root.dataset.layer / head / query / pinned for tests and tools, and
+   root.tvzRelevance (the scores, one per token) when there is relevance. */
 
 async function tvzImageView(root, config, maps) {
   const [rows, cols] = config.grid;
@@ -31,10 +33,19 @@ async function tvzImageView(root, config, maps) {
     const text = tvzEl("figcaption", null, caption);
     figure.append(stage, text);
     panels.appendChild(figure);
-    return {canvas, context, caption: text};
+    return {canvas, context, caption: text, figure};
   };
   const query = panel("Query: hover a patch, click to pin it");
   const heat = panel("");
+  const relevance = config.relevance || null;
+  const scores = relevance ? tvzRelevanceScores(root, relevance) : null;
+  const shaded = relevance ? panel("") : null;
+  if (relevance) {
+    root.tvzRelevance = scores;
+    shaded.figure.classList.add("tvz-rel-panel");
+    const label = tvzEl("div", "tvz-rel-label", relevance.label);
+    shaded.caption.before(tvzRelevanceLegend(relevance, width, TVZ_RELEVANCE_IMAGE), label);
+  }
 
   // The colour bar under the heat panel: 0 .. the row's largest weight over the patches.
   const legend = tvzEl("div", "tvz-legend");
@@ -89,7 +100,21 @@ async function tvzImageView(root, config, maps) {
     const r = Math.min(rows - 1, Math.max(0, Math.floor((event.clientY - box.top) / box.height * rows)));
     return P + r * cols + c;
   }
-  for (const target of [query.canvas, heat.canvas]) {
+  // The relevance panel's patches, drawn once: one block per patch, as computed.
+  let relevanceCanvas = null;
+  if (relevance) {
+    relevanceCanvas = document.createElement("canvas");
+    relevanceCanvas.width = cols;
+    relevanceCanvas.height = rows;
+    const context = relevanceCanvas.getContext("2d"), cells = context.createImageData(cols, rows);
+    for (let p = 0; p < rows * cols; p++) {
+      const [r, g, b, a] = tvzRelevanceColor(relevance, scores[P + p], TVZ_RELEVANCE_IMAGE);
+      cells.data.set([r, g, b, Math.round(255 * a)], p * 4);
+    }
+    context.putImageData(cells, 0, 0);
+  }
+
+  for (const target of shaded ? [query.canvas, heat.canvas, shaded.canvas] : [query.canvas, heat.canvas]) {
     target.addEventListener("mousemove", event => { if (!state.pinned) setQuery(patchAt(event)); });
     target.addEventListener("click", event => {
       state.pinned = !state.pinned;
@@ -134,6 +159,7 @@ async function tvzImageView(root, config, maps) {
     outline(heat.context, state.query);
     query.context.clearRect(0, 0, width, height);
     outline(query.context, state.query);
+    if (relevance) drawRelevance();
 
     high.textContent = tvzFormat(top);
     middle.textContent = tvzFormat(state.sqrt ? top / 4 : top / 2);
@@ -152,6 +178,18 @@ async function tvzImageView(root, config, maps) {
     root.dataset.query = String(state.query);
     root.dataset.pinned = String(state.pinned);
     root.dataset.scale = state.sqrt ? "sqrt" : "linear";
+  }
+
+  function drawRelevance() {
+    shaded.context.clearRect(0, 0, width, height);
+    shaded.context.imageSmoothingEnabled = false;
+    shaded.context.drawImage(relevanceCanvas, 0, 0, width, height);
+    outline(shaded.context, state.query);
+    const name = i => i < P ? prefixNames[i] : "patch (row " + Math.floor((i - P) / cols) + ", col " + ((i - P) % cols) + ")";
+    const off = i => i === relevance.position ? " (the explained token: its own score, left out of the colour scale)" : "";
+    const prefix = prefixNames.map((_, i) => name(i) + " " + tvzSigned(scores[i]) + off(i)).join(" · ");
+    shaded.caption.textContent = "Relevance of the " + name(state.query) + ": " + tvzSigned(scores[state.query]) +
+      off(state.query) + (P && state.query >= P ? ". Prefix tokens: " + prefix + "." : ".");
   }
 
   draw();

@@ -81,10 +81,72 @@ class TvzMaps {
 let tvzTable = [[0, 0, 0], [255, 255, 255]];
 
 function tvzColormap(t) {
-  t = Math.min(1, Math.max(0, t)) * (tvzTable.length - 1);
-  const i = Math.min(tvzTable.length - 2, Math.floor(t)), f = t - i;
-  const a = tvzTable[i], b = tvzTable[i + 1];
+  return tvzTableColor(tvzTable, t);
+}
+
+/* The colour at t (0..1) of a table of RGB rows, interpolated. */
+function tvzTableColor(table, t) {
+  t = Math.min(1, Math.max(0, t)) * (table.length - 1);
+  const i = Math.min(table.length - 2, Math.floor(t)), f = t - i;
+  const a = table[i], b = table[i + 1];
   return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
+}
+
+/* Relevance (visualizer/view/_relevance.py): config.relevance describes the scores, which the
+   "tvz-relevance" block holds as little-endian float32, one per token. */
+function tvzRelevanceScores(root, meta) {
+  if (meta.encoding !== "float32-le") throw new Error("unknown relevance encoding " + meta.encoding);
+  const bytes = tvzBase64Bytes(root.querySelector(".tvz-relevance").textContent);
+  if (bytes.length !== 4 * meta.count) {
+    throw new Error("relevance payload has " + bytes.length + " bytes, expected " + 4 * meta.count);
+  }
+  const data = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const scores = new Float32Array(meta.count);
+  for (let i = 0; i < meta.count; i++) scores[i] = data.getFloat32(4 * i, true);
+  return scores;
+}
+
+/* How each view draws relevance: the opacity from `floor` (a score of 0) to `top` (the end of the
+   scale), and how far from the colour map's white middle the colours `reach` (0.5: to its darkest
+   ends; text keeps away from them, so dark text stays readable on its most relevant tokens). */
+const TVZ_RELEVANCE_TEXT = {floor: 0, top: 0.85, reach: 0.4};
+const TVZ_RELEVANCE_IMAGE = {floor: 0.2, top: 0.85, reach: 0.5};
+
+/* A score's [r, g, b, alpha]: red positive, blue negative, white at 0 (sequential scores use the
+   white-to-red half), clamped at +-meta.limit; `look`: one of the TVZ_RELEVANCE_* above. */
+function tvzRelevanceColor(meta, score, look) {
+  const t = meta.limit > 0 ? Math.max(-1, Math.min(1, score / meta.limit)) : 0;
+  const [r, g, b] = tvzTableColor(meta.colormap, 0.5 + look.reach * t);
+  return [Math.round(r), Math.round(g), Math.round(b), look.floor + (look.top - look.floor) * Math.abs(t)];
+}
+
+function tvzRgba(color) {
+  return "rgba(" + color[0] + ", " + color[1] + ", " + color[2] + ", " + color[3].toFixed(3) + ")";
+}
+
+/* A signed number, short: "0.12", or a minus sign (U+2212) and "0.034". */
+function tvzSigned(w) {
+  return (w < 0 ? "\u2212" : "") + tvzFormat(Math.abs(w));
+}
+
+/* The relevance colour bar, `width` px wide, drawn as the scores are (same colours, same opacity),
+   with its ticks and a line saying which scale it is. */
+function tvzRelevanceLegend(meta, width, look) {
+  const legend = tvzEl("div", "tvz-legend tvz-rel-legend");
+  const [bar, context] = tvzCanvas("tvz-colorbar", width, 10);
+  const low = meta.signed ? -meta.limit : 0;
+  for (let x = 0; x < width; x++) {
+    context.fillStyle = tvzRgba(tvzRelevanceColor(meta, low + (meta.limit - low) * (x + 0.5) / width, look));
+    context.fillRect(x, 0, 1, 10);
+  }
+  const ticks = tvzEl("div", "tvz-ticks");
+  const values = meta.signed ? [-meta.limit, 0, meta.limit] : [0, meta.limit / 2, meta.limit];
+  for (const value of values) ticks.appendChild(tvzEl("span", "tvz-tick", tvzSigned(value)));
+  const scale = tvzEl("div", "tvz-rel-scale", meta.signed
+    ? "Diverging scale centred at 0 (faint): red positive (raised the target), blue negative (lowered it)."
+    : "Sequential scale: 0 (faint) to the largest score (red); no score is negative.");
+  legend.append(bar, ticks, scale);
+  return legend;
 }
 
 function tvzEl(tag, className, text) {

@@ -94,8 +94,12 @@ function tvzDecode(meta, raw) {
 async function tvzView(root, config, maps) {
   const N = config.text.length, Q = maps.Q, P = config.prompt_length;
   const generation = P !== null && P < N;
+  // With relevance (config.relevance, _relevance.py) the view opens on it; "Show" switches to attention.
+  const relevance = config.relevance || null;
+  const scores = relevance ? tvzRelevanceScores(root, relevance) : null;
   const state = {layer: config.initial.layer, head: config.initial.head, direction: "row",
-                 focus: null, pinned: false, step: generation ? N - P : null};
+                 focus: null, pinned: false, step: generation ? N - P : null,
+                 shade: relevance ? "relevance" : "attention"};
   const allHeads = Array.from({length: maps.H}, (_, i) => i);
   const rowOut = new Float32Array(maps.K), columnOut = new Float32Array(Q);
 
@@ -109,8 +113,10 @@ async function tvzView(root, config, maps) {
     select.appendChild(option);
   });
   select.value = String(state.layer);
-  select.addEventListener("change", () => { state.layer = Number(select.value); draw(); });
+  // Picking a layer, a head or a direction asks for attention: the view shows it.
+  select.addEventListener("change", () => { state.layer = Number(select.value); state.shade = "attention"; draw(); });
   layerLabel.appendChild(select);
+  const marks = [];
   const group = (label, items, current, pick) => {
     const box = tvzEl("div", "tvz-heads");
     box.appendChild(tvzEl("span", "tvz-label", label));
@@ -119,22 +125,31 @@ async function tvzView(root, config, maps) {
       button.type = "button";
       button.dataset.value = String(value);
       button.title = tip;
-      button.addEventListener("click", () => { pick(value); mark(); draw(); });
+      button.addEventListener("click", () => { pick(value); marks.forEach(m => m()); draw(); });
       box.appendChild(button);
       return button;
     });
     const mark = () => buttons.forEach(b => b.classList.toggle("tvz-on", b.dataset.value === String(current())));
+    marks.push(mark);
     mark();
     return box;
   };
   const heads = group("Head ", [["mean", "mean", "mean over the heads"],
                                 ...config.heads.map((name, i) => [i, name, "head " + name])],
-                      () => state.head, value => { state.head = value; });
+                      () => state.head, value => { state.head = value; state.shade = "attention"; });
   heads.classList.add("tvz-head-buttons");
   const direction = group("Shade ", [["row", "what it attends to", "the weights the token gives (its row)"],
                                      ["column", "what attends to it", "the weights it gets (its column)"]],
-                          () => state.direction, value => { state.direction = value; });
+                          () => state.direction, value => { state.direction = value; state.shade = "attention"; });
   direction.classList.add("tvz-direction");
+  if (relevance) {
+    const shown = group("Show ", [["relevance", "relevance", "each token shaded by its relevance score"],
+                                  ["attention", "attention", "hover a token to shade what it attends to"]],
+                        () => state.shade, value => { state.shade = value; });
+    shown.classList.add("tvz-shade");
+    bar.appendChild(shown);
+    for (const control of [layerLabel, heads, direction]) control.classList.add("tvz-attn-only");
+  }
   bar.append(layerLabel, heads, direction);
   let slider = null, stepLabel = null;
   if (generation) {
@@ -169,12 +184,20 @@ async function tvzView(root, config, maps) {
   prose.appendChild(fragment);
   const readout = tvzEl("div", "tvz-readout");
   const kept = tvzEl("div", "tvz-kept", config.kept);
-  main.append(readout, prose, kept);
+  // What the relevance shading is: the method, target and position, and its colour bar.
+  const relevanceHead = tvzEl("div", "tvz-rel-head");
+  if (relevance) {
+    relevanceHead.append(tvzEl("div", "tvz-rel-label", relevance.label),
+                         tvzRelevanceLegend(relevance, 260, TVZ_RELEVANCE_TEXT));
+  }
+  main.append(relevanceHead, readout, prose, kept);
   root.querySelector(".tvz-info").textContent =
     "Hover a token to shade the tokens it attends to (or, with the switch, the tokens that attend to it); " +
     "click to pin it, click again to release. Shade: the square root of each weight over the largest shown." +
     (generation ? " Generated tokens are blue and underlined; the step slider replays the generation, the token " +
-                  "generated at that step as query." : "");
+                  "generated at that step as query." : "") +
+    (relevance ? " \u201cShow\u201d switches between the relevance scores (each token shaded by its own score; " +
+                 "the explained position is outlined, dashed) and attention." : "");
 
   const tokenOf = event => {
     const target = event.target.closest ? event.target.closest(".tvz-tok") : null;
@@ -211,8 +234,19 @@ async function tvzView(root, config, maps) {
   const palette = Array.from({length: 101}, (_, level) => level === 0 ? "" :
     "rgb(" + shade[0] + " " + shade[1] + " " + shade[2] + " / " + (0.85 * level / 100).toFixed(3) + ")");
   const levels = new Int8Array(N).fill(-1);
-  let focused = null;
+  // The relevance colours, made once (clear at a score of 0: the panel shows through).
+  const relevanceColors = scores
+    ? Array.from(scores, score => tvzRgba(tvzRelevanceColor(relevance, score, TVZ_RELEVANCE_TEXT))) : null;
+  const explained = relevance && relevance.position !== null && relevance.position < N ? relevance.position : null;
+  let focused = null, painted = false;
   function draw() {
+    const showRelevance = state.shade === "relevance";
+    root.dataset.shade = state.shade;
+    marks.forEach(m => m());
+    if (explained !== null) spans[explained].classList.toggle("tvz-explained", showRelevance);
+    relevanceHead.hidden = !showRelevance;
+    if (showRelevance) return drawRelevance();
+    painted = false;
     const heads = state.head === "mean" ? allHeads : [state.head];
     const f = state.focus;
     let values = null;
@@ -235,6 +269,36 @@ async function tvzView(root, config, maps) {
                                  focus: f === null ? "" : String(f), pinned: String(state.pinned),
                                  step: state.step === null ? "" : String(state.step)});
     readout.textContent = describe(f, values, count);
+  }
+
+  function drawRelevance() {
+    const f = state.focus, count = Math.min(visible, scores.length);
+    if (!painted) {  // once per switch: hovering only moves the outline
+      for (let i = 0; i < N; i++) spans[i].style.backgroundColor = i < scores.length ? relevanceColors[i] : "";
+      levels.fill(-1);  // attention repaints every token when it is shown again
+      painted = true;
+    }
+    if (focused !== null) spans[focused].classList.remove("tvz-focus", "tvz-pinned");
+    focused = f;
+    if (f !== null) spans[f].classList.add("tvz-focus", ...(state.pinned ? ["tvz-pinned"] : []));
+    root.tvzShown = scores.slice(0, count);
+    Object.assign(root.dataset, {focus: f === null ? "" : String(f), pinned: String(state.pinned),
+                                 step: state.step === null ? "" : String(state.step)});
+    readout.textContent = describeRelevance(f, count);
+  }
+
+  function describeRelevance(f, count) {
+    const name = i => "\u201c" + (spans[i].textContent.trim() || "\u2423") + "\u201d #" + i;
+    if (f === null) {
+      const order = Array.from({length: count}, (_, i) => i).sort((a, b) => scores[b] - scores[a]).slice(0, 5);
+      return "Most relevant: " + order.map(i => name(i) + " " + tvzSigned(scores[i])).join(", ") +
+             ". Hover a token for its score.";
+    }
+    if (f >= scores.length) return name(f) + " has no score: it was generated last and never fed back to the model.";
+    let rank = 1;
+    for (let i = 0; i < count; i++) if (scores[i] > scores[f]) rank++;
+    const own = f === explained ? "; the explained position: its own score, left out of the colour scale" : "";
+    return name(f) + ": relevance " + tvzSigned(scores[f]) + " (rank " + rank + " of " + count + own + ")";
   }
 
   function describe(f, values, count) {
