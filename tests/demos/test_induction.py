@@ -505,3 +505,18 @@ def test_an_unwritable_cache_warns_and_still_returns_the_demo(monkeypatch, tmp_p
 def test_other_settings_use_another_cache_file(demo):
     other = dataclasses.replace(demo.settings, seed=1)
     assert _induction.cache_path(other) != _induction.cache_path(demo.settings)
+
+
+def test_ground_truth_scores_rank_the_evidence_against_a_random_ranking(demo):
+    """One row of the relevance table: attnlrp finds the one evidence token; random scores do not
+    (chance: about one in the 1 + n visible tokens)."""
+    lrp = demo.ground_truth_scores("attnlrp", 8, faithfulness_steps=4)
+    chance = demo.ground_truth_scores("random", 8, faithfulness_steps=4)
+    assert set(lrp) == set(chance) >= {"pointing_game", "evidence_rank", "map", "auc_difference"}
+    assert lrp["pointing_game"] >= 0.8 > 0.4 > chance["pointing_game"]
+    assert lrp["evidence_rank"] < 0.5 < chance["evidence_rank"]
+    assert lrp["auc_difference"] > chance["auc_difference"]
+    with pytest.raises(ValueError, match="method must be one of attention_grad"):
+        demo.ground_truth_scores("lrp")
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        demo.ground_truth_scores("random", 0)
