@@ -52,9 +52,11 @@ def test_vit_writes_figures_view_and_statistics_per_image(images, tmp_path, caps
         assert sorted(p.name for p in folder.iterdir()) == [
             "cls.png",
             "distance.png",
+            "faithfulness.png",
             "grids.png",
             "head.png",
             "heads.png",
+            "relevance.png",
             "rollout.png",
             "stats.json",
             "view.html",
@@ -63,7 +65,7 @@ def test_vit_writes_figures_view_and_statistics_per_image(images, tmp_path, caps
         assert stats["grid"] == [4, 4] and len(stats["layers"]) == 12 and len(stats["entropy_per_head"]) == 2
         assert "<script" in (folder / "view.html").read_text()
     printed = capsys.readouterr()
-    assert f"Wrote 16 files under {out.resolve()}" in printed.out
+    assert f"Wrote 20 files under {out.resolve()}" in printed.out
     assert "images" in printed.err  # the progress bar, on a multi-image run
 
 
@@ -73,8 +75,10 @@ def test_bert_writes_figures_and_a_head_view(tiny_bert_folder, tmp_path):
         main(["bert", "--model", str(tiny_bert_folder), "--out", str(out), "The cat sat.", "Dogs bark."]) == 0
     )
     assert sorted(p.name for p in (out / "text-2").iterdir()) == [
+        "faithfulness.png",
         "heads.png",
         "layers.png",
+        "relevance.png",
         "stats.json",
         "tokens.png",
         "view.html",

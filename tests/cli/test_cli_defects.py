@@ -52,8 +52,16 @@ def test_bert_without_text_runs_on_the_default_sentence(tmp_path, cache):
     stats = json.loads((out / "text-1" / "stats.json").read_text(encoding="utf-8"))
     assert stats["text"] == "The cat sat on the mat because it was tired."
     assert stats["tokens"][:4] == ["[CLS]", "the", "cat", "sat"]
-    assert files_under(out / "text-1") == ["heads.png", "layers.png", "stats.json", "tokens.png", "view.html"]
-    assert "Wrote 5 files" in result.stdout
+    assert files_under(out / "text-1") == [
+        "faithfulness.png",
+        "heads.png",
+        "layers.png",
+        "relevance.png",
+        "stats.json",
+        "tokens.png",
+        "view.html",
+    ]
+    assert "Wrote 7 files" in result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +167,8 @@ def test_each_input_gets_its_own_folder_whatever_its_name(tmp_path, cache, pictu
     assert result.returncode == 0, result.stderr
     folders = sorted(p.name for p in out.iterdir())
     assert folders == sorted(["猫", "犬", "a-png", "a-jpg", "a-png-2", "we-ird-name"])
-    assert all(len(files_under(out / folder)) == 8 for folder in folders)
-    assert "Wrote 48 files" in result.stdout
+    assert all(len(files_under(out / folder)) == 10 for folder in folders)
+    assert "Wrote 60 files" in result.stdout
     listed = [line for line in result.stdout.splitlines() if line.startswith("  ")]
     assert len(listed) == 6 and len(set(listed)) == 6  # one line per folder, none twice
 

@@ -8,7 +8,15 @@ import torch
 
 from visualizer.cli import main
 
-FILES = ["heads.png", "model_view.html", "stats.json", "text_view.html", "tokens.png"]
+FILES = [
+    "faithfulness.png",
+    "heads.png",
+    "model_view.html",
+    "relevance.png",
+    "stats.json",
+    "text_view.html",
+    "tokens.png",
+]
 PROMPT = "The cat sat on the mat. The cat sat on the"
 
 

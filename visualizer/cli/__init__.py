@@ -6,6 +6,7 @@
     python -m visualizer vit cat.jpg dog.png --out figs    # your images
     python -m visualizer bert "The cat sat on the mat."    # your text
     python -m visualizer lm --generate 20                  # a causal LM: the induction-heads demo
+    python -m visualizer bert "A text." --explain none     # no relevance.png, faithfulness.png
     python -m visualizer survey images photos/             # measures over a dataset (torchrun too)
     python -m visualizer vit --help
 
@@ -19,6 +20,13 @@ model, a layer or head out of range, an --out that cannot be written) gets one l
 ``error: ...`` and exit status 2, never a traceback; what an unfinished input wrote is
 removed. A text longer than the model's 512 tokens is truncated with a warning; text
 figures show at most the first 64 tokens and say so.
+
+``vit``, ``bert`` and ``lm`` also explain each input (``--explain METHOD``, default
+``attention_grad``; any of ``visualizer.relevance.METHODS``, or ``none`` to skip): which
+tokens drove the output (:mod:`visualizer.cli._explain` says which output), in
+``relevance.png``, with ``faithfulness.png`` (how the output falls as those tokens are
+removed) and the scores and AUCs in ``stats.json``. The main job explains one input: the
+induction-heads demo's next token (a fraction of a second), not the images or the sentence.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 from visualizer.cli import _survey
 from visualizer.cli._bert import SAMPLE_TEXT
 from visualizer.cli._common import UsageError, index_list
+from visualizer.cli._explain import DEFAULT_METHOD, NONE, methods_text
 from visualizer.cli._outputs import Outputs
 
 __all__ = ["main", "report_written"]
@@ -96,13 +105,24 @@ def _defaults(args, outputs: Outputs) -> list[Path]:
 
     print(
         "transformer-visualizer: offline defaults (DINOv2 ViT-S/14 on the sample images, MiniLM on a "
-        f"sentence, the induction-heads demo generating {DEFAULT_GENERATE} tokens)"
+        f"sentence, the induction-heads demo generating {DEFAULT_GENERATE} tokens, its next token explained "
+        f"with {args.explain})"
     )
+    # One explained input: the demo's, whose answer is known (the token after the earlier copy of the
+    # last one) and which costs a fraction of a second; the ViT's would add about a minute on a CPU.
     vit_args = argparse.Namespace(
-        **{**vars(args), "images": [], "model": None, "weights": None, "random_weights": False, "size": 224}
+        **{
+            **vars(args),
+            "images": [],
+            "model": None,
+            "weights": None,
+            "random_weights": False,
+            "size": 224,
+            "explain": NONE,
+        }
     )
     bert_args = argparse.Namespace(
-        **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False}
+        **{**vars(args), "text": [SAMPLE_TEXT], "model": None, "random_weights": False, "explain": NONE}
     )
     lm_args = argparse.Namespace(
         **{**vars(args), "text": [], "model": None, "random_weights": False, "generate": DEFAULT_GENERATE}
@@ -136,7 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})"
     )
-    parser.set_defaults(command=None, layers=None, heads=None, layer=None, device="cpu")
+    parser.set_defaults(
+        command=None, layers=None, heads=None, layer=None, device="cpu", explain=DEFAULT_METHOD
+    )
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: `--out` given before the command must not be reset by the command's default.
     common.add_argument(
@@ -164,11 +186,20 @@ def _parser() -> argparse.ArgumentParser:
         help="the layer for single-layer figures (default: two thirds of the way up)",
     )
     common.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
+    common.add_argument(
+        "--explain",
+        default=DEFAULT_METHOD,
+        metavar="METHOD",
+        help="which input tokens drove the output, written to relevance.png, faithfulness.png (the output "
+        "as those tokens are removed) and stats.json: {methods}; or none to skip it "
+        f"(default: {DEFAULT_METHOD})",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{vit,bert,lm,survey}")
 
     vit = commands.add_parser(
         "vit",
         parents=[common],
+        formatter_class=_Help,
         help="vision transformer attention over images",
         description="Attention of a vision transformer over images: figures, an interactive view and "
         "statistics per image. Default model: DINOv2 ViT-S/14 with offline weights.",
@@ -184,6 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     bert = commands.add_parser(
         "bert",
         parents=[common],
+        formatter_class=_Help,
         help="text transformer attention between tokens",
         description="Attention between the tokens of a text encoder: figures, an interactive head view and "
         "statistics per text. Default model: all-MiniLM-L6-v2 with offline weights.",
@@ -198,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     lm = commands.add_parser(
         "lm",
         parents=[common],
+        formatter_class=_Help,
         help="causal language model attention over a prompt and what it generates",
         description="Attention of a causal language model over a prompt and the tokens it generates: "
         "figures, a model view, a text view and statistics per prompt. Default model: the induction-heads "
@@ -222,6 +255,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _survey.add_parser(commands, f"output folder (default: {DEFAULT_OUT})")
     return parser
+
+
+class _Help(argparse.HelpFormatter):
+    """Fills in ``{methods}``, the methods of ``--explain``, only when help is shown: they come from
+    visualizer.relevance, which imports torch, and parsing the command line imports none."""
+
+    def _get_help_string(self, action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.replace("{methods}", methods_text()) if text else text
 
 
 def _version() -> str:

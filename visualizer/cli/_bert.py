@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from visualizer.cli._common import UsageError, check_indices, progress
+from visualizer.cli._explain import check_method, embedding_target, explain_input, top_class
 from visualizer.cli._outputs import Outputs
 
 __all__ = ["run"]
@@ -35,6 +36,7 @@ def run(args, outputs: Outputs) -> list[Path]:
         require_frameworks("load_bert()", ("torch", "transformers"), weights=MINILM if offline else None)
     except WeightsError as exc:
         raise UsageError(str(exc)) from None
+    method = check_method(args.explain)
     _device(args.device)
     if args.model is None and args.random_weights:
         raise UsageError("--random-weights goes with --model NAME")
@@ -56,13 +58,39 @@ def run(args, outputs: Outputs) -> list[Path]:
                 f"up to {used[-20:]!r}",
                 file=sys.stderr,
             )
+        inputs = {key: value.to(device) for key, value in encoded.items()}
         with torch.no_grad(), capture_attention(model, device="cpu") as maps:
             plan = _plan(model, maps.selected, args, label)
-            model(**{key: value.to(device) for key, value in encoded.items()})
+            output = model(**inputs)
         folder = outputs.folder(f"text-{i}")
-        _figures(outputs, folder, maps, tokens, {"text": used, "tokens_total": total}, label, plan)
+        explained = None
+        if method is not None:
+            target = _target(output, inputs.get("attention_mask"))
+            explained = explain_input(
+                outputs, folder, model, inputs, target, method, label=label, tokens=tokens
+            )
+        del output
+        input = {"text": used, "tokens_total": total, "relevance": explained}
+        _figures(outputs, folder, maps, tokens, input, label, plan)
         outputs.done(folder)
     return outputs.written
+
+
+def _target(output, mask):
+    """What ``--explain`` explains: the top class where the output has logits, else the mean-pooled
+    embedding (a sentence embedding, as MiniLM's) along the unperturbed text's."""
+    logits = getattr(output, "logits", None)
+    if logits is not None and logits.dim() == 2:
+        return top_class(logits)
+
+    def pool(out):
+        hidden = out.last_hidden_state  # (batch, tokens, features): the mean over the text's tokens
+        if mask is None:
+            return hidden.mean(1)
+        weights = mask.to(hidden.device, hidden.dtype).unsqueeze(-1)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1)
+
+    return embedding_target(pool(output), pool, "text")
 
 
 def _encode(tokenizer, text: str, limit: int):
@@ -146,6 +174,7 @@ def _figures(outputs: Outputs, folder: Path, maps, tokens: list[str], input: dic
             for q, k, w in strongest
         ],
         **attention_stats(maps),
+        **({"relevance": input["relevance"]} if input["relevance"] is not None else {}),
     }
     outputs.json(folder, "stats.json", stats)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visualizer.cli._common import UsageError, check_index, check_indices, progress
+from visualizer.cli._explain import check_method, explain_input, next_token
 from visualizer.cli._outputs import Outputs
 
 __all__ = ["FIGURE_TOKENS", "MAX_GENERATE", "SAMPLE_PROMPT", "figure_labels", "run"]
@@ -49,6 +50,7 @@ def run(args, outputs: Outputs) -> list[Path]:
         require_frameworks("the lm command", ("torch", "transformers"))
     except WeightsError as exc:
         raise UsageError(str(exc)) from None
+    method = check_method(args.explain)
     from visualizer.cli._vit import _device
 
     device = _device(args.device)
@@ -81,8 +83,16 @@ def run(args, outputs: Outputs) -> list[Path]:
             else:
                 source.model(ids)
         folder = outputs.folder(f"prompt-{i}")
-        prompt_length = source.inputs[i - 1].shape[1]
-        _write(outputs, folder, maps, ids[0].tolist(), prompt_length, source, plan, args)
+        prompt = source.inputs[i - 1].to(device)
+        explained = None
+        if method is not None:  # the prompt's next token, as the model predicts it before generating
+            with torch.no_grad():
+                target = next_token(source.model(prompt).logits, lambda token: source.tokens([token])[0])
+            labels = figure_labels(source.tokens(prompt[0].tolist()), source.scheme)
+            explained = explain_input(
+                outputs, folder, source.model, prompt, target, method, label=source.label, tokens=labels
+            )
+        _write(outputs, folder, maps, ids[0].tolist(), prompt.shape[1], source, plan, explained)
         outputs.done(folder)
     return outputs.written
 
@@ -110,7 +120,7 @@ def _plan(model, infos, args, label: str) -> dict:
 
 
 def _write(
-    outputs: Outputs, folder: Path, maps, ids: list[int], prompt_length: int, source, plan, args
+    outputs: Outputs, folder: Path, maps, ids: list[int], prompt_length: int, source, plan, explained
 ) -> None:
     from visualizer import AttentionMaps
     from visualizer.analysis import attention_stats, top_k_pairs
@@ -202,6 +212,7 @@ def _write(
         ],
         **source.extra_stats(ids, prompt_length),
         **attention_stats(layer_maps),
+        **({"relevance": explained} if explained is not None else {}),
     }
     outputs.json(folder, "stats.json", stats)
     for name, figure in source.extra_figures():

@@ -15,6 +15,7 @@ from visualizer.cli._common import (
     heads_of,
     progress,
 )
+from visualizer.cli._explain import check_method, embedding_target, explain_input, top_class
 from visualizer.cli._outputs import Outputs
 
 __all__ = ["run"]
@@ -38,6 +39,7 @@ def run(args, outputs: Outputs) -> list[Path]:
         )
     except WeightsError as exc:
         raise UsageError(str(exc)) from None
+    method = check_method(args.explain)
     inputs = _inputs(args.images)
     if args.size < 14 or args.size > 4096:
         raise UsageError(f"--size {args.size} is not a sensible input side; use e.g. 224")
@@ -61,11 +63,34 @@ def run(args, outputs: Outputs) -> list[Path]:
             raise UsageError(str(exc)) from None
         with torch.no_grad(), capture_attention(model, device="cpu") as maps:
             plan = _plan(model, maps.selected, args, label)  # before the forward: bad options cost nothing
-            model(pixels.to(device))
+            output = model(pixels.to(device))
         folder = outputs.folder(name, alternative)
-        _figures(outputs, folder, maps, shown, model, label, plan)
+        explained = None
+        if method is not None:
+            target = _target(model, output, label)
+            explained = explain_input(
+                outputs, folder, model, pixels.to(device), target, method, label=label, image=shown
+            )
+        del output
+        _figures(outputs, folder, maps, shown, model, label, plan, explained)
         outputs.done(folder)
     return outputs.written
+
+
+def _target(model, output, label: str):
+    """What ``--explain`` explains: the top class, or for a model without a classifier its embedding
+    along the unperturbed image's (:mod:`visualizer.cli._explain`)."""
+    import torch
+
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise UsageError(
+            f"{label}: its output is {shape}, neither logits nor an embedding (batch, features), so "
+            "--explain cannot tell what to explain; give --explain none, or use visualizer.explain()"
+        )
+    if getattr(model, "num_classes", 0):
+        return top_class(output)
+    return embedding_target(output, lambda out: out, "image")
 
 
 def _plan(model, infos, args, label: str) -> dict:
@@ -162,7 +187,9 @@ def _device(name: str):
     return device
 
 
-def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, plan: dict) -> None:
+def _figures(
+    outputs: Outputs, folder: Path, maps, shown, model, label: str, plan: dict, explained: dict | None
+) -> None:
     from visualizer.analysis import attention_stats, entropy, mean_attention_distance
     from visualizer.plots import (
         plot_attention_distance,
@@ -225,6 +252,7 @@ def _figures(outputs: Outputs, folder: Path, maps, shown, model, label: str, pla
             mean_attention_distance(maps, patch_size=patch, layer=i)[0].round(2).tolist() for i in layers
         ],
         **attention_stats(maps),
+        **({"relevance": explained} if explained is not None else {}),
     }
     outputs.json(folder, "stats.json", stats)
 

@@ -3,6 +3,7 @@
 >>> from visualizer.plots import plot_heads, plot_cls_attention
 >>> fig = plot_heads(maps[3])                          # (batch, heads, T, T): every head + mean
 >>> fig = plot_cls_attention(image, maps)              # CLS attention over the image, per layer
+>>> fig = plot_relevance(explain(vit, pixels, 207), image)   # what drove class 207, over the image
 >>> fig.savefig("heads.png")
 
 Every function returns a ``matplotlib.figure.Figure`` made without pyplot (nothing is
@@ -25,15 +26,17 @@ from ``maps.structured()`` (encoder-decoder or single stack). Layers declared wi
 windowed layer on the token grid, as a plain map any plot draws.
 
 ``plot_head_effects`` draws what :func:`visualizer.head_effects` measured: how much
-ablating each head changed a metric; ``plot_faithfulness`` the curves of
-:func:`visualizer.faithfulness`.
+ablating each head changed a metric. ``plot_relevance`` draws what :func:`visualizer.explain`
+returns: the scores over the image's patches (on the patch grid it declared) or along the
+text, diverging colours centred at 0 when a score is negative; ``plot_faithfulness`` the
+curves of :func:`visualizer.faithfulness`.
 """
 
 from visualizer.plots._effects import plot_head_effects
 from visualizer.plots._flow import plot_attention_distance, plot_attention_flow
 from visualizer.plots._images import plot_cls_attention, plot_grid_to_grid, plot_rollout
 from visualizer.plots._matrix import plot_head, plot_head_grid, plot_heads, plot_layers
-from visualizer.plots._relevance import plot_faithfulness
+from visualizer.plots._relevance import plot_faithfulness, plot_relevance
 from visualizer.plots._text import plot_token_heatmap
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "plot_head_grid",
     "plot_heads",
     "plot_layers",
+    "plot_relevance",
     "plot_rollout",
     "plot_token_heatmap",
 ]
