@@ -9,6 +9,15 @@
 >>> demo = load_induction_demo(seed=0)                 # a small GPT-2, trained once, then cached
 >>> demo.scores(demo.sequences(64))["previous_token"][0]   # (heads,): a previous-token head
 
+Three of them have evidence known exactly, so relevance methods can be scored against it
+(``ground_truth_scores(method)``: the pointing game, Chefer et al.'s segmentation scores,
+faithfulness AUCs; ``benchmarks/relevance_table.py`` makes the table):
+
+>>> from visualizer.demos import load_keyword_demo, load_shapes_demo
+>>> keywords = load_keyword_demo(seed=0)               # a tiny BERT: one keyword decides the label
+>>> shapes = load_shapes_demo(seed=0)                  # a tiny ViT: the shape of the one red object
+>>> shapes.ground_truth_scores("attnlrp")["pointing_game"]
+
 Importing this package imports no torch; a demo module is imported on first use.
 """
 
@@ -27,6 +36,15 @@ _EXPORTS = {
     "previous_token_score": "induction",
     "train_induction": "induction",
     "vocabulary": "induction",
+    "KeywordDemo": "keywords",
+    "KeywordSettings": "keywords",
+    "Sentences": "keywords",
+    "load_keyword_demo": "keywords",
+    "train_keywords": "keywords",
+    "ShapesDemo": "shapes",
+    "ShapesSettings": "shapes",
+    "load_shapes_demo": "shapes",
+    "train_shapes": "shapes",
 }
 
 __all__ = sorted(_EXPORTS)
