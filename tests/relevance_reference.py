@@ -22,10 +22,9 @@ from visualizer._adapters import find_targets
 
 
 @contextlib.contextmanager
-def math_attention(model, record: list, *, detach: bool = False):
+def math_attention(model, record: list):
     """While open, every sdpa call inside an attention module of ``model`` is computed by its math,
-    and (module's target, A) is appended to ``record``; A retains its gradient (``detach``: A is
-    detached, a constant)."""
+    and (module's target, A) is appended to ``record``; A retains its gradient."""
     targets, _ = find_targets(model, visualizer.get_local)
     running: list = []
     handles = []
@@ -51,9 +50,7 @@ def math_attention(model, record: list, *, detach: bool = False):
                 else scores + attn_mask
             )
         weights = scores.softmax(-1).nan_to_num(0.0)
-        if detach:
-            weights = weights.detach()
-        elif weights.requires_grad:
+        if weights.requires_grad:
             weights.retain_grad()
         record.append((running[-1], weights))
         return weights @ v
@@ -112,25 +109,46 @@ def attention_grad(model, run, target, position):
 
 
 @contextlib.contextmanager
-def conservative(model):
+def conservative(model, unreproduced: list | None = None):
     """While open, ``model`` follows Ali et al.'s conservative-propagation rules by rewritten math:
-    every sdpa call inside an attention module is softmax(scale q kᵀ + mask).detach() @ v (the
-    probabilities constant), and each LayerNorm / RMSNorm module's forward is replaced by its
-    formula with 1/σ detached (this reference knows ``nn.LayerNorm`` and the RMS norms with a
-    ``weight`` and ``variance_epsilon``/``eps``: Llama's, Qwen's, T5's, and Gemma's 1 + weight)."""
-    record: list = []
+    every sdpa call gets detached queries and keys, softmax(scale q kᵀ + mask) @ v with the
+    probabilities constant (the kernel itself computes it: the math would differ in the last
+    bits, which a mixture of experts' router amplifies to 1e-3), and each LayerNorm / RMSNorm
+    module's forward is replaced by its
+    formula with 1/σ detached (this reference knows ``nn.LayerNorm`` and the RMS norms over the
+    last axis with ``variance_epsilon``/``eps``: Llama's, Qwen's, T5's, timm's, Gemma's 1 + weight).
+    Each formula's values are checked against the module's own forward; the paths of those that
+    differ are appended to ``unreproduced`` (the reference does not know that norm after all)."""
     originals = {}
     for name, module in model.named_modules():
-        forward = _conservative_norm(module)
-        if forward is not None:
+        formula = _conservative_norm(module)
+        if formula is not None:
             originals[name] = module
-            module.forward = forward
+            module.forward = _checked(name, module, formula, unreproduced)
+    kernel = F.scaled_dot_product_attention
+
+    def constant_probabilities(q, k, v, *args, **kwargs):
+        return kernel(q.detach(), k.detach(), v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = constant_probabilities
     try:
-        with math_attention(model, record, detach=True):
-            yield
+        yield
     finally:
+        F.scaled_dot_product_attention = kernel
         for module in originals.values():
             del module.forward
+
+
+def _checked(name, module, formula, unreproduced):
+    def forward(x):
+        out = formula(x)
+        with torch.no_grad():
+            own = type(module).forward(module, x)
+        if unreproduced is not None and not torch.allclose(out.float(), own.float(), rtol=1e-3, atol=1e-4):
+            unreproduced.append(name)
+        return out
+
+    return forward
 
 
 def _conservative_norm(module):
@@ -142,13 +160,13 @@ def _conservative_norm(module):
             out = centred * scale
             if module.weight is not None:
                 out = out * module.weight
-            return out + module.bias if module.bias is not None else out
+            return (out + module.bias if module.bias is not None else out).contiguous()
 
         return layer_norm
     name = type(module).__name__
-    if name.endswith(("RMSNorm", "RmsNorm")) or name == "T5LayerNorm":
+    if name.endswith(("RMSNorm", "RmsNorm", "RmsNormFp32")) or name == "T5LayerNorm":
         eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
-        if not isinstance(eps, float) or not isinstance(getattr(module, "weight", None), torch.Tensor):
+        if not isinstance(eps, float):
             return None
         gemma = name.startswith("Gemma")
 
@@ -156,17 +174,36 @@ def _conservative_norm(module):
             dtype = x.dtype
             x = x.float()
             out = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps).detach()
-            weight = module.weight.float() + 1.0 if gemma else module.weight.float()
+            weight = getattr(module, "weight", None)
+            if weight is None:
+                return out.to(dtype)
+            weight = weight.float() + 1.0 if gemma else weight.float()
             return (out * weight).to(dtype)
 
         return rms_norm
     return None
 
 
-def attnlrp(model, run, target, first_block):
-    """CP-LRP scores (batch, tokens): gradient x input at the hidden states entering ``first_block``
-    (a module), under :func:`conservative`; ``run(model)`` returns the output, ``target(output)``
-    a (batch,) tensor."""
+def unknown_norms(model) -> list[str]:
+    """The normalisation layers of ``model`` whose formula :func:`conservative` does not know (leaf
+    modules named ``...Norm...``, batch, group, instance, weight and spectral norms aside)."""
+    unknown = []
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        excepted = ("Batch", "Group", "Instance", "Weight", "Spectral")
+        if "Norm" not in kind or any(other in kind for other in excepted):
+            continue
+        if list(module.children()) and not isinstance(module, torch.nn.LayerNorm):
+            continue
+        if _conservative_norm(module) is None:
+            unknown.append(f"{name} ({kind})")
+    return unknown
+
+
+def attnlrp(model, run, target, blocks, unreproduced: list | None = None):
+    """CP-LRP scores (batch, tokens): gradient x input at the hidden states entering the first of
+    ``blocks`` (modules) that runs, under :func:`conservative`; ``run(model)`` returns the output,
+    ``target(output)`` a (batch,) tensor."""
     leaves: list = []
 
     def pre_hook(module, args, kwargs):
@@ -179,29 +216,30 @@ def attnlrp(model, run, target, first_block):
         leaves.append(kwargs[key].detach().requires_grad_(True))
         return args, {**kwargs, key: leaves[0]}
 
-    handle = first_block.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    blocks = blocks if isinstance(blocks, (list, tuple)) else [blocks]
+    handles = [block.register_forward_pre_hook(pre_hook, with_kwargs=True) for block in blocks]
     try:
-        with torch.enable_grad(), conservative(model):
+        with torch.enable_grad(), conservative(model, unreproduced):
             values = target(run(model))
             (grad,) = torch.autograd.grad(values.sum(), leaves)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return (grad * leaves[0]).sum(-1).detach()
 
 
-def unknown_norms(model) -> list[str]:
-    """The normalisation layers of ``model`` whose formula :func:`conservative` does not know (leaf
-    modules named ``...Norm...``, batch, group and instance norms aside)."""
-    unknown = []
-    for name, module in model.named_modules():
-        kind = type(module).__name__
-        if "Norm" not in kind or any(other in kind for other in ("Batch", "Group", "Instance")):
-            continue
-        if list(module.children()) and not isinstance(module, torch.nn.LayerNorm):
-            continue
-        if _conservative_norm(module) is None:
-            unknown.append(f"{name} ({kind})")
-    return unknown
+def first_blocks(model) -> list:
+    """The blocks holding attention modules, in model order (for :func:`attnlrp`, whose leaf is the
+    input of the first of them that runs)."""
+    targets, _ = find_targets(model, visualizer.get_local)
+    blocks = []
+    for target in targets:
+        if not any(part.isdigit() for part in target.name.split(".")):
+            continue  # (an attention pooling head, after the blocks)
+        block = first_block(model, target.name)
+        if all(block is not other for other in blocks):
+            blocks.append(block)
+    return blocks
 
 
 def first_block(model, name: str):

@@ -16,15 +16,18 @@ returns ``y.detach() + (L(x) - L(x).detach())``, L(x) = (x - μ)·s.detach()·w:
 are the module's own, the gradient is that of L.
 
 The module's kind is read from what it computes, not assumed from its name: on its first call
-its output is compared with the four candidates (centred or not, times ``weight`` or ``1 +
-weight``: Gemma's), over the last axis, or over axis 1 for a (batch, channels, height, width)
-map (timm's ``LayerNorm2d``). A norm none of them reproduces is refused with an error naming it,
-rather than given a gradient that is not the rule's.
+its output is compared with the candidates (centred or not, times ``weight`` or ``1 + weight``:
+Gemma's; with its declared ε, else 1e-5, 1e-6, 1e-12 or 0), over the last axis, or over axis 1
+for a (batch, channels, height, width) map (timm's ``LayerNorm2d``); a module that computes
+x·w + b without normalising (MobileBERT's ``NoNorm``) is linear already and left alone. A norm
+none of them reproduces is refused with an error naming it, rather than given a gradient that
+is not the rule's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +37,9 @@ import torch
 __all__ = ["NormError", "constant_scales", "is_norm"]
 
 _NAMED = re.compile(r"Norm")
-_EXCEPTED = re.compile(r"BatchNorm|GroupNorm|InstanceNorm|SyncBatch")
+_EXCEPTED = re.compile(r"BatchNorm|GroupNorm|InstanceNorm|SyncBatch|WeightNorm|SpectralNorm")
+#: The ε tried for a norm that does not declare one (F.layer_norm's and the common defaults).
+_DEFAULT_EPS = (1e-5, 1e-6, 1e-12, 0.0)
 #: The attribute names of a norm's ε, in the order they are looked for.
 _EPS = ("eps", "variance_epsilon", "epsilon")
 
@@ -74,7 +79,7 @@ class _Hook:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.form: tuple[int, bool, str] | None = None
+        self.form: tuple[int, bool, str, float] | str | None = None
 
     def __call__(self, module, args, kwargs, output):
         x = args[0] if args else next(iter(kwargs.values()), None)
@@ -83,15 +88,14 @@ class _Hook:
                 f"{self.name} ({type(module).__name__}) does not map one tensor to one tensor, so its scale "
                 "cannot be held constant"
             )
-        if not (x.requires_grad and torch.is_grad_enabled()):
+        if not (x.requires_grad and torch.is_grad_enabled()) or not x.numel():
             return None
-        eps = next(
-            (float(getattr(module, n)) for n in _EPS if isinstance(getattr(module, n, None), float)), 0.0
-        )
         weight = getattr(module, "weight", None)
         if self.form is None:
-            self.form = _form(self.name, module, x, output, eps, weight)
-        axis, centred, scaled = self.form
+            self.form = _form(self.name, module, x, output, weight)
+        if self.form == "affine":  # no normalisation (MobileBERT's NoNorm): linear already
+            return None
+        axis, centred, scaled, eps = self.form
         linear = _linear(x, axis, centred, eps, _weight(weight, scaled, axis, x.dim()))
         return output.detach() + (linear - linear.detach()).to(output.dtype)
 
@@ -116,30 +120,39 @@ def _weight(weight, scaled: str, axis: int, dims: int):
     return value
 
 
-def _form(name: str, module, x, output, eps: float, weight) -> tuple[int, bool, str]:
-    """The (axis, centred, weight form) that reproduces ``output`` from ``x``; NormError if none."""
+def _form(name: str, module, x, output, weight) -> tuple[int, bool, str, float] | str:
+    """The (axis, centred, weight form, ε) that reproduces ``output`` from ``x``, or "affine" for a
+    module computing x·w + b (no normalisation); NormError if none."""
     bias = getattr(module, "bias", None)
     expected = output.detach().float()
+    declared = [float(getattr(module, n)) for n in _EPS if isinstance(getattr(module, n, None), float)]
     axes = [-1] + ([1] if x.dim() == 4 else [])
     forms = ["weight", "one plus"] if isinstance(weight, torch.Tensor) else ["none"]
-    for axis in axes:
-        for centred in (True, False):
-            for scaled in forms:
-                value = weight if scaled != "none" else None
-                if value is not None and value.shape[0] != x.shape[axis]:
-                    continue
-                with torch.no_grad():
-                    candidate = _linear(x.detach(), axis, centred, eps, _weight(value, scaled, axis, x.dim()))
-                    if isinstance(bias, torch.Tensor) and bias.shape[0] == x.shape[axis]:
-                        shift = bias.detach().float()
-                        candidate = candidate + (shift.reshape(-1, 1, 1) if axis == 1 else shift)
-                if candidate.shape == expected.shape and _close(candidate, expected, output.dtype):
-                    return axis, centred, scaled
+    for axis, centred, scaled, eps in itertools.product(
+        axes, (True, False), forms, declared[:1] or _DEFAULT_EPS
+    ):
+        value = weight if scaled != "none" else None
+        if value is not None and (value.dim() != 1 or value.shape[0] != x.shape[axis]):
+            continue
+        with torch.no_grad():
+            candidate = _linear(x.detach(), axis, centred, eps, _weight(value, scaled, axis, x.dim()))
+            if isinstance(bias, torch.Tensor) and bias.shape == (x.shape[axis],):
+                shift = bias.detach().float()
+                candidate = candidate + (shift.reshape(-1, 1, 1) if axis == 1 else shift)
+        if candidate.shape == expected.shape and _close(candidate, expected, output.dtype):
+            return axis, centred, scaled, eps
+    last = (x.shape[-1],)
+    if all(not isinstance(p, torch.Tensor) or p.shape == last for p in (weight, bias)):
+        with torch.no_grad():  # (tried last: an input already normalised fits both)
+            affine = x.detach().float()
+            affine = affine * weight.detach().float() if isinstance(weight, torch.Tensor) else affine
+            affine = affine + bias.detach().float() if isinstance(bias, torch.Tensor) else affine
+        if affine.shape == expected.shape and _close(affine, expected, output.dtype):
+            return "affine"
     raise NormError(
         f"method='attnlrp' holds normalisation scales constant, and {name} ({type(module).__name__}) is a "
-        "norm whose output is none of the layer-norm or "
-        "RMS-norm forms (centred or not, times weight or 1 + weight, over the last axis or the channels): "
-        "its scale cannot be held constant"
+        "norm whose output is none of the layer-norm or RMS-norm forms (centred or not, times weight or "
+        "1 + weight, over the last axis or the channels): its scale cannot be held constant"
     )
 
 

@@ -142,7 +142,9 @@ def explain(
     target: an int, a class logit (``output`` or ``output.logits`` of shape (batch, classes)),
         or for a language model the logit of that token at ``position`` ((batch, tokens,
         vocabulary)); or a callable from the model's output to one scalar per batch item (a
-        (batch,) tensor): a cosine similarity of embeddings, a logit difference.
+        (batch,) tensor): a cosine similarity of embeddings, a logit difference. (``integrated_gradients``
+        calls it on the outputs of ``steps`` copies of the batch at once, step after step: a
+        callable holding per-item tensors must repeat them, ``t.repeat(len(out) // len(t), 1)``.)
     position: the query row explained; default: the class token for models that have one,
         the last position for causal language models, the first token of other transformers
         encoders ([CLS]); other models need it. Negative counts from the end.

@@ -225,9 +225,9 @@ LRP_CASES = {
 @pytest.mark.parametrize("case", list(LRP_CASES))
 def test_attnlrp_equals_the_conservative_rules_written_here(case):
     """CP-LRP: gradient x input at the first block's input, with the attention probabilities and the
-    norms' scales constant, equals the reference's rewritten math (softmax(...).detach() @ v; each
-    norm's formula with 1/σ detached); the forward values are the model's own, and it differs from
-    plain input x gradient (the rules change the numbers)."""
+    norms' scales constant, equals the reference's rewritten model (the kernel on detached queries
+    and keys; each norm's formula with 1/σ detached); the forward values are the model's own, and
+    it differs from plain input x gradient (the rules change the numbers)."""
     build, inputs, target, position, run, default = LRP_CASES[case]
     model = build()
     before = _state(model)
@@ -238,8 +238,9 @@ def test_attnlrp_equals_the_conservative_rules_written_here(case):
     with torch.no_grad():
         torch.testing.assert_close(relevance.outputs, target_fn(run(model)).float())
     first = next(name for name, _ in model.named_modules() if name in relevance.layers)
-    twin = copy.deepcopy(model)
-    expected = attnlrp(twin, run, target_fn, first_block(twin, first))
+    twin, unreproduced = copy.deepcopy(model), []
+    expected = attnlrp(twin, run, target_fn, first_block(twin, first), unreproduced)
+    assert not unreproduced
     torch.testing.assert_close(relevance.scores, expected.float(), rtol=1e-4, atol=1e-6)
     assert expected.abs().max() > 0
     plain = explain(model, inputs, target, method="input_x_gradient", position=position)
