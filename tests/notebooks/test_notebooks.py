@@ -46,6 +46,7 @@ def test_the_notebooks_are_there():
         "your-own-model.ipynb",
         "copy-task.ipynb",
         "coming-from-the-original.ipynb",
+        "relevance.ipynb",
     } <= names
     assert set(EXPECTED) <= names, "EXPECTED names a notebook that does not exist"
 
