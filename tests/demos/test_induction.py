@@ -4,15 +4,14 @@ induction head; its weights are cached in the user cache and checked when read b
 import copy
 import dataclasses
 import math
-import re
 import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from demos.damaged_cache import cache_folder, check_retrained, check_unwritable, damages
 
-from visualizer._errors import CaptureWarning
 from visualizer.demos import (
     InductionDemo,
     InductionSettings,
@@ -23,16 +22,9 @@ from visualizer.demos import (
 )
 from visualizer.demos import induction as _induction
 from visualizer.demos.induction import EXAMPLE_MARGIN
-from visualizer.models._cache import read_arrays, write_arrays
+from visualizer.models._cache import read_arrays
 
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A weight cache folder of this module's own, set as ``VISUALIZER_CACHE`` for all its tests."""
-    folder = tmp_path_factory.mktemp("induction-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISUALIZER_CACHE", str(folder))
-        yield folder
+cache = cache_folder("induction-cache")
 
 
 @pytest.fixture(scope="module")
@@ -434,55 +426,17 @@ def test_a_second_load_reads_the_cache_and_gives_the_same_logits(demo, ids, no_t
     np.testing.assert_array_equal(again.scores(ids[:16])["induction"], demo.scores(ids[:16])["induction"])
 
 
-def _flip_a_weight(path):
-    arrays, metadata = read_arrays(path)
-    arrays["transformer.h.1.attn.c_attn.weight"][0, 0] += 1.0
-    write_arrays(path, arrays, metadata)
-
-
-def _other_metadata(**changes):
-    def damage(path):
-        arrays, metadata = read_arrays(path)
-        write_arrays(path, arrays, {**metadata, **changes})
-
-    return damage
-
-
-def _drop_a_tensor(path):
-    from visualizer.models._cache import content_sha256
-
-    arrays, metadata = read_arrays(path)
-    del arrays["lm_head.weight"]
-    write_arrays(path, arrays, {**metadata, "content_sha256": content_sha256(arrays)})
-
-
-@pytest.mark.parametrize(
-    "damage, why",
-    [
-        (lambda path: path.write_bytes(path.read_bytes()[:1000]), "could not be read"),
-        (lambda path: path.write_bytes(b""), "could not be read"),
-        (_flip_a_weight, r"holds tensors whose sha256 .* differs"),
-        (_other_metadata(content_sha256=""), "has no content hash"),
-        (_other_metadata(torch="1.0.0"), "was trained with torch 1.0.0"),
-        (_other_metadata(transformers="4.0.0"), "was trained with transformers 4.0.0"),
-        (_other_metadata(settings='{"seed": 9}'), "was trained with other settings"),
-        (_drop_a_tensor, "does not hold this model's float32 parameters"),
-        (_other_metadata(losses="[1.0,"), "has unreadable training metadata"),
-    ],
-)
+@pytest.mark.parametrize("damage, why", damages("lm_head.weight", "transformers"))
 def test_a_damaged_cache_is_trained_again_with_a_warning(
     damage, why, monkeypatch, tmp_path, cache, demo, spy_training
 ):
     monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
     path = _induction.cache_path(demo.settings)
     shutil.copyfile(cache / path.name, path)
-    damage(path)
-    with pytest.warns(CaptureWarning, match=re.escape(f"the cached induction demo {path} ") + why):
-        loaded = load_induction_demo(seed=0)
-    assert len(spy_training) == 1 and loaded.path == path
-    with warnings.catch_warnings():  # replaced by a good file
-        warnings.simplefilter("error")
-        assert _induction._read_cache(path, demo.settings)[0] is not None
+    check_retrained(
+        damage, why, "induction", cache=_induction._CACHE, settings=demo.settings, load=load_induction_demo
+    )
+    assert len(spy_training) == 1
 
 
 def test_no_cache_file_yet_trains_without_a_warning(monkeypatch, tmp_path, demo, spy_training):
@@ -494,12 +448,8 @@ def test_no_cache_file_yet_trains_without_a_warning(monkeypatch, tmp_path, demo,
 
 
 def test_an_unwritable_cache_warns_and_still_returns_the_demo(monkeypatch, tmp_path, spy_training):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("VISUALIZER_CACHE", str(blocker / "cache"))
-    with pytest.warns(CaptureWarning, match="could not cache the induction demo.*VISUALIZER_CACHE"):
-        loaded = load_induction_demo(seed=0)
-    assert loaded.path is None and len(spy_training) == 1
+    check_unwritable(monkeypatch, tmp_path, "induction", load_induction_demo)
+    assert len(spy_training) == 1
 
 
 def test_other_settings_use_another_cache_file(demo):

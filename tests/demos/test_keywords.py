@@ -4,29 +4,21 @@ truth that explanations of text are scored against; its weights are cached and c
 import copy
 import dataclasses
 import json
-import re
 import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from demos.damaged_cache import cache_folder, check_retrained, check_unwritable, damages
 
-from visualizer._errors import CaptureWarning
 from visualizer.demos import KeywordDemo, KeywordSettings, Sentences, load_keyword_demo, train_keywords
 from visualizer.demos import keywords as _keywords
 from visualizer.demos._training import intra_op_threads
 from visualizer.demos._truth import evidence_rank, pointing_game
-from visualizer.models._cache import content_sha256, read_arrays, write_arrays
+from visualizer.models._cache import content_sha256, read_arrays
 
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A weight cache folder of this module's own, set as ``VISUALIZER_CACHE`` for all its tests."""
-    folder = tmp_path_factory.mktemp("keywords-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISUALIZER_CACHE", str(folder))
-        yield folder
+cache = cache_folder("keywords-cache")
 
 
 @pytest.fixture(scope="module")
@@ -386,56 +378,19 @@ def test_a_second_load_reads_the_cache_and_gives_the_same_logits(demo, batch, no
     assert torch.equal(again.logits(batch.inputs), demo.logits(batch.inputs))
 
 
-def _flip_a_weight(path):
-    arrays, metadata = read_arrays(path)
-    arrays["classifier.weight"][0, 0] += 1.0
-    write_arrays(path, arrays, metadata)
-
-
-def _other_metadata(**changes):
-    def damage(path):
-        arrays, metadata = read_arrays(path)
-        write_arrays(path, arrays, {**metadata, **changes})
-
-    return damage
-
-
-def _drop_a_tensor(path):
-    arrays, metadata = read_arrays(path)
-    del arrays["classifier.bias"]
-    write_arrays(path, arrays, {**metadata, "content_sha256": content_sha256(arrays)})
-
-
-@pytest.mark.parametrize(
-    "damage, why",
-    [
-        (lambda path: path.write_bytes(path.read_bytes()[:1000]), "could not be read"),
-        (_flip_a_weight, r"holds tensors whose sha256 .* differs"),
-        (_other_metadata(trainer="0"), "was trained with trainer 0"),
-        (_other_metadata(settings='{"seed": 9}'), "was trained with other settings"),
-        (_drop_a_tensor, "does not hold this model's parameters"),
-        (_other_metadata(threads="many"), "has unreadable training metadata"),
-    ],
-)
+@pytest.mark.parametrize("damage, why", damages("classifier.weight", "transformers", "parameters"))
 def test_a_damaged_cache_is_trained_again_with_a_warning(
     damage, why, monkeypatch, tmp_path, cache, demo, spy_training
 ):
     monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
     path = _keywords.cache_path(demo.settings)
     shutil.copyfile(cache / path.name, path)
-    damage(path)
-    with pytest.warns(CaptureWarning, match=re.escape(f"the cached keyword demo {path} ") + why):
-        loaded = load_keyword_demo(seed=0)
-    assert spy_training == [demo.settings] and loaded.path == path
-    with warnings.catch_warnings():  # replaced by a good file
-        warnings.simplefilter("error")
-        assert _keywords._read_cache(path, demo.settings)[0] is not None
+    check_retrained(
+        damage, why, "keyword", cache=_keywords._CACHE, settings=demo.settings, load=load_keyword_demo
+    )
+    assert spy_training == [demo.settings]
 
 
 def test_an_unwritable_cache_warns_and_still_returns_the_demo(monkeypatch, tmp_path, spy_training):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("VISUALIZER_CACHE", str(blocker / "cache"))
-    with pytest.warns(CaptureWarning, match="could not cache the keyword demo.*VISUALIZER_CACHE"):
-        loaded = load_keyword_demo(seed=0)
-    assert loaded.path is None and len(spy_training) == 1
+    check_unwritable(monkeypatch, tmp_path, "keyword", load_keyword_demo)
+    assert len(spy_training) == 1

@@ -3,31 +3,22 @@ pixel, and relevance methods are scored against it. Its weights are cached and c
 
 import copy
 import dataclasses
-import re
-import warnings
 
 import numpy as np
 import pytest
 import torch
+from demos.damaged_cache import cache_folder, check_retrained, check_unwritable, damages
 
-from visualizer._errors import CaptureWarning
 from visualizer.demos import ShapesDemo, ShapesSettings, load_shapes_demo, train_shapes
 from visualizer.demos import shapes as _shapes
 from visualizer.demos._truth import segmentation_scores
-from visualizer.models._cache import content_sha256, read_arrays, write_arrays
 from visualizer.relevance import explain
 
 #: Cheap settings for the cache tests: a few steps of a one-block model, trained in a second.
 CHEAP = ShapesSettings(seed=5, steps=3, depth=1, embed_dim=16, batch_size=8)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A weight cache folder of this module's own, set as ``VISUALIZER_CACHE`` for all its tests."""
-    folder = tmp_path_factory.mktemp("shapes-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISUALIZER_CACHE", str(folder))
-        yield folder
+cache = cache_folder("shapes-cache")
 
 
 @pytest.fixture(scope="module")
@@ -185,59 +176,19 @@ def test_settings_object_and_fields_load_the_same_file(monkeypatch, tmp_path):
     assert _shapes.cache_path(dataclasses.replace(CHEAP, seed=6)) != trained.path
 
 
-def _flip_a_weight(path):
-    arrays, metadata = read_arrays(path)
-    arrays["head.weight"][0, 0] += 1.0
-    write_arrays(path, arrays, metadata)
-
-
-def _other_metadata(**changes):
-    def damage(path):
-        arrays, metadata = read_arrays(path)
-        write_arrays(path, arrays, {**metadata, **changes})
-
-    return damage
-
-
-def _drop_a_tensor(path):
-    arrays, metadata = read_arrays(path)
-    del arrays["head.bias"]
-    write_arrays(path, arrays, {**metadata, "content_sha256": content_sha256(arrays)})
-
-
-@pytest.mark.parametrize(
-    "damage, why",
-    [
-        (lambda path: path.write_bytes(path.read_bytes()[:500]), "could not be read"),
-        (_flip_a_weight, r"holds tensors whose sha256 .* differs"),
-        (_other_metadata(content_sha256=""), "has no content hash"),
-        (_other_metadata(timm="0.1.0"), "was trained with timm 0.1.0"),
-        (_other_metadata(trainer="0"), "was trained with trainer 0"),
-        (_other_metadata(settings='{"seed": 9}'), "was trained with other settings"),
-        (_drop_a_tensor, "does not hold this model's float32 parameters"),
-        (_other_metadata(losses="[1.0,"), "has unreadable training metadata"),
-    ],
-)
+@pytest.mark.parametrize("damage, why", damages("head.weight", "timm"))
 def test_a_damaged_cache_is_trained_again_with_a_warning(damage, why, monkeypatch, tmp_path):
     monkeypatch.setenv("VISUALIZER_CACHE", str(tmp_path))
-    path = load_shapes_demo(CHEAP).path
-    damage(path)
-    with pytest.warns(CaptureWarning, match=re.escape(f"the cached shapes demo {path} ") + why):
-        retrained = load_shapes_demo(CHEAP)
-    assert retrained.path == path
-    monkeypatch.setattr(_shapes, "train_shapes", lambda **kwargs: pytest.fail("trained again"))
-    with warnings.catch_warnings():  # replaced by a good file
-        warnings.simplefilter("error")
-        assert load_shapes_demo(CHEAP).path == path
+    trained = load_shapes_demo(CHEAP)
+    retrained = check_retrained(
+        damage, why, "shapes", cache=_shapes._CACHE, settings=CHEAP, load=lambda: load_shapes_demo(CHEAP)
+    )
+    assert retrained.path == trained.path and len(retrained.losses) == CHEAP.steps
 
 
 def test_an_unwritable_cache_warns_and_still_returns_the_demo(monkeypatch, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("VISUALIZER_CACHE", str(blocker / "cache"))
-    with pytest.warns(CaptureWarning, match="could not cache the shapes demo.*VISUALIZER_CACHE"):
-        loaded = load_shapes_demo(CHEAP)
-    assert loaded.path is None and len(loaded.losses) == CHEAP.steps
+    loaded = check_unwritable(monkeypatch, tmp_path, "shapes", lambda: load_shapes_demo(CHEAP))
+    assert len(loaded.losses) == CHEAP.steps
 
 
 # --- training ------------------------------------------------------------------------------------------

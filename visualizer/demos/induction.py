@@ -83,11 +83,8 @@ this model's parameters is trained again and replaced, with a ``CaptureWarning``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -96,7 +93,16 @@ import numpy as np
 import torch
 
 from visualizer._arrays import layer_array
-from visualizer.demos._training import evaluating, intra_op_threads, is_int
+from visualizer.demos._cached import DemoCache
+from visualizer.demos._training import (
+    check_int,
+    check_ints,
+    check_positive_numbers,
+    check_run,
+    evaluating,
+    intra_op_threads,
+    is_int,
+)
 
 __all__ = [
     "Example",
@@ -170,25 +176,22 @@ class InductionSettings:
     lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        if not is_int(self.seed):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
-        for name, minimum in [
-            ("steps", 0),
-            ("block_len", 2),
-            ("min_block", 2),
-            ("max_block", 2),
-            ("max_prefix", 0),
-            ("vocab_size", 2),
-            ("d_model", 1),
-            ("heads", 1),
-            ("layers", 2),
-            ("batch_size", 1),
-        ]:
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-            if value < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        check_ints(
+            self,
+            {
+                "seed": None,
+                "steps": 0,
+                "block_len": 2,
+                "min_block": 2,
+                "max_block": 2,
+                "max_prefix": 0,
+                "vocab_size": 2,
+                "d_model": 1,
+                "heads": 1,
+                "layers": 2,
+                "batch_size": 1,
+            },
+        )
         if not self.min_block <= self.block_len <= self.max_block:
             raise ValueError(
                 f"block_len ({self.block_len}) must lie from min_block ({self.min_block}) to max_block "
@@ -205,8 +208,7 @@ class InductionSettings:
                 f"d_model ({self.d_model}) must be divisible by heads ({self.heads}): "
                 "each head gets d_model // heads dimensions"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        check_positive_numbers(self, ["lr"])
 
     @property
     def bos(self) -> int:
@@ -266,9 +268,8 @@ class InductionDemo:
         torch.Size([2, 17])
         """
         s = self.settings
-        count = _positive(count, "count")
-        if not is_int(seed):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
+        count = check_int(count, "count", 1)
+        check_int(seed, "seed")
         n = s.block_len if block_len is None else block_len
         if not is_int(n):
             raise TypeError(f"block_len must be an int or None, got {type(n).__name__}: {n!r}")
@@ -412,8 +413,8 @@ class InductionDemo:
 
         if not isinstance(method, str) or method not in (*METHODS, "random"):
             raise ValueError(f"method must be one of {', '.join(METHODS)} or 'random', not {method!r}")
-        ids = self.sequences(_positive(count, "count"))
-        steps = _positive(faithfulness_steps, "faithfulness_steps")
+        ids = self.sequences(check_int(count, "count", 1))
+        steps = check_int(faithfulness_steps, "faithfulness_steps", 1)
         n = self._block(ids)
         generator = torch.Generator().manual_seed(0)
         rows = []
@@ -476,7 +477,7 @@ class InductionDemo:
 
         ``Example.copy_rate`` is the share of the candidates copied exactly (margin above 0).
         """
-        candidates = _positive(candidates, "candidates")
+        candidates = check_int(candidates, "candidates", 1)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
             raise ValueError(f"margin must be a finite number of logits, at least 0, got {margin!r}")
         ids = self.sequences(candidates)
@@ -495,7 +496,7 @@ class InductionDemo:
         True
         """
         prompt = self._check_ids(prompt, "prompt", ndims=(2,))
-        new_tokens = _positive(new_tokens, "new_tokens")
+        new_tokens = check_int(new_tokens, "new_tokens", 1)
         room = self.settings.positions - prompt.shape[1]
         if new_tokens > room:
             raise ValueError(
@@ -566,19 +567,14 @@ def induction_score(maps, block_len: int) -> np.ndarray:
 
 def _check_maps(maps, block_len, function: str) -> tuple[np.ndarray, int]:
     array = layer_array(maps, f"{function}: maps").astype(np.float64)
-    if not is_int(block_len):
-        raise TypeError(
-            f"{function}: block_len must be an int, got {type(block_len).__name__}: {block_len!r}"
-        )
-    if block_len < 1:
-        raise ValueError(f"{function}: block_len must be at least 1, got {block_len}")
+    block_len = check_int(block_len, f"{function}: block_len", 1)
     length = 1 + 2 * block_len
     if array.shape[-1] != array.shape[-2] or array.shape[-1] < length or array.shape[0] == 0:
         raise ValueError(
             f"{function}: maps must be square self-attention over at least 1 + 2 * block_len = {length} "
             f"positions ([BOS] + block + block) and hold one sequence or more, got shape {array.shape}"
         )
-    return array, int(block_len)
+    return array, block_len
 
 
 def train_induction(
@@ -600,7 +596,7 @@ def train_induction(
     - ``progress(step, loss)``: called after every step, step counted from 1.
     """
     settings = InductionSettings(**settings)
-    _check_run(threads, progress)
+    check_run(threads, progress)
     started = time.perf_counter()
     with intra_op_threads(threads):
         model = _untrained(settings)
@@ -630,17 +626,6 @@ def train_induction(
         threads_used = torch.get_num_threads()
     model.eval()
     return InductionDemo(model, settings, losses, time.perf_counter() - started, threads_used)
-
-
-def _check_run(threads, progress) -> None:
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ValueError(
-            f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
-        )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
-        )
 
 
 def _untrained(settings: InductionSettings):
@@ -691,62 +676,20 @@ def _training_batch(settings: InductionSettings, generator: torch.Generator, rul
 # --- the cache -----------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trainer": TRAINER_VERSION}
-
-
-def _settings_json(settings: InductionSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+_CACHE = DemoCache(
+    name="induction",
+    prefix="induction-gpt2",
+    trainer_version=TRAINER_VERSION,
+    framework="transformers",
+    model="transformers GPT2LMHeadModel state_dict",
+    untrained=_untrained,
+    demo=InductionDemo,
+)
 
 
 def cache_path(settings: InductionSettings) -> Path:
     """Where the weights trained with ``settings`` are cached (named after a hash of the settings)."""
-    from visualizer.models._cache import cache_dir
-
-    key = hashlib.sha256(_settings_json(settings).encode()).hexdigest()[:16]
-    return cache_dir() / f"induction-gpt2-{key}-t{TRAINER_VERSION}.safetensors"
-
-
-def _read_cache(path: Path, settings: InductionSettings):
-    """``(demo, None)`` for a good cache file; ``(None, why)`` for one to train again; ``(None, None)``
-    when there is no file yet."""
-    from visualizer.models._cache import content_sha256, read_arrays
-
-    if not path.is_file():
-        return None, None
-    try:
-        arrays, metadata = read_arrays(path)
-    except Exception as error:  # safetensors raises several types for a damaged file: train again
-        return None, f"could not be read ({type(error).__name__}: {error})"
-    if metadata.get("settings") != _settings_json(settings):
-        return None, f"was trained with other settings ({metadata.get('settings')})"
-    for name, version in _versions().items():
-        if metadata.get(name) != version:
-            return None, f"was trained with {name} {metadata.get(name)}, not {version}"
-    stored = metadata.get("content_sha256")
-    if not stored:
-        return None, "has no content hash"
-    found = content_sha256(arrays)
-    if found != stored:
-        return None, (
-            f"holds tensors whose sha256 {found[:16]}... differs from the {stored[:16]}... recorded when it "
-            f"was trained: the file was changed after it was written"
-        )
-    model = _untrained(settings)
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    shapes = {name: tuple(array.shape) for name, array in arrays.items()}
-    if shapes != expected or any(a.dtype != np.float32 or not np.isfinite(a).all() for a in arrays.values()):
-        return None, "does not hold this model's float32 parameters"
-    try:
-        losses, seconds = json.loads(metadata["losses"]), float(metadata["seconds"])
-        trained_threads = int(metadata["threads"])
-    except (KeyError, ValueError) as error:
-        return None, f"has unreadable training metadata ({type(error).__name__}: {error})"
-    model.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})
-    model.eval()
-    return InductionDemo(model, settings, losses, seconds, trained_threads, path), None
+    return _CACHE.path(settings)
 
 
 def load_induction_demo(
@@ -765,43 +708,11 @@ def load_induction_demo(
     again and replaced, with a ``CaptureWarning``; a cache folder that cannot be written
     warns and still returns the trained demo.
     """
-    from visualizer._errors import CaptureWarning
-    from visualizer.models._cache import content_sha256, write_arrays
-
     chosen = InductionSettings(**settings)
-    _check_run(threads, progress)
-    path = cache_path(chosen)
-    demo, problem = _read_cache(path, chosen)
-    if demo is not None:
-        return demo
-    if problem:
-        warnings.warn(
-            f"the cached induction demo {path} {problem}; it is trained again and the file is replaced.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    demo = train_induction(threads=threads, progress=progress, **dataclasses.asdict(chosen))
-    arrays = {name: value.detach().cpu().numpy().copy() for name, value in demo.model.state_dict().items()}
-    metadata = {
-        "settings": _settings_json(chosen),
-        **_versions(),
-        "content_sha256": content_sha256(arrays),
-        "losses": json.dumps(demo.losses),
-        "seconds": repr(demo.seconds),
-        "threads": str(demo.threads),
-        "model": "transformers GPT2LMHeadModel state_dict",
-    }
-    try:
-        write_arrays(path, arrays, metadata)
-        demo.path = path
-    except OSError as error:
-        warnings.warn(
-            f"could not cache the induction demo at {path} ({error}); it will be trained again next time. "
-            f"Fix: set the environment variable VISUALIZER_CACHE to a writable folder.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    return demo
+    check_run(threads, progress)
+    return _CACHE.load(
+        chosen, lambda: train_induction(threads=threads, progress=progress, **dataclasses.asdict(chosen))
+    )
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -821,11 +732,3 @@ def _word(token: int, bos: int) -> str:
     if token == bos:
         return BOS_NAME
     return WORDS[token] if token < len(WORDS) else f"t{token}"
-
-
-def _positive(value, name: str) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)

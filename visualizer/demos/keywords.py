@@ -63,11 +63,7 @@ parameters is trained again and replaced, with a ``CaptureWarning``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -75,7 +71,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from visualizer.demos._training import evaluating, intra_op_threads, is_int
+from visualizer.demos._cached import DemoCache
+from visualizer.demos._training import (
+    check_int,
+    check_ints,
+    check_positive_numbers,
+    check_run,
+    evaluating,
+    intra_op_threads,
+)
 
 __all__ = [
     "KeywordDemo",
@@ -153,26 +157,23 @@ class KeywordSettings:
     lr: float = 3e-3
 
     def __post_init__(self) -> None:
-        if not is_int(self.seed):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
-        for name, minimum in [
-            ("steps", 0),
-            ("labels", 2),
-            ("keywords_per_label", 1),
-            ("distractors", 0),
-            ("fillers", 1),
-            ("min_words", 1),
-            ("max_words", 1),
-            ("hidden_size", 1),
-            ("heads", 1),
-            ("layers", 1),
-            ("batch_size", 1),
-        ]:
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-            if value < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        check_ints(
+            self,
+            {
+                "seed": None,
+                "steps": 0,
+                "labels": 2,
+                "keywords_per_label": 1,
+                "distractors": 0,
+                "fillers": 1,
+                "min_words": 1,
+                "max_words": 1,
+                "hidden_size": 1,
+                "heads": 1,
+                "layers": 1,
+                "batch_size": 1,
+            },
+        )
         if self.min_words > self.max_words:
             raise ValueError(f"min_words ({self.min_words}) must be at most max_words ({self.max_words})")
         if self.hidden_size % self.heads:
@@ -188,8 +189,7 @@ class KeywordSettings:
                 f"distractor_rate is {rate} but there are no distractors: set distractors >= 1 "
                 "or distractor_rate=0"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        check_positive_numbers(self, ["lr"])
 
     @property
     def positions(self) -> int:
@@ -277,9 +277,8 @@ class KeywordDemo:
         >>> batch.inputs["input_ids"].shape, batch.labels.shape, batch.evidence.shape
         (torch.Size([2, 16]), torch.Size([2]), (2, 16))
         """
-        count = _positive(count, "count")
-        if not is_int(seed):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
+        count = check_int(count, "count", 1)
+        check_int(seed, "seed")
         return _sentences(self.settings, count, torch.Generator().manual_seed(int(seed)))
 
     def encode(self, texts: str | Sequence[str]) -> dict:
@@ -372,7 +371,7 @@ class KeywordDemo:
         """
         batch = self.sentences(256) if sentences is None else self._check_sentences(sentences)
         method = _method(method)
-        _check_run(threads, None)
+        check_run(threads, None)
         if method == "random":
             generator = torch.Generator().manual_seed(0)
             shape = batch.evidence.shape
@@ -422,8 +421,8 @@ class KeywordDemo:
         from visualizer.demos._truth import evidence_rank, pointing_game, segmentation_scores
 
         method = _method(method)
-        batch = self.sentences(_positive(count, "count"), seed)
-        steps = _positive(faithfulness_steps, "faithfulness_steps")
+        batch = self.sentences(check_int(count, "count", 1), seed)
+        steps = check_int(faithfulness_steps, "faithfulness_steps", 1)
         scores = self.relevance(method, batch, threads=threads)
         result = {
             "pointing_game": float(pointing_game(scores, batch.evidence, ignore=batch.ignore)),
@@ -561,7 +560,7 @@ def train_keywords(
     - ``progress(step, loss)``: called after every step, step counted from 1.
     """
     settings = _settings(settings, overrides)
-    _check_run(threads, progress)
+    check_run(threads, progress)
     started = time.perf_counter()
     with intra_op_threads(threads):
         model = _untrained(settings)
@@ -599,17 +598,6 @@ def _settings(settings, overrides: dict) -> KeywordSettings:
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
-def _check_run(threads, progress) -> None:
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ValueError(
-            f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
-        )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
-        )
-
-
 def _untrained(settings: KeywordSettings):
     from transformers import BertForSequenceClassification
 
@@ -621,65 +609,21 @@ def _untrained(settings: KeywordSettings):
 # --- the cache -------------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trainer": TRAINER_VERSION}
-
-
-def _settings_json(settings: KeywordSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+_CACHE = DemoCache(
+    name="keyword",
+    prefix="keywords-bert",
+    trainer_version=TRAINER_VERSION,
+    framework="transformers",
+    model="transformers BertForSequenceClassification state_dict",
+    untrained=_untrained,
+    demo=KeywordDemo,
+    parameters="parameters",
+)
 
 
 def cache_path(settings: KeywordSettings) -> Path:
     """Where the weights trained with ``settings`` are cached (named after a hash of the settings)."""
-    from visualizer.models._cache import cache_dir
-
-    key = hashlib.sha256(_settings_json(settings).encode()).hexdigest()[:16]
-    return cache_dir() / f"keywords-bert-{key}-t{TRAINER_VERSION}.safetensors"
-
-
-def _read_cache(path: Path, settings: KeywordSettings):
-    """``(demo, None)`` for a good cache file; ``(None, why)`` for one to train again; ``(None, None)``
-    when there is no file yet."""
-    from visualizer.models._cache import content_sha256, read_arrays
-
-    if not path.is_file():
-        return None, None
-    try:
-        arrays, metadata = read_arrays(path)
-    except Exception as error:  # safetensors raises several types for a damaged file: train again
-        return None, f"could not be read ({type(error).__name__}: {error})"
-    if metadata.get("settings") != _settings_json(settings):
-        return None, f"was trained with other settings ({metadata.get('settings')})"
-    for name, version in _versions().items():
-        if metadata.get(name) != version:
-            return None, f"was trained with {name} {metadata.get(name)}, not {version}"
-    stored = metadata.get("content_sha256")
-    if not stored:
-        return None, "has no content hash"
-    found = content_sha256(arrays)
-    if found != stored:
-        return None, (
-            f"holds tensors whose sha256 {found[:16]}... differs from the {stored[:16]}... recorded when it "
-            f"was trained: the file was changed after it was written"
-        )
-    model = _untrained(settings)
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    shapes = {name: tuple(array.shape) for name, array in arrays.items()}
-    if shapes != expected or any(
-        a.dtype != model.state_dict()[name].numpy().dtype or not np.isfinite(a).all()
-        for name, a in arrays.items()
-    ):
-        return None, "does not hold this model's parameters"
-    try:
-        losses, seconds = json.loads(metadata["losses"]), float(metadata["seconds"])
-        trained_threads = int(metadata["threads"])
-    except (KeyError, ValueError) as error:
-        return None, f"has unreadable training metadata ({type(error).__name__}: {error})"
-    model.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})
-    model.eval()
-    return KeywordDemo(model, settings, losses, seconds, trained_threads, path), None
+    return _CACHE.path(settings)
 
 
 def load_keyword_demo(
@@ -699,43 +643,9 @@ def load_keyword_demo(
     again and replaced, with a ``CaptureWarning``; a cache folder that cannot be written
     warns and still returns the trained demo.
     """
-    from visualizer._errors import CaptureWarning
-    from visualizer.models._cache import content_sha256, write_arrays
-
     chosen = _settings(settings, overrides)
-    _check_run(threads, progress)
-    path = cache_path(chosen)
-    demo, problem = _read_cache(path, chosen)
-    if demo is not None:
-        return demo
-    if problem:
-        warnings.warn(
-            f"the cached keyword demo {path} {problem}; it is trained again and the file is replaced.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    demo = train_keywords(chosen, threads=threads, progress=progress)
-    arrays = {name: value.detach().cpu().numpy().copy() for name, value in demo.model.state_dict().items()}
-    metadata = {
-        "settings": _settings_json(chosen),
-        **_versions(),
-        "content_sha256": content_sha256(arrays),
-        "losses": json.dumps(demo.losses),
-        "seconds": repr(demo.seconds),
-        "threads": str(demo.threads),
-        "model": "transformers BertForSequenceClassification state_dict",
-    }
-    try:
-        write_arrays(path, arrays, metadata)
-        demo.path = path
-    except OSError as error:
-        warnings.warn(
-            f"could not cache the keyword demo at {path} ({error}); it will be trained again next time. "
-            f"Fix: set the environment variable VISUALIZER_CACHE to a writable folder.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    return demo
+    check_run(threads, progress)
+    return _CACHE.load(chosen, lambda: train_keywords(chosen, threads=threads, progress=progress))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -773,11 +683,3 @@ def _method(method) -> str:
     if not isinstance(method, str) or method not in (*METHODS, "random"):
         raise ValueError(f"method must be one of {', '.join(METHODS)} or 'random', not {method!r}")
     return method
-
-
-def _positive(value, name: str) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)

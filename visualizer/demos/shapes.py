@@ -55,18 +55,23 @@ that cannot be used is trained again and replaced, with a ``CaptureWarning``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from visualizer.demos._training import evaluating, intra_op_threads, is_int
+from visualizer.demos._cached import DemoCache
+from visualizer.demos._training import (
+    check_int,
+    check_ints,
+    check_positive_numbers,
+    check_run,
+    evaluating,
+    intra_op_threads,
+)
 
 __all__ = ["CLASSES", "ShapesDemo", "ShapesSettings", "load_shapes_demo", "train_shapes"]
 
@@ -138,23 +143,20 @@ class ShapesSettings:
     clip_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        if not is_int(self.seed):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
-        for name, minimum in [
-            ("steps", 0),
-            ("image_size", 8),
-            ("patch_size", 1),
-            ("max_distractors", 0),
-            ("embed_dim", 1),
-            ("depth", 1),
-            ("heads", 1),
-            ("batch_size", 1),
-        ]:
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-            if value < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        check_ints(
+            self,
+            {
+                "seed": None,
+                "steps": 0,
+                "image_size": 8,
+                "patch_size": 1,
+                "max_distractors": 0,
+                "embed_dim": 1,
+                "depth": 1,
+                "heads": 1,
+                "batch_size": 1,
+            },
+        )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size}): "
@@ -165,10 +167,7 @@ class ShapesSettings:
                 f"embed_dim ({self.embed_dim}) must be divisible by heads ({self.heads}): "
                 "each head gets embed_dim // heads dimensions"
             )
-        for name in ("min_radius", "max_radius", "mlp_ratio", "lr", "clip_norm"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_positive_numbers(self, ["min_radius", "max_radius", "mlp_ratio", "lr", "clip_norm"])
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)):
             raise ValueError(f"weight_decay must be a number, got {self.weight_decay!r}")
         if not 0 <= self.weight_decay < math.inf:
@@ -246,9 +245,8 @@ class ShapesDemo:
         >>> bool(((images != demo.images(2, seed=1, with_target=False)[0]).any(1) == masks).all())
         True
         """
-        count = _positive(count, "count")
-        if not is_int(seed):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}")
+        count = check_int(count, "count", 1)
+        check_int(seed, "seed")
         if not isinstance(with_target, bool):
             raise TypeError(f"with_target must be True or False, got {with_target!r}")
         generator = torch.Generator().manual_seed(int(seed))
@@ -502,7 +500,7 @@ def train_shapes(
     - ``progress(step, loss)``: called after every step, step counted from 1.
     """
     settings = ShapesSettings(**settings)
-    _check_run(threads, progress)
+    check_run(threads, progress)
     started = time.perf_counter()
     with intra_op_threads(threads):
         model = _untrained(settings)
@@ -531,17 +529,6 @@ def train_shapes(
     return ShapesDemo(model, settings, losses, time.perf_counter() - started, threads_used)
 
 
-def _check_run(threads, progress) -> None:
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ValueError(
-            f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
-        )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
-        )
-
-
 def _untrained(settings: ShapesSettings) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
@@ -551,62 +538,20 @@ def _untrained(settings: ShapesSettings) -> torch.nn.Module:
 # --- the cache -----------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    import timm
-
-    return {"torch": torch.__version__, "timm": timm.__version__, "trainer": TRAINER_VERSION}
-
-
-def _settings_json(settings: ShapesSettings) -> str:
-    return json.dumps(dataclasses.asdict(settings), sort_keys=True)
+_CACHE = DemoCache(
+    name="shapes",
+    prefix="shapes-vit",
+    trainer_version=TRAINER_VERSION,
+    framework="timm",
+    model="timm VisionTransformer state_dict",
+    untrained=_untrained,
+    demo=ShapesDemo,
+)
 
 
 def cache_path(settings: ShapesSettings) -> Path:
     """Where the weights trained with ``settings`` are cached (named after a hash of the settings)."""
-    from visualizer.models._cache import cache_dir
-
-    key = hashlib.sha256(_settings_json(settings).encode()).hexdigest()[:16]
-    return cache_dir() / f"shapes-vit-{key}-t{TRAINER_VERSION}.safetensors"
-
-
-def _read_cache(path: Path, settings: ShapesSettings):
-    """``(demo, None)`` for a good cache file; ``(None, why)`` for one to train again; ``(None, None)``
-    when there is no file yet."""
-    from visualizer.models._cache import content_sha256, read_arrays
-
-    if not path.is_file():
-        return None, None
-    try:
-        arrays, metadata = read_arrays(path)
-    except Exception as error:  # safetensors raises several types for a damaged file: train again
-        return None, f"could not be read ({type(error).__name__}: {error})"
-    if metadata.get("settings") != _settings_json(settings):
-        return None, f"was trained with other settings ({metadata.get('settings')})"
-    for name, version in _versions().items():
-        if metadata.get(name) != version:
-            return None, f"was trained with {name} {metadata.get(name)}, not {version}"
-    stored = metadata.get("content_sha256")
-    if not stored:
-        return None, "has no content hash"
-    found = content_sha256(arrays)
-    if found != stored:
-        return None, (
-            f"holds tensors whose sha256 {found[:16]}... differs from the {stored[:16]}... recorded when it "
-            f"was trained: the file was changed after it was written"
-        )
-    model = _untrained(settings)
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    shapes = {name: tuple(array.shape) for name, array in arrays.items()}
-    if shapes != expected or any(a.dtype != np.float32 or not np.isfinite(a).all() for a in arrays.values()):
-        return None, "does not hold this model's float32 parameters"
-    try:
-        losses, seconds = json.loads(metadata["losses"]), float(metadata["seconds"])
-        trained_threads = int(metadata["threads"])
-    except (KeyError, ValueError) as error:
-        return None, f"has unreadable training metadata ({type(error).__name__}: {error})"
-    model.load_state_dict({name: torch.from_numpy(array) for name, array in arrays.items()})
-    model.eval()
-    return ShapesDemo(model, settings, losses, seconds, trained_threads, path), None
+    return _CACHE.path(settings)
 
 
 def load_shapes_demo(
@@ -628,9 +573,6 @@ def load_shapes_demo(
     replaced, with a ``CaptureWarning``; a cache folder that cannot be written warns and
     still returns the trained demo.
     """
-    from visualizer._errors import CaptureWarning
-    from visualizer.models._cache import content_sha256, write_arrays
-
     if settings is not None and not isinstance(settings, ShapesSettings):
         raise TypeError(
             f"settings must be a ShapesSettings or None, got {type(settings).__name__}; "
@@ -642,44 +584,7 @@ def load_shapes_demo(
             f"{', '.join(sorted(fields))}); use dataclasses.replace(settings, ...) to change a field"
         )
     chosen = settings if settings is not None else ShapesSettings(**fields)
-    _check_run(threads, progress)
-    path = cache_path(chosen)
-    demo, problem = _read_cache(path, chosen)
-    if demo is not None:
-        return demo
-    if problem:
-        warnings.warn(
-            f"the cached shapes demo {path} {problem}; it is trained again and the file is replaced.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    demo = train_shapes(threads=threads, progress=progress, **dataclasses.asdict(chosen))
-    arrays = {name: value.detach().cpu().numpy().copy() for name, value in demo.model.state_dict().items()}
-    metadata = {
-        "settings": _settings_json(chosen),
-        **_versions(),
-        "content_sha256": content_sha256(arrays),
-        "losses": json.dumps(demo.losses),
-        "seconds": repr(demo.seconds),
-        "threads": str(demo.threads),
-        "model": "timm VisionTransformer state_dict",
-    }
-    try:
-        write_arrays(path, arrays, metadata)
-        demo.path = path
-    except OSError as error:
-        warnings.warn(
-            f"could not cache the shapes demo at {path} ({error}); it will be trained again next time. "
-            f"Fix: set the environment variable VISUALIZER_CACHE to a writable folder.",
-            CaptureWarning,
-            stacklevel=2,
-        )
-    return demo
-
-
-def _positive(value, name: str) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return int(value)
+    check_run(threads, progress)
+    return _CACHE.load(
+        chosen, lambda: train_shapes(threads=threads, progress=progress, **dataclasses.asdict(chosen))
+    )
