@@ -1,4 +1,4 @@
-"""What ``explain(method="attention_grad")`` costs at long inputs, against the plain forward plus
+"""What ``explain(method="attention_grad")`` and ``explain(method="attnlrp")`` cost at long inputs, against the plain forward plus
 backward, on the tiny Llama of ``bench_long.py`` (hidden 256, 4 layers, 8 heads, 2 key/value
 heads, sdpa), batch 1, one target (the logit of token 0 at the last position).
 
@@ -7,6 +7,8 @@ Variants, each timed and measured the same way:
 - ``forward+backward``: the sdpa forward and ``backward()`` of the target (the baseline);
 - ``attention_grad``: ``explain(model, ids, 0)``: the forward with the kernel kept, gradient
   taps, and the explained row propagated through each layer's map rebuilt block by block;
+- ``attnlrp``: ``explain(model, ids, 0, method="attnlrp")``: the forward with the kernel kept on
+  detached queries and keys, the norms' scales constant, one backward to the first block's input;
 - ``eager relevance``: the usual way: the eager attention with ``output_attentions=True``,
   every map's gradient retained, Chefer's rule on the whole matrices (only up to the length
   whose maps and gradients fit ``--budget-gb``; at 8,192 tokens they would need about 17 GB).
@@ -14,8 +16,9 @@ Variants, each timed and measured the same way:
 Memory: the peak-RSS rise of one step in a fresh process per variant and length, after a
 warm-up step, ``malloc_trim`` and a reset of VmHWM through ``/proc/self/clear_refs``. Time:
 the median of ``--rounds`` interleaved rounds in one process, as a ratio to forward+backward.
-Targets (issue "Which tokens drove this output"): attention_grad's peak rise at most 2x the
-baseline's plus 512 MB at every length; its time at most 5x; 16,384 tokens complete.
+Targets (issues "Which tokens drove this output" and "AttnLRP, ground truth we control"):
+attention_grad's and attnlrp's peak rise at most 2x the baseline's plus 512 MB at every length;
+their time at most 5x; 16,384 tokens complete.
 
     .venv/bin/python benchmarks/relevance_long.py                          # 1k-16k, about 15 minutes
     .venv/bin/python benchmarks/relevance_long.py --lengths 512 1024 --rounds 1   # a smoke run
@@ -36,7 +39,7 @@ SCRIPT = __file__
 GB = 2**30
 MB = 2**20
 LENGTHS = (1024, 2048, 4096, 8192, 16384)
-VARIANTS = ("forward+backward", "attention_grad", "eager relevance")
+VARIANTS = ("forward+backward", "attention_grad", "attnlrp", "eager relevance")
 
 
 def step_of(model, ids, key: str):
@@ -50,6 +53,9 @@ def step_of(model, ids, key: str):
 
     def attention_grad():
         explain(model, ids, 0)
+
+    def attnlrp():
+        explain(model, ids, 0, method="attnlrp")
 
     def eager_relevance():
         model.set_attn_implementation("eager")
@@ -72,6 +78,7 @@ def step_of(model, ids, key: str):
     return {
         "forward+backward": forward_backward,
         "attention_grad": attention_grad,
+        "attnlrp": attnlrp,
         "eager relevance": eager_relevance,
     }[key]
 
@@ -161,7 +168,7 @@ def main(argv=None) -> None:
             )
             ratio = f"{times[key] / base_time:.2f}x" if key in times else "-"
             target = ""
-            if key == "attention_grad" and base_peak is not None and "peak_increase" in peak:
+            if key in ("attention_grad", "attnlrp") and base_peak is not None and "peak_increase" in peak:
                 limit = 2 * base_peak + 512 * MB
                 held = peak["peak_increase"] <= limit and times[key] <= 5 * base_time
                 target = f"{'met' if held else 'MISSED'} (<= {limit / MB:,.0f} MB, <= 5x)"
