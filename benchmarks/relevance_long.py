@@ -1,6 +1,7 @@
-"""What ``explain(method="attention_grad")`` and ``explain(method="attnlrp")`` cost at long inputs, against the plain forward plus
-backward, on the tiny Llama of ``bench_long.py`` (hidden 256, 4 layers, 8 heads, 2 key/value
-heads, sdpa), batch 1, one target (the logit of token 0 at the last position).
+"""What ``explain(method="attention_grad")`` and ``explain(method="attnlrp")`` cost at long
+inputs, against the plain forward plus backward, on the tiny Llama of ``bench_long.py`` (hidden
+256, 4 layers, 8 heads, 2 key/value heads, sdpa), batch 1, one target (the logit of token 0 at
+the last position).
 
 Variants, each timed and measured the same way:
 
