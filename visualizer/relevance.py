@@ -410,10 +410,10 @@ def _mean_relevance(call, grad, row):
             f"{call.target.name} attends from {queries} queries to {keys} keys: the one-stack rule needs the "
             "same tokens on both sides"
         )
-    out = (
-        torch.zeros(batch, keys, device=grad.device)
+    out = (  # (float32 whatever torch's default dtype: the blocks below are float32)
+        torch.zeros(batch, keys, device=grad.device, dtype=torch.float32)
         if row is not None
-        else torch.zeros(batch, queries, keys, device=grad.device)
+        else torch.zeros(batch, queries, keys, device=grad.device, dtype=torch.float32)
     )
     for start in range(0, queries, BLOCK_ROWS):
         stop = min(start + BLOCK_ROWS, queries)
@@ -463,9 +463,9 @@ def _encoder_decoder_scores(tap: _AttentionGrad, batch: int, position: int):
     if targets_ is None:
         raise ValueError("an encoder-decoder explanation needs the decoder's attention; none ran")
     device = tap.entries[0].mean.device
-    r_ss = torch.eye(sources, device=device).expand(batch, sources, sources).clone()
-    r_qq = torch.eye(targets_, device=device).expand(batch, targets_, targets_).clone()
-    r_qs = torch.zeros(batch, targets_, sources, device=device)
+    r_ss = torch.eye(sources, device=device, dtype=torch.float32).expand(batch, sources, sources).clone()
+    r_qq = torch.eye(targets_, device=device, dtype=torch.float32).expand(batch, targets_, targets_).clone()
+    r_qs = torch.zeros(batch, targets_, sources, device=device, dtype=torch.float32)
     for entry in tap.entries:
         mean = entry.mean
         if entry.target.kind == "cross":
@@ -480,7 +480,7 @@ def _encoder_decoder_scores(tap: _AttentionGrad, batch: int, position: int):
 
 def _normalised(relevance):
     """R̄ = (R - I) with rows normalised to sum to 1 (rows summing to 0 stay 0), plus I."""
-    eye = torch.eye(relevance.shape[-1], device=relevance.device)
+    eye = torch.eye(relevance.shape[-1], device=relevance.device, dtype=relevance.dtype)
     residual = relevance - eye
     sums = residual.sum(-1, keepdim=True)
     return torch.where(sums != 0, residual / torch.where(sums != 0, sums, 1.0), 0.0) + eye

@@ -293,6 +293,22 @@ def _logit(index, position):
     return target
 
 
+@pytest.mark.parametrize("case", ["llama gqa", "bart"])
+def test_a_float64_default_dtype_changes_nothing(case):
+    """The relevance is accumulated in float32 whatever torch's default dtype (a model built in
+    float32 before set_default_dtype(float64) is explained as before)."""
+    build, inputs, target, position, _, _ = CASES[case]
+    model = build()
+    expected = explain(model, inputs, target, position=position)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        relevance = explain(model, inputs, target, position=position)
+    finally:
+        torch.set_default_dtype(before)
+    torch.testing.assert_close(relevance.scores, expected.scores)
+
+
 def test_the_vit_scores_carry_the_declared_patch_grid():
     relevance = explain(_vit(), PIXELS, 3)
     assert relevance.layout.prefix == 1 and relevance.layout.grid == (2, 2)
