@@ -22,7 +22,7 @@ def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    assert f"Wrote 28 files under {out.resolve()}" in result.stdout
+    assert f"Wrote 30 files under {out.resolve()}" in result.stdout
     for image in ("grace_hopper", "chelsea"):
         stats = json.loads((out / image / "stats.json").read_text())
         assert stats["model"].startswith("DINOv2 ViT-S/14") and stats["grid"] == [16, 16]
@@ -36,11 +36,16 @@ def test_the_main_job_runs_offline_on_the_embedded_defaults(tmp_path):
     assert lm["generated_tokens"] == 6 and isinstance(lm["generated_matches_the_copy"], bool)
     assert 0 <= lm["example"]["held_out_exact_copy_rate"] <= 1 and lm["example"]["index"] >= 0
     assert lm["copy_accuracy"]["induction_heads_ablated"] < lm["copy_accuracy"]["clean"]
+    # The one explained example: the demo's next token, every prompt token scored.
+    assert lm["relevance"]["method"] == "attention_grad"
+    assert len(lm["relevance"]["scores"]) == len(lm["relevance"]["tokens"]) == len(lm["tokens"]) - 6
     for name in (
         "tokens.png",
         "heads.png",
         "generation.png",
         "head_effects.png",
+        "relevance.png",
+        "faithfulness.png",
         "model_view.html",
         "text_view.html",
     ):
