@@ -23,8 +23,10 @@ import torch
 __all__ = [
     "check_int",
     "check_ints",
+    "check_method",
     "check_positive_numbers",
     "check_run",
+    "check_token_ids",
     "evaluating",
     "intra_op_threads",
     "is_int",
@@ -94,3 +96,37 @@ def check_run(threads, progress) -> None:
         raise TypeError(
             f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
         )
+
+
+def check_method(method) -> str:
+    """``method``, one of :data:`visualizer.relevance.METHODS` or ``"random"`` (the demos' chance level)."""
+    from visualizer.relevance import METHODS
+
+    if not isinstance(method, str) or method not in (*METHODS, "random"):
+        raise ValueError(f"method must be one of {', '.join(METHODS)} or 'random', not {method!r}")
+    return method
+
+
+def check_token_ids(
+    ids, name: str, ndims: tuple[int, ...], *, positions: int, largest: int, bounds: str, make: str, item: str
+) -> torch.Tensor:
+    """``ids`` as int64, checked: an integer tensor of ``ndims`` dimensions, not empty, at most
+    ``positions`` long, its values in 0..``largest`` (said as ``bounds`` in the error). ``make`` says
+    how to make ids, ``item`` what one row is ("sentence", "sequence")."""
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
+        kind = f"a {ids.dtype} tensor" if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise TypeError(
+            f"{name} must be an integer torch tensor of token ids, got {kind}; make one with {make}"
+        )
+    shapes = " or ".join({1: "(length,)", 2: "(batch, length)"}[d] for d in ndims)
+    if ids.ndim not in ndims or ids.numel() == 0 or ids.shape[-1] > positions:
+        raise ValueError(
+            f"{name} must have shape {shapes}, not empty, with length <= the model's "
+            f"{positions} positions, got {tuple(ids.shape)}"
+            + (f"; for one {item} pass x[None]" if ids.ndim == 1 and 1 not in ndims else "")
+        )
+    if ids.min() < 0 or ids.max() > largest:
+        raise ValueError(
+            f"{name} token ids must lie in {bounds}, got values from {int(ids.min())} to {int(ids.max())}"
+        )
+    return ids.long()

@@ -30,7 +30,6 @@ draws no other random numbers.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -38,7 +37,14 @@ import torch
 from torch import nn
 
 from visualizer._arrays import layer_array
-from visualizer.demos._training import evaluating, intra_op_threads, is_int
+from visualizer.demos._training import (
+    check_ints,
+    check_positive_numbers,
+    check_run,
+    evaluating,
+    intra_op_threads,
+    is_int,
+)
 
 __all__ = ["CopyTask", "CopyTaskSettings", "CopyTransformer", "diagonal_mass", "train_copy_task"]
 
@@ -66,29 +72,25 @@ class CopyTaskSettings:
     lr: float = 1e-2
 
     def __post_init__(self) -> None:
-        if not is_int(self.seed):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}: {self.seed!r}")
-        for name, minimum in [
-            ("steps", 0),
-            ("seq_len", 1),
-            ("vocab_size", 2),
-            ("d_model", 1),
-            ("nhead", 1),
-            ("layers", 1),
-            ("batch_size", 1),
-        ]:
-            value = getattr(self, name)
-            if not is_int(value):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
-            if value < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        check_ints(
+            self,
+            {
+                "seed": None,
+                "steps": 0,
+                "seq_len": 1,
+                "vocab_size": 2,
+                "d_model": 1,
+                "nhead": 1,
+                "layers": 1,
+                "batch_size": 1,
+            },
+        )
         if self.d_model % self.nhead:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}): "
                 "each head gets d_model // nhead dimensions"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
-            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        check_positive_numbers(self, ["lr"])
 
     @property
     def bos(self) -> int:
@@ -249,14 +251,7 @@ def train_copy_task(
         lr=lr,
     )
     keep_at = _snapshot_steps(snapshot_steps, steps)
-    if threads is not None and (not is_int(threads) or threads < 1):
-        raise ValueError(
-            f"threads must be a positive int or None (keep torch's current count), got {threads!r}"
-        )
-    if progress is not None and not callable(progress):
-        raise TypeError(
-            f"progress must be a callable progress(step, loss) or None, got {type(progress).__name__}"
-        )
+    check_run(threads, progress)
 
     with intra_op_threads(threads):
         task = _untrained(settings)

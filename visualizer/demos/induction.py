@@ -97,8 +97,10 @@ from visualizer.demos._cached import DemoCache
 from visualizer.demos._training import (
     check_int,
     check_ints,
+    check_method,
     check_positive_numbers,
     check_run,
+    check_token_ids,
     evaluating,
     intra_op_threads,
     is_int,
@@ -409,10 +411,7 @@ class InductionDemo:
         >>> demo.ground_truth_scores("attnlrp")["pointing_game"]
         1.0
         """
-        from visualizer.relevance import METHODS
-
-        if not isinstance(method, str) or method not in (*METHODS, "random"):
-            raise ValueError(f"method must be one of {', '.join(METHODS)} or 'random', not {method!r}")
+        method = check_method(method)
         ids = self.sequences(check_int(count, "count", 1))
         steps = check_int(faithfulness_steps, "faithfulness_steps", 1)
         n = self._block(ids)
@@ -515,25 +514,16 @@ class InductionDemo:
 
     def _check_ids(self, ids, name: str, ndims: tuple[int, ...]) -> torch.Tensor:
         s = self.settings
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            kind = f"a {ids.dtype} tensor" if isinstance(ids, torch.Tensor) else type(ids).__name__
-            raise TypeError(
-                f"{name} must be an integer torch tensor of token ids, got {kind}; "
-                "make one with demo.sequences(count)"
-            )
-        shapes = " or ".join({1: "(length,)", 2: "(batch, length)"}[d] for d in ndims)
-        if ids.ndim not in ndims or ids.numel() == 0 or ids.shape[-1] > s.positions:
-            raise ValueError(
-                f"{name} must have shape {shapes}, not empty, with length <= the model's "
-                f"{s.positions} positions, got {tuple(ids.shape)}"
-                + ("; for one sequence pass x[None]" if ids.ndim == 1 and 1 not in ndims else "")
-            )
-        if ids.min() < 0 or ids.max() > s.bos:
-            raise ValueError(
-                f"{name} token ids must lie in [0, vocab_size] = [0, {s.bos}] (vocab_size is BOS), "
-                f"got values from {int(ids.min())} to {int(ids.max())}"
-            )
-        return ids.long()
+        return check_token_ids(
+            ids,
+            name,
+            ndims,
+            positions=s.positions,
+            largest=s.bos,
+            bounds=f"[0, vocab_size] = [0, {s.bos}] (vocab_size is BOS)",
+            make="demo.sequences(count)",
+            item="sequence",
+        )
 
 
 def previous_token_score(maps, block_len: int) -> np.ndarray:

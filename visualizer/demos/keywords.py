@@ -75,8 +75,10 @@ from visualizer.demos._cached import DemoCache
 from visualizer.demos._training import (
     check_int,
     check_ints,
+    check_method,
     check_positive_numbers,
     check_run,
+    check_token_ids,
     evaluating,
     intra_op_threads,
 )
@@ -370,7 +372,7 @@ class KeywordDemo:
         (8, 16)
         """
         batch = self.sentences(256) if sentences is None else self._check_sentences(sentences)
-        method = _method(method)
+        method = check_method(method)
         check_run(threads, None)
         if method == "random":
             generator = torch.Generator().manual_seed(0)
@@ -420,7 +422,7 @@ class KeywordDemo:
         from visualizer import faithfulness
         from visualizer.demos._truth import evidence_rank, pointing_game, segmentation_scores
 
-        method = _method(method)
+        method = check_method(method)
         batch = self.sentences(check_int(count, "count", 1), seed)
         steps = check_int(faithfulness_steps, "faithfulness_steps", 1)
         scores = self.relevance(method, batch, threads=threads)
@@ -482,25 +484,16 @@ class KeywordDemo:
 
     def _check_ids(self, ids, name: str, ndims: tuple[int, ...]) -> torch.Tensor:
         s = self.settings
-        if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32):
-            kind = f"a {ids.dtype} tensor" if isinstance(ids, torch.Tensor) else type(ids).__name__
-            raise TypeError(
-                f"{name} must be an integer torch tensor of token ids, got {kind}; "
-                "make one with demo.sentences(count) or demo.encode(text)"
-            )
-        shapes = " or ".join({1: "(length,)", 2: "(batch, length)"}[d] for d in ndims)
-        if ids.ndim not in ndims or ids.numel() == 0 or ids.shape[-1] > s.positions:
-            raise ValueError(
-                f"{name} must have shape {shapes}, not empty, with length <= the model's "
-                f"{s.positions} positions, got {tuple(ids.shape)}"
-                + ("; for one sentence pass x[None]" if ids.ndim == 1 and 1 not in ndims else "")
-            )
-        if ids.min() < 0 or ids.max() >= s.vocab_size:
-            raise ValueError(
-                f"{name} token ids must lie in [0, vocab_size) = [0, {s.vocab_size}), "
-                f"got values from {int(ids.min())} to {int(ids.max())}"
-            )
-        return ids.long()
+        return check_token_ids(
+            ids,
+            name,
+            ndims,
+            positions=s.positions,
+            largest=s.vocab_size - 1,
+            bounds=f"[0, vocab_size) = [0, {s.vocab_size})",
+            make="demo.sentences(count) or demo.encode(text)",
+            item="sentence",
+        )
 
 
 # --- the sentences ---------------------------------------------------------------------------------
@@ -675,11 +668,3 @@ def vocabulary(settings: KeywordSettings | None = None) -> list[str]:
     names += [DISTRACTORS[i] if i < len(DISTRACTORS) else f"distractor{i}" for i in range(s.distractors)]
     names += [FILLERS[i] if i < len(FILLERS) else f"filler{i}" for i in range(s.fillers)]
     return names
-
-
-def _method(method) -> str:
-    from visualizer.relevance import METHODS
-
-    if not isinstance(method, str) or method not in (*METHODS, "random"):
-        raise ValueError(f"method must be one of {', '.join(METHODS)} or 'random', not {method!r}")
-    return method

@@ -67,6 +67,7 @@ from visualizer.demos._cached import DemoCache
 from visualizer.demos._training import (
     check_int,
     check_ints,
+    check_method,
     check_positive_numbers,
     check_run,
     evaluating,
@@ -333,12 +334,8 @@ class ShapesDemo:
           more faithful.
         """
         from visualizer.demos._truth import pointing_game, segmentation_scores
-        from visualizer.relevance import METHODS
 
-        if method not in (*METHODS, "random"):
-            raise ValueError(
-                f"method must be one of {', '.join(map(repr, METHODS))} or 'random', got {method!r}"
-            )
+        method = check_method(method)
         images, labels, masks = self.images(count, seed)
         patches, aucs = self._explained(images, labels, method)
         pixels = self.pixel_scores(patches)
