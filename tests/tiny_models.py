@@ -24,12 +24,15 @@ LLAMA_SIZES = {
 }
 
 
-def tiny_llama(model_class: str = "LlamaForCausalLM", **config):
-    """A random ``transformers.<model_class>`` from ``LlamaConfig(**LLAMA_SIZES, **config)``, in eval mode."""
+def tiny_llama(model_class: str = "LlamaForCausalLM", config_class: str = "LlamaConfig", **config):
+    """A random ``transformers.<model_class>`` from ``<config_class>(**LLAMA_SIZES, **config)`` (a
+    Llama by default; Qwen 3, Gemma 3 and the other Llama-shaped configs take the same sizes), in
+    eval mode."""
     import transformers
 
     torch.manual_seed(0)
-    return getattr(transformers, model_class)(transformers.LlamaConfig(**{**LLAMA_SIZES, **config})).eval()
+    configured = getattr(transformers, config_class)(**{**LLAMA_SIZES, **config})
+    return getattr(transformers, model_class)(configured).eval()
 
 
 def tiny_bert():

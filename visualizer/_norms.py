@@ -60,15 +60,15 @@ def is_norm(module: Any) -> bool:
 
 
 @contextlib.contextmanager
-def constant_scales(model: Any) -> Iterator[list[str]]:
+def constant_scales(model: Any) -> Iterator[None]:
     """While open, every layer and RMS norm of ``model`` has its scale held constant under autograd
-    (see the module docstring); yields the norms' module paths. Hooks are removed on exit."""
+    (see the module docstring). Hooks are removed on exit."""
     norms = [(name, module) for name, module in model.named_modules() if is_norm(module)]
     handles = []
     try:
         for name, module in norms:
             handles.append(module.register_forward_hook(_Hook(name), with_kwargs=True))
-        yield [name for name, _ in norms]
+        yield
     finally:
         for handle in handles:
             handle.remove()

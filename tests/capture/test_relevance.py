@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from relevance_reference import attention_grad, attnlrp, first_block
+from relevance_reference import attention_grad, attnlrp, first_block, first_blocks
 from tiny_models import tiny_bert, tiny_encoder, tiny_llama, tiny_swin
 
 import visualizer
@@ -173,37 +173,13 @@ def _feature(position: int, index: int = 0):
     return target
 
 
-def _gemma():
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        sliding_window=4,
-    )
-    return Gemma3ForCausalLM(config).eval()
+def _gemma():  # RMS norms times 1 + weight, q/k norms, sliding windows
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "head_dim": 8, "sliding_window": 4}
+    return tiny_llama("Gemma3ForCausalLM", "Gemma3TextConfig", **sizes)
 
 
-def _qwen3():
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-    )
-    return Qwen3ForCausalLM(config).eval()
+def _qwen3():  # q/k norms
+    return tiny_llama("Qwen3ForCausalLM", "Qwen3Config", hidden_size=32, intermediate_size=64, head_dim=8)
 
 
 # attnlrp: the cases above (T5 aside: its attention is eager), with targets a final norm leaves
@@ -237,9 +213,8 @@ def test_attnlrp_equals_the_conservative_rules_written_here(case):
     target_fn = target if callable(target) else _logit(target, relevance.position)
     with torch.no_grad():
         torch.testing.assert_close(relevance.outputs, target_fn(run(model)).float())
-    first = next(name for name, _ in model.named_modules() if name in relevance.layers)
     twin, unreproduced = copy.deepcopy(model), []
-    expected = attnlrp(twin, run, target_fn, first_block(twin, first), unreproduced)
+    expected = attnlrp(twin, run, target_fn, first_blocks(twin), unreproduced)
     assert not unreproduced
     torch.testing.assert_close(relevance.scores, expected.float(), rtol=1e-4, atol=1e-6)
     assert expected.abs().max() > 0
